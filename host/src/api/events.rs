@@ -1,0 +1,285 @@
+//! `/api/v1/events`: publishing events (single and batch) and reading one back with the status
+//! of each of its deliveries.
+//!
+//! A `202` means the event and all its deliveries are committed (one transaction): from then on
+//! the event is never lost. The payload is stored byte for byte as sent, so what is signed and
+//! delivered is exactly what the client published.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::parse_id;
+use super::validate::{self, Errors};
+use super::{ApiJson, AppState};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::store::{self, DeliveryStatus, Destination, IdempotencyKey, NewEvent, PublishOutcome, PublishedEvent};
+
+/// Most events in one batch publish.
+pub const MAX_BATCH: usize = 1000;
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(publish_event))
+        .routes(routes!(publish_batch))
+        .routes(routes!(get_event))
+}
+
+/// An event to publish.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishEvent {
+    #[schema(example = "request_submitted", pattern = "^[a-z0-9][a-z0-9_.-]{0,127}$")]
+    pub event_type: String,
+    /// Any JSON object; delivered exactly as sent.
+    #[schema(value_type = Object, example = json!({"title": "Access to production DB", "requester": "alice@company.com"}))]
+    pub payload: Box<RawValue>,
+}
+
+/// Up to 1000 events, stored in one transaction.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBatch {
+    pub events: Vec<PublishEvent>,
+}
+
+/// What a publish stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublishedOut {
+    pub id: Uuid,
+    pub event_type: String,
+    pub created_at: DateTime<Utc>,
+    /// Destinations matched: enabled subscriptions plus active connectors.
+    pub deliveries: u32,
+}
+
+impl From<PublishedEvent> for PublishedOut {
+    fn from(e: PublishedEvent) -> Self {
+        Self {
+            id: e.id,
+            event_type: e.event_type,
+            created_at: e.created_at,
+            deliveries: e.deliveries,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchOut {
+    pub data: Vec<PublishedOut>,
+}
+
+/// One delivery of an event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryOut {
+    pub id: Uuid,
+    pub destination: Destination,
+    pub status: DeliveryStatus,
+    /// Attempts spent from the current budget.
+    pub attempts: u32,
+    /// When the next attempt is due (pending deliveries only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An event, its payload and its deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventOut {
+    pub id: Uuid,
+    pub event_type: String,
+    pub created_at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    pub deliveries: Vec<DeliveryOut>,
+}
+
+/// Validates one event and turns it into what the store takes.
+fn new_event(errors: &mut Errors, at: &str, event: PublishEvent, max_payload: usize, now: DateTime<Utc>) -> NewEvent {
+    validate::event_type(errors, &format!("{at}event_type"), &event.event_type);
+    let payload = event.payload.get();
+    if !payload.starts_with('{') {
+        errors.add(format!("{at}payload"), "must be a JSON object");
+    } else if payload.len() > max_payload {
+        errors.add(
+            format!("{at}payload"),
+            format!("is {} bytes, more than the limit of {max_payload} (IH_MAX_PAYLOAD_BYTES)", payload.len()),
+        );
+    }
+    NewEvent {
+        id: Uuid::now_v7(),
+        event_type: event.event_type,
+        payload: String::from(Box::<str>::from(event.payload)),
+        created_at: now,
+        connectors: Vec::new(),
+    }
+}
+
+/// The `Idempotency-Key` of a request with a fingerprint of what it asks for, so that reusing a
+/// key for a different request is caught instead of silently answered with the first response.
+fn idempotency(headers: &HeaderMap, route: &str, events: &[NewEvent]) -> ApiResult<Option<IdempotencyKey>> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = validate::idempotency_key(value)?;
+    let mut hash = Sha256::new();
+    hash.update(route.as_bytes());
+    for e in events {
+        hash.update([0]);
+        hash.update(e.event_type.as_bytes());
+        hash.update([0]);
+        hash.update(e.payload.as_bytes());
+    }
+    Ok(Some(IdempotencyKey {
+        key,
+        fingerprint: hex::encode(hash.finalize()),
+    }))
+}
+
+async fn store_events(
+    state: &AppState,
+    headers: &HeaderMap,
+    route: &str,
+    events: Vec<NewEvent>,
+) -> ApiResult<(Vec<PublishedEvent>, bool)> {
+    let key = idempotency(headers, route, &events)?;
+    match state.store.publish(events, key, store::now()).await? {
+        PublishOutcome::Created(published) => {
+            for e in &published {
+                state.metrics.event_published(&e.event_type);
+                tracing::info!(event_id = %e.id, event_type = %e.event_type, deliveries = e.deliveries, "event published");
+            }
+            Ok((published, false))
+        }
+        PublishOutcome::Replayed(published) => Ok((published, true)),
+        PublishOutcome::KeyMismatch => Err(ApiError::Unprocessable {
+            detail: "this Idempotency-Key was used for a different request in the last 24 hours".into(),
+            errors: vec![crate::error::FieldError::new(
+                "Idempotency-Key",
+                "already used for a different request; use a new key for a new request",
+            )],
+        }),
+    }
+}
+
+fn accepted<T: Serialize>(body: T, replayed: bool) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// Publish an event.
+#[utoipa::path(post, path = "/api/v1/events", tag = "events",
+    request_body = PublishEvent,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeating a request with the same key within 24 h returns the first response and creates nothing")),
+    responses(
+        (status = 202, description = "Stored; deliveries are queued", body = PublishedOut),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable: nothing was stored", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn publish_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PublishEvent>,
+) -> ApiResult<Response> {
+    let mut errors = Errors::default();
+    let event = new_event(&mut errors, "", body, state.config.max_payload_bytes, store::now());
+    errors.finish()?;
+    let (mut published, replayed) = store_events(&state, &headers, "POST /api/v1/events", vec![event]).await?;
+    let one = published
+        .pop()
+        .ok_or_else(|| ApiError::internal("publish returned no event"))?;
+    Ok(accepted(PublishedOut::from(one), replayed))
+}
+
+/// Publish up to 1000 events in one transaction.
+#[utoipa::path(post, path = "/api/v1/events/batch", tag = "events",
+    request_body = PublishBatch,
+    params(("Idempotency-Key" = Option<String>, Header, description = "As for a single publish")),
+    responses(
+        (status = 202, description = "All stored, in request order", body = BatchOut),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable: nothing was stored", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn publish_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PublishBatch, true>,
+) -> ApiResult<Response> {
+    if body.events.is_empty() || body.events.len() > MAX_BATCH {
+        let mut errors = Errors::default();
+        errors.add("events", format!("must hold 1 to {MAX_BATCH} events, got {}", body.events.len()));
+        errors.finish()?;
+    }
+    let mut errors = Errors::default();
+    let now = store::now();
+    let events: Vec<NewEvent> = body
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| new_event(&mut errors, &format!("events[{i}]."), e, state.config.max_payload_bytes, now))
+        .collect();
+    errors.finish()?;
+    let (published, replayed) = store_events(&state, &headers, "POST /api/v1/events/batch", events).await?;
+    Ok(accepted(
+        BatchOut {
+            data: published.into_iter().map(Into::into).collect(),
+        },
+        replayed,
+    ))
+}
+
+/// Get an event with its payload and the status of each delivery.
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
+    params(("id" = Uuid, Path, description = "Event id")),
+    responses(
+        (status = 200, description = "The event", body = EventOut),
+        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_event(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<EventOut>> {
+    let id = parse_id(&id, "event")?;
+    let event = state
+        .store
+        .get_event(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no event with id {id}")))?;
+    let payload = RawValue::from_string(event.payload).map_err(ApiError::internal)?;
+    Ok(Json(EventOut {
+        id: event.id,
+        event_type: event.event_type,
+        created_at: event.created_at,
+        payload,
+        deliveries: event
+            .deliveries
+            .into_iter()
+            .map(|d| DeliveryOut {
+                id: d.id,
+                destination: d.destination,
+                status: d.status,
+                attempts: d.attempts,
+                next_attempt_at: d.next_attempt_at,
+                last_error: d.last_error,
+                updated_at: d.updated_at,
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,192 @@
+//! The HTTP surface: REST API (SPEC §5), operations endpoints, OpenAPI document and UI.
+//!
+//! One file per resource, each exporting an `OpenApiRouter` whose handlers carry their own
+//! OpenAPI annotations, so the published document cannot drift from the code. This module
+//! assembles them and adds what every route shares: API-key auth on `/api/*`, request ids,
+//! tracing, per-route metrics, panic capture and problem-details fallbacks.
+//!
+//! Invariant: every body is read through [`ApiJson`], which enforces the size cap, the content
+//! type and strict JSON, and maps each failure to its problem (400, 413, 415, 422).
+
+mod auth;
+mod events;
+mod extract;
+mod ops;
+mod subscriptions;
+mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::store::Store;
+
+pub use extract::{ApiJson, Page};
+
+/// Longest time a request may take before the hub answers 503 itself.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shared state of every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+    api_keys: Arc<auth::ApiKeys>,
+}
+
+impl AppState {
+    pub fn new(config: Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
+            store,
+            metrics,
+            config: Arc::new(config),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Integrations Hub",
+        description = "Publish your product's events; the hub stores them durably and delivers them, signed, \
+                       to subscribed webhooks and to sandboxed WebAssembly connectors.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    tags(
+        (name = "subscriptions", description = "Webhook endpoints and the events they receive"),
+        (name = "events", description = "Publishing events and following their deliveries"),
+        (name = "operations", description = "Health and metrics (no API key needed)")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The OpenAPI document of the whole HTTP surface, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = api_routes().split_for_parts();
+    let (_, ops) = ops::router().split_for_parts();
+    api.merge_from(ops)
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(subscriptions::router())
+        .merge(events::router())
+}
+
+/// Builds the complete application for `state`.
+pub fn router(state: AppState) -> Router {
+    let (api, api_doc) = api_routes().split_for_parts();
+    let (ops, ops_doc) = ops::router().split_for_parts();
+    let api = api.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_api_key,
+    ));
+    let request_id = HeaderName::from_static("x-request-id");
+
+    Router::new()
+        .merge(api)
+        .merge(ops)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api_doc.merge_from(ops_doc)))
+        .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a request handler panicked").into_response()
+        }))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Counts every matched request by route template and status.
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(req).await;
+    observe(&state.metrics, method, route, response.status().as_u16(), started);
+    response
+}
+
+fn observe(metrics: &Metrics, method: String, route: String, status: u16, started: Instant) {
+    metrics
+        .http_request_duration
+        .get_or_create(&RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method,
+            route,
+            status,
+        })
+        .inc();
+}
+
+async fn not_found(State(state): State<AppState>, method: Method, uri: axum::http::Uri) -> ApiError {
+    observe(&state.metrics, method.to_string(), "unmatched".into(), 404, Instant::now());
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}

@@ -1,0 +1,76 @@
+//! Operations endpoints: `/health` for load balancers and orchestrators, `/metrics` for
+//! Prometheus. Neither needs an API key, and neither reveals configuration.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+
+/// How long the database may take to answer a health probe.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(metrics))
+}
+
+/// Health of this instance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` when the database does not answer.
+    pub status: &'static str,
+    pub version: &'static str,
+    /// `sqlite` or `postgres`.
+    pub database: String,
+    /// Why the database check failed (without addresses or credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// Liveness and readiness: 200 when the database answers, 503 otherwise.
+#[utoipa::path(get, path = "/health", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Healthy", body = Health),
+        (status = 503, description = "The database is unreachable", body = Health),
+    ))]
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let problem = match tokio::time::timeout(HEALTH_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check: database error");
+            Some("the database returned an error".to_owned())
+        }
+        Err(_) => {
+            tracing::warn!("health check: database did not answer in time");
+            Some(format!("the database did not answer within {}s", HEALTH_TIMEOUT.as_secs()))
+        }
+    };
+    let status = if problem.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        status,
+        Json(Health {
+            status: if problem.is_none() { "ok" } else { "unavailable" },
+            version: env!("CARGO_PKG_VERSION"),
+            database: state.store.backend().to_string(),
+            problem,
+        }),
+    )
+}
+
+/// Prometheus metrics (OpenMetrics text format).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String)))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,275 @@
+//! `/api/v1/subscriptions`: webhook endpoints, the events they take, their secrets.
+//!
+//! The secret is write-only: it is accepted on create and on PATCH (which rotates it, the old one
+//! staying valid for 24 h) and never returned.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::parse_id;
+use super::validate::{self, Errors};
+use super::{ApiJson, AppState, Page};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::store::{self, Circuit, NewSubscription, Subscription, SubscriptionPatch};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_subscription, list_subscriptions))
+        .routes(routes!(get_subscription, patch_subscription, delete_subscription))
+}
+
+/// A webhook subscription as returned by the API.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionOut {
+    pub id: Uuid,
+    pub url: String,
+    /// Event types delivered to this endpoint; `["*"]` means all.
+    pub events: Vec<String>,
+    pub enabled: bool,
+    pub description: Option<String>,
+    /// Extra headers sent with every delivery.
+    pub headers: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub circuit: Circuit,
+}
+
+impl From<Subscription> for SubscriptionOut {
+    fn from(s: Subscription) -> Self {
+        Self {
+            id: s.id,
+            url: s.url,
+            events: s.events,
+            enabled: s.enabled,
+            description: s.description,
+            headers: s.headers,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            circuit: s.circuit,
+        }
+    }
+}
+
+/// A page of subscriptions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionList {
+    pub data: Vec<SubscriptionOut>,
+    /// Pass as `?cursor=` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A new webhook subscription.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscription {
+    /// Absolute http(s) URL that receives the webhooks.
+    #[schema(example = "https://example.com/webhooks")]
+    pub url: String,
+    /// Signing secret, 16 to 256 characters. Never returned.
+    #[schema(example = "whsec-my-very-secret-key", min_length = 16, max_length = 256)]
+    pub secret: String,
+    /// 1 to 100 event types, or `["*"]` for all.
+    #[schema(example = json!(["request_submitted", "request_approved"]))]
+    pub events: Vec<String>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Distinguishes "absent" (`None`) from "null" (`Some(None)`).
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A partial update: only the fields present change. A new `secret` rotates.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchSubscription {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub secret: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub events: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<bool>)]
+    pub enabled: Option<Option<bool>>,
+    /// `null` clears the description.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub headers: Option<Option<BTreeMap<String, String>>>,
+}
+
+/// Create a subscription.
+#[utoipa::path(post, path = "/api/v1/subscriptions", tag = "subscriptions",
+    request_body = CreateSubscription,
+    responses(
+        (status = 201, description = "Created", body = SubscriptionOut),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_subscription(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateSubscription>,
+) -> ApiResult<(StatusCode, Json<SubscriptionOut>)> {
+    let mut errors = Errors::default();
+    validate::url(&mut errors, "url", &body.url, state.config.allow_private_destinations);
+    validate::secret(&mut errors, "secret", &body.secret);
+    let events = validate::events(&mut errors, "events", &body.events);
+    validate::description(&mut errors, "description", body.description.as_deref());
+    let headers = validate::headers(&mut errors, "headers", &body.headers);
+    errors.finish()?;
+
+    let created = state
+        .store
+        .create_subscription(NewSubscription {
+            id: Uuid::now_v7(),
+            url: body.url,
+            secret: body.secret,
+            events,
+            enabled: body.enabled,
+            description: body.description,
+            headers,
+            created_at: store::now(),
+        })
+        .await?;
+    tracing::info!(subscription_id = %created.id, url = %created.url, "subscription created");
+    Ok((StatusCode::CREATED, Json(created.into())))
+}
+
+/// List subscriptions, oldest first.
+#[utoipa::path(get, path = "/api/v1/subscriptions", tag = "subscriptions",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of subscriptions", body = SubscriptionList),
+        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_subscriptions(State(state): State<AppState>, page: Page) -> ApiResult<Json<SubscriptionList>> {
+    let subs = state.store.list_subscriptions(page.after, page.limit).await?;
+    let next_cursor = page.next_cursor(subs.last().map(|s| s.id), subs.len());
+    Ok(Json(SubscriptionList {
+        data: subs.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+/// Get one subscription.
+#[utoipa::path(get, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = Uuid, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "The subscription", body = SubscriptionOut),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_subscription(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<SubscriptionOut>> {
+    let id = parse_id(&id, "subscription")?;
+    let sub = state.store.get_subscription(id).await?.ok_or_else(|| not_found(id))?;
+    Ok(Json(sub.into()))
+}
+
+/// Update a subscription partially; a new `secret` rotates (the old one stays valid for 24 h).
+#[utoipa::path(patch, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = Uuid, Path, description = "Subscription id")),
+    request_body = PatchSubscription,
+    responses(
+        (status = 200, description = "The updated subscription", body = SubscriptionOut),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn patch_subscription(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PatchSubscription>,
+) -> ApiResult<Json<SubscriptionOut>> {
+    let id = parse_id(&id, "subscription")?;
+    let mut errors = Errors::default();
+    let mut patch = SubscriptionPatch::default();
+    let mut not_null = |field: &str, present: bool| {
+        if present {
+            errors.add(field, "may not be null");
+        }
+    };
+    not_null("url", matches!(body.url, Some(None)));
+    not_null("secret", matches!(body.secret, Some(None)));
+    not_null("events", matches!(body.events, Some(None)));
+    not_null("enabled", matches!(body.enabled, Some(None)));
+    not_null("headers", matches!(body.headers, Some(None)));
+    if let Some(Some(url)) = body.url {
+        validate::url(&mut errors, "url", &url, state.config.allow_private_destinations);
+        patch.url = Some(url);
+    }
+    if let Some(Some(secret)) = body.secret {
+        validate::secret(&mut errors, "secret", &secret);
+        patch.secret = Some(secret);
+    }
+    if let Some(Some(events)) = body.events {
+        patch.events = Some(validate::events(&mut errors, "events", &events));
+    }
+    patch.enabled = body.enabled.flatten();
+    if let Some(description) = body.description {
+        validate::description(&mut errors, "description", description.as_deref());
+        patch.description = Some(description);
+    }
+    if let Some(Some(headers)) = body.headers {
+        patch.headers = Some(validate::headers(&mut errors, "headers", &headers));
+    }
+    errors.finish()?;
+
+    let rotated = patch.secret.is_some();
+    let updated = state
+        .store
+        .update_subscription(id, patch, store::now())
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    tracing::info!(subscription_id = %id, secret_rotated = rotated, "subscription updated");
+    Ok(Json(updated.into()))
+}
+
+/// Delete a subscription; its pending deliveries are cancelled.
+#[utoipa::path(delete, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = Uuid, Path, description = "Subscription id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn delete_subscription(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = parse_id(&id, "subscription")?;
+    let cancelled = state
+        .store
+        .delete_subscription(id, store::now())
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    tracing::info!(subscription_id = %id, cancelled_deliveries = cancelled, "subscription deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("no subscription with id {id}"))
+}

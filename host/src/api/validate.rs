@@ -1,0 +1,218 @@
+//! Field validation for request bodies, collecting every problem at once so a client fixes its
+//! request in one round trip (422 with `errors: [{field, message}]`).
+
+use std::collections::BTreeMap;
+
+use axum::http::{HeaderName, HeaderValue};
+
+use crate::delivery::ssrf;
+use crate::error::{ApiError, FieldError};
+
+pub const MAX_URL_LEN: usize = 2048;
+pub const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
+pub const MAX_EVENTS: usize = 100;
+pub const MAX_EVENT_TYPE_LEN: usize = 128;
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
+pub const MAX_HEADERS: usize = 20;
+pub const MAX_HEADER_VALUE_LEN: usize = 1024;
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Headers the hub sets itself; a subscription may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "user-agent",
+];
+const RESERVED_PREFIXES: &[&str] = &["x-webhook-", "webhook-"];
+
+/// Collects field errors; `finish` turns them into a 422.
+#[derive(Debug, Default)]
+pub struct Errors(Vec<FieldError>);
+
+impl Errors {
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(self.0))
+        }
+    }
+}
+
+/// `^[a-z0-9][a-z0-9_.-]{0,127}$` (SPEC §5), without a regex engine on the publish path.
+pub fn is_event_type(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_EVENT_TYPE_LEN
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+const EVENT_TYPE_RULE: &str =
+    "must be 1-128 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit";
+
+pub fn event_type(errors: &mut Errors, field: &str, value: &str) {
+    if !is_event_type(value) {
+        errors.add(field, format!("{value:?} {EVENT_TYPE_RULE}"));
+    }
+}
+
+/// A webhook URL: absolute http(s), with a host, and not a literal private address unless
+/// private destinations are allowed. Names are resolved (and checked again) at every attempt.
+pub fn url(errors: &mut Errors, field: &str, value: &str, allow_private: bool) {
+    if value.len() > MAX_URL_LEN {
+        return errors.add(field, format!("must be at most {MAX_URL_LEN} characters"));
+    }
+    let parsed = match url::Url::parse(value) {
+        Ok(u) => u,
+        Err(e) => return errors.add(field, format!("is not an absolute URL: {e}")),
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return errors.add(field, format!("scheme {:?} is not supported: use https (or http)", parsed.scheme()));
+    }
+    let Some(host) = parsed.host() else {
+        return errors.add(field, "has no host");
+    };
+    if !allow_private {
+        if let Some(reason) = ssrf::host_refusal(&host) {
+            errors.add(
+                field,
+                format!("refused: {reason}; set IH_ALLOW_PRIVATE_DESTINATIONS=true to deliver to private networks"),
+            );
+        }
+    }
+}
+
+pub fn secret(errors: &mut Errors, field: &str, value: &str) {
+    let len = value.chars().count();
+    if !SECRET_LEN.contains(&len) {
+        errors.add(
+            field,
+            format!("must be {} to {} characters, got {len}", SECRET_LEN.start(), SECRET_LEN.end()),
+        );
+    }
+}
+
+/// Event types of a subscription, or `["*"]`. Duplicates are dropped, order kept.
+pub fn events(errors: &mut Errors, field: &str, value: &[String]) -> Vec<String> {
+    if value.is_empty() || value.len() > MAX_EVENTS {
+        errors.add(field, format!("must list 1 to {MAX_EVENTS} event types, or \"*\" for all"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(value.len());
+    for (i, name) in value.iter().enumerate() {
+        if name != "*" {
+            event_type(errors, &format!("{field}[{i}]"), name);
+        }
+        if !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    out
+}
+
+pub fn description(errors: &mut Errors, field: &str, value: Option<&str>) {
+    if value.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN) {
+        errors.add(field, format!("must be at most {MAX_DESCRIPTION_LEN} characters"));
+    }
+}
+
+/// Custom headers sent with every delivery: valid HTTP names and values, none of the hub's own.
+/// Names are stored lower-case, as HTTP/2 sends them.
+pub fn headers(errors: &mut Errors, field: &str, value: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    if value.len() > MAX_HEADERS {
+        errors.add(field, format!("at most {MAX_HEADERS} headers"));
+    }
+    let mut out = BTreeMap::new();
+    for (name, val) in value {
+        let at = format!("{field}.{name}");
+        let lower = name.to_ascii_lowercase();
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.add(&at, "is not a valid HTTP header name");
+        } else if RESERVED_HEADERS.contains(&lower.as_str()) || RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+            errors.add(&at, "is set by the hub and cannot be overridden");
+        }
+        if val.len() > MAX_HEADER_VALUE_LEN {
+            errors.add(&at, format!("value must be at most {MAX_HEADER_VALUE_LEN} bytes"));
+        } else if HeaderValue::from_str(val).is_err() {
+            errors.add(&at, "value contains characters not allowed in an HTTP header");
+        }
+        out.insert(lower, val.clone());
+    }
+    out
+}
+
+/// An `Idempotency-Key` header: 1-255 visible ASCII characters.
+pub fn idempotency_key(value: &axum::http::HeaderValue) -> Result<String, ApiError> {
+    let key = value.to_str().ok().map(str::trim).filter(|k| {
+        !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+    });
+    key.map(str::to_owned).ok_or_else(|| {
+        ApiError::bad_request(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters (a UUID is a good choice)"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_rule_matches_the_spec_pattern() {
+        for ok in ["a", "request_submitted", "0", "order.created-v2", &"a".repeat(128)] {
+            assert!(is_event_type(ok), "{ok}");
+        }
+        for bad in ["", "_x", ".x", "Request", "a b", "a/b", "é", &"a".repeat(129), "*"] {
+            assert!(!is_event_type(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked_for_scheme_host_and_private_literals() {
+        let check = |u: &str, allow: bool| {
+            let mut e = Errors::default();
+            url(&mut e, "url", u, allow);
+            e.0
+        };
+        assert!(check("https://example.com/hook", false).is_empty());
+        assert!(check("http://10.0.0.5/hook", true).is_empty());
+        let refused = check("http://10.0.0.5/hook", false);
+        assert!(refused[0].message.contains("RFC 1918"), "{refused:?}");
+        assert!(!check("ftp://example.com", false).is_empty());
+        assert!(!check("/relative", false).is_empty());
+        assert!(!check("http://[::1]:8080/", false).is_empty());
+    }
+
+    #[test]
+    fn reserved_and_invalid_headers_are_refused() {
+        let mut e = Errors::default();
+        let input: BTreeMap<String, String> = [
+            ("X-Team".to_string(), "billing".to_string()),
+            ("Content-Type".to_string(), "text/plain".to_string()),
+            ("X-Webhook-Signature".to_string(), "forged".to_string()),
+            ("bad name".to_string(), "x".to_string()),
+            ("X-Ok".to_string(), "line\nbreak".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let out = headers(&mut e, "headers", &input);
+        let fields: Vec<_> = e.0.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["headers.Content-Type", "headers.X-Ok", "headers.X-Webhook-Signature", "headers.bad name"]);
+        assert_eq!(out.get("x-team").map(String::as_str), Some("billing"));
+    }
+}

@@ -1,0 +1,505 @@
+//! Configuration: one typed struct, read once from the `IH_*` environment and validated.
+//!
+//! Every variable of SPEC §4 is here with its default. A bad value stops start-up with a
+//! [`ConfigError`] that names the variable, so an operator never has to guess which of twenty
+//! settings is wrong. Secrets (API keys, the database password, connector settings) are wrapped in
+//! [`Secret`] or redacted by hand so they never reach `Debug` output or logs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The prefix of every variable the hub reads.
+pub const PREFIX: &str = "IH_";
+
+/// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value itself. Call sites are easy to audit with a grep for `expose`.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where events are stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+
+    /// The URL with any password replaced, safe for logs.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                // Cannot fail: the URL has a host (it has a password).
+                let _ = parsed.set_password(Some("redacted"));
+                parsed.to_string()
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Settings of the delivery engine (SPEC §4, §6).
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    pub poll_interval: Duration,
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
+/// Settings of the connector runtime (SPEC §7).
+#[derive(Clone, Debug)]
+pub struct ConnectorConfig {
+    pub dir: PathBuf,
+    pub timeout: Duration,
+    pub memory_mb: u64,
+    /// Every `IH_*` variable that is not one of the hub's own: connector settings such as
+    /// `IH_SLACK_BOT_TOKEN`, keyed by the name without the prefix. Values may be secrets.
+    pub settings: BTreeMap<String, Secret>,
+}
+
+/// The whole configuration of one hub instance.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: DatabaseUrl,
+    pub database_max_connections: u32,
+    pub bind: SocketAddr,
+    pub api_keys: Vec<Secret>,
+    pub delivery: DeliveryConfig,
+    pub allow_private_destinations: bool,
+    pub connectors: ConnectorConfig,
+    pub max_payload_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub retention_days: u32,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// Problems that do not stop start-up (e.g. an unknown `IH_DELIVERY_*` variable, likely a
+    /// typo); logged once logging is up.
+    pub warnings: Vec<String>,
+}
+
+/// A configuration value that cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub message: String,
+}
+
+fn err(variable: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable: variable.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The hub's own variables (without prefix). Anything else under `IH_` is a connector setting.
+const KNOWN: &[&str] = &[
+    "DATABASE_URL",
+    "DATABASE_MAX_CONNECTIONS",
+    "BIND",
+    "API_KEYS",
+    "DELIVERY_POLL_INTERVAL_SECONDS",
+    "DELIVERY_MAX_ATTEMPTS",
+    "DELIVERY_BACKOFF_BASE_SECONDS",
+    "DELIVERY_BACKOFF_MAX_SECONDS",
+    "DELIVERY_TIMEOUT_SECONDS",
+    "DELIVERY_CONCURRENCY",
+    "ALLOW_PRIVATE_DESTINATIONS",
+    "CONNECTORS_DIR",
+    "CONNECTOR_TIMEOUT_SECONDS",
+    "CONNECTOR_MEMORY_MB",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_BATCH_BYTES",
+    "RETENTION_DAYS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+];
+
+/// Prefixes that belong to the hub; an unknown variable under one of them is almost certainly a
+/// typo, so it earns a warning instead of silently becoming a connector setting.
+const OWN_PREFIXES: &[&str] = &[
+    "DATABASE_",
+    "DELIVERY_",
+    "CONNECTOR_",
+    "MAX_",
+    "LOG_",
+    "RETENTION_",
+];
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/integrations-hub.db";
+pub const DEFAULT_CONNECTORS_DIR: &str = "data/connectors";
+
+struct Vars(BTreeMap<String, String>);
+
+impl Vars {
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.0
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, key: &str, default: &str) -> String {
+        self.raw(key).unwrap_or(default).to_owned()
+    }
+
+    fn seconds(&self, key: &str, default: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
+        let name = format!("{PREFIX}{key}");
+        let value = match self.raw(key) {
+            None => default,
+            Some(raw) => raw.parse::<f64>().map_err(|_| {
+                err(&name, format!("expected a number of seconds such as {default}, got {raw:?}"))
+            })?,
+        };
+        if !value.is_finite() || value < min || value > max {
+            return Err(err(
+                &name,
+                format!("must be between {min} and {max} seconds, got {value}"),
+            ));
+        }
+        Ok(Duration::from_secs_f64(value))
+    }
+
+    fn integer<T>(&self, key: &str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let name = format!("{PREFIX}{key}");
+        let value = match self.raw(key) {
+            None => default,
+            Some(raw) => raw.parse::<T>().map_err(|_| {
+                err(&name, format!("expected a whole number such as {default}, got {raw:?}"))
+            })?,
+        };
+        if value < min || value > max {
+            return Err(err(
+                &name,
+                format!("must be between {min} and {max}, got {value}"),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(key).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(other) => Err(err(
+                &format!("{PREFIX}{key}"),
+                format!("expected true or false, got {other:?}"),
+            )),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment. Call once, at start-up.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Builds the configuration from `(name, value)` pairs; only names starting with `IH_` count.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars = Vars(
+            vars.into_iter()
+                .filter_map(|(k, v)| {
+                    let k: String = k.into();
+                    k.strip_prefix(PREFIX).map(|s| (s.to_owned(), v.into()))
+                })
+                .collect(),
+        );
+        let mut warnings = Vec::new();
+
+        let database_url = DatabaseUrl::new(vars.string("DATABASE_URL", DEFAULT_DATABASE_URL));
+        if !(database_url.is_postgres() || database_url.as_str().starts_with("sqlite:")) {
+            return Err(err(
+                "IH_DATABASE_URL",
+                format!(
+                    "unsupported scheme in {:?}: use sqlite://path/to/file.db or postgres://user:password@host/db",
+                    database_url.redacted()
+                ),
+            ));
+        }
+        if database_url.is_postgres() {
+            url::Url::parse(database_url.as_str()).map_err(|e| {
+                err("IH_DATABASE_URL", format!("not a valid postgres URL: {e}"))
+            })?;
+        }
+        let database_max_connections = vars.integer("DATABASE_MAX_CONNECTIONS", 16u32, 1, 1000)?;
+
+        let bind_raw = vars.string("BIND", "127.0.0.1:8000");
+        let bind: SocketAddr = bind_raw.parse().map_err(|_| {
+            err(
+                "IH_BIND",
+                format!("expected an address with a port such as 127.0.0.1:8000 or 0.0.0.0:8000, got {bind_raw:?}"),
+            )
+        })?;
+
+        let api_keys: Vec<Secret> = vars
+            .raw("API_KEYS")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(Secret::new)
+            .collect();
+        if api_keys.iter().any(|k| k.expose().len() < 16) {
+            return Err(err(
+                "IH_API_KEYS",
+                "every key must be at least 16 characters long (generate one with `openssl rand -hex 32`)",
+            ));
+        }
+        if api_keys.iter().any(|k| k.expose().chars().any(|c| c.is_whitespace() || c.is_control())) {
+            return Err(err("IH_API_KEYS", "keys may not contain spaces or control characters"));
+        }
+        if api_keys.is_empty() && !bind.ip().is_loopback() {
+            return Err(err(
+                "IH_API_KEYS",
+                format!(
+                    "is empty but IH_BIND={bind} is reachable from other machines, so anyone could publish events \
+                     and read subscriptions; set IH_API_KEYS=<key>[,<key>...] or bind to 127.0.0.1"
+                ),
+            ));
+        }
+
+        let backoff_max = vars.seconds("DELIVERY_BACKOFF_MAX_SECONDS", 3600.0, 0.0, 7.0 * 86400.0)?;
+        let backoff_base = vars.seconds("DELIVERY_BACKOFF_BASE_SECONDS", 2.0, 0.0, 86400.0)?;
+        if backoff_base > backoff_max {
+            return Err(err(
+                "IH_DELIVERY_BACKOFF_BASE_SECONDS",
+                "may not exceed IH_DELIVERY_BACKOFF_MAX_SECONDS",
+            ));
+        }
+        let delivery = DeliveryConfig {
+            poll_interval: vars.seconds("DELIVERY_POLL_INTERVAL_SECONDS", 2.0, 0.01, 3600.0)?,
+            max_attempts: vars.integer("DELIVERY_MAX_ATTEMPTS", 5u32, 1, 100)?,
+            backoff_base,
+            backoff_max,
+            timeout: vars.seconds("DELIVERY_TIMEOUT_SECONDS", 10.0, 0.05, 300.0)?,
+            concurrency: vars.integer("DELIVERY_CONCURRENCY", 64usize, 1, 10_000)?,
+        };
+
+        let known = |k: &str| KNOWN.contains(&k);
+        let settings: BTreeMap<String, Secret> = vars
+            .0
+            .iter()
+            .filter(|(k, _)| !known(k))
+            .filter(|(k, _)| {
+                if OWN_PREFIXES.iter().any(|p| k.starts_with(p)) {
+                    warnings.push(format!(
+                        "{PREFIX}{k} is not a setting of the hub and was ignored (a typo?)"
+                    ));
+                    false
+                } else {
+                    true
+                }
+            })
+            .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
+            .collect();
+        let connectors = ConnectorConfig {
+            dir: PathBuf::from(vars.string("CONNECTORS_DIR", DEFAULT_CONNECTORS_DIR)),
+            timeout: vars.seconds("CONNECTOR_TIMEOUT_SECONDS", 10.0, 0.01, 300.0)?,
+            memory_mb: vars.integer("CONNECTOR_MEMORY_MB", 64u64, 1, 4096)?,
+            settings,
+        };
+
+        let max_payload_bytes = vars.integer("MAX_PAYLOAD_BYTES", 262_144usize, 1024, 64 << 20)?;
+        let max_batch_bytes = vars.integer("MAX_BATCH_BYTES", 8usize << 20, 1024, 256 << 20)?;
+        if max_batch_bytes < max_payload_bytes {
+            return Err(err(
+                "IH_MAX_BATCH_BYTES",
+                "may not be smaller than IH_MAX_PAYLOAD_BYTES",
+            ));
+        }
+
+        let log_level = vars.string("LOG_LEVEL", "info").to_ascii_lowercase();
+        if let Err(e) = log_level.parse::<tracing_subscriber::EnvFilter>() {
+            return Err(err(
+                "IH_LOG_LEVEL",
+                format!("expected trace, debug, info, warn or error (or a tracing filter), got {log_level:?}: {e}"),
+            ));
+        }
+        let log_format = match vars.string("LOG_FORMAT", "json").to_ascii_lowercase().as_str() {
+            "json" => LogFormat::Json,
+            "pretty" | "text" => LogFormat::Pretty,
+            other => {
+                return Err(err(
+                    "IH_LOG_FORMAT",
+                    format!("expected json or pretty, got {other:?}"),
+                ));
+            }
+        };
+
+        Ok(Config {
+            database_url,
+            database_max_connections,
+            bind,
+            api_keys,
+            delivery,
+            allow_private_destinations: vars.boolean("ALLOW_PRIVATE_DESTINATIONS", false)?,
+            connectors,
+            max_payload_bytes,
+            max_batch_bytes,
+            retention_days: vars.integer("RETENTION_DAYS", 30u32, 1, 3650)?,
+            log_level,
+            log_format,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = parse(&[]).expect("defaults are valid");
+        assert_eq!(c.database_url.as_str(), "sqlite://data/integrations-hub.db");
+        assert_eq!(c.bind, "127.0.0.1:8000".parse().expect("addr"));
+        assert!(c.api_keys.is_empty());
+        assert_eq!(c.delivery.poll_interval, Duration::from_secs(2));
+        assert_eq!(c.delivery.max_attempts, 5);
+        assert_eq!(c.delivery.backoff_base, Duration::from_secs(2));
+        assert_eq!(c.delivery.backoff_max, Duration::from_secs(3600));
+        assert_eq!(c.delivery.timeout, Duration::from_secs(10));
+        assert_eq!(c.delivery.concurrency, 64);
+        assert!(!c.allow_private_destinations);
+        assert_eq!(c.connectors.timeout, Duration::from_secs(10));
+        assert_eq!(c.connectors.memory_mb, 64);
+        assert_eq!(c.max_payload_bytes, 262_144);
+        assert_eq!(c.retention_days, 30);
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("IH_DELIVERY_TIMEOUT_SECONDS", "-1"),
+            ("IH_DELIVERY_TIMEOUT_SECONDS", "soon"),
+            ("IH_DELIVERY_MAX_ATTEMPTS", "0"),
+            ("IH_DELIVERY_CONCURRENCY", "1.5"),
+            ("IH_DATABASE_URL", "mysql://localhost/x"),
+            ("IH_BIND", "localhost"),
+            ("IH_ALLOW_PRIVATE_DESTINATIONS", "maybe"),
+            ("IH_LOG_FORMAT", "xml"),
+            ("IH_LOG_LEVEL", "loud=="),
+            ("IH_MAX_PAYLOAD_BYTES", "12"),
+            ("IH_RETENTION_DAYS", "NaN"),
+            ("IH_CONNECTOR_MEMORY_MB", "0"),
+            ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "inf"),
+        ];
+        for (var, value) in cases {
+            let e = parse(&[(var, value)]).expect_err(&format!("{var}={value} must be refused"));
+            assert_eq!(&e.variable, var, "{var}={value}: {e}");
+            assert!(e.to_string().starts_with(var), "{e}");
+        }
+    }
+
+    #[test]
+    fn log_level_is_case_insensitive() {
+        let c = parse(&[("IH_LOG_LEVEL", "INFO")]).expect("INFO is accepted");
+        assert_eq!(c.log_level, "info");
+    }
+
+    #[test]
+    fn public_bind_without_keys_is_refused() {
+        let e = parse(&[("IH_BIND", "0.0.0.0:8000")]).expect_err("must refuse");
+        assert_eq!(e.variable, "IH_API_KEYS");
+        assert!(e.message.contains("0.0.0.0:8000"), "{e}");
+        let ok = parse(&[
+            ("IH_BIND", "0.0.0.0:8000"),
+            ("IH_API_KEYS", "0123456789abcdef0123, fedcba9876543210fedc"),
+        ])
+        .expect("keys make a public bind acceptable");
+        assert_eq!(ok.api_keys.len(), 2);
+        let short = parse(&[("IH_API_KEYS", "short")]).expect_err("short keys refused");
+        assert_eq!(short.variable, "IH_API_KEYS");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let c = parse(&[
+            ("IH_API_KEYS", "super-secret-api-key-123"),
+            ("IH_DATABASE_URL", "postgres://hub:hunter2hunter2@db:5432/hub"),
+            ("IH_SLACK_BOT_TOKEN", "xoxb-very-secret-token"),
+        ])
+        .expect("valid");
+        let debug = format!("{c:?}");
+        for secret in ["super-secret-api-key-123", "hunter2hunter2", "xoxb-very-secret-token"] {
+            assert!(!debug.contains(secret), "{secret} leaked into {debug}");
+        }
+        assert!(debug.contains("SLACK_BOT_TOKEN"), "the setting's name stays visible");
+        assert_eq!(
+            c.connectors.settings.get("SLACK_BOT_TOKEN").map(Secret::expose),
+            Some("xoxb-very-secret-token")
+        );
+    }
+
+    #[test]
+    fn typos_of_own_variables_warn_and_are_not_connector_settings() {
+        let c = parse(&[("IH_DELIVERY_MAX_ATTEMPT", "3")]).expect("valid");
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("IH_DELIVERY_MAX_ATTEMPT"));
+        assert!(!c.connectors.settings.contains_key("DELIVERY_MAX_ATTEMPT"));
+    }
+}

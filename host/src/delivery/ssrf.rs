@@ -1,0 +1,141 @@
+//! SSRF guard: which addresses a webhook (or a connector's HTTP call) may never reach.
+//!
+//! The policy is a pure function of the address so it can be applied twice: to a literal IP in a
+//! subscription URL when it is created (a clear 422 up front), and to every resolved address at
+//! every attempt (DNS can change between the two). Each refusal says exactly which rule matched,
+//! because "blocked" alone sends an operator hunting.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why an address may not be reached, or `None` when it is a public unicast address.
+pub fn refusal_reason(ip: IpAddr) -> Option<String> {
+    match ip {
+        IpAddr::V4(v4) => v4_reason(v4).map(|r| format!("{v4} is {r}")),
+        IpAddr::V6(v6) => v6_reason(v6),
+    }
+}
+
+fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        _ if ip == Ipv4Addr::new(169, 254, 169, 254) => "the cloud metadata service (169.254.169.254)",
+        (0, _, _) => "an unspecified/\"this network\" address (0.0.0.0/8)",
+        (127, _, _) => "a loopback address (127.0.0.0/8)",
+        (10, _, _) => "a private address (RFC 1918, 10.0.0.0/8)",
+        (172, 16..=31, _) => "a private address (RFC 1918, 172.16.0.0/12)",
+        (192, 168, _) => "a private address (RFC 1918, 192.168.0.0/16)",
+        (169, 254, _) => "a link-local address (169.254.0.0/16)",
+        (100, 64..=127, _) => "a carrier-grade NAT address (RFC 6598, 100.64.0.0/10)",
+        (192, 0, 0) => "an IETF protocol assignment address (192.0.0.0/24)",
+        (198, 18..=19, _) => "a benchmarking address (198.18.0.0/15)",
+        (224..=239, _, _) => "a multicast address (224.0.0.0/4)",
+        _ if ip.is_broadcast() => "the broadcast address",
+        (240..=255, _, _) => "a reserved address (240.0.0.0/4)",
+        _ => return None,
+    })
+}
+
+fn v6_reason(ip: Ipv6Addr) -> Option<String> {
+    let segments = ip.segments();
+    // Addresses that carry an IPv4 address are judged by that address.
+    let embedded_v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return v4_reason(v4).map(|r| format!("{ip} is an IPv4-mapped form of {v4}, which is {r}"));
+    }
+    let reason = match segments {
+        [0, 0, 0, 0, 0, 0, 0, 0] => "the unspecified address (::)",
+        [0, 0, 0, 0, 0, 0, 0, 1] => "the loopback address (::1)",
+        [0, 0, 0, 0, 0, 0, hi, lo] => {
+            let v4 = embedded_v4(hi, lo);
+            return Some(format!("{ip} is an IPv4-compatible form of {v4}, which is not allowed"));
+        }
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
+            let v4 = embedded_v4(hi, lo);
+            return v4_reason(v4).map(|r| format!("{ip} is a NAT64 form of {v4}, which is {r}"));
+        }
+        [0x2002, hi, lo, ..] => {
+            let v4 = embedded_v4(hi, lo);
+            return v4_reason(v4).map(|r| format!("{ip} is a 6to4 form of {v4}, which is {r}"));
+        }
+        [s, ..] if s & 0xfe00 == 0xfc00 => "a unique local address (fc00::/7)",
+        [s, ..] if s & 0xffc0 == 0xfe80 => "a link-local address (fe80::/10)",
+        [s, ..] if s & 0xffc0 == 0xfec0 => "a site-local address (fec0::/10)",
+        [s, ..] if s & 0xff00 == 0xff00 => "a multicast address (ff00::/8)",
+        [0x2001, 0xdb8, ..] => "a documentation address (2001:db8::/32)",
+        _ => return None,
+    };
+    Some(format!("{ip} is {reason}"))
+}
+
+/// Why a URL host may not be used, judged without DNS: IP literals by [`refusal_reason`], and
+/// names that always mean this machine (`localhost`, `*.localhost`).
+pub fn host_refusal(host: &url::Host<&str>) -> Option<String> {
+    match host {
+        url::Host::Ipv4(ip) => refusal_reason(IpAddr::V4(*ip)),
+        url::Host::Ipv6(ip) => refusal_reason(IpAddr::V6(*ip)),
+        url::Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            (name == "localhost" || name.ends_with(".localhost"))
+                .then(|| format!("{name} always resolves to this machine (loopback)"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(s: &str) -> Option<String> {
+        refusal_reason(s.parse().expect("test address parses"))
+    }
+
+    #[test]
+    fn private_and_special_addresses_are_refused_with_the_rule_named() {
+        let table = [
+            ("127.0.0.1", "loopback"),
+            ("10.1.2.3", "RFC 1918"),
+            ("172.16.0.1", "RFC 1918"),
+            ("172.31.255.255", "RFC 1918"),
+            ("192.168.1.1", "RFC 1918"),
+            ("169.254.169.254", "metadata"),
+            ("169.254.1.1", "link-local"),
+            ("100.64.0.1", "carrier-grade NAT"),
+            ("0.0.0.0", "unspecified"),
+            ("224.0.0.1", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("::1", "loopback"),
+            ("::", "unspecified"),
+            ("fd00::1", "unique local"),
+            ("fe80::1", "link-local"),
+            ("ff02::1", "multicast"),
+            ("::ffff:127.0.0.1", "IPv4-mapped form of 127.0.0.1"),
+            ("::ffff:169.254.169.254", "metadata"),
+            ("64:ff9b::10.0.0.1", "NAT64"),
+            ("2002:c0a8:0101::1", "6to4 form of 192.168.1.1"),
+            ("::127.0.0.1", "IPv4-compatible"),
+        ];
+        for (ip, rule) in table {
+            let reason = refused(ip).unwrap_or_else(|| panic!("{ip} must be refused"));
+            assert!(reason.contains(rule), "{ip}: {reason:?} should mention {rule:?}");
+        }
+    }
+
+    #[test]
+    fn public_addresses_pass() {
+        for ip in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "2002:0808:0808::1"] {
+            assert_eq!(refused(ip), None, "{ip} is public");
+        }
+    }
+
+    #[test]
+    fn hosts_in_urls_are_judged_after_normalisation() {
+        // The WHATWG URL parser turns decimal, octal and hex IPv4 forms into the dotted address.
+        for url in ["http://2130706433/", "http://0177.0.0.1/", "http://0x7f.1/", "http://[::ffff:7f00:1]/", "http://LOCALHOST./x", "http://api.localhost/"] {
+            let parsed = url::Url::parse(url).expect("url parses");
+            let host = parsed.host().expect("has host");
+            assert!(host_refusal(&host).is_some(), "{url} must be refused");
+        }
+        let public = url::Url::parse("https://example.com/hook").expect("url parses");
+        assert_eq!(host_refusal(&public.host().expect("host")), None);
+    }
+}

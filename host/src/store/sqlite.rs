@@ -1,0 +1,461 @@
+//! SQLite backend: the zero-setup default.
+//!
+//! SQLite allows one writer at a time, so the store keeps a pool with exactly one writer
+//! connection (transactions queue in the pool instead of failing with `SQLITE_BUSY`) beside a
+//! pool of readers; in WAL mode readers never block the writer. `synchronous=FULL` makes a commit
+//! durable before the API answers, so an acknowledged event survives power loss, not just a crash.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{
+    Backend, Circuit, CircuitState, DeliveryStatus, DeliverySummary, Destination, EventDetail, IdempotencyKey,
+    NewEvent, NewSubscription, PublishOutcome, PublishedEvent, SECRET_GRACE, Store, StoreError, StoreResult,
+    Subscription, SubscriptionPatch, IDEMPOTENCY_TTL, INSERT_CHUNK, decode_headers, decode_ids, encode_ids,
+    encode_json, from_micros, in_order, to_micros,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// Readers beside the single writer.
+const READERS: u32 = 4;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+const SUBSCRIPTION_COLUMNS: &str =
+    "id, url, description, events, headers, enabled, circuit_state, consecutive_failures, created_at, updated_at";
+
+impl SqliteStore {
+    /// Opens (creating file and folder if needed) and migrates the database at `url`
+    /// (`sqlite://path/to/file.db`, or `sqlite::memory:` for a throwaway database).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let filename = options.get_filename().to_path_buf();
+        let in_memory = filename.as_os_str() == ":memory:" || url.contains(":memory:");
+        if !in_memory {
+            if let Some(parent) = filename.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+            }
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        // An in-memory database exists once per connection: everything goes through the writer.
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(READERS)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.read_only(true))
+                .await?
+        };
+        Ok(Self { writer, reader })
+    }
+
+    async fn live_subscription(
+        tx: &mut Transaction<'_, Sqlite>,
+        id: Uuid,
+    ) -> StoreResult<Option<Subscription>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ? AND deleted_at IS NULL"
+        ))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        row.as_ref().map(subscription_from_row).transpose()
+    }
+
+    async fn published_events(
+        conn: &mut sqlx::SqliteConnection,
+        ids: &[Uuid],
+    ) -> StoreResult<Vec<PublishedEvent>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT e.id, e.event_type, e.created_at, \
+                 (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id) AS deliveries \
+                 FROM events e WHERE e.id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *conn).await? {
+                found.push(PublishedEvent {
+                    id: row.try_get("id")?,
+                    event_type: row.try_get("event_type")?,
+                    created_at: from_micros(row.try_get("created_at")?)?,
+                    deliveries: row.try_get::<i64, _>("deliveries")? as u32,
+                });
+            }
+        }
+        in_order(ids, found)
+    }
+}
+
+fn subscription_from_row(row: &SqliteRow) -> StoreResult<Subscription> {
+    let events: String = row.try_get("events")?;
+    let headers: String = row.try_get("headers")?;
+    let circuit_state: String = row.try_get("circuit_state")?;
+    Ok(Subscription {
+        id: row.try_get("id")?,
+        url: row.try_get("url")?,
+        events: serde_json::from_str(&events)
+            .map_err(|e| StoreError::Corrupt(format!("subscription events: {e}")))?,
+        enabled: row.try_get("enabled")?,
+        description: row.try_get("description")?,
+        headers: decode_headers(&headers)?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        updated_at: from_micros(row.try_get("updated_at")?)?,
+        circuit: Circuit {
+            state: CircuitState::parse(&circuit_state)?,
+            consecutive_failures: row.try_get::<i64, _>("consecutive_failures")? as u32,
+        },
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn create_subscription(&self, new: NewSubscription) -> StoreResult<Subscription> {
+        let at = to_micros(new.created_at);
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO subscriptions (id, url, description, events, headers, enabled, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new.id)
+        .bind(&new.url)
+        .bind(&new.description)
+        .bind(encode_json(&new.events))
+        .bind(encode_json(&new.headers))
+        .bind(new.enabled)
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO subscription_secrets (subscription_id, secret, created_at) VALUES (?, ?, ?)")
+            .bind(new.id)
+            .bind(&new.secret)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        let created = Self::live_subscription(&mut tx, new.id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("subscription vanished after insert".into()))?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn get_subscription(&self, id: Uuid) -> StoreResult<Option<Subscription>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ? AND deleted_at IS NULL"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(subscription_from_row).transpose()
+    }
+
+    async fn list_subscriptions(&self, after: Option<Uuid>, limit: u32) -> StoreResult<Vec<Subscription>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions \
+             WHERE deleted_at IS NULL AND (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(subscription_from_row).collect()
+    }
+
+    async fn update_subscription(
+        &self,
+        id: Uuid,
+        patch: SubscriptionPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Subscription>> {
+        let mut tx = self.writer.begin().await?;
+        let Some(current) = Self::live_subscription(&mut tx, id).await? else {
+            return Ok(None);
+        };
+        let at = to_micros(now);
+        let enabled = patch.enabled.unwrap_or(current.enabled);
+        sqlx::query(
+            "UPDATE subscriptions SET url = ?, events = ?, enabled = ?, description = ?, headers = ?, \
+             disabled_reason = CASE WHEN ? THEN NULL ELSE disabled_reason END, updated_at = ? WHERE id = ?",
+        )
+        .bind(patch.url.as_ref().unwrap_or(&current.url))
+        .bind(encode_json(patch.events.as_ref().unwrap_or(&current.events)))
+        .bind(enabled)
+        .bind(patch.description.clone().unwrap_or(current.description.clone()))
+        .bind(encode_json(patch.headers.as_ref().unwrap_or(&current.headers)))
+        .bind(enabled)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(secret) = &patch.secret {
+            let current_secret: Option<String> = sqlx::query_scalar(
+                "SELECT secret FROM subscription_secrets WHERE subscription_id = ? AND expires_at IS NULL",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if current_secret.as_deref() != Some(secret.as_str()) {
+                sqlx::query("DELETE FROM subscription_secrets WHERE subscription_id = ? AND expires_at <= ?")
+                    .bind(id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE subscription_secrets SET expires_at = ? WHERE subscription_id = ? AND expires_at IS NULL",
+                )
+                .bind(to_micros(now + SECRET_GRACE))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO subscription_secrets (subscription_id, secret, created_at) VALUES (?, ?, ?)")
+                    .bind(id)
+                    .bind(secret)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let updated = Self::live_subscription(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn delete_subscription(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<u64>> {
+        let at = to_micros(now);
+        let mut tx = self.writer.begin().await?;
+        let deleted = sqlx::query(
+            "UPDATE subscriptions SET deleted_at = ?, enabled = 0, updated_at = ? WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(at)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if deleted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let cancelled = sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, \
+             last_error = 'subscription deleted', updated_at = ? \
+             WHERE subscription_id = ? AND status IN ('pending', 'in_flight')",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Nothing will be signed for a deleted subscription again: its secrets go now.
+        sqlx::query("DELETE FROM subscription_secrets WHERE subscription_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(cancelled))
+    }
+
+    async fn subscription_secrets(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<String>> {
+        let secrets = sqlx::query_scalar(
+            "SELECT secret FROM subscription_secrets \
+             WHERE subscription_id = ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC",
+        )
+        .bind(id)
+        .bind(to_micros(now))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(secrets)
+    }
+
+    async fn publish(
+        &self,
+        events: Vec<NewEvent>,
+        idempotency: Option<IdempotencyKey>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<PublishOutcome> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let mut tx = self.writer.begin().await?;
+
+        if let Some(key) = &idempotency {
+            // Claims the key unless a live record holds it; an expired record is taken over.
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (key, fingerprint, event_ids, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+                 event_ids = excluded.event_ids, created_at = excluded.created_at, expires_at = excluded.expires_at \
+                 WHERE idempotency_keys.expires_at <= ?4",
+            )
+            .bind(&key.key)
+            .bind(&key.fingerprint)
+            .bind(encode_ids(&ids))
+            .bind(to_micros(now))
+            .bind(to_micros(now + IDEMPOTENCY_TTL))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !claimed {
+                let row = sqlx::query("SELECT fingerprint, event_ids FROM idempotency_keys WHERE key = ?")
+                    .bind(&key.key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let fingerprint: String = row.try_get("fingerprint")?;
+                if fingerprint != key.fingerprint {
+                    return Ok(PublishOutcome::KeyMismatch);
+                }
+                let first = decode_ids(&row.try_get::<String, _>("event_ids")?)?;
+                let replayed = Self::published_events(&mut tx, &first).await?;
+                return Ok(PublishOutcome::Replayed(replayed));
+            }
+        }
+
+        // Subscriptions matching each distinct event type of the batch.
+        let mut matches: HashMap<&str, Vec<Uuid>> = HashMap::new();
+        for event in &events {
+            if matches.contains_key(event.event_type.as_str()) {
+                continue;
+            }
+            let subs: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM subscriptions WHERE deleted_at IS NULL AND enabled = 1 \
+                 AND EXISTS (SELECT 1 FROM json_each(subscriptions.events) WHERE value = ? OR value = '*') \
+                 ORDER BY id",
+            )
+            .bind(&event.event_type)
+            .fetch_all(&mut *tx)
+            .await?;
+            matches.insert(&event.event_type, subs);
+        }
+
+        for chunk in events.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO events (id, event_type, payload, created_at) ");
+            q.push_values(chunk, |mut row, e| {
+                row.push_bind(e.id)
+                    .push_bind(&e.event_type)
+                    .push_bind(&e.payload)
+                    .push_bind(to_micros(e.created_at));
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+
+        let mut published = Vec::with_capacity(events.len());
+        let mut rows: Vec<(Uuid, Uuid, Option<Uuid>, Option<&str>, i64)> = Vec::new();
+        for event in &events {
+            let subs = matches.get(event.event_type.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let at = to_micros(event.created_at);
+            rows.extend(subs.iter().map(|s| (Uuid::now_v7(), event.id, Some(*s), None, at)));
+            rows.extend(event.connectors.iter().map(|c| (Uuid::now_v7(), event.id, None, Some(c.as_str()), at)));
+            published.push(PublishedEvent {
+                id: event.id,
+                event_type: event.event_type.clone(),
+                created_at: event.created_at,
+                deliveries: (subs.len() + event.connectors.len()) as u32,
+            });
+        }
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut row, (id, event_id, sub, connector, at)| {
+                row.push_bind(*id)
+                    .push_bind(*event_id)
+                    .push_bind(if sub.is_some() { "webhook" } else { "connector" })
+                    .push_bind(*sub)
+                    .push_bind(*connector)
+                    .push_bind(*at)
+                    .push_bind(*at)
+                    .push_bind(*at);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(PublishOutcome::Created(published))
+    }
+
+    async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventDetail>> {
+        let mut conn = self.reader.acquire().await?;
+        let Some(event) = sqlx::query("SELECT id, event_type, payload, created_at FROM events WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT d.id, d.kind, d.subscription_id, s.url, d.connector, d.status, d.attempts, \
+             d.next_attempt_at, d.last_error, d.updated_at \
+             FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE d.event_id = ? ORDER BY d.id",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let deliveries = rows
+            .iter()
+            .map(|row| {
+                let status = DeliveryStatus::parse(&row.try_get::<String, _>("status")?)?;
+                Ok(DeliverySummary {
+                    id: row.try_get("id")?,
+                    destination: destination_from_row(row)?,
+                    status,
+                    attempts: row.try_get::<i64, _>("attempts")? as u32,
+                    next_attempt_at: match status {
+                        DeliveryStatus::Pending => Some(from_micros(row.try_get("next_attempt_at")?)?),
+                        _ => None,
+                    },
+                    last_error: row.try_get("last_error")?,
+                    updated_at: from_micros(row.try_get("updated_at")?)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some(EventDetail {
+            id: event.try_get("id")?,
+            event_type: event.try_get("event_type")?,
+            payload: event.try_get("payload")?,
+            created_at: from_micros(event.try_get("created_at")?)?,
+            deliveries,
+        }))
+    }
+}
+
+fn destination_from_row(row: &SqliteRow) -> StoreResult<Destination> {
+    Destination::from_parts(
+        &row.try_get::<String, _>("kind")?,
+        row.try_get("subscription_id")?,
+        row.try_get("url")?,
+        row.try_get("connector")?,
+    )
+}
