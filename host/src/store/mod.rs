@@ -75,8 +75,10 @@ impl From<sqlx::Error> for StoreError {
 fn is_unavailable_code(code: Option<&str>) -> bool {
     matches!(
         code,
-        // Postgres: connection exceptions, shutdown, too many connections, read-only, disk full.
-        Some("08000" | "08001" | "08003" | "08004" | "08006" | "57P01" | "57P02" | "57P03" | "53300" | "53100" | "25006")
+        // Postgres: connection exceptions, shutdown, too many connections, read-only, disk full,
+        // database missing, login refused.
+        Some("08000" | "08001" | "08003" | "08004" | "08006" | "57P01" | "57P02" | "57P03" | "53300" | "53100" | "25006"
+            | "3D000" | "28000" | "28P01")
         // SQLite: BUSY, LOCKED, IOERR, FULL, READONLY, CANTOPEN (primary codes).
         | Some("5" | "6" | "10" | "13" | "8" | "14")
     )

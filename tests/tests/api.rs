@@ -1,0 +1,436 @@
+//! End to end: the real hub on port 0, over real HTTP, on both backends.
+
+use integrations_hub_tests::{Backend, TestHub, backend_tests, send};
+use serde_json::{Value, json};
+
+backend_tests!(
+    readme_flow_create_publish_read_back,
+    bad_input_gets_its_status_and_changes_nothing,
+    subscriptions_paginate_with_cursors,
+    patch_is_partial_and_secrets_are_never_returned,
+    delete_cancels_pending_deliveries,
+    idempotency_key_returns_the_first_response,
+    batch_publish_is_ordered_bounded_and_atomic,
+    api_keys_guard_every_api_route,
+    ops_endpoints_work_without_a_key,
+    request_ids_are_set_and_propagated,
+);
+
+const SECRET: &str = "your-webhook-secret-key-min-16-chars";
+
+async fn create_sub(hub: &TestHub, events: Value) -> Value {
+    let (status, body) = send(hub.post("/api/v1/subscriptions").json(&json!({
+        "url": "https://your-service.example.com/webhook",
+        "secret": SECRET,
+        "events": events,
+    })))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+async fn publish(hub: &TestHub, event_type: &str) -> Value {
+    let (status, body) = send(
+        hub.post("/api/v1/events")
+            .json(&json!({"event_type": event_type, "payload": {"title": "Access to production DB"}})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
+async fn events_published(hub: &TestHub) -> u64 {
+    let text = hub.get("/metrics").send().await.expect("metrics").text().await.expect("text");
+    text.lines()
+        .filter(|l| l.starts_with("ih_events_published_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn assert_problem(status: u16, body: &Value, expected: u16) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["status"], expected, "{body}");
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "problem lacks {field}: {body}");
+    }
+}
+
+async fn readme_flow_create_publish_read_back(backend: Backend) {
+    let Some(hub) = TestHub::start(backend).await else { return };
+    let sub = create_sub(&hub, json!(["request_submitted", "request_approved"])).await;
+    assert_eq!(sub["enabled"], true);
+    assert_eq!(sub["circuit"], json!({"state": "closed", "consecutive_failures": 0}));
+    assert!(sub.get("secret").is_none());
+
+    let payload = json!({
+        "title": "Access to production DB",
+        "requester": "alice@company.com",
+        "description": "Need read access for quarterly report"
+    });
+    let (status, published) = send(
+        hub.post("/api/v1/events")
+            .json(&json!({"event_type": "request_submitted", "payload": payload})),
+    )
+    .await;
+    assert_eq!(status, 202, "{published}");
+    assert_eq!(published["event_type"], "request_submitted");
+    assert_eq!(published["deliveries"], 1);
+    let id = published["id"].as_str().expect("id");
+    assert_eq!(uuid::Uuid::parse_str(id).expect("uuid").get_version_num(), 7);
+
+    let (status, event) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["payload"], payload);
+    assert_eq!(event["created_at"], published["created_at"]);
+    let deliveries = event["deliveries"].as_array().expect("deliveries");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0]["status"], "pending");
+    assert_eq!(deliveries[0]["destination"]["kind"], "webhook");
+    assert_eq!(deliveries[0]["destination"]["subscription_id"], sub["id"]);
+    assert_eq!(deliveries[0]["destination"]["url"], sub["url"]);
+
+    let other = publish(&hub, "request_rejected").await;
+    assert_eq!(other["deliveries"], 0, "the subscription does not take this type");
+    assert_eq!(events_published(&hub).await, 2);
+}
+
+async fn bad_input_gets_its_status_and_changes_nothing(backend: Backend) {
+    let Some(hub) = TestHub::start_with(backend, &[("IH_MAX_PAYLOAD_BYTES", "2048")]).await else { return };
+    let sub = create_sub(&hub, json!(["a"])).await;
+    let sub_id = sub["id"].as_str().expect("id");
+    let valid_sub = json!({"url": "https://example.com/h", "secret": SECRET, "events": ["a"]});
+    let big = "x".repeat(4096);
+
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, Option<&str>)> = vec![
+        (
+            "malformed JSON",
+            hub.post("/api/v1/subscriptions").header("content-type", "application/json").body("{\"url\": "),
+            400,
+            None,
+        ),
+        (
+            "trailing garbage",
+            hub.post("/api/v1/events").header("content-type", "application/json").body(r#"{"event_type":"a","payload":{}} {}"#),
+            400,
+            None,
+        ),
+        ("wrong content type", hub.post("/api/v1/subscriptions").header("content-type", "text/plain").body(valid_sub.to_string()), 415, None),
+        ("missing content type", hub.post("/api/v1/events").body(r#"{"event_type":"a","payload":{}}"#), 415, None),
+        ("wrong field type", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": SECRET, "events": "a"})), 422, Some("events")),
+        ("wrong element type", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": SECRET, "events": [1]})), 422, Some("events[0]")),
+        ("missing field", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "events": ["a"]})), 422, Some("secret")),
+        ("unknown field", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": SECRET, "events": ["a"], "evnets": []})), 422, Some("evnets")),
+        ("short secret", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": "short", "events": ["a"]})), 422, Some("secret")),
+        ("private literal url", hub.post("/api/v1/subscriptions").json(&json!({"url": "http://192.168.0.10/h", "secret": SECRET, "events": ["a"]})), 422, Some("url")),
+        ("relative url", hub.post("/api/v1/subscriptions").json(&json!({"url": "/h", "secret": SECRET, "events": ["a"]})), 422, Some("url")),
+        ("no events", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": SECRET, "events": []})), 422, Some("events")),
+        ("bad event name", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": SECRET, "events": ["Not Valid"]})), 422, Some("events[0]")),
+        ("reserved header", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": SECRET, "events": ["a"], "headers": {"X-Webhook-Signature": "x"}})), 422, Some("headers.X-Webhook-Signature")),
+        ("payload not an object", hub.post("/api/v1/events").json(&json!({"event_type": "a", "payload": [1]})), 422, Some("payload")),
+        ("bad event type", hub.post("/api/v1/events").json(&json!({"event_type": "A B", "payload": {}})), 422, Some("event_type")),
+        ("body over the cap", hub.post("/api/v1/events").json(&json!({"event_type": "a", "payload": {"big": big}})), 413, None),
+        ("bad idempotency key", hub.post("/api/v1/events").header("idempotency-key", "").json(&json!({"event_type": "a", "payload": {}})), 400, Some("Idempotency-Key")),
+        ("empty batch", hub.post("/api/v1/events/batch").json(&json!({"events": []})), 422, Some("events")),
+        ("null in patch", hub.patch(&format!("/api/v1/subscriptions/{sub_id}")).json(&json!({"url": null})), 422, Some("url")),
+        ("unknown id", hub.get(&format!("/api/v1/subscriptions/{}", uuid::Uuid::now_v7())), 404, None),
+        ("unknown event", hub.get(&format!("/api/v1/events/{}", uuid::Uuid::now_v7())), 404, None),
+        ("bad id format", hub.get("/api/v1/subscriptions/not-a-uuid"), 404, None),
+        ("bad id format on delete", hub.delete("/api/v1/subscriptions/123"), 404, None),
+        ("bad limit", hub.get("/api/v1/subscriptions?limit=501"), 400, Some("limit")),
+        ("non-numeric limit", hub.get("/api/v1/subscriptions?limit=ten"), 400, Some("limit")),
+        ("bad cursor", hub.get("/api/v1/subscriptions?cursor=%%%"), 400, Some("cursor")),
+        ("unknown route", hub.get("/api/v1/nothing-here"), 404, None),
+        ("wrong method", hub.delete("/api/v1/events"), 405, None),
+    ];
+    for (name, request, expected, field) in cases {
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body: Value = response.json().await.unwrap_or_else(|e| panic!("{name}: body is not JSON: {e}"));
+        assert_eq!(status, expected, "{name}: {body}");
+        assert_eq!(content_type, "application/problem+json", "{name}");
+        assert_problem(status, &body, expected);
+        if let Some(field) = field {
+            let fields: Vec<&str> = body["errors"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: no errors in {body}"))
+                .iter()
+                .filter_map(|e| e["field"].as_str())
+                .collect();
+            assert!(fields.contains(&field), "{name}: expected field {field} in {body}");
+        }
+    }
+
+    // Nothing changed: one subscription (the one made above), untouched; no event stored.
+    let (_, list) = send(hub.get("/api/v1/subscriptions")).await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list["data"][0], sub);
+    assert_eq!(events_published(&hub).await, 0);
+}
+
+async fn subscriptions_paginate_with_cursors(backend: Backend) {
+    let Some(hub) = TestHub::start(backend).await else { return };
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(create_sub(&hub, json!(["*"])).await["id"].clone());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/subscriptions?limit=2&cursor={c}"),
+            None => "/api/v1/subscriptions?limit=2".to_owned(),
+        };
+        let (status, page) = send(hub.get(&path)).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        seen.extend(page["data"].as_array().expect("data").iter().map(|s| s["id"].clone()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10, "pagination does not end");
+    }
+    assert_eq!(seen, ids, "every subscription once, oldest first");
+    assert_eq!(pages, 3);
+    let (_, all) = send(hub.get("/api/v1/subscriptions")).await;
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(5));
+    assert_eq!(all["next_cursor"], Value::Null);
+}
+
+async fn patch_is_partial_and_secrets_are_never_returned(backend: Backend) {
+    let Some(hub) = TestHub::start(backend).await else { return };
+    let (_, sub) = send(hub.post("/api/v1/subscriptions").json(&json!({
+        "url": "https://example.com/hook",
+        "secret": SECRET,
+        "events": ["a", "a", "b"],
+        "description": "first",
+        "headers": {"X-Team": "billing"}
+    })))
+    .await;
+    assert_eq!(sub["events"], json!(["a", "b"]), "duplicates dropped");
+    assert_eq!(sub["headers"], json!({"x-team": "billing"}));
+    let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().expect("id"));
+
+    let rotated = "a-brand-new-secret-value-42";
+    let response = hub
+        .patch(&path)
+        .json(&json!({"enabled": false, "description": null, "secret": rotated}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("text");
+    assert!(!text.contains(rotated) && !text.contains(SECRET), "secret leaked: {text}");
+    let patched: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(patched["enabled"], false);
+    assert_eq!(patched["description"], Value::Null);
+    assert_eq!(patched["url"], sub["url"]);
+    assert_eq!(patched["events"], sub["events"]);
+    assert_eq!(patched["created_at"], sub["created_at"]);
+    assert_ne!(patched["updated_at"], sub["updated_at"]);
+
+    let (status, got) = send(hub.get(&path)).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, patched);
+    for listing in [hub.get("/api/v1/subscriptions"), hub.get(&path)] {
+        let text = listing.send().await.expect("get").text().await.expect("text");
+        assert!(!text.contains(rotated) && !text.contains(SECRET), "secret leaked: {text}");
+    }
+    let (status, _) = send(hub.patch(&format!("/api/v1/subscriptions/{}", uuid::Uuid::now_v7())).json(&json!({}))).await;
+    assert_eq!(status, 404);
+}
+
+async fn delete_cancels_pending_deliveries(backend: Backend) {
+    let Some(hub) = TestHub::start(backend).await else { return };
+    let sub = create_sub(&hub, json!(["a"])).await;
+    let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().expect("id"));
+    let event = publish(&hub, "a").await;
+    let (status, body) = send(hub.delete(&path)).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(body, Value::Null, "204 has no body");
+    let (status, body) = send(hub.get(&path)).await;
+    assert_problem(status, &body, 404);
+    let (status, body) = send(hub.delete(&path)).await;
+    assert_problem(status, &body, 404);
+    let (_, detail) = send(hub.get(&format!("/api/v1/events/{}", event["id"].as_str().expect("id")))).await;
+    assert_eq!(detail["deliveries"][0]["status"], "cancelled", "{detail}");
+    assert_eq!(publish(&hub, "a").await["deliveries"], 0, "deleted subscriptions match nothing");
+}
+
+async fn idempotency_key_returns_the_first_response(backend: Backend) {
+    let Some(hub) = TestHub::start(backend).await else { return };
+    create_sub(&hub, json!(["*"])).await;
+    let body = json!({"event_type": "order.created", "payload": {"order": 42}});
+    let first = hub
+        .post("/api/v1/events")
+        .header("Idempotency-Key", "order-42-created")
+        .json(&body)
+        .send()
+        .await
+        .expect("first");
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.expect("json");
+    let second = hub
+        .post("/api/v1/events")
+        .header("Idempotency-Key", "order-42-created")
+        .json(&body)
+        .send()
+        .await
+        .expect("second");
+    assert_eq!(second.status(), 202);
+    assert_eq!(second.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    assert_eq!(second.json::<Value>().await.expect("json"), first);
+    assert_eq!(events_published(&hub).await, 1, "the replay created nothing");
+
+    let (status, problem) = send(
+        hub.post("/api/v1/events")
+            .header("Idempotency-Key", "order-42-created")
+            .json(&json!({"event_type": "order.created", "payload": {"order": 43}})),
+    )
+    .await;
+    assert_problem(status, &problem, 422);
+    let (status, _) = send(
+        hub.post("/api/v1/events")
+            .header("Idempotency-Key", "order-43-created")
+            .json(&body),
+    )
+    .await;
+    assert_eq!(status, 202, "a new key is a new event");
+    assert_eq!(events_published(&hub).await, 2);
+}
+
+async fn batch_publish_is_ordered_bounded_and_atomic(backend: Backend) {
+    let Some(hub) = TestHub::start(backend).await else { return };
+    create_sub(&hub, json!(["a"])).await;
+    let events: Vec<Value> = (0..3)
+        .map(|i| json!({"event_type": if i == 1 { "b" } else { "a" }, "payload": {"n": i}}))
+        .collect();
+    let (status, body) = send(hub.post("/api/v1/events/batch").json(&json!({"events": events}))).await;
+    assert_eq!(status, 202, "{body}");
+    let data = body["data"].as_array().expect("data");
+    assert_eq!(data.len(), 3);
+    let types: Vec<&str> = data.iter().filter_map(|e| e["event_type"].as_str()).collect();
+    assert_eq!(types, ["a", "b", "a"]);
+    let deliveries: Vec<u64> = data.iter().filter_map(|e| e["deliveries"].as_u64()).collect();
+    assert_eq!(deliveries, [1, 0, 1]);
+    let (_, second) = send(hub.get(&format!("/api/v1/events/{}", data[1]["id"].as_str().expect("id")))).await;
+    assert_eq!(second["payload"], json!({"n": 1}));
+
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"event_type": "a", "payload": {}})).collect();
+    let (status, problem) = send(hub.post("/api/v1/events/batch").json(&json!({"events": too_many}))).await;
+    assert_problem(status, &problem, 422);
+
+    let one_bad = json!({"events": [
+        {"event_type": "a", "payload": {}},
+        {"event_type": "a", "payload": "not an object"},
+    ]});
+    let (status, problem) = send(hub.post("/api/v1/events/batch").json(&one_bad)).await;
+    assert_problem(status, &problem, 422);
+    assert_eq!(problem["errors"][0]["field"], "events[1].payload", "{problem}");
+    assert_eq!(events_published(&hub).await, 3, "invalid batches store nothing");
+}
+
+async fn api_keys_guard_every_api_route(backend: Backend) {
+    let key = "test-api-key-0123456789abcdef";
+    let Some(hub) = TestHub::start_with(backend, &[("IH_API_KEYS", &format!("other-key-00000000000000,{key}"))]).await
+    else {
+        return;
+    };
+    // Every route of the OpenAPI document that declares security must refuse a missing or wrong key.
+    let (_, doc) = send(hub.get("/openapi.json")).await;
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let open = op["security"].as_array().is_some_and(|s| s.iter().all(|r| r.as_object().is_some_and(|o| o.is_empty())));
+            let concrete = path.replace("{id}", &uuid::Uuid::now_v7().to_string());
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            for auth in [None, Some("Bearer wrong-key-0000000000000000"), Some(key)] {
+                let mut request = hub.client.request(method.clone(), hub.url(&concrete));
+                if let Some(a) = auth {
+                    request = request.header("authorization", if a.starts_with("Bearer") { a.to_owned() } else { format!("Bearer {a}") });
+                }
+                let response = request.send().await.expect("request");
+                let status = response.status().as_u16();
+                if open || auth == Some(key) {
+                    assert_ne!(status, 401, "{method} {path} with {auth:?}");
+                } else {
+                    assert!(path.starts_with("/api/"), "only /api routes need a key: {path}");
+                    assert_eq!(status, 401, "{method} {path} with {auth:?}");
+                    assert!(response.headers().contains_key("www-authenticate"));
+                    let body: Value = response.json().await.expect("problem");
+                    assert_eq!(body["status"], 401);
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 9, "the document lists the routes ({checked})");
+    let (status, _) = send(hub.get("/api/v1/subscriptions").header("authorization", format!("bearer {key}"))).await;
+    assert_eq!(status, 200, "the scheme is case-insensitive");
+}
+
+async fn ops_endpoints_work_without_a_key(backend: Backend) {
+    let Some(hub) = TestHub::start_with(backend, &[("IH_API_KEYS", "test-api-key-0123456789abcdef")]).await else { return };
+    let (status, health) = send(hub.get("/health")).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(
+        health["database"],
+        match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    );
+    let metrics = hub.get("/metrics").send().await.expect("metrics");
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.expect("text");
+    assert!(text.contains("ih_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"}"), "{text}");
+    assert!(text.contains("ih_http_request_duration_seconds_bucket"), "{text}");
+    let (status, doc) = send(hub.get("/openapi.json")).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for path in ["/api/v1/subscriptions", "/api/v1/subscriptions/{id}", "/api/v1/events", "/api/v1/events/batch", "/api/v1/events/{id}", "/health", "/metrics"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
+    let docs = hub.get("/docs/").send().await.expect("docs");
+    assert_eq!(docs.status(), 200);
+    let html = docs.text().await.expect("html");
+    assert!(html.contains("swagger"), "Swagger UI page");
+    assert!(!html.contains("https://"), "no CDN: everything is served by the hub");
+    let bundle = hub.get("/docs/swagger-ui-bundle.js").send().await.expect("bundle");
+    assert_eq!(bundle.status(), 200, "UI assets come from the binary");
+
+    if backend == Backend::Postgres {
+        // The database goes away: health says so and publishing fails cleanly with 503.
+        hub.db.drop_now().await;
+        let (status, health) = send(hub.get("/health")).await;
+        assert_eq!(status, 503, "{health}");
+        assert_eq!(health["status"], "unavailable");
+        let (status, problem) = send(
+            hub.post("/api/v1/events")
+                .header("authorization", "Bearer test-api-key-0123456789abcdef")
+                .json(&json!({"event_type": "a", "payload": {}})),
+        )
+        .await;
+        assert_problem(status, &problem, 503);
+        assert!(!problem["detail"].as_str().unwrap_or("").contains("ih_test_"), "no internals leak: {problem}");
+    }
+}
+
+async fn request_ids_are_set_and_propagated(backend: Backend) {
+    let Some(hub) = TestHub::start(backend).await else { return };
+    let generated = hub.get("/health").send().await.expect("health");
+    let id = generated.headers().get("x-request-id").and_then(|v| v.to_str().ok()).expect("x-request-id");
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    let given = hub.get("/health").header("x-request-id", "trace-me-123").send().await.expect("health");
+    assert_eq!(given.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("trace-me-123"));
+    hub.stop().await.expect("graceful stop returns Ok");
+}
