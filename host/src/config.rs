@@ -181,22 +181,28 @@ struct Vars(BTreeMap<String, String>);
 
 impl Vars {
     fn raw(&self, key: &str) -> Option<&str> {
-        self.0
-            .get(key)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
+        self.0.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
     fn string(&self, key: &str, default: &str) -> String {
         self.raw(key).unwrap_or(default).to_owned()
     }
 
-    fn seconds(&self, key: &str, default: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
+    fn seconds(
+        &self,
+        key: &str,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<Duration, ConfigError> {
         let name = format!("{PREFIX}{key}");
         let value = match self.raw(key) {
             None => default,
             Some(raw) => raw.parse::<f64>().map_err(|_| {
-                err(&name, format!("expected a number of seconds such as {default}, got {raw:?}"))
+                err(
+                    &name,
+                    format!("expected a number of seconds such as {default}, got {raw:?}"),
+                )
             })?,
         };
         if !value.is_finite() || value < min || value > max {
@@ -216,7 +222,10 @@ impl Vars {
         let value = match self.raw(key) {
             None => default,
             Some(raw) => raw.parse::<T>().map_err(|_| {
-                err(&name, format!("expected a whole number such as {default}, got {raw:?}"))
+                err(
+                    &name,
+                    format!("expected a whole number such as {default}, got {raw:?}"),
+                )
             })?,
         };
         if value < min || value > max {
@@ -275,9 +284,8 @@ impl Config {
             ));
         }
         if database_url.is_postgres() {
-            url::Url::parse(database_url.as_str()).map_err(|e| {
-                err("IH_DATABASE_URL", format!("not a valid postgres URL: {e}"))
-            })?;
+            url::Url::parse(database_url.as_str())
+                .map_err(|e| err("IH_DATABASE_URL", format!("not a valid postgres URL: {e}")))?;
         }
         let database_max_connections = vars.integer("DATABASE_MAX_CONNECTIONS", 16u32, 1, 1000)?;
 
@@ -303,8 +311,15 @@ impl Config {
                 "every key must be at least 16 characters long (generate one with `openssl rand -hex 32`)",
             ));
         }
-        if api_keys.iter().any(|k| k.expose().chars().any(|c| c.is_whitespace() || c.is_control())) {
-            return Err(err("IH_API_KEYS", "keys may not contain spaces or control characters"));
+        if api_keys.iter().any(|k| {
+            k.expose()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        }) {
+            return Err(err(
+                "IH_API_KEYS",
+                "keys may not contain spaces or control characters",
+            ));
         }
         if api_keys.is_empty() && !bind.ip().is_loopback() {
             return Err(err(
@@ -316,7 +331,8 @@ impl Config {
             ));
         }
 
-        let backoff_max = vars.seconds("DELIVERY_BACKOFF_MAX_SECONDS", 3600.0, 0.0, 7.0 * 86400.0)?;
+        let backoff_max =
+            vars.seconds("DELIVERY_BACKOFF_MAX_SECONDS", 3600.0, 0.0, 7.0 * 86400.0)?;
         let backoff_base = vars.seconds("DELIVERY_BACKOFF_BASE_SECONDS", 2.0, 0.0, 86400.0)?;
         if backoff_base > backoff_max {
             return Err(err(
@@ -370,10 +386,16 @@ impl Config {
         if let Err(e) = log_level.parse::<tracing_subscriber::EnvFilter>() {
             return Err(err(
                 "IH_LOG_LEVEL",
-                format!("expected trace, debug, info, warn or error (or a tracing filter), got {log_level:?}: {e}"),
+                format!(
+                    "expected trace, debug, info, warn or error (or a tracing filter), got {log_level:?}: {e}"
+                ),
             ));
         }
-        let log_format = match vars.string("LOG_FORMAT", "json").to_ascii_lowercase().as_str() {
+        let log_format = match vars
+            .string("LOG_FORMAT", "json")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "json" => LogFormat::Json,
             "pretty" | "text" => LogFormat::Pretty,
             other => {
@@ -480,17 +502,30 @@ mod tests {
     fn secrets_never_show_in_debug() {
         let c = parse(&[
             ("IH_API_KEYS", "super-secret-api-key-123"),
-            ("IH_DATABASE_URL", "postgres://hub:hunter2hunter2@db:5432/hub"),
+            (
+                "IH_DATABASE_URL",
+                "postgres://hub:hunter2hunter2@db:5432/hub",
+            ),
             ("IH_SLACK_BOT_TOKEN", "xoxb-very-secret-token"),
         ])
         .expect("valid");
         let debug = format!("{c:?}");
-        for secret in ["super-secret-api-key-123", "hunter2hunter2", "xoxb-very-secret-token"] {
+        for secret in [
+            "super-secret-api-key-123",
+            "hunter2hunter2",
+            "xoxb-very-secret-token",
+        ] {
             assert!(!debug.contains(secret), "{secret} leaked into {debug}");
         }
-        assert!(debug.contains("SLACK_BOT_TOKEN"), "the setting's name stays visible");
+        assert!(
+            debug.contains("SLACK_BOT_TOKEN"),
+            "the setting's name stays visible"
+        );
         assert_eq!(
-            c.connectors.settings.get("SLACK_BOT_TOKEN").map(Secret::expose),
+            c.connectors
+                .settings
+                .get("SLACK_BOT_TOKEN")
+                .map(Secret::expose),
             Some("xoxb-very-secret-token")
         );
     }

@@ -148,14 +148,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug, title) = self.parts();
         let (detail, errors) = match self {
-            ApiError::BadRequest { detail, errors } | ApiError::Unprocessable { detail, errors } => {
-                (detail, errors)
-            }
+            ApiError::BadRequest { detail, errors }
+            | ApiError::Unprocessable { detail, errors } => (detail, errors),
             ApiError::Internal(cause) => {
                 // The cause stays in the logs: it may name tables, hosts or files.
                 tracing::error!(error = %cause, "request failed");
                 (
-                    "the server could not complete the request; the cause has been logged".to_owned(),
+                    "the server could not complete the request; the cause has been logged"
+                        .to_owned(),
                     Vec::new(),
                 )
             }

@@ -18,7 +18,9 @@ Configuration comes from IH_* environment variables; see the README.";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".to_owned());
+    let command = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "serve".to_owned());
     match command.as_str() {
         "serve" | "migrate" => {}
         "-h" | "--help" | "help" => {
@@ -65,6 +67,11 @@ async fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
-        .with_context(|| format!("binding IH_BIND={} (is another process using the port?)", config.bind))?;
+        .with_context(|| {
+            format!(
+                "binding IH_BIND={} (is another process using the port?)",
+                config.bind
+            )
+        })?;
     run(config, listener, shutdown_signal()).await
 }

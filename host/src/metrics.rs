@@ -92,7 +92,10 @@ impl Metrics {
     /// Counts one stored event of `event_type`.
     pub fn event_published(&self, event_type: &str) {
         let label = {
-            let mut seen = self.event_types_seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = self
+                .event_types_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if seen.contains(event_type) {
                 event_type.to_owned()
             } else if seen.len() < MAX_EVENT_TYPE_LABELS {
@@ -128,8 +131,14 @@ mod tests {
         }
         m.event_published("type_0");
         let text = m.encode();
-        assert!(text.contains("ih_events_published_total{event_type=\"type_0\"} 2"), "{text}");
-        assert!(text.contains("ih_events_published_total{event_type=\"other\"} 5"), "{text}");
+        assert!(
+            text.contains("ih_events_published_total{event_type=\"type_0\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ih_events_published_total{event_type=\"other\"} 5"),
+            "{text}"
+        );
         assert!(!text.contains(&format!("type_{}\"", MAX_EVENT_TYPE_LABELS + 1)));
     }
 }

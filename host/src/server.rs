@@ -23,7 +23,9 @@ pub async fn run(
     let store = store::connect(&config)
         .await
         .with_context(|| format!("opening the database {}", config.database_url.redacted()))?;
-    let addr = listener.local_addr().context("reading the listen address")?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
     tracing::info!(
         %addr,
         database = %store.backend(),

@@ -60,7 +60,11 @@ impl TestDb {
             }
             Backend::Postgres => {
                 let admin = admin_url();
-                let connect = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin)).await;
+                let connect = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    sqlx::PgConnection::connect(&admin),
+                )
+                .await;
                 let mut conn = match connect {
                     Ok(Ok(c)) => c,
                     failure => {
@@ -69,7 +73,9 @@ impl TestDb {
                             _ => "timed out".to_owned(),
                         };
                         if in_ci() {
-                            panic!("CI=true: the Postgres suite must run, but {admin} is unreachable: {why}");
+                            panic!(
+                                "CI=true: the Postgres suite must run, but {admin} is unreachable: {why}"
+                            );
                         }
                         SKIP_NOTICE.call_once(|| {
                             // Written straight to stderr: the test harness captures eprintln!.
@@ -103,7 +109,9 @@ impl TestDb {
     /// Drops the Postgres database now, terminating its connections (to test outages).
     pub async fn drop_now(&self) {
         if let Some(name) = &self.pg_name {
-            let mut conn = sqlx::PgConnection::connect(&admin_url()).await.expect("admin connection");
+            let mut conn = sqlx::PgConnection::connect(&admin_url())
+                .await
+                .expect("admin connection");
             sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .execute(&mut conn)
                 .await
@@ -114,10 +122,15 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else { return };
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
         // Drop runs outside any runtime guarantee: use a private one on its own thread.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let mut conn = sqlx::PgConnection::connect(&admin_url()).await.ok()?;
                 sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -156,7 +169,9 @@ impl TestHub {
         ];
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_vars(all).expect("test configuration is valid");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
         let base = format!("http://{}", listener.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(integrations_hub::run(config, listener, async {
@@ -175,10 +190,10 @@ impl TestHub {
 
     async fn wait_healthy(&self) {
         for _ in 0..200 {
-            if let Ok(r) = self.client.get(self.url("/health")).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = self.client.get(self.url("/health")).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

@@ -30,17 +30,24 @@ async fn create_sub(hub: &TestHub, events: Value) -> Value {
 }
 
 async fn publish(hub: &TestHub, event_type: &str) -> Value {
-    let (status, body) = send(
-        hub.post("/api/v1/events")
-            .json(&json!({"event_type": event_type, "payload": {"title": "Access to production DB"}})),
-    )
-    .await;
+    let (status, body) =
+        send(hub.post("/api/v1/events").json(
+            &json!({"event_type": event_type, "payload": {"title": "Access to production DB"}}),
+        ))
+        .await;
     assert_eq!(status, 202, "{body}");
     body
 }
 
 async fn events_published(hub: &TestHub) -> u64 {
-    let text = hub.get("/metrics").send().await.expect("metrics").text().await.expect("text");
+    let text = hub
+        .get("/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     text.lines()
         .filter(|l| l.starts_with("ih_events_published_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
@@ -56,10 +63,15 @@ fn assert_problem(status: u16, body: &Value, expected: u16) {
 }
 
 async fn readme_flow_create_publish_read_back(backend: Backend) {
-    let Some(hub) = TestHub::start(backend).await else { return };
+    let Some(hub) = TestHub::start(backend).await else {
+        return;
+    };
     let sub = create_sub(&hub, json!(["request_submitted", "request_approved"])).await;
     assert_eq!(sub["enabled"], true);
-    assert_eq!(sub["circuit"], json!({"state": "closed", "consecutive_failures": 0}));
+    assert_eq!(
+        sub["circuit"],
+        json!({"state": "closed", "consecutive_failures": 0})
+    );
     assert!(sub.get("secret").is_none());
 
     let payload = json!({
@@ -76,7 +88,10 @@ async fn readme_flow_create_publish_read_back(backend: Backend) {
     assert_eq!(published["event_type"], "request_submitted");
     assert_eq!(published["deliveries"], 1);
     let id = published["id"].as_str().expect("id");
-    assert_eq!(uuid::Uuid::parse_str(id).expect("uuid").get_version_num(), 7);
+    assert_eq!(
+        uuid::Uuid::parse_str(id).expect("uuid").get_version_num(),
+        7
+    );
 
     let (status, event) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
     assert_eq!(status, 200, "{event}");
@@ -90,12 +105,17 @@ async fn readme_flow_create_publish_read_back(backend: Backend) {
     assert_eq!(deliveries[0]["destination"]["url"], sub["url"]);
 
     let other = publish(&hub, "request_rejected").await;
-    assert_eq!(other["deliveries"], 0, "the subscription does not take this type");
+    assert_eq!(
+        other["deliveries"], 0,
+        "the subscription does not take this type"
+    );
     assert_eq!(events_published(&hub).await, 2);
 }
 
 async fn bad_input_gets_its_status_and_changes_nothing(backend: Backend) {
-    let Some(hub) = TestHub::start_with(backend, &[("IH_MAX_PAYLOAD_BYTES", "2048")]).await else { return };
+    let Some(hub) = TestHub::start_with(backend, &[("IH_MAX_PAYLOAD_BYTES", "2048")]).await else {
+        return;
+    };
     let sub = create_sub(&hub, json!(["a"])).await;
     let sub_id = sub["id"].as_str().expect("id");
     let valid_sub = json!({"url": "https://example.com/h", "secret": SECRET, "events": ["a"]});
@@ -151,7 +171,10 @@ async fn bad_input_gets_its_status_and_changes_nothing(backend: Backend) {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let body: Value = response.json().await.unwrap_or_else(|e| panic!("{name}: body is not JSON: {e}"));
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: body is not JSON: {e}"));
         assert_eq!(status, expected, "{name}: {body}");
         assert_eq!(content_type, "application/problem+json", "{name}");
         assert_problem(status, &body, expected);
@@ -162,7 +185,10 @@ async fn bad_input_gets_its_status_and_changes_nothing(backend: Backend) {
                 .iter()
                 .filter_map(|e| e["field"].as_str())
                 .collect();
-            assert!(fields.contains(&field), "{name}: expected field {field} in {body}");
+            assert!(
+                fields.contains(&field),
+                "{name}: expected field {field} in {body}"
+            );
         }
     }
 
@@ -174,7 +200,9 @@ async fn bad_input_gets_its_status_and_changes_nothing(backend: Backend) {
 }
 
 async fn subscriptions_paginate_with_cursors(backend: Backend) {
-    let Some(hub) = TestHub::start(backend).await else { return };
+    let Some(hub) = TestHub::start(backend).await else {
+        return;
+    };
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(create_sub(&hub, json!(["*"])).await["id"].clone());
@@ -190,7 +218,13 @@ async fn subscriptions_paginate_with_cursors(backend: Backend) {
         let (status, page) = send(hub.get(&path)).await;
         assert_eq!(status, 200, "{page}");
         pages += 1;
-        seen.extend(page["data"].as_array().expect("data").iter().map(|s| s["id"].clone()));
+        seen.extend(
+            page["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .map(|s| s["id"].clone()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
@@ -205,7 +239,9 @@ async fn subscriptions_paginate_with_cursors(backend: Backend) {
 }
 
 async fn patch_is_partial_and_secrets_are_never_returned(backend: Backend) {
-    let Some(hub) = TestHub::start(backend).await else { return };
+    let Some(hub) = TestHub::start(backend).await else {
+        return;
+    };
     let (_, sub) = send(hub.post("/api/v1/subscriptions").json(&json!({
         "url": "https://example.com/hook",
         "secret": SECRET,
@@ -227,7 +263,10 @@ async fn patch_is_partial_and_secrets_are_never_returned(backend: Backend) {
         .expect("patch");
     assert_eq!(response.status(), 200);
     let text = response.text().await.expect("text");
-    assert!(!text.contains(rotated) && !text.contains(SECRET), "secret leaked: {text}");
+    assert!(
+        !text.contains(rotated) && !text.contains(SECRET),
+        "secret leaked: {text}"
+    );
     let patched: Value = serde_json::from_str(&text).expect("json");
     assert_eq!(patched["enabled"], false);
     assert_eq!(patched["description"], Value::Null);
@@ -240,15 +279,30 @@ async fn patch_is_partial_and_secrets_are_never_returned(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(got, patched);
     for listing in [hub.get("/api/v1/subscriptions"), hub.get(&path)] {
-        let text = listing.send().await.expect("get").text().await.expect("text");
-        assert!(!text.contains(rotated) && !text.contains(SECRET), "secret leaked: {text}");
+        let text = listing
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            !text.contains(rotated) && !text.contains(SECRET),
+            "secret leaked: {text}"
+        );
     }
-    let (status, _) = send(hub.patch(&format!("/api/v1/subscriptions/{}", uuid::Uuid::now_v7())).json(&json!({}))).await;
+    let (status, _) = send(
+        hub.patch(&format!("/api/v1/subscriptions/{}", uuid::Uuid::now_v7()))
+            .json(&json!({})),
+    )
+    .await;
     assert_eq!(status, 404);
 }
 
 async fn delete_cancels_pending_deliveries(backend: Backend) {
-    let Some(hub) = TestHub::start(backend).await else { return };
+    let Some(hub) = TestHub::start(backend).await else {
+        return;
+    };
     let sub = create_sub(&hub, json!(["a"])).await;
     let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().expect("id"));
     let event = publish(&hub, "a").await;
@@ -259,13 +313,23 @@ async fn delete_cancels_pending_deliveries(backend: Backend) {
     assert_problem(status, &body, 404);
     let (status, body) = send(hub.delete(&path)).await;
     assert_problem(status, &body, 404);
-    let (_, detail) = send(hub.get(&format!("/api/v1/events/{}", event["id"].as_str().expect("id")))).await;
+    let (_, detail) = send(hub.get(&format!(
+        "/api/v1/events/{}",
+        event["id"].as_str().expect("id")
+    )))
+    .await;
     assert_eq!(detail["deliveries"][0]["status"], "cancelled", "{detail}");
-    assert_eq!(publish(&hub, "a").await["deliveries"], 0, "deleted subscriptions match nothing");
+    assert_eq!(
+        publish(&hub, "a").await["deliveries"],
+        0,
+        "deleted subscriptions match nothing"
+    );
 }
 
 async fn idempotency_key_returns_the_first_response(backend: Backend) {
-    let Some(hub) = TestHub::start(backend).await else { return };
+    let Some(hub) = TestHub::start(backend).await else {
+        return;
+    };
     create_sub(&hub, json!(["*"])).await;
     let body = json!({"event_type": "order.created", "payload": {"order": 42}});
     let first = hub
@@ -286,9 +350,19 @@ async fn idempotency_key_returns_the_first_response(backend: Backend) {
         .await
         .expect("second");
     assert_eq!(second.status(), 202);
-    assert_eq!(second.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    assert_eq!(
+        second
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
     assert_eq!(second.json::<Value>().await.expect("json"), first);
-    assert_eq!(events_published(&hub).await, 1, "the replay created nothing");
+    assert_eq!(
+        events_published(&hub).await,
+        1,
+        "the replay created nothing"
+    );
 
     let (status, problem) = send(
         hub.post("/api/v1/events")
@@ -308,24 +382,46 @@ async fn idempotency_key_returns_the_first_response(backend: Backend) {
 }
 
 async fn batch_publish_is_ordered_bounded_and_atomic(backend: Backend) {
-    let Some(hub) = TestHub::start(backend).await else { return };
+    let Some(hub) = TestHub::start(backend).await else {
+        return;
+    };
     create_sub(&hub, json!(["a"])).await;
     let events: Vec<Value> = (0..3)
         .map(|i| json!({"event_type": if i == 1 { "b" } else { "a" }, "payload": {"n": i}}))
         .collect();
-    let (status, body) = send(hub.post("/api/v1/events/batch").json(&json!({"events": events}))).await;
+    let (status, body) = send(
+        hub.post("/api/v1/events/batch")
+            .json(&json!({"events": events})),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     let data = body["data"].as_array().expect("data");
     assert_eq!(data.len(), 3);
-    let types: Vec<&str> = data.iter().filter_map(|e| e["event_type"].as_str()).collect();
+    let types: Vec<&str> = data
+        .iter()
+        .filter_map(|e| e["event_type"].as_str())
+        .collect();
     assert_eq!(types, ["a", "b", "a"]);
-    let deliveries: Vec<u64> = data.iter().filter_map(|e| e["deliveries"].as_u64()).collect();
+    let deliveries: Vec<u64> = data
+        .iter()
+        .filter_map(|e| e["deliveries"].as_u64())
+        .collect();
     assert_eq!(deliveries, [1, 0, 1]);
-    let (_, second) = send(hub.get(&format!("/api/v1/events/{}", data[1]["id"].as_str().expect("id")))).await;
+    let (_, second) = send(hub.get(&format!(
+        "/api/v1/events/{}",
+        data[1]["id"].as_str().expect("id")
+    )))
+    .await;
     assert_eq!(second["payload"], json!({"n": 1}));
 
-    let too_many: Vec<Value> = (0..1001).map(|_| json!({"event_type": "a", "payload": {}})).collect();
-    let (status, problem) = send(hub.post("/api/v1/events/batch").json(&json!({"events": too_many}))).await;
+    let too_many: Vec<Value> = (0..1001)
+        .map(|_| json!({"event_type": "a", "payload": {}}))
+        .collect();
+    let (status, problem) = send(
+        hub.post("/api/v1/events/batch")
+            .json(&json!({"events": too_many})),
+    )
+    .await;
     assert_problem(status, &problem, 422);
 
     let one_bad = json!({"events": [
@@ -334,13 +430,24 @@ async fn batch_publish_is_ordered_bounded_and_atomic(backend: Backend) {
     ]});
     let (status, problem) = send(hub.post("/api/v1/events/batch").json(&one_bad)).await;
     assert_problem(status, &problem, 422);
-    assert_eq!(problem["errors"][0]["field"], "events[1].payload", "{problem}");
-    assert_eq!(events_published(&hub).await, 3, "invalid batches store nothing");
+    assert_eq!(
+        problem["errors"][0]["field"], "events[1].payload",
+        "{problem}"
+    );
+    assert_eq!(
+        events_published(&hub).await,
+        3,
+        "invalid batches store nothing"
+    );
 }
 
 async fn api_keys_guard_every_api_route(backend: Backend) {
     let key = "test-api-key-0123456789abcdef";
-    let Some(hub) = TestHub::start_with(backend, &[("IH_API_KEYS", &format!("other-key-00000000000000,{key}"))]).await
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &[("IH_API_KEYS", &format!("other-key-00000000000000,{key}"))],
+    )
+    .await
     else {
         return;
     };
@@ -349,20 +456,34 @@ async fn api_keys_guard_every_api_route(backend: Backend) {
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("path item") {
-            let open = op["security"].as_array().is_some_and(|s| s.iter().all(|r| r.as_object().is_some_and(|o| o.is_empty())));
+            let open = op["security"].as_array().is_some_and(|s| {
+                s.iter()
+                    .all(|r| r.as_object().is_some_and(|o| o.is_empty()))
+            });
             let concrete = path.replace("{id}", &uuid::Uuid::now_v7().to_string());
-            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             for auth in [None, Some("Bearer wrong-key-0000000000000000"), Some(key)] {
                 let mut request = hub.client.request(method.clone(), hub.url(&concrete));
                 if let Some(a) = auth {
-                    request = request.header("authorization", if a.starts_with("Bearer") { a.to_owned() } else { format!("Bearer {a}") });
+                    request = request.header(
+                        "authorization",
+                        if a.starts_with("Bearer") {
+                            a.to_owned()
+                        } else {
+                            format!("Bearer {a}")
+                        },
+                    );
                 }
                 let response = request.send().await.expect("request");
                 let status = response.status().as_u16();
                 if open || auth == Some(key) {
                     assert_ne!(status, 401, "{method} {path} with {auth:?}");
                 } else {
-                    assert!(path.starts_with("/api/"), "only /api routes need a key: {path}");
+                    assert!(
+                        path.starts_with("/api/"),
+                        "only /api routes need a key: {path}"
+                    );
                     assert_eq!(status, 401, "{method} {path} with {auth:?}");
                     assert!(response.headers().contains_key("www-authenticate"));
                     let body: Value = response.json().await.expect("problem");
@@ -373,12 +494,20 @@ async fn api_keys_guard_every_api_route(backend: Backend) {
         }
     }
     assert!(checked >= 9, "the document lists the routes ({checked})");
-    let (status, _) = send(hub.get("/api/v1/subscriptions").header("authorization", format!("bearer {key}"))).await;
+    let (status, _) = send(
+        hub.get("/api/v1/subscriptions")
+            .header("authorization", format!("bearer {key}")),
+    )
+    .await;
     assert_eq!(status, 200, "the scheme is case-insensitive");
 }
 
 async fn ops_endpoints_work_without_a_key(backend: Backend) {
-    let Some(hub) = TestHub::start_with(backend, &[("IH_API_KEYS", "test-api-key-0123456789abcdef")]).await else { return };
+    let Some(hub) =
+        TestHub::start_with(backend, &[("IH_API_KEYS", "test-api-key-0123456789abcdef")]).await
+    else {
+        return;
+    };
     let (status, health) = send(hub.get("/health")).await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
@@ -392,20 +521,44 @@ async fn ops_endpoints_work_without_a_key(backend: Backend) {
     let metrics = hub.get("/metrics").send().await.expect("metrics");
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.expect("text");
-    assert!(text.contains("ih_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"}"), "{text}");
-    assert!(text.contains("ih_http_request_duration_seconds_bucket"), "{text}");
+    assert!(
+        text.contains("ih_http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ih_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
     let (status, doc) = send(hub.get("/openapi.json")).await;
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
-    for path in ["/api/v1/subscriptions", "/api/v1/subscriptions/{id}", "/api/v1/events", "/api/v1/events/batch", "/api/v1/events/{id}", "/health", "/metrics"] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    for path in [
+        "/api/v1/subscriptions",
+        "/api/v1/subscriptions/{id}",
+        "/api/v1/events",
+        "/api/v1/events/batch",
+        "/api/v1/events/{id}",
+        "/health",
+        "/metrics",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
     }
     let docs = hub.get("/docs/").send().await.expect("docs");
     assert_eq!(docs.status(), 200);
     let html = docs.text().await.expect("html");
     assert!(html.contains("swagger"), "Swagger UI page");
-    assert!(!html.contains("https://"), "no CDN: everything is served by the hub");
-    let bundle = hub.get("/docs/swagger-ui-bundle.js").send().await.expect("bundle");
+    assert!(
+        !html.contains("https://"),
+        "no CDN: everything is served by the hub"
+    );
+    let bundle = hub
+        .get("/docs/swagger-ui-bundle.js")
+        .send()
+        .await
+        .expect("bundle");
     assert_eq!(bundle.status(), 200, "UI assets come from the binary");
 
     if backend == Backend::Postgres {
@@ -421,16 +574,39 @@ async fn ops_endpoints_work_without_a_key(backend: Backend) {
         )
         .await;
         assert_problem(status, &problem, 503);
-        assert!(!problem["detail"].as_str().unwrap_or("").contains("ih_test_"), "no internals leak: {problem}");
+        assert!(
+            !problem["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("ih_test_"),
+            "no internals leak: {problem}"
+        );
     }
 }
 
 async fn request_ids_are_set_and_propagated(backend: Backend) {
-    let Some(hub) = TestHub::start(backend).await else { return };
+    let Some(hub) = TestHub::start(backend).await else {
+        return;
+    };
     let generated = hub.get("/health").send().await.expect("health");
-    let id = generated.headers().get("x-request-id").and_then(|v| v.to_str().ok()).expect("x-request-id");
+    let id = generated
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-request-id");
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
-    let given = hub.get("/health").header("x-request-id", "trace-me-123").send().await.expect("health");
-    assert_eq!(given.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("trace-me-123"));
+    let given = hub
+        .get("/health")
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(
+        given
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("trace-me-123")
+    );
     hub.stop().await.expect("graceful stop returns Ok");
 }

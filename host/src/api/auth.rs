@@ -26,7 +26,11 @@ impl std::fmt::Debug for ApiKeys {
 
 impl ApiKeys {
     pub fn new(keys: &[Secret]) -> Self {
-        Self(keys.iter().map(|k| Sha256::digest(k.expose().as_bytes()).into()).collect())
+        Self(
+            keys.iter()
+                .map(|k| Sha256::digest(k.expose().as_bytes()).into())
+                .collect(),
+        )
     }
 
     /// Whether `token` is one of the keys. Constant time in the token and the key set.
@@ -66,7 +70,10 @@ mod tests {
 
     #[test]
     fn accepts_only_configured_keys() {
-        let keys = ApiKeys::new(&[Secret::new("first-key-0123456789"), Secret::new("second-key-0123456789")]);
+        let keys = ApiKeys::new(&[
+            Secret::new("first-key-0123456789"),
+            Secret::new("second-key-0123456789"),
+        ]);
         assert!(keys.accepts("first-key-0123456789"));
         assert!(keys.accepts("second-key-0123456789"));
         assert!(!keys.accepts("first-key-012345678"));

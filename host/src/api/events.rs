@@ -22,7 +22,9 @@ use super::extract::parse_id;
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::store::{self, DeliveryStatus, Destination, IdempotencyKey, NewEvent, PublishOutcome, PublishedEvent};
+use crate::store::{
+    self, DeliveryStatus, Destination, IdempotencyKey, NewEvent, PublishOutcome, PublishedEvent,
+};
 
 /// Most events in one batch publish.
 pub const MAX_BATCH: usize = 1000;
@@ -39,7 +41,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishEvent {
-    #[schema(example = "request_submitted", pattern = "^[a-z0-9][a-z0-9_.-]{0,127}$")]
+    #[schema(
+        example = "request_submitted",
+        pattern = "^[a-z0-9][a-z0-9_.-]{0,127}$"
+    )]
     pub event_type: String,
     /// Any JSON object; delivered exactly as sent.
     #[schema(value_type = Object, example = json!({"title": "Access to production DB", "requester": "alice@company.com"}))]
@@ -105,7 +110,13 @@ pub struct EventOut {
 }
 
 /// Validates one event and turns it into what the store takes.
-fn new_event(errors: &mut Errors, at: &str, event: PublishEvent, max_payload: usize, now: DateTime<Utc>) -> NewEvent {
+fn new_event(
+    errors: &mut Errors,
+    at: &str,
+    event: PublishEvent,
+    max_payload: usize,
+    now: DateTime<Utc>,
+) -> NewEvent {
     validate::event_type(errors, &format!("{at}event_type"), &event.event_type);
     let payload = event.payload.get();
     if !payload.starts_with('{') {
@@ -113,7 +124,10 @@ fn new_event(errors: &mut Errors, at: &str, event: PublishEvent, max_payload: us
     } else if payload.len() > max_payload {
         errors.add(
             format!("{at}payload"),
-            format!("is {} bytes, more than the limit of {max_payload} (IH_MAX_PAYLOAD_BYTES)", payload.len()),
+            format!(
+                "is {} bytes, more than the limit of {max_payload} (IH_MAX_PAYLOAD_BYTES)",
+                payload.len()
+            ),
         );
     }
     NewEvent {
@@ -127,7 +141,11 @@ fn new_event(errors: &mut Errors, at: &str, event: PublishEvent, max_payload: us
 
 /// The `Idempotency-Key` of a request with a fingerprint of what it asks for, so that reusing a
 /// key for a different request is caught instead of silently answered with the first response.
-fn idempotency(headers: &HeaderMap, route: &str, events: &[NewEvent]) -> ApiResult<Option<IdempotencyKey>> {
+fn idempotency(
+    headers: &HeaderMap,
+    route: &str,
+    events: &[NewEvent],
+) -> ApiResult<Option<IdempotencyKey>> {
     let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
     };
@@ -163,7 +181,8 @@ async fn store_events(
         }
         PublishOutcome::Replayed(published) => Ok((published, true)),
         PublishOutcome::KeyMismatch => Err(ApiError::Unprocessable {
-            detail: "this Idempotency-Key was used for a different request in the last 24 hours".into(),
+            detail: "this Idempotency-Key was used for a different request in the last 24 hours"
+                .into(),
             errors: vec![crate::error::FieldError::new(
                 "Idempotency-Key",
                 "already used for a different request; use a new key for a new request",
@@ -200,9 +219,16 @@ async fn publish_event(
     ApiJson(body): ApiJson<PublishEvent>,
 ) -> ApiResult<Response> {
     let mut errors = Errors::default();
-    let event = new_event(&mut errors, "", body, state.config.max_payload_bytes, store::now());
+    let event = new_event(
+        &mut errors,
+        "",
+        body,
+        state.config.max_payload_bytes,
+        store::now(),
+    );
     errors.finish()?;
-    let (mut published, replayed) = store_events(&state, &headers, "POST /api/v1/events", vec![event]).await?;
+    let (mut published, replayed) =
+        store_events(&state, &headers, "POST /api/v1/events", vec![event]).await?;
     let one = published
         .pop()
         .ok_or_else(|| ApiError::internal("publish returned no event"))?;
@@ -227,7 +253,13 @@ async fn publish_batch(
 ) -> ApiResult<Response> {
     if body.events.is_empty() || body.events.len() > MAX_BATCH {
         let mut errors = Errors::default();
-        errors.add("events", format!("must hold 1 to {MAX_BATCH} events, got {}", body.events.len()));
+        errors.add(
+            "events",
+            format!(
+                "must hold 1 to {MAX_BATCH} events, got {}",
+                body.events.len()
+            ),
+        );
         errors.finish()?;
     }
     let mut errors = Errors::default();
@@ -236,10 +268,19 @@ async fn publish_batch(
         .events
         .into_iter()
         .enumerate()
-        .map(|(i, e)| new_event(&mut errors, &format!("events[{i}]."), e, state.config.max_payload_bytes, now))
+        .map(|(i, e)| {
+            new_event(
+                &mut errors,
+                &format!("events[{i}]."),
+                e,
+                state.config.max_payload_bytes,
+                now,
+            )
+        })
         .collect();
     errors.finish()?;
-    let (published, replayed) = store_events(&state, &headers, "POST /api/v1/events/batch", events).await?;
+    let (published, replayed) =
+        store_events(&state, &headers, "POST /api/v1/events/batch", events).await?;
     Ok(accepted(
         BatchOut {
             data: published.into_iter().map(Into::into).collect(),
@@ -255,7 +296,10 @@ async fn publish_batch(
         (status = 200, description = "The event", body = EventOut),
         (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn get_event(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<EventOut>> {
+async fn get_event(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EventOut>> {
     let id = parse_id(&id, "event")?;
     let event = state
         .store

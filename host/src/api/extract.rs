@@ -61,7 +61,11 @@ fn check_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn read_body(body: Body, limit: usize, variable: &str) -> Result<axum::body::Bytes, ApiError> {
+async fn read_body(
+    body: Body,
+    limit: usize,
+    variable: &str,
+) -> Result<axum::body::Bytes, ApiError> {
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => Ok(bytes),
         Err(e) => {
@@ -99,7 +103,11 @@ fn json_error(path: String, e: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     let message = e.to_string();
     // serde appends the position; the field path says more and the position stays in `detail`.
-    let bare = message.split(" at line ").next().unwrap_or(&message).to_owned();
+    let bare = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
     match e.classify() {
         Category::Syntax | Category::Eof | Category::Io => ApiError::BadRequest {
             detail: format!("the body is not valid JSON: {message}"),
@@ -164,7 +172,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
                         .ok()
                         .filter(|n| (1..=MAX_PAGE).contains(n))
                         .ok_or_else(|| {
-                            ApiError::bad_request("limit", format!("must be a whole number from 1 to {MAX_PAGE}, got {value:?}"))
+                            ApiError::bad_request(
+                                "limit",
+                                format!(
+                                    "must be a whole number from 1 to {MAX_PAGE}, got {value:?}"
+                                ),
+                            )
                         })?;
                 }
                 "cursor" if !value.is_empty() => {
@@ -173,7 +186,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
                         .ok()
                         .and_then(|b| Uuid::from_slice(&b).ok())
                         .ok_or_else(|| {
-                            ApiError::bad_request("cursor", "is not a cursor returned by this API (use next_cursor as given)")
+                            ApiError::bad_request(
+                                "cursor",
+                                "is not a cursor returned by this API (use next_cursor as given)",
+                            )
                         })?;
                     page.after = Some(id);
                 }
@@ -187,7 +203,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
 /// Parses an id from the path. A malformed id is a 404 ("no such thing") with a hint, since no
 /// resource can have it.
 pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(raw).map_err(|_| ApiError::NotFound(format!("no {what} with id {raw:?} (ids are UUIDs)")))
+    Uuid::try_parse(raw)
+        .map_err(|_| ApiError::NotFound(format!("no {what} with id {raw:?} (ids are UUIDs)")))
 }
 
 #[cfg(test)]
@@ -213,14 +230,28 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_400_and_shape_errors_name_the_field() {
-        let ok: Sample = parse_json(br#"{"name":"a","tags":["x"],"raw":{"k": [1, 2]}}"#).expect("valid");
-        assert_eq!(ok.raw.get(), r#"{"k": [1, 2]}"#, "raw values keep their exact bytes");
+        let ok: Sample =
+            parse_json(br#"{"name":"a","tags":["x"],"raw":{"k": [1, 2]}}"#).expect("valid");
+        assert_eq!(
+            ok.raw.get(),
+            r#"{"k": [1, 2]}"#,
+            "raw values keep their exact bytes"
+        );
         let e = |b: &[u8]| field_of(parse_json::<Sample>(b).expect_err("invalid"));
         assert_eq!(e(b"{\"name\": "), (400, String::new()));
-        assert_eq!(e(br#"{"name":"a","tags":[],"raw":{}} x"#), (400, String::new()));
-        assert_eq!(e(br#"{"name":"a","tags":[1],"raw":{}}"#), (422, "tags[0]".into()));
+        assert_eq!(
+            e(br#"{"name":"a","tags":[],"raw":{}} x"#),
+            (400, String::new())
+        );
+        assert_eq!(
+            e(br#"{"name":"a","tags":[1],"raw":{}}"#),
+            (422, "tags[0]".into())
+        );
         assert_eq!(e(br#"{"name":"a","raw":{}}"#), (422, "tags".into()));
-        assert_eq!(e(br#"{"name":"a","tags":[],"raw":{},"extra":1}"#), (422, "extra".into()));
+        assert_eq!(
+            e(br#"{"name":"a","tags":[],"raw":{},"extra":1}"#),
+            (422, "extra".into())
+        );
         assert_eq!(e(b"5"), (422, "body".into()));
     }
 }

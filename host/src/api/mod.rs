@@ -160,7 +160,13 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(req).await;
-    observe(&state.metrics, method, route, response.status().as_u16(), started);
+    observe(
+        &state.metrics,
+        method,
+        route,
+        response.status().as_u16(),
+        started,
+    );
     response
 }
 
@@ -182,8 +188,18 @@ fn observe(metrics: &Metrics, method: String, route: String, status: u16, starte
         .inc();
 }
 
-async fn not_found(State(state): State<AppState>, method: Method, uri: axum::http::Uri) -> ApiError {
-    observe(&state.metrics, method.to_string(), "unmatched".into(), 404, Instant::now());
+async fn not_found(
+    State(state): State<AppState>,
+    method: Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    observe(
+        &state.metrics,
+        method.to_string(),
+        "unmatched".into(),
+        404,
+        Instant::now(),
+    );
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }
 

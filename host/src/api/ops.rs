@@ -18,7 +18,9 @@ use super::AppState;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(health)).routes(routes!(metrics))
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(metrics))
 }
 
 /// Health of this instance.
@@ -49,14 +51,25 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         }
         Err(_) => {
             tracing::warn!("health check: database did not answer in time");
-            Some(format!("the database did not answer within {}s", HEALTH_TIMEOUT.as_secs()))
+            Some(format!(
+                "the database did not answer within {}s",
+                HEALTH_TIMEOUT.as_secs()
+            ))
         }
     };
-    let status = if problem.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if problem.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(Health {
-            status: if problem.is_none() { "ok" } else { "unavailable" },
+            status: if problem.is_none() {
+                "ok"
+            } else {
+                "unavailable"
+            },
             version: env!("CARGO_PKG_VERSION"),
             database: state.store.backend().to_string(),
             problem,
@@ -69,7 +82,10 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response()

@@ -24,7 +24,11 @@ use crate::store::{self, Circuit, NewSubscription, Subscription, SubscriptionPat
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_subscription, list_subscriptions))
-        .routes(routes!(get_subscription, patch_subscription, delete_subscription))
+        .routes(routes!(
+            get_subscription,
+            patch_subscription,
+            delete_subscription
+        ))
 }
 
 /// A webhook subscription as returned by the API.
@@ -79,7 +83,11 @@ pub struct CreateSubscription {
     #[schema(example = "https://example.com/webhooks")]
     pub url: String,
     /// Signing secret, 16 to 256 characters. Never returned.
-    #[schema(example = "whsec-my-very-secret-key", min_length = 16, max_length = 256)]
+    #[schema(
+        example = "whsec-my-very-secret-key",
+        min_length = 16,
+        max_length = 256
+    )]
     pub secret: String,
     /// 1 to 100 event types, or `["*"]` for all.
     #[schema(example = json!(["request_submitted", "request_approved"]))]
@@ -93,7 +101,9 @@ pub struct CreateSubscription {
 }
 
 /// Distinguishes "absent" (`None`) from "null" (`Some(None)`).
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -138,7 +148,12 @@ async fn create_subscription(
     ApiJson(body): ApiJson<CreateSubscription>,
 ) -> ApiResult<(StatusCode, Json<SubscriptionOut>)> {
     let mut errors = Errors::default();
-    validate::url(&mut errors, "url", &body.url, state.config.allow_private_destinations);
+    validate::url(
+        &mut errors,
+        "url",
+        &body.url,
+        state.config.allow_private_destinations,
+    );
     validate::secret(&mut errors, "secret", &body.secret);
     let events = validate::events(&mut errors, "events", &body.events);
     validate::description(&mut errors, "description", body.description.as_deref());
@@ -172,8 +187,14 @@ async fn create_subscription(
         (status = 200, description = "A page of subscriptions", body = SubscriptionList),
         (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn list_subscriptions(State(state): State<AppState>, page: Page) -> ApiResult<Json<SubscriptionList>> {
-    let subs = state.store.list_subscriptions(page.after, page.limit).await?;
+async fn list_subscriptions(
+    State(state): State<AppState>,
+    page: Page,
+) -> ApiResult<Json<SubscriptionList>> {
+    let subs = state
+        .store
+        .list_subscriptions(page.after, page.limit)
+        .await?;
     let next_cursor = page.next_cursor(subs.last().map(|s| s.id), subs.len());
     Ok(Json(SubscriptionList {
         data: subs.into_iter().map(Into::into).collect(),
@@ -188,9 +209,16 @@ async fn list_subscriptions(State(state): State<AppState>, page: Page) -> ApiRes
         (status = 200, description = "The subscription", body = SubscriptionOut),
         (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn get_subscription(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<SubscriptionOut>> {
+async fn get_subscription(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SubscriptionOut>> {
     let id = parse_id(&id, "subscription")?;
-    let sub = state.store.get_subscription(id).await?.ok_or_else(|| not_found(id))?;
+    let sub = state
+        .store
+        .get_subscription(id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
     Ok(Json(sub.into()))
 }
 
@@ -222,7 +250,12 @@ async fn patch_subscription(
     not_null("enabled", matches!(body.enabled, Some(None)));
     not_null("headers", matches!(body.headers, Some(None)));
     if let Some(Some(url)) = body.url {
-        validate::url(&mut errors, "url", &url, state.config.allow_private_destinations);
+        validate::url(
+            &mut errors,
+            "url",
+            &url,
+            state.config.allow_private_destinations,
+        );
         patch.url = Some(url);
     }
     if let Some(Some(secret)) = body.secret {
@@ -259,7 +292,10 @@ async fn patch_subscription(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn delete_subscription(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_subscription(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let id = parse_id(&id, "subscription")?;
     let cancelled = state
         .store

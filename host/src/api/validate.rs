@@ -57,9 +57,9 @@ pub fn is_event_type(name: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= MAX_EVENT_TYPE_LEN
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+        && bytes.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
 }
 
 const EVENT_TYPE_RULE: &str =
@@ -82,18 +82,24 @@ pub fn url(errors: &mut Errors, field: &str, value: &str, allow_private: bool) {
         Err(e) => return errors.add(field, format!("is not an absolute URL: {e}")),
     };
     if !matches!(parsed.scheme(), "http" | "https") {
-        return errors.add(field, format!("scheme {:?} is not supported: use https (or http)", parsed.scheme()));
+        return errors.add(
+            field,
+            format!(
+                "scheme {:?} is not supported: use https (or http)",
+                parsed.scheme()
+            ),
+        );
     }
     let Some(host) = parsed.host() else {
         return errors.add(field, "has no host");
     };
-    if !allow_private {
-        if let Some(reason) = ssrf::host_refusal(&host) {
-            errors.add(
-                field,
-                format!("refused: {reason}; set IH_ALLOW_PRIVATE_DESTINATIONS=true to deliver to private networks"),
-            );
-        }
+    if !allow_private && let Some(reason) = ssrf::host_refusal(&host) {
+        errors.add(
+            field,
+            format!(
+                "refused: {reason}; set IH_ALLOW_PRIVATE_DESTINATIONS=true to deliver to private networks"
+            ),
+        );
     }
 }
 
@@ -102,7 +108,11 @@ pub fn secret(errors: &mut Errors, field: &str, value: &str) {
     if !SECRET_LEN.contains(&len) {
         errors.add(
             field,
-            format!("must be {} to {} characters, got {len}", SECRET_LEN.start(), SECRET_LEN.end()),
+            format!(
+                "must be {} to {} characters, got {len}",
+                SECRET_LEN.start(),
+                SECRET_LEN.end()
+            ),
         );
     }
 }
@@ -110,7 +120,10 @@ pub fn secret(errors: &mut Errors, field: &str, value: &str) {
 /// Event types of a subscription, or `["*"]`. Duplicates are dropped, order kept.
 pub fn events(errors: &mut Errors, field: &str, value: &[String]) -> Vec<String> {
     if value.is_empty() || value.len() > MAX_EVENTS {
-        errors.add(field, format!("must list 1 to {MAX_EVENTS} event types, or \"*\" for all"));
+        errors.add(
+            field,
+            format!("must list 1 to {MAX_EVENTS} event types, or \"*\" for all"),
+        );
     }
     let mut out: Vec<String> = Vec::with_capacity(value.len());
     for (i, name) in value.iter().enumerate() {
@@ -126,13 +139,20 @@ pub fn events(errors: &mut Errors, field: &str, value: &[String]) -> Vec<String>
 
 pub fn description(errors: &mut Errors, field: &str, value: Option<&str>) {
     if value.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN) {
-        errors.add(field, format!("must be at most {MAX_DESCRIPTION_LEN} characters"));
+        errors.add(
+            field,
+            format!("must be at most {MAX_DESCRIPTION_LEN} characters"),
+        );
     }
 }
 
 /// Custom headers sent with every delivery: valid HTTP names and values, none of the hub's own.
 /// Names are stored lower-case, as HTTP/2 sends them.
-pub fn headers(errors: &mut Errors, field: &str, value: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn headers(
+    errors: &mut Errors,
+    field: &str,
+    value: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     if value.len() > MAX_HEADERS {
         errors.add(field, format!("at most {MAX_HEADERS} headers"));
     }
@@ -142,13 +162,21 @@ pub fn headers(errors: &mut Errors, field: &str, value: &BTreeMap<String, String
         let lower = name.to_ascii_lowercase();
         if HeaderName::from_bytes(name.as_bytes()).is_err() {
             errors.add(&at, "is not a valid HTTP header name");
-        } else if RESERVED_HEADERS.contains(&lower.as_str()) || RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+        } else if RESERVED_HEADERS.contains(&lower.as_str())
+            || RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
+        {
             errors.add(&at, "is set by the hub and cannot be overridden");
         }
         if val.len() > MAX_HEADER_VALUE_LEN {
-            errors.add(&at, format!("value must be at most {MAX_HEADER_VALUE_LEN} bytes"));
+            errors.add(
+                &at,
+                format!("value must be at most {MAX_HEADER_VALUE_LEN} bytes"),
+            );
         } else if HeaderValue::from_str(val).is_err() {
-            errors.add(&at, "value contains characters not allowed in an HTTP header");
+            errors.add(
+                &at,
+                "value contains characters not allowed in an HTTP header",
+            );
         }
         out.insert(lower, val.clone());
     }
@@ -158,7 +186,9 @@ pub fn headers(errors: &mut Errors, field: &str, value: &BTreeMap<String, String
 /// An `Idempotency-Key` header: 1-255 visible ASCII characters.
 pub fn idempotency_key(value: &axum::http::HeaderValue) -> Result<String, ApiError> {
     let key = value.to_str().ok().map(str::trim).filter(|k| {
-        !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+        !k.is_empty()
+            && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+            && k.bytes().all(|b| b.is_ascii_graphic())
     });
     key.map(str::to_owned).ok_or_else(|| {
         ApiError::bad_request(
@@ -174,10 +204,26 @@ mod tests {
 
     #[test]
     fn event_type_rule_matches_the_spec_pattern() {
-        for ok in ["a", "request_submitted", "0", "order.created-v2", &"a".repeat(128)] {
+        for ok in [
+            "a",
+            "request_submitted",
+            "0",
+            "order.created-v2",
+            &"a".repeat(128),
+        ] {
             assert!(is_event_type(ok), "{ok}");
         }
-        for bad in ["", "_x", ".x", "Request", "a b", "a/b", "é", &"a".repeat(129), "*"] {
+        for bad in [
+            "",
+            "_x",
+            ".x",
+            "Request",
+            "a b",
+            "a/b",
+            "é",
+            &"a".repeat(129),
+            "*",
+        ] {
             assert!(!is_event_type(bad), "{bad}");
         }
     }
@@ -212,7 +258,15 @@ mod tests {
         .collect();
         let out = headers(&mut e, "headers", &input);
         let fields: Vec<_> = e.0.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(fields, ["headers.Content-Type", "headers.X-Ok", "headers.X-Webhook-Signature", "headers.bad name"]);
+        assert_eq!(
+            fields,
+            [
+                "headers.Content-Type",
+                "headers.X-Ok",
+                "headers.X-Webhook-Signature",
+                "headers.bad name"
+            ]
+        );
         assert_eq!(out.get("x-team").map(String::as_str), Some("billing"));
     }
 }

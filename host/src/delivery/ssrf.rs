@@ -18,7 +18,9 @@ pub fn refusal_reason(ip: IpAddr) -> Option<String> {
 fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
     let [a, b, c, _] = ip.octets();
     Some(match (a, b, c) {
-        _ if ip == Ipv4Addr::new(169, 254, 169, 254) => "the cloud metadata service (169.254.169.254)",
+        _ if ip == Ipv4Addr::new(169, 254, 169, 254) => {
+            "the cloud metadata service (169.254.169.254)"
+        }
         (0, _, _) => "an unspecified/\"this network\" address (0.0.0.0/8)",
         (127, _, _) => "a loopback address (127.0.0.0/8)",
         (10, _, _) => "a private address (RFC 1918, 10.0.0.0/8)",
@@ -38,7 +40,8 @@ fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
 fn v6_reason(ip: Ipv6Addr) -> Option<String> {
     let segments = ip.segments();
     // Addresses that carry an IPv4 address are judged by that address.
-    let embedded_v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let embedded_v4 =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     if let Some(v4) = ip.to_ipv4_mapped() {
         return v4_reason(v4).map(|r| format!("{ip} is an IPv4-mapped form of {v4}, which is {r}"));
     }
@@ -47,7 +50,9 @@ fn v6_reason(ip: Ipv6Addr) -> Option<String> {
         [0, 0, 0, 0, 0, 0, 0, 1] => "the loopback address (::1)",
         [0, 0, 0, 0, 0, 0, hi, lo] => {
             let v4 = embedded_v4(hi, lo);
-            return Some(format!("{ip} is an IPv4-compatible form of {v4}, which is not allowed"));
+            return Some(format!(
+                "{ip} is an IPv4-compatible form of {v4}, which is not allowed"
+            ));
         }
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
             let v4 = embedded_v4(hi, lo);
@@ -116,13 +121,23 @@ mod tests {
         ];
         for (ip, rule) in table {
             let reason = refused(ip).unwrap_or_else(|| panic!("{ip} must be refused"));
-            assert!(reason.contains(rule), "{ip}: {reason:?} should mention {rule:?}");
+            assert!(
+                reason.contains(rule),
+                "{ip}: {reason:?} should mention {rule:?}"
+            );
         }
     }
 
     #[test]
     fn public_addresses_pass() {
-        for ip in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "2002:0808:0808::1"] {
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "2002:0808:0808::1",
+        ] {
             assert_eq!(refused(ip), None, "{ip} is public");
         }
     }
@@ -130,7 +145,14 @@ mod tests {
     #[test]
     fn hosts_in_urls_are_judged_after_normalisation() {
         // The WHATWG URL parser turns decimal, octal and hex IPv4 forms into the dotted address.
-        for url in ["http://2130706433/", "http://0177.0.0.1/", "http://0x7f.1/", "http://[::ffff:7f00:1]/", "http://LOCALHOST./x", "http://api.localhost/"] {
+        for url in [
+            "http://2130706433/",
+            "http://0177.0.0.1/",
+            "http://0x7f.1/",
+            "http://[::ffff:7f00:1]/",
+            "http://LOCALHOST./x",
+            "http://api.localhost/",
+        ] {
             let parsed = url::Url::parse(url).expect("url parses");
             let host = parsed.host().expect("has host");
             assert!(host_refusal(&host).is_some(), "{url} must be refused");

@@ -126,7 +126,9 @@ impl CircuitState {
             "closed" => Ok(CircuitState::Closed),
             "open" => Ok(CircuitState::Open),
             "half_open" => Ok(CircuitState::HalfOpen),
-            other => Err(StoreError::Corrupt(format!("unknown circuit state {other:?}"))),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown circuit state {other:?}"
+            ))),
         }
     }
 }
@@ -265,7 +267,9 @@ impl Destination {
                 url: url.unwrap_or_default(),
             }),
             ("connector", _, Some(connector)) => Ok(Destination::Connector { connector }),
-            (other, _, _) => Err(StoreError::Corrupt(format!("delivery of kind {other:?} without its target"))),
+            (other, _, _) => Err(StoreError::Corrupt(format!(
+                "delivery of kind {other:?} without its target"
+            ))),
         }
     }
 }
@@ -299,7 +303,11 @@ impl DeliveryStatus {
             "succeeded" => DeliveryStatus::Succeeded,
             "dead" => DeliveryStatus::Dead,
             "cancelled" => DeliveryStatus::Cancelled,
-            other => return Err(StoreError::Corrupt(format!("unknown delivery status {other:?}"))),
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown delivery status {other:?}"
+                )));
+            }
         })
     }
 }
@@ -340,7 +348,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn get_subscription(&self, id: Uuid) -> StoreResult<Option<Subscription>>;
 
     /// Live subscriptions in id (= creation) order, starting after `after`.
-    async fn list_subscriptions(&self, after: Option<Uuid>, limit: u32) -> StoreResult<Vec<Subscription>>;
+    async fn list_subscriptions(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<Subscription>>;
 
     /// Applies a partial update; `None` when there is no such live subscription.
     async fn update_subscription(
@@ -391,7 +403,8 @@ pub async fn migrate(config: &Config) -> StoreResult<()> {
 
 /// Converts between microseconds since the epoch (SQLite's representation) and timestamps.
 fn from_micros(us: i64) -> StoreResult<DateTime<Utc>> {
-    DateTime::from_timestamp_micros(us).ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} out of range")))
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} out of range")))
 }
 
 fn to_micros(t: DateTime<Utc>) -> i64 {
@@ -419,10 +432,9 @@ fn encode_json<T: Serialize>(value: &T) -> String {
 fn in_order(ids: &[Uuid], mut found: Vec<PublishedEvent>) -> StoreResult<Vec<PublishedEvent>> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let pos = found
-            .iter()
-            .position(|e| e.id == *id)
-            .ok_or_else(|| StoreError::Corrupt(format!("idempotency record names missing event {id}")))?;
+        let pos = found.iter().position(|e| e.id == *id).ok_or_else(|| {
+            StoreError::Corrupt(format!("idempotency record names missing event {id}"))
+        })?;
         out.push(found.swap_remove(pos));
     }
     Ok(out)

@@ -13,9 +13,10 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Backend, Circuit, CircuitState, DeliveryStatus, DeliverySummary, Destination, EventDetail, IdempotencyKey,
-    NewEvent, NewSubscription, PublishOutcome, PublishedEvent, SECRET_GRACE, Store, StoreError, StoreResult,
-    Subscription, SubscriptionPatch, IDEMPOTENCY_TTL, decode_headers, decode_ids, encode_ids, encode_json, in_order,
+    Backend, Circuit, CircuitState, DeliveryStatus, DeliverySummary, Destination, EventDetail,
+    IDEMPOTENCY_TTL, IdempotencyKey, NewEvent, NewSubscription, PublishOutcome, PublishedEvent,
+    SECRET_GRACE, Store, StoreError, StoreResult, Subscription, SubscriptionPatch, decode_headers,
+    decode_ids, encode_ids, encode_json, in_order,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -155,7 +156,11 @@ impl Store for PostgresStore {
         row.as_ref().map(subscription_from_row).transpose()
     }
 
-    async fn list_subscriptions(&self, after: Option<Uuid>, limit: u32) -> StoreResult<Vec<Subscription>> {
+    async fn list_subscriptions(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<Subscription>> {
         let rows = sqlx::query(&format!(
             "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions \
              WHERE deleted_at IS NULL AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
@@ -175,11 +180,12 @@ impl Store for PostgresStore {
     ) -> StoreResult<Option<Subscription>> {
         let mut tx = self.pool.begin().await?;
         // FOR UPDATE: two concurrent patches apply one after the other, neither is lost.
-        let locked: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM subscriptions WHERE id = $1 AND deleted_at IS NULL FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let locked: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM subscriptions WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         if locked.is_none() {
             return Ok(None);
         }
@@ -306,10 +312,12 @@ impl Store for PostgresStore {
             .rows_affected()
                 == 1;
             if !claimed {
-                let row = sqlx::query("SELECT fingerprint, event_ids FROM idempotency_keys WHERE key = $1")
-                    .bind(&key.key)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let row = sqlx::query(
+                    "SELECT fingerprint, event_ids FROM idempotency_keys WHERE key = $1",
+                )
+                .bind(&key.key)
+                .fetch_one(&mut *tx)
+                .await?;
                 let fingerprint: String = row.try_get("fingerprint")?;
                 if fingerprint != key.fingerprint {
                     return Ok(PublishOutcome::KeyMismatch);
@@ -340,8 +348,18 @@ impl Store for PostgresStore {
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]::json[], $4::timestamptz[])",
         )
         .bind(&ids)
-        .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.payload.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
@@ -353,7 +371,10 @@ impl Store for PostgresStore {
         let mut d_connectors: Vec<Option<&str>> = Vec::new();
         let mut d_at = Vec::new();
         for event in &events {
-            let subs = matches.get(event.event_type.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let subs = matches
+                .get(event.event_type.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             for sub in subs {
                 d_ids.push(Uuid::now_v7());
                 d_events.push(event.id);
@@ -395,11 +416,12 @@ impl Store for PostgresStore {
 
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventDetail>> {
         let mut conn = self.pool.acquire().await?;
-        let Some(event) =
-            sqlx::query("SELECT id, event_type, payload::text AS payload, created_at FROM events WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?
+        let Some(event) = sqlx::query(
+            "SELECT id, event_type, payload::text AS payload, created_at FROM events WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
         else {
             return Ok(None);
         };

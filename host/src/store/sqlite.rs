@@ -10,15 +10,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Backend, Circuit, CircuitState, DeliveryStatus, DeliverySummary, Destination, EventDetail, IdempotencyKey,
-    NewEvent, NewSubscription, PublishOutcome, PublishedEvent, SECRET_GRACE, Store, StoreError, StoreResult,
-    Subscription, SubscriptionPatch, IDEMPOTENCY_TTL, INSERT_CHUNK, decode_headers, decode_ids, encode_ids,
-    encode_json, from_micros, in_order, to_micros,
+    Backend, Circuit, CircuitState, DeliveryStatus, DeliverySummary, Destination, EventDetail,
+    IDEMPOTENCY_TTL, INSERT_CHUNK, IdempotencyKey, NewEvent, NewSubscription, PublishOutcome,
+    PublishedEvent, SECRET_GRACE, Store, StoreError, StoreResult, Subscription, SubscriptionPatch,
+    decode_headers, decode_ids, encode_ids, encode_json, from_micros, in_order, to_micros,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -32,8 +35,7 @@ pub struct SqliteStore {
     reader: SqlitePool,
 }
 
-const SUBSCRIPTION_COLUMNS: &str =
-    "id, url, description, events, headers, enabled, circuit_state, consecutive_failures, created_at, updated_at";
+const SUBSCRIPTION_COLUMNS: &str = "id, url, description, events, headers, enabled, circuit_state, consecutive_failures, created_at, updated_at";
 
 impl SqliteStore {
     /// Opens (creating file and folder if needed) and migrates the database at `url`
@@ -47,10 +49,10 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let filename = options.get_filename().to_path_buf();
         let in_memory = filename.as_os_str() == ":memory:" || url.contains(":memory:");
-        if !in_memory {
-            if let Some(parent) = filename.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
-            }
+        if !in_memory && let Some(parent) = filename.parent().filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -185,7 +187,11 @@ impl Store for SqliteStore {
         row.as_ref().map(subscription_from_row).transpose()
     }
 
-    async fn list_subscriptions(&self, after: Option<Uuid>, limit: u32) -> StoreResult<Vec<Subscription>> {
+    async fn list_subscriptions(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<Subscription>> {
         let rows = sqlx::query(&format!(
             "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions \
              WHERE deleted_at IS NULL AND (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2"
@@ -329,10 +335,12 @@ impl Store for SqliteStore {
             .rows_affected()
                 == 1;
             if !claimed {
-                let row = sqlx::query("SELECT fingerprint, event_ids FROM idempotency_keys WHERE key = ?")
-                    .bind(&key.key)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let row = sqlx::query(
+                    "SELECT fingerprint, event_ids FROM idempotency_keys WHERE key = ?",
+                )
+                .bind(&key.key)
+                .fetch_one(&mut *tx)
+                .await?;
                 let fingerprint: String = row.try_get("fingerprint")?;
                 if fingerprint != key.fingerprint {
                     return Ok(PublishOutcome::KeyMismatch);
@@ -361,7 +369,9 @@ impl Store for SqliteStore {
         }
 
         for chunk in events.chunks(INSERT_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO events (id, event_type, payload, created_at) ");
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (id, event_type, payload, created_at) ",
+            );
             q.push_values(chunk, |mut row, e| {
                 row.push_bind(e.id)
                     .push_bind(&e.event_type)
@@ -374,10 +384,21 @@ impl Store for SqliteStore {
         let mut published = Vec::with_capacity(events.len());
         let mut rows: Vec<(Uuid, Uuid, Option<Uuid>, Option<&str>, i64)> = Vec::new();
         for event in &events {
-            let subs = matches.get(event.event_type.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let subs = matches
+                .get(event.event_type.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let at = to_micros(event.created_at);
-            rows.extend(subs.iter().map(|s| (Uuid::now_v7(), event.id, Some(*s), None, at)));
-            rows.extend(event.connectors.iter().map(|c| (Uuid::now_v7(), event.id, None, Some(c.as_str()), at)));
+            rows.extend(
+                subs.iter()
+                    .map(|s| (Uuid::now_v7(), event.id, Some(*s), None, at)),
+            );
+            rows.extend(
+                event
+                    .connectors
+                    .iter()
+                    .map(|c| (Uuid::now_v7(), event.id, None, Some(c.as_str()), at)),
+            );
             published.push(PublishedEvent {
                 id: event.id,
                 event_type: event.event_type.clone(),
@@ -392,7 +413,11 @@ impl Store for SqliteStore {
             q.push_values(chunk, |mut row, (id, event_id, sub, connector, at)| {
                 row.push_bind(*id)
                     .push_bind(*event_id)
-                    .push_bind(if sub.is_some() { "webhook" } else { "connector" })
+                    .push_bind(if sub.is_some() {
+                        "webhook"
+                    } else {
+                        "connector"
+                    })
                     .push_bind(*sub)
                     .push_bind(*connector)
                     .push_bind(*at)
@@ -407,10 +432,11 @@ impl Store for SqliteStore {
 
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventDetail>> {
         let mut conn = self.reader.acquire().await?;
-        let Some(event) = sqlx::query("SELECT id, event_type, payload, created_at FROM events WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?
+        let Some(event) =
+            sqlx::query("SELECT id, event_type, payload, created_at FROM events WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
         else {
             return Ok(None);
         };
@@ -433,7 +459,9 @@ impl Store for SqliteStore {
                     status,
                     attempts: row.try_get::<i64, _>("attempts")? as u32,
                     next_attempt_at: match status {
-                        DeliveryStatus::Pending => Some(from_micros(row.try_get("next_attempt_at")?)?),
+                        DeliveryStatus::Pending => {
+                            Some(from_micros(row.try_get("next_attempt_at")?)?)
+                        }
                         _ => None,
                     },
                     last_error: row.try_get("last_error")?,
