@@ -9,7 +9,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_integrations-hub");
 
 fn hub(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     cmd
 }
 
@@ -17,7 +19,11 @@ fn hub(dir: &std::path::Path) -> Command {
 fn bad_configuration_stops_start_up_naming_the_variable() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (var, value, expected) in [
-        ("IH_DELIVERY_TIMEOUT_SECONDS", "-5", "IH_DELIVERY_TIMEOUT_SECONDS"),
+        (
+            "IH_DELIVERY_TIMEOUT_SECONDS",
+            "-5",
+            "IH_DELIVERY_TIMEOUT_SECONDS",
+        ),
         ("IH_DATABASE_URL", "mysql://db/hub", "IH_DATABASE_URL"),
         ("IH_BIND", "0.0.0.0:8000", "IH_API_KEYS"),
     ] {
@@ -35,8 +41,15 @@ fn bad_configuration_stops_start_up_naming_the_variable() {
 fn migrate_creates_the_default_sqlite_database() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = hub(dir.path()).arg("migrate").output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(dir.path().join("data/integrations-hub.db").is_file(), "file and folder are created");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dir.path().join("data/integrations-hub.db").is_file(),
+        "file and folder are created"
+    );
     // Applying again is a no-op.
     let again = hub(dir.path()).arg("migrate").output().expect("run");
     assert!(again.status.success());
@@ -57,7 +70,9 @@ fn serves_then_exits_zero_on_sigterm() {
     let addr = loop {
         assert!(Instant::now() < deadline, "no listening line");
         let line = lines.next().expect("hub exited early").expect("read");
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if entry["message"] == "integrations hub listening" {
             break entry["addr"].as_str().expect("addr field").to_owned();
         }
@@ -71,7 +86,11 @@ fn serves_then_exits_zero_on_sigterm() {
     stream.read_to_string(&mut response).expect("read");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
     assert!(status.success());
     let exit = child.wait().expect("wait");
     assert_eq!(exit.code(), Some(0), "SIGTERM is a clean shutdown");

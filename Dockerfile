@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+
+# Build stage: the toolchain comes from rust-toolchain.toml (rustup installs it on first use).
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --package integrations-hub \
+    && install -D --mode=0755 target/release/integrations-hub /out/integrations-hub
+
+# Runtime stage: a small Debian with CA certificates, running as an unprivileged user.
+FROM debian:bookworm-slim
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --home-dir /var/lib/integrations-hub hub \
+    && mkdir -p /var/lib/integrations-hub/data/connectors \
+    && chown -R hub:hub /var/lib/integrations-hub
+COPY --from=build /out/integrations-hub /usr/local/bin/integrations-hub
+USER 10001:10001
+WORKDIR /var/lib/integrations-hub
+# Listening on all interfaces inside the container requires IH_API_KEYS (the hub refuses
+# to start without keys on a non-loopback address).
+ENV IH_BIND=0.0.0.0:8000 \
+    IH_DATABASE_URL=sqlite:///var/lib/integrations-hub/data/integrations-hub.db \
+    IH_CONNECTORS_DIR=/var/lib/integrations-hub/data/connectors
+VOLUME ["/var/lib/integrations-hub/data"]
+EXPOSE 8000
+ENTRYPOINT ["/usr/local/bin/integrations-hub"]
+CMD ["serve"]
