@@ -10,6 +10,13 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::store::{AttemptResult, OutboxStats};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -31,6 +38,19 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// `webhook` or `connector`.
+    pub kind: String,
+    /// `succeeded`, `failed` (a retry is scheduled) or `dead`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventTypeLabels {
     pub event_type: String,
 }
@@ -45,6 +65,12 @@ pub struct Metrics {
     pub http_request_duration: HistogramFamily<RouteLabels>,
     events_published: Family<EventTypeLabels, Counter>,
     event_types_seen: Mutex<HashSet<String>>,
+    deliveries: Family<DeliveryLabels, Counter>,
+    attempt_duration: HistogramFamily<KindLabels>,
+    publish_to_delivery: HistogramFamily<KindLabels>,
+    outbox_pending: Gauge,
+    outbox_oldest_age: Gauge<f64, AtomicU64>,
+    circuit_open: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -80,12 +106,56 @@ impl Metrics {
             "Events accepted and stored, by event type",
             events_published.clone(),
         );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "ih_deliveries",
+            "Delivery attempts by destination kind and outcome (succeeded, failed and retried, dead)",
+            deliveries.clone(),
+        );
+        let attempt_duration: HistogramFamily<KindLabels> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "ih_delivery_attempt_duration_seconds",
+            "Duration of one delivery attempt",
+            attempt_duration.clone(),
+        );
+        let publish_to_delivery: HistogramFamily<KindLabels> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "ih_publish_to_delivery_seconds",
+            "Time from event creation to its successful delivery",
+            publish_to_delivery.clone(),
+        );
+        let outbox_pending = Gauge::default();
+        registry.register(
+            "ih_outbox_pending",
+            "Deliveries not finished yet (pending or in flight)",
+            outbox_pending.clone(),
+        );
+        let outbox_oldest_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "ih_outbox_oldest_pending_age_seconds",
+            "Age of the oldest unfinished delivery",
+            outbox_oldest_age.clone(),
+        );
+        let circuit_open = Gauge::default();
+        registry.register(
+            "ih_circuit_open",
+            "Subscriptions whose circuit breaker is open or half-open",
+            circuit_open.clone(),
+        );
         Self {
             registry,
             http_requests,
             http_request_duration,
             events_published,
             event_types_seen: Mutex::new(HashSet::new()),
+            deliveries,
+            attempt_duration,
+            publish_to_delivery,
+            outbox_pending,
+            outbox_oldest_age,
+            circuit_open,
         }
     }
 
@@ -108,6 +178,56 @@ impl Metrics {
         self.events_published
             .get_or_create(&EventTypeLabels { event_type: label })
             .inc();
+    }
+
+    /// Counts a finished attempt.
+    pub fn attempt_finished(
+        &self,
+        kind: &str,
+        result: AttemptResult,
+        duration: Duration,
+        event_created_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        let outcome = match result {
+            AttemptResult::Succeeded => "succeeded",
+            AttemptResult::Retry(_) => "failed",
+            AttemptResult::Dead => "dead",
+        };
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        let kind = KindLabels {
+            kind: kind.to_owned(),
+        };
+        self.attempt_duration
+            .get_or_create(&kind)
+            .observe(duration.as_secs_f64());
+        if result == AttemptResult::Succeeded {
+            let age = (now - event_created_at)
+                .num_microseconds()
+                .unwrap_or(i64::MAX) as f64
+                / 1e6;
+            self.publish_to_delivery
+                .get_or_create(&kind)
+                .observe(age.max(0.0));
+        }
+    }
+
+    /// Updates the backlog gauges.
+    pub fn set_outbox(&self, stats: OutboxStats, now: DateTime<Utc>) {
+        self.outbox_pending
+            .set(stats.pending.min(i64::MAX as u64) as i64);
+        let age = stats
+            .oldest_pending_created_at
+            .map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0))
+            .unwrap_or(0.0);
+        self.outbox_oldest_age.set(age);
+        self.circuit_open
+            .set(stats.open_circuits.min(i64::MAX as u64) as i64);
     }
 
     /// The registry in the OpenMetrics text format that Prometheus scrapes.

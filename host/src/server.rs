@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::delivery::{Engine, maintenance};
 use crate::metrics::Metrics;
 use crate::store;
 
@@ -32,11 +34,56 @@ pub async fn run(
         auth = if config.api_keys.is_empty() { "off (loopback only)" } else { "api keys" },
         "integrations hub listening"
     );
-    let state = AppState::new(config, store, Arc::new(Metrics::new()));
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
+    let metrics = Arc::new(Metrics::new());
+    let wake = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+
+    let engine = Engine::new(
+        store.clone(),
+        config.delivery.clone(),
+        config.allow_private_destinations,
+        metrics.clone(),
+        wake.clone(),
+    )
+    .context("building the delivery HTTP client")?;
+    let engine = tokio::spawn(Arc::new(engine).run(stop_rx.clone()));
+    let peers = tokio::spawn({
+        let (store, wake, stop) = (store.clone(), wake.clone(), stop_rx.clone());
+        async move { store.listen_for_work(wake, stop).await }
+    });
+    let stats = tokio::spawn(maintenance::refresh_stats(
+        store.clone(),
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+    let retention = chrono::TimeDelta::days(i64::from(config.retention_days));
+    let pruning = tokio::spawn(maintenance::prune(
+        store.clone(),
+        retention,
+        stop_rx.clone(),
+    ));
+
+    let state = AppState::new(config, store, metrics, wake);
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown({
+            let stop_tx = stop_tx.clone();
+            async move {
+                shutdown.await;
+                // Intake stops first; then the engine drains what it holds.
+                let _ = stop_tx.send(true);
+            }
+        })
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
+    // Also when serving failed: background work must not outlive `run`.
+    let _ = stop_tx.send(true);
+    for task in [engine, peers, stats, pruning] {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a background task failed");
+        }
+    }
+    served?;
     tracing::info!("integrations hub stopped");
     Ok(())
 }

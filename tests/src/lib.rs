@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 
 pub use integrations_hub;
 
+pub mod receiver;
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -148,7 +150,7 @@ impl Drop for TestDb {
 pub struct TestHub {
     pub base: String,
     pub client: reqwest::Client,
-    pub db: TestDb,
+    db: Option<TestDb>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -162,6 +164,11 @@ impl TestHub {
     /// As [`TestHub::start`], with extra `IH_*` variables.
     pub async fn start_with(backend: Backend, vars: &[(&str, &str)]) -> Option<Self> {
         let db = TestDb::create(backend).await?;
+        Some(Self::start_on(db, vars).await)
+    }
+
+    /// Starts a hub on an existing database (e.g. after a crash or a stop).
+    pub async fn start_on(db: TestDb, vars: &[(&str, &str)]) -> Self {
         let mut all: Vec<(String, String)> = vec![
             ("IH_DATABASE_URL".into(), db.url.clone()),
             ("IH_DATABASE_MAX_CONNECTIONS".into(), "4".into()),
@@ -180,12 +187,29 @@ impl TestHub {
         let hub = Self {
             base,
             client: reqwest::Client::new(),
-            db,
+            db: Some(db),
             shutdown: Some(tx),
             task: Some(task),
         };
         hub.wait_healthy().await;
-        Some(hub)
+        hub
+    }
+
+    pub fn db(&self) -> &TestDb {
+        self.db
+            .as_ref()
+            .expect("database present until the hub is consumed")
+    }
+
+    /// Simulates a crash: the hub's task is aborted mid-flight (no drain, no lease release).
+    /// Returns the database to start another hub on.
+    pub async fn crash(mut self) -> TestDb {
+        self.shutdown.take();
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.db.take().expect("database")
     }
 
     async fn wait_healthy(&self) {
@@ -220,15 +244,16 @@ impl TestHub {
         self.client.delete(self.url(path))
     }
 
-    /// Stops the hub gracefully and returns what `run` returned.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Stops the hub gracefully; returns what `run` returned and the database.
+    pub async fn stop(mut self) -> (anyhow::Result<()>, TestDb) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        match self.task.take() {
+        let result = match self.task.take() {
             Some(task) => task.await.expect("hub task panicked"),
             None => Ok(()),
-        }
+        };
+        (result, self.db.take().expect("database"))
     }
 }
 

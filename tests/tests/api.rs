@@ -99,7 +99,9 @@ async fn readme_flow_create_publish_read_back(backend: Backend) {
     assert_eq!(event["created_at"], published["created_at"]);
     let deliveries = event["deliveries"].as_array().expect("deliveries");
     assert_eq!(deliveries.len(), 1);
-    assert_eq!(deliveries[0]["status"], "pending");
+    // The engine may already be trying (example.com does not take webhooks).
+    let status = deliveries[0]["status"].as_str().unwrap_or("");
+    assert!(["pending", "in_flight"].contains(&status), "{event}");
     assert_eq!(deliveries[0]["destination"]["kind"], "webhook");
     assert_eq!(deliveries[0]["destination"]["subscription_id"], sub["id"]);
     assert_eq!(deliveries[0]["destination"]["url"], sub["url"]);
@@ -563,7 +565,7 @@ async fn ops_endpoints_work_without_a_key(backend: Backend) {
 
     if backend == Backend::Postgres {
         // The database goes away: health says so and publishing fails cleanly with 503.
-        hub.db.drop_now().await;
+        hub.db().drop_now().await;
         let (status, health) = send(hub.get("/health")).await;
         assert_eq!(status, 503, "{health}");
         assert_eq!(health["status"], "unavailable");
@@ -608,5 +610,5 @@ async fn request_ids_are_set_and_propagated(backend: Backend) {
             .and_then(|v| v.to_str().ok()),
         Some("trace-me-123")
     );
-    hub.stop().await.expect("graceful stop returns Ok");
+    hub.stop().await.0.expect("graceful stop returns Ok");
 }

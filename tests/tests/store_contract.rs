@@ -6,8 +6,9 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use integrations_hub::Config;
 use integrations_hub::store::{
-    self, CircuitState, DeliveryStatus, Destination, IdempotencyKey, NewEvent, NewSubscription,
-    PublishOutcome, Store, SubscriptionPatch,
+    self, AttemptRecord, AttemptResult, CircuitState, DeliveryStatus, Destination, IdempotencyKey,
+    NewEvent, NewSubscription, PublishOutcome, ReplayFilter, ReplayOutcome, Store,
+    SubscriptionPatch, Target,
 };
 use integrations_hub_tests::{Backend, TestDb, backend_tests};
 use uuid::Uuid;
@@ -24,6 +25,11 @@ backend_tests!(
     concurrent_publishes_with_one_key_create_once,
     delete_cancels_open_deliveries_and_hides_the_subscription,
     unknown_ids_are_none,
+    claims_are_exclusive_leased_and_released,
+    attempts_move_deliveries_only_under_the_lease,
+    dead_letters_replay_once_and_in_bulk,
+    circuit_opens_after_ten_failures_and_admits_one_probe,
+    prune_removes_only_finished_old_events,
 );
 
 async fn open(backend: Backend) -> Option<(TestDb, Arc<dyn Store>)> {
@@ -554,5 +560,483 @@ async fn unknown_ids_are_none(backend: Backend) {
             .await
             .expect("delete")
             .is_none()
+    );
+}
+
+fn record(
+    d: &store::ClaimedDelivery,
+    owner: &str,
+    result: AttemptResult,
+    sub: Option<Uuid>,
+) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id: d.id,
+        event_id: d.event_id,
+        owner: owner.into(),
+        attempt: d.attempts + 1,
+        started_at: store::now(),
+        duration_ms: 12,
+        response_status: Some(if result == AttemptResult::Succeeded {
+            200
+        } else {
+            500
+        }),
+        response_body: Some("body".into()),
+        error: (result != AttemptResult::Succeeded).then(|| "HTTP 500".to_owned()),
+        result,
+        subscription_id: sub,
+        gone: false,
+    }
+}
+
+async fn status_of(store: &Arc<dyn Store>, event: Uuid) -> DeliveryStatus {
+    store
+        .get_event(event)
+        .await
+        .expect("get")
+        .expect("exists")
+        .deliveries[0]
+        .status
+}
+
+async fn claims_are_exclusive_leased_and_released(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let sub = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("sub");
+    let batch: Vec<NewEvent> = (0..20)
+        .map(|i| event("a", &format!("{{\"i\":{i}}}")))
+        .collect();
+    store
+        .publish(batch, None, store::now())
+        .await
+        .expect("publish");
+    let now = store::now();
+    let lease = now + TimeDelta::seconds(30);
+    let first = store
+        .claim_deliveries("one", now, lease, 15)
+        .await
+        .expect("claim 1");
+    let second = store
+        .claim_deliveries("two", now, lease, 15)
+        .await
+        .expect("claim 2");
+    assert_eq!(first.len(), 15);
+    assert_eq!(second.len(), 5, "only what the first left");
+    let mut ids: Vec<Uuid> = first.iter().chain(&second).map(|d| d.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "no delivery claimed twice");
+    let d = &first[0];
+    assert_eq!(d.attempts, 0);
+    assert!(d.payload.starts_with("{\"i\":"));
+    match &d.target {
+        Target::Webhook {
+            subscription_id,
+            url,
+            secrets,
+            headers,
+        } => {
+            assert_eq!(*subscription_id, sub.id);
+            assert_eq!(url, &sub.url);
+            assert_eq!(secrets, &["first-secret-0123456789"]);
+            assert_eq!(headers, &sub.headers);
+        }
+        Target::Connector { .. } => panic!("webhook expected"),
+    }
+    assert!(
+        store
+            .claim_deliveries("three", now, lease, 10)
+            .await
+            .expect("claim 3")
+            .is_empty()
+    );
+    // Expired leases come back; graceful release hands back what an owner holds.
+    assert_eq!(
+        store
+            .release_expired_leases(now + TimeDelta::seconds(10))
+            .await
+            .expect("early"),
+        0
+    );
+    assert_eq!(store.release_leases("two", now).await.expect("release"), 5);
+    assert_eq!(
+        store
+            .release_expired_leases(lease + TimeDelta::seconds(1))
+            .await
+            .expect("expired"),
+        15
+    );
+    let again = store
+        .claim_deliveries(
+            "four",
+            lease + TimeDelta::seconds(1),
+            lease + TimeDelta::seconds(60),
+            50,
+        )
+        .await
+        .expect("reclaim");
+    assert_eq!(again.len(), 20);
+}
+
+async fn attempts_move_deliveries_only_under_the_lease(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let sub = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("sub");
+    let e = event("a", "{}");
+    store
+        .publish(vec![e.clone()], None, store::now())
+        .await
+        .expect("publish");
+    let now = store::now();
+    let claimed = store
+        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+        .await
+        .expect("claim");
+    let d = &claimed[0];
+    let retry_at = now + TimeDelta::seconds(5);
+    let lost = store
+        .record_attempt(
+            record(
+                d,
+                "someone-else",
+                AttemptResult::Retry(retry_at),
+                Some(sub.id),
+            ),
+            now,
+        )
+        .await
+        .expect("record");
+    assert!(!lost, "a stale owner cannot move the delivery");
+    assert_eq!(status_of(&store, e.id).await, DeliveryStatus::InFlight);
+    assert!(
+        store
+            .record_attempt(
+                record(d, "me", AttemptResult::Retry(retry_at), Some(sub.id)),
+                now
+            )
+            .await
+            .expect("record")
+    );
+    let detail = store.get_event(e.id).await.expect("get").expect("exists");
+    assert_eq!(detail.deliveries[0].status, DeliveryStatus::Pending);
+    assert_eq!(detail.deliveries[0].attempts, 1);
+    assert_eq!(detail.deliveries[0].next_attempt_at, Some(retry_at));
+    assert_eq!(detail.deliveries[0].last_error.as_deref(), Some("HTTP 500"));
+    assert!(
+        store
+            .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not due yet"
+    );
+    let claimed = store
+        .claim_deliveries("me", retry_at, retry_at + TimeDelta::seconds(30), 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed[0].attempts, 1);
+    assert!(
+        store
+            .record_attempt(
+                record(&claimed[0], "me", AttemptResult::Succeeded, Some(sub.id)),
+                retry_at
+            )
+            .await
+            .expect("record")
+    );
+    assert_eq!(status_of(&store, e.id).await, DeliveryStatus::Succeeded);
+    let attempts = store.list_attempts(e.id).await.expect("attempts");
+    assert_eq!(
+        attempts.len(),
+        3,
+        "every attempt is recorded, even the stale one"
+    );
+    assert_eq!(attempts.iter().filter(|a| a.succeeded).count(), 1);
+    assert_eq!(attempts[0].response_body.as_deref(), Some("body"));
+    let sub_after = store
+        .get_subscription(sub.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        sub_after.circuit.consecutive_failures, 0,
+        "success resets the count"
+    );
+}
+
+async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let sub = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("sub");
+    let events: Vec<NewEvent> = (0..3).map(|_| event("a", "{}")).collect();
+    store
+        .publish(events.clone(), None, store::now())
+        .await
+        .expect("publish");
+    let now = store::now();
+    for d in store
+        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+        .await
+        .expect("claim")
+    {
+        assert!(
+            store
+                .record_attempt(record(&d, "me", AttemptResult::Dead, Some(sub.id)), now)
+                .await
+                .expect("record")
+        );
+    }
+    let letters = store.list_dead_letters(None, 10).await.expect("list");
+    assert_eq!(letters.len(), 3);
+    assert!(
+        letters.windows(2).all(|w| w[0].id > w[1].id),
+        "newest first"
+    );
+    assert_eq!(
+        store
+            .list_dead_letters(Some(letters[0].id), 10)
+            .await
+            .expect("page")
+            .len(),
+        2
+    );
+    assert_eq!(letters[0].attempts, 1);
+    assert_eq!(letters[0].last_error.as_deref(), Some("HTTP 500"));
+    let one = letters[2].clone();
+    let replayed = store.replay_dead_letter(one.id, now).await.expect("replay");
+    assert_eq!(
+        replayed,
+        ReplayOutcome::Replayed {
+            delivery_id: one.delivery_id
+        }
+    );
+    assert_eq!(
+        store.replay_dead_letter(one.id, now).await.expect("again"),
+        ReplayOutcome::AlreadyReplayed
+    );
+    assert_eq!(
+        store
+            .replay_dead_letter(Uuid::now_v7(), now)
+            .await
+            .expect("unknown"),
+        ReplayOutcome::NotFound
+    );
+    assert_eq!(
+        status_of(&store, one.event_id).await,
+        DeliveryStatus::Pending
+    );
+    let bulk = store
+        .replay_dead_letters(
+            ReplayFilter {
+                subscription_id: Some(sub.id),
+                ..Default::default()
+            },
+            now,
+        )
+        .await
+        .expect("bulk");
+    assert_eq!(bulk, 2, "the two not replayed yet");
+    assert_eq!(
+        store
+            .replay_dead_letters(ReplayFilter::default(), now)
+            .await
+            .expect("bulk again"),
+        0
+    );
+    let claimed = store
+        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 3);
+    assert!(claimed.iter().all(|d| d.attempts == 0), "a fresh budget");
+    // A deleted subscription's dead letters cannot be replayed.
+    for d in &claimed {
+        store
+            .record_attempt(record(d, "me", AttemptResult::Dead, Some(sub.id)), now)
+            .await
+            .expect("record");
+    }
+    store
+        .delete_subscription(sub.id, now)
+        .await
+        .expect("delete");
+    let newest = store.list_dead_letters(None, 1).await.expect("list");
+    assert_eq!(
+        store
+            .replay_dead_letter(newest[0].id, now)
+            .await
+            .expect("replay"),
+        ReplayOutcome::SubscriptionDeleted
+    );
+}
+
+async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let sub = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("sub");
+    let events: Vec<NewEvent> = (0..15).map(|_| event("a", "{}")).collect();
+    store
+        .publish(events, None, store::now())
+        .await
+        .expect("publish");
+    let now = store::now();
+    let claimed = store
+        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 10);
+    let retry = now + TimeDelta::milliseconds(1);
+    for d in &claimed {
+        store
+            .record_attempt(
+                record(d, "me", AttemptResult::Retry(retry), Some(sub.id)),
+                now,
+            )
+            .await
+            .expect("record");
+    }
+    let s = store
+        .get_subscription(sub.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(s.circuit.state, CircuitState::Open);
+    assert_eq!(s.circuit.consecutive_failures, 10);
+    let later = now + TimeDelta::seconds(5);
+    assert!(
+        store
+            .claim_deliveries("me", later, later + TimeDelta::seconds(30), 50)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "open: nothing is tried"
+    );
+    let stats = store.outbox_stats(later).await.expect("stats");
+    assert_eq!(stats.open_circuits, 1);
+    assert_eq!(stats.pending, 15);
+    let after = now + store::circuit::cooloff(1) + TimeDelta::seconds(1);
+    let probe = store
+        .claim_deliveries("me", after, after + TimeDelta::seconds(30), 50)
+        .await
+        .expect("claim");
+    assert_eq!(probe.len(), 1, "exactly one probe after the cool-off");
+    assert_eq!(
+        store
+            .get_subscription(sub.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .circuit
+            .state,
+        CircuitState::HalfOpen
+    );
+    assert!(
+        store
+            .claim_deliveries("other", after, after + TimeDelta::seconds(30), 50)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    store
+        .record_attempt(
+            record(&probe[0], "me", AttemptResult::Succeeded, Some(sub.id)),
+            after,
+        )
+        .await
+        .expect("record");
+    let s = store
+        .get_subscription(sub.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(s.circuit.state, CircuitState::Closed);
+    assert_eq!(s.circuit.consecutive_failures, 0);
+    let rest = store
+        .claim_deliveries("me", after, after + TimeDelta::seconds(30), 50)
+        .await
+        .expect("claim");
+    assert_eq!(rest.len(), 14, "closed again: everything flows");
+}
+
+async fn prune_removes_only_finished_old_events(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let sub = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("sub");
+    let done = event("a", "{}");
+    let waiting = event("a", "{}");
+    let unrouted = event("b", "{}");
+    store
+        .publish(
+            vec![done.clone(), waiting.clone(), unrouted.clone()],
+            None,
+            store::now(),
+        )
+        .await
+        .expect("publish");
+    let now = store::now();
+    let claimed = store
+        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+        .await
+        .expect("claim");
+    let finished = claimed
+        .iter()
+        .find(|d| d.event_id == done.id)
+        .expect("claimed");
+    store
+        .record_attempt(
+            record(finished, "me", AttemptResult::Succeeded, Some(sub.id)),
+            now,
+        )
+        .await
+        .expect("record");
+    store.release_leases("me", now).await.expect("release");
+    assert_eq!(
+        store
+            .prune(now - TimeDelta::days(1), now, 100)
+            .await
+            .expect("prune"),
+        0,
+        "nothing is old yet"
+    );
+    let future = now + TimeDelta::days(31);
+    assert_eq!(
+        store
+            .prune(future - TimeDelta::days(30), future, 100)
+            .await
+            .expect("prune"),
+        2
+    );
+    assert!(store.get_event(done.id).await.expect("get").is_none());
+    assert!(store.get_event(unrouted.id).await.expect("get").is_none());
+    assert!(
+        store.get_event(waiting.id).await.expect("get").is_some(),
+        "unfinished work is never pruned"
+    );
+    assert!(
+        store
+            .list_attempts(done.id)
+            .await
+            .expect("attempts")
+            .is_empty()
     );
 }

@@ -173,6 +173,10 @@ async fn store_events(
     let key = idempotency(headers, route, &events)?;
     match state.store.publish(events, key, store::now()).await? {
         PublishOutcome::Created(published) => {
+            if published.iter().any(|e| e.deliveries > 0) {
+                state.wake.notify_one();
+                state.store.announce_work().await;
+            }
             for e in &published {
                 state.metrics.event_published(&e.event_type);
                 tracing::info!(event_id = %e.id, event_type = %e.event_type, deliveries = e.deliveries, "event published");

@@ -8,6 +8,7 @@
 //! Invariant: every body is read through [`ApiJson`], which enforces the size cap, the content
 //! type and strict JSON, and maps each failure to its problem (400, 413, 415, 422).
 
+mod admin;
 mod auth;
 mod events;
 mod extract;
@@ -50,12 +51,20 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
+    /// Wakes the delivery engine when new work is committed.
+    pub wake: Arc<tokio::sync::Notify>,
     api_keys: Arc<auth::ApiKeys>,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
         Self {
+            wake,
             api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
             store,
             metrics,
@@ -78,6 +87,7 @@ impl AppState {
     tags(
         (name = "subscriptions", description = "Webhook endpoints and the events they receive"),
         (name = "events", description = "Publishing events and following their deliveries"),
+        (name = "admin", description = "Attempts, dead letters and replay"),
         (name = "operations", description = "Health and metrics (no API key needed)")
     )
 )]
@@ -106,6 +116,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(subscriptions::router())
         .merge(events::router())
+        .merge(admin::router())
 }
 
 /// Builds the complete application for `state`.

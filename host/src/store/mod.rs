@@ -334,6 +334,174 @@ pub struct EventDetail {
     pub deliveries: Vec<DeliverySummary>,
 }
 
+/// A delivery claimed by a worker, with everything needed to attempt it.
+#[derive(Clone)]
+pub struct ClaimedDelivery {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_created_at: DateTime<Utc>,
+    /// The payload exactly as accepted.
+    pub payload: String,
+    /// Attempts already spent from the current budget.
+    pub attempts: u32,
+    pub target: Target,
+}
+
+impl fmt::Debug for ClaimedDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClaimedDelivery")
+            .field("id", &self.id)
+            .field("event_id", &self.event_id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a claimed delivery goes, with what the attempt needs.
+#[derive(Clone)]
+pub enum Target {
+    Webhook {
+        subscription_id: Uuid,
+        url: String,
+        headers: BTreeMap<String, String>,
+        /// Valid secrets, newest first (rotation).
+        secrets: Vec<String>,
+    },
+    Connector {
+        name: String,
+    },
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Webhook {
+                subscription_id,
+                url,
+                ..
+            } => f
+                .debug_struct("Webhook")
+                .field("subscription_id", subscription_id)
+                .field("url", url)
+                .finish_non_exhaustive(),
+            Target::Connector { name } => f.debug_struct("Connector").field("name", name).finish(),
+        }
+    }
+}
+
+/// How an attempt ended, as decided by the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    Succeeded,
+    /// Failed; try again at this time.
+    Retry(DateTime<Utc>),
+    /// Failed for good: budget spent or a permanent failure. Writes a dead letter.
+    Dead,
+}
+
+/// One finished attempt, to record with its effect on the delivery (and subscription).
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: Uuid,
+    pub event_id: Uuid,
+    /// The lease owner that ran the attempt; a lost lease records the attempt but leaves the
+    /// delivery to its new owner.
+    pub owner: String,
+    /// 1-based number of this attempt within the current budget.
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub result: AttemptResult,
+    /// For webhooks: the subscription, whose circuit breaker this attempt feeds.
+    pub subscription_id: Option<Uuid>,
+    /// The endpoint answered 410 Gone: disable the subscription.
+    pub gone: bool,
+}
+
+/// Circuit breaker policy (SPEC §6).
+pub mod circuit {
+    use chrono::TimeDelta;
+
+    /// Consecutive failed attempts that open the circuit.
+    pub const THRESHOLD: u32 = 10;
+    /// First cool-off; doubles with each consecutive opening.
+    pub const BASE_COOLOFF: TimeDelta = TimeDelta::seconds(30);
+    pub const MAX_COOLOFF: TimeDelta = TimeDelta::minutes(10);
+
+    /// Cool-off after the `trips`-th consecutive opening (1-based).
+    pub fn cooloff(trips: u32) -> TimeDelta {
+        let factor = 1i32 << trips.saturating_sub(1).min(10);
+        (BASE_COOLOFF * factor).min(MAX_COOLOFF)
+    }
+}
+
+/// An attempt as shown by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptView {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub delivery_id: Uuid,
+    pub destination: Destination,
+    pub attempt: u32,
+    pub succeeded: bool,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A dead letter as shown by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub delivery_id: Uuid,
+    pub destination: Destination,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+/// What replaying one dead letter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    Replayed {
+        delivery_id: Uuid,
+    },
+    NotFound,
+    AlreadyReplayed,
+    /// The delivery's subscription was deleted: there is nowhere to deliver to.
+    SubscriptionDeleted,
+}
+
+/// Which dead letters a bulk replay takes (all filters combine).
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub subscription_id: Option<Uuid>,
+    pub connector: Option<String>,
+}
+
+/// Most dead letters one bulk replay takes; call again for more.
+pub const MAX_BULK_REPLAY: u32 = 10_000;
+
+/// Backlog figures for the outbox gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStats {
+    /// Deliveries not finished (pending or in flight).
+    pub pending: u64,
+    pub oldest_pending_created_at: Option<DateTime<Utc>>,
+    /// Live subscriptions whose circuit is not closed.
+    pub open_circuits: u64,
+}
+
 /// Storage operations of the hub. Object-safe, so the backend is chosen at run time.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
@@ -381,6 +549,79 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> StoreResult<PublishOutcome>;
 
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventDetail>>;
+
+    /// Claims up to `limit` due deliveries for `owner` until `lease_until`: pending ones whose
+    /// time has come, skipping disabled subscriptions and open circuits, with at most one probe
+    /// per subscription whose cool-off has passed. Instances never claim the same row twice
+    /// (`FOR UPDATE SKIP LOCKED` on Postgres, the single writer on SQLite).
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+
+    /// Records a finished attempt and applies its result to the delivery (when `owner` still
+    /// holds the lease) and to the subscription's circuit breaker, in one transaction. Returns
+    /// whether the delivery was updated.
+    async fn record_attempt(&self, record: AttemptRecord, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Returns in-flight deliveries whose lease expired to `pending` (their worker died).
+    async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Returns every delivery `owner` still holds to `pending` (graceful shutdown).
+    async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Attempts of an event, oldest first (at most 1,000).
+    async fn list_attempts(&self, event_id: Uuid) -> StoreResult<Vec<AttemptView>>;
+
+    /// Dead letters, newest first, starting after `before` (a dead letter id).
+    async fn list_dead_letters(
+        &self,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeadLetter>>;
+
+    /// Queues a dead letter's delivery again with a fresh attempt budget.
+    async fn replay_dead_letter(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<ReplayOutcome>;
+
+    /// Replays every dead letter matching `filter` not replayed yet (at most [`MAX_BULK_REPLAY`]).
+    async fn replay_dead_letters(
+        &self,
+        filter: ReplayFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+
+    async fn outbox_stats(&self, now: DateTime<Utc>) -> StoreResult<OutboxStats>;
+
+    /// Deletes up to `limit` finished events created before `before` (with their deliveries,
+    /// attempts and dead letters) and expired idempotency keys. Returns the events deleted.
+    async fn prune(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64>;
+
+    /// Tells other instances that new work was committed (Postgres `NOTIFY`, sent after the
+    /// publish transaction, never inside it). Best effort: the poll is the fallback.
+    async fn announce_work(&self) {}
+
+    /// Wakes `wake` whenever another instance announces work, until `stop` turns true.
+    /// A single instance (SQLite) has no peers: it just waits for `stop`.
+    async fn listen_for_work(
+        &self,
+        wake: Arc<tokio::sync::Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let _ = wake;
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Opens the database named by the configuration, creating it (SQLite) if needed, and applies

@@ -13,17 +13,24 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Backend, Circuit, CircuitState, DeliveryStatus, DeliverySummary, Destination, EventDetail,
-    IDEMPOTENCY_TTL, IdempotencyKey, NewEvent, NewSubscription, PublishOutcome, PublishedEvent,
-    SECRET_GRACE, Store, StoreError, StoreResult, Subscription, SubscriptionPatch, decode_headers,
-    decode_ids, encode_ids, encode_json, in_order,
+    AttemptRecord, AttemptResult, AttemptView, Backend, Circuit, CircuitState, ClaimedDelivery,
+    DeadLetter, DeliveryStatus, DeliverySummary, Destination, EventDetail, IDEMPOTENCY_TTL,
+    IdempotencyKey, MAX_BULK_REPLAY, NewEvent, NewSubscription, OutboxStats, PublishOutcome,
+    PublishedEvent, ReplayFilter, ReplayOutcome, SECRET_GRACE, Store, StoreError, StoreResult,
+    Subscription, SubscriptionPatch, Target, circuit, decode_headers, decode_ids, encode_ids,
+    encode_json, in_order,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
+/// The channel instances use to wake each other (`LISTEN`/`NOTIFY`).
+const WORK_CHANNEL: &str = "ih_work";
+
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Set while a NOTIFY is queued, so a burst of publishes sends one.
+    announcing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, description, events, headers::text AS headers, enabled, circuit_state, \
@@ -40,7 +47,10 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            announcing: Default::default(),
+        })
     }
 
     /// The pool, for tests and tools that need raw access.
@@ -459,6 +469,543 @@ impl Store for PostgresStore {
             created_at: event.try_get("created_at")?,
             deliveries,
         }))
+    }
+
+    async fn announce_work(&self) {
+        use std::sync::atomic::Ordering;
+        if self.announcing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (pool, flag) = (self.pool.clone(), self.announcing.clone());
+        tokio::spawn(async move {
+            // Cleared before sending: any publish committed from here on is covered by this
+            // NOTIFY or by the next one it triggers.
+            flag.store(false, Ordering::Release);
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(WORK_CHANNEL)
+                .execute(&pool)
+                .await
+            {
+                tracing::debug!(error = %e, "NOTIFY failed; peers fall back to polling");
+            }
+        });
+    }
+
+    async fn listen_for_work(
+        &self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        while !*stop.borrow() {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection failed; relying on polling for now");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                        _ = stop.changed() => return,
+                    }
+                }
+            };
+            if let Err(e) = listener.listen(WORK_CHANNEL).await {
+                tracing::warn!(error = %e, "LISTEN failed; relying on polling for now");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+            loop {
+                tokio::select! {
+                    received = listener.recv() => match received {
+                        Ok(_) => wake.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+            // A wake after reconnecting catches anything announced while we were away.
+            wake.notify_one();
+        }
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let mut tx = self.pool.begin().await?;
+        // SKIP LOCKED: instances claiming at the same moment take disjoint rows, never wait.
+        let rows = sqlx::query(
+            "SELECT d.id, d.event_id, d.kind, d.subscription_id, d.connector, d.attempts, \
+             e.event_type, e.payload::text AS payload, e.created_at AS event_created_at, s.url, \
+             s.headers::text AS headers, s.circuit_state \
+             FROM deliveries d JOIN events e ON e.id = d.event_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+             AND (d.kind = 'connector' OR (s.enabled AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1))) \
+             ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let mut probes: HashMap<Uuid, bool> = HashMap::new();
+        let mut chosen = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sub: Option<Uuid> = row.try_get("subscription_id")?;
+            let state: Option<String> = row.try_get("circuit_state")?;
+            if let (Some(sub), Some(state)) = (sub, state.as_deref())
+                && state != "closed"
+            {
+                // Cool-off over: exactly one probe across all instances (the conditional
+                // UPDATE serialises them); the rest wait for its verdict.
+                if probes.contains_key(&sub) {
+                    continue;
+                }
+                let took = sqlx::query(
+                    "UPDATE subscriptions SET circuit_state = 'half_open', circuit_open_until = $1 \
+                     WHERE id = $2 AND (circuit_open_until IS NULL OR circuit_open_until <= $3)",
+                )
+                .bind(lease_until)
+                .bind(sub)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                probes.insert(sub, took);
+                if !took {
+                    continue;
+                }
+            }
+            chosen.push(row);
+        }
+        if chosen.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = chosen
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        sqlx::query(
+            "UPDATE deliveries SET status = 'in_flight', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+             WHERE id = ANY($4)",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        let mut subs: Vec<Uuid> = chosen
+            .iter()
+            .filter_map(|r| {
+                r.try_get::<Option<Uuid>, _>("subscription_id")
+                    .ok()
+                    .flatten()
+            })
+            .collect();
+        subs.sort();
+        subs.dedup();
+        let mut secrets: HashMap<Uuid, Vec<String>> = HashMap::new();
+        if !subs.is_empty() {
+            let rows = sqlx::query(
+                "SELECT subscription_id, secret FROM subscription_secrets \
+                 WHERE subscription_id = ANY($1) AND (expires_at IS NULL OR expires_at > $2) ORDER BY id DESC",
+            )
+            .bind(&subs)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                secrets
+                    .entry(row.try_get("subscription_id")?)
+                    .or_default()
+                    .push(row.try_get("secret")?);
+            }
+        }
+        tx.commit().await?;
+
+        chosen
+            .into_iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                let target = if kind == "webhook" {
+                    let sub: Uuid = row.try_get("subscription_id")?;
+                    Target::Webhook {
+                        subscription_id: sub,
+                        url: row.try_get("url")?,
+                        headers: decode_headers(&row.try_get::<String, _>("headers")?)?,
+                        secrets: secrets.get(&sub).cloned().unwrap_or_default(),
+                    }
+                } else {
+                    Target::Connector {
+                        name: row.try_get("connector")?,
+                    }
+                };
+                Ok(ClaimedDelivery {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    event_type: row.try_get("event_type")?,
+                    event_created_at: row.try_get("event_created_at")?,
+                    payload: row.try_get("payload")?,
+                    attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
+                    target,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_attempt(&self, record: AttemptRecord, now: DateTime<Utc>) -> StoreResult<bool> {
+        let succeeded = record.result == AttemptResult::Succeeded;
+        let last_error = record
+            .error
+            .clone()
+            .or_else(|| record.response_status.map(|s| format!("HTTP {s}")));
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, response_body, \
+             error, duration_ms, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(record.delivery_id)
+        .bind(record.event_id)
+        .bind(record.attempt as i32)
+        .bind(if succeeded { "succeeded" } else { "failed" })
+        .bind(record.response_status.map(i32::from))
+        .bind(&record.response_body)
+        .bind(&record.error)
+        .bind(record.duration_ms as i64)
+        .bind(record.started_at)
+        .execute(&mut *tx)
+        .await?;
+
+        let (status, next_at, error) = match record.result {
+            AttemptResult::Succeeded => ("succeeded", None, None),
+            AttemptResult::Retry(when) => ("pending", Some(when), last_error.clone()),
+            AttemptResult::Dead => ("dead", None, last_error.clone()),
+        };
+        let updated = sqlx::query(
+            "UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = COALESCE($3, next_attempt_at), \
+             last_error = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
+             WHERE id = $6 AND status = 'in_flight' AND lease_owner = $7",
+        )
+        .bind(status)
+        .bind(record.attempt as i32)
+        .bind(next_at)
+        .bind(&error)
+        .bind(now)
+        .bind(record.delivery_id)
+        .bind(&record.owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if updated && record.result == AttemptResult::Dead {
+            sqlx::query(
+                "INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(record.delivery_id)
+            .bind(record.event_id)
+            .bind(record.attempt as i32)
+            .bind(&error)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if let Some(sub) = record.subscription_id {
+            if succeeded {
+                sqlx::query(
+                    "UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \
+                     circuit_open_until = NULL, circuit_trips = 0 \
+                     WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_state <> 'closed')",
+                )
+                .bind(sub)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                let row = sqlx::query(
+                    "UPDATE subscriptions SET consecutive_failures = consecutive_failures + 1 WHERE id = $1 \
+                     RETURNING consecutive_failures, circuit_state, circuit_trips",
+                )
+                .bind(sub)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = row {
+                    let failures = row.try_get::<i32, _>("consecutive_failures")?.max(0) as u32;
+                    let state: String = row.try_get("circuit_state")?;
+                    let trips = row.try_get::<i32, _>("circuit_trips")?.max(0) as u32;
+                    if state == "half_open" || (state == "closed" && failures >= circuit::THRESHOLD)
+                    {
+                        let open_until = now + circuit::cooloff(trips + 1);
+                        sqlx::query(
+                            "UPDATE subscriptions SET circuit_state = 'open', circuit_open_until = $1, \
+                             circuit_trips = circuit_trips + 1 WHERE id = $2",
+                        )
+                        .bind(open_until)
+                        .bind(sub)
+                        .execute(&mut *tx)
+                        .await?;
+                        // Waiting work moves past the cool-off, so claims never wade through it.
+                        sqlx::query(
+                            "UPDATE deliveries SET next_attempt_at = $1 \
+                             WHERE subscription_id = $2 AND status = 'pending' AND next_attempt_at < $1",
+                        )
+                        .bind(open_until)
+                        .bind(sub)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                if record.gone {
+                    sqlx::query(
+                        "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $1, updated_at = $2 WHERE id = $3",
+                    )
+                    .bind("the endpoint answered 410 Gone")
+                    .bind(now)
+                    .bind(sub)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let released = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+             next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight' AND lease_expires_at <= $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(released.rows_affected())
+    }
+
+    async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        let released = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+             next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight' AND lease_owner = $2",
+        )
+        .bind(now)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(released.rows_affected())
+    }
+
+    async fn list_attempts(&self, event_id: Uuid) -> StoreResult<Vec<AttemptView>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.event_id, a.delivery_id, d.kind, d.subscription_id, s.url, d.connector, a.attempt, \
+             a.outcome, a.response_status, a.response_body, a.error, a.duration_ms, a.started_at \
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE a.event_id = $1 ORDER BY a.started_at, a.id LIMIT 1000",
+        )
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AttemptView {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    delivery_id: row.try_get("delivery_id")?,
+                    destination: destination_from_row(row)?,
+                    attempt: row.try_get::<i32, _>("attempt")?.max(0) as u32,
+                    succeeded: row.try_get::<String, _>("outcome")? == "succeeded",
+                    response_status: row
+                        .try_get::<Option<i32>, _>("response_status")?
+                        .map(|s| s as u16),
+                    response_body: row.try_get("response_body")?,
+                    error: row.try_get("error")?,
+                    duration_ms: row.try_get::<i64, _>("duration_ms")?.max(0) as u64,
+                    started_at: row.try_get("started_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_dead_letters(
+        &self,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT dl.id, dl.event_id, dl.delivery_id, d.kind, d.subscription_id, s.url, d.connector, \
+             dl.attempts, dl.last_error, dl.created_at, dl.replayed_at \
+             FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE ($1::uuid IS NULL OR dl.id < $1) ORDER BY dl.id DESC LIMIT $2",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    delivery_id: row.try_get("delivery_id")?,
+                    destination: destination_from_row(row)?,
+                    attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
+                    last_error: row.try_get("last_error")?,
+                    created_at: row.try_get("created_at")?,
+                    replayed_at: row.try_get("replayed_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replay_dead_letter(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<ReplayOutcome> {
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE OF dl: two concurrent replays of one dead letter serialise; the second sees
+        // replayed_at set and gets 409.
+        let Some(row) = sqlx::query(
+            "SELECT dl.delivery_id, dl.replayed_at, d.kind, s.deleted_at FROM dead_letters dl \
+             JOIN deliveries d ON d.id = dl.delivery_id LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE dl.id = $1 FOR UPDATE OF dl",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(ReplayOutcome::NotFound);
+        };
+        if row
+            .try_get::<Option<DateTime<Utc>>, _>("replayed_at")?
+            .is_some()
+        {
+            return Ok(ReplayOutcome::AlreadyReplayed);
+        }
+        if row.try_get::<String, _>("kind")? == "webhook"
+            && row
+                .try_get::<Option<DateTime<Utc>>, _>("deleted_at")?
+                .is_some()
+        {
+            return Ok(ReplayOutcome::SubscriptionDeleted);
+        }
+        let delivery_id: Uuid = row.try_get("delivery_id")?;
+        sqlx::query("UPDATE dead_letters SET replayed_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 WHERE id = $2 AND status = 'dead'",
+        )
+        .bind(now)
+        .bind(delivery_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ReplayOutcome::Replayed { delivery_id })
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        filter: ReplayFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT dl.id, dl.delivery_id FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE dl.replayed_at IS NULL AND ($1::timestamptz IS NULL OR dl.created_at >= $1) \
+             AND ($2::timestamptz IS NULL OR dl.created_at < $2) \
+             AND ($3::uuid IS NULL OR d.subscription_id = $3) AND ($4::text IS NULL OR d.connector = $4) \
+             AND (d.kind = 'connector' OR s.deleted_at IS NULL) ORDER BY dl.id LIMIT $5 FOR UPDATE OF dl SKIP LOCKED",
+        )
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(filter.subscription_id)
+        .bind(&filter.connector)
+        .bind(i64::from(MAX_BULK_REPLAY))
+        .fetch_all(&mut *tx)
+        .await?;
+        let ids: Vec<Uuid> = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        let deliveries: Vec<Uuid> = rows
+            .iter()
+            .map(|r| r.try_get("delivery_id"))
+            .collect::<Result<_, _>>()?;
+        if !ids.is_empty() {
+            sqlx::query("UPDATE dead_letters SET replayed_at = $1 WHERE id = ANY($2)")
+                .bind(now)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, last_error = NULL, lease_owner = NULL, \
+                 lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'dead' AND id = ANY($2)",
+            )
+            .bind(now)
+            .bind(&deliveries)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    async fn outbox_stats(&self, _now: DateTime<Utc>) -> StoreResult<OutboxStats> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest FROM deliveries \
+             WHERE status IN ('pending', 'in_flight')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM subscriptions WHERE deleted_at IS NULL AND circuit_state <> 'closed'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OutboxStats {
+            pending: row.try_get::<i64, _>("pending")?.max(0) as u64,
+            oldest_pending_created_at: row.try_get("oldest")?,
+            open_circuits: open.max(0) as u64,
+        })
+    }
+
+    async fn prune(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'in_flight')) \
+             ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 

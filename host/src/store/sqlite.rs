@@ -18,10 +18,12 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Backend, Circuit, CircuitState, DeliveryStatus, DeliverySummary, Destination, EventDetail,
-    IDEMPOTENCY_TTL, INSERT_CHUNK, IdempotencyKey, NewEvent, NewSubscription, PublishOutcome,
-    PublishedEvent, SECRET_GRACE, Store, StoreError, StoreResult, Subscription, SubscriptionPatch,
-    decode_headers, decode_ids, encode_ids, encode_json, from_micros, in_order, to_micros,
+    AttemptRecord, AttemptResult, AttemptView, Backend, Circuit, CircuitState, ClaimedDelivery,
+    DeadLetter, DeliveryStatus, DeliverySummary, Destination, EventDetail, IDEMPOTENCY_TTL,
+    INSERT_CHUNK, IdempotencyKey, MAX_BULK_REPLAY, NewEvent, NewSubscription, OutboxStats,
+    PublishOutcome, PublishedEvent, ReplayFilter, ReplayOutcome, SECRET_GRACE, Store, StoreError,
+    StoreResult, Subscription, SubscriptionPatch, Target, circuit, decode_headers, decode_ids,
+    encode_ids, encode_json, from_micros, in_order, to_micros,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -476,6 +478,503 @@ impl Store for SqliteStore {
             created_at: from_micros(event.try_get("created_at")?)?,
             deliveries,
         }))
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let at = to_micros(now);
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(
+            "SELECT d.id, d.event_id, d.kind, d.subscription_id, d.connector, d.attempts, \
+             e.event_type, e.payload, e.created_at AS event_created_at, s.url, s.headers, s.circuit_state \
+             FROM deliveries d JOIN events e ON e.id = d.event_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
+             AND (d.kind = 'connector' OR (s.enabled = 1 AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ?1))) \
+             ORDER BY d.next_attempt_at LIMIT ?2",
+        )
+        .bind(at)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let mut probes: HashMap<Uuid, bool> = HashMap::new();
+        let mut chosen = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sub: Option<Uuid> = row.try_get("subscription_id")?;
+            let state: Option<String> = row.try_get("circuit_state")?;
+            if let (Some(sub), Some(state)) = (sub, state.as_deref())
+                && state != "closed"
+            {
+                // Cool-off over: exactly one probe; the rest wait for its verdict.
+                if probes.contains_key(&sub) {
+                    continue;
+                }
+                let took = sqlx::query(
+                    "UPDATE subscriptions SET circuit_state = 'half_open', circuit_open_until = ? \
+                     WHERE id = ? AND (circuit_open_until IS NULL OR circuit_open_until <= ?)",
+                )
+                .bind(to_micros(lease_until))
+                .bind(sub)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                probes.insert(sub, took);
+                if !took {
+                    continue;
+                }
+            }
+            chosen.push(row);
+        }
+        if chosen.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+
+        let ids: Vec<Uuid> = chosen
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE deliveries SET status = 'in_flight', lease_owner = ",
+            );
+            q.push_bind(owner)
+                .push(", lease_expires_at = ")
+                .push_bind(to_micros(lease_until))
+                .push(", updated_at = ")
+                .push_bind(at)
+                .push(" WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+
+        let subs: Vec<Uuid> = {
+            let mut v: Vec<Uuid> = chosen
+                .iter()
+                .filter_map(|r| {
+                    r.try_get::<Option<Uuid>, _>("subscription_id")
+                        .ok()
+                        .flatten()
+                })
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let mut secrets: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for chunk in subs.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT subscription_id, secret FROM subscription_secrets WHERE (expires_at IS NULL OR expires_at > ",
+            );
+            q.push_bind(at).push(") AND subscription_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(") ORDER BY id DESC");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                secrets
+                    .entry(row.try_get("subscription_id")?)
+                    .or_default()
+                    .push(row.try_get("secret")?);
+            }
+        }
+        tx.commit().await?;
+
+        chosen
+            .into_iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                let target = if kind == "webhook" {
+                    let sub: Uuid = row.try_get("subscription_id")?;
+                    Target::Webhook {
+                        subscription_id: sub,
+                        url: row.try_get("url")?,
+                        headers: decode_headers(&row.try_get::<String, _>("headers")?)?,
+                        secrets: secrets.get(&sub).cloned().unwrap_or_default(),
+                    }
+                } else {
+                    Target::Connector {
+                        name: row.try_get("connector")?,
+                    }
+                };
+                Ok(ClaimedDelivery {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    event_type: row.try_get("event_type")?,
+                    event_created_at: from_micros(row.try_get("event_created_at")?)?,
+                    payload: row.try_get("payload")?,
+                    attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
+                    target,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_attempt(&self, record: AttemptRecord, now: DateTime<Utc>) -> StoreResult<bool> {
+        let at = to_micros(now);
+        let succeeded = record.result == AttemptResult::Succeeded;
+        let last_error = record
+            .error
+            .clone()
+            .or_else(|| record.response_status.map(|s| format!("HTTP {s}")));
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, response_body, \
+             error, duration_ms, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(record.delivery_id)
+        .bind(record.event_id)
+        .bind(i64::from(record.attempt))
+        .bind(if succeeded { "succeeded" } else { "failed" })
+        .bind(record.response_status.map(i64::from))
+        .bind(&record.response_body)
+        .bind(&record.error)
+        .bind(record.duration_ms as i64)
+        .bind(to_micros(record.started_at))
+        .execute(&mut *tx)
+        .await?;
+
+        let (status, next_at, error) = match record.result {
+            AttemptResult::Succeeded => ("succeeded", None, None),
+            AttemptResult::Retry(when) => ("pending", Some(to_micros(when)), last_error.clone()),
+            AttemptResult::Dead => ("dead", None, last_error.clone()),
+        };
+        let updated = sqlx::query(
+            "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = COALESCE(?, next_attempt_at), \
+             last_error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
+             WHERE id = ? AND status = 'in_flight' AND lease_owner = ?",
+        )
+        .bind(status)
+        .bind(i64::from(record.attempt))
+        .bind(next_at)
+        .bind(&error)
+        .bind(at)
+        .bind(record.delivery_id)
+        .bind(&record.owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if updated && record.result == AttemptResult::Dead {
+            sqlx::query(
+                "INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(record.delivery_id)
+            .bind(record.event_id)
+            .bind(i64::from(record.attempt))
+            .bind(&error)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if let Some(sub) = record.subscription_id {
+            if succeeded {
+                sqlx::query(
+                    "UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \
+                     circuit_open_until = NULL, circuit_trips = 0 \
+                     WHERE id = ? AND (consecutive_failures <> 0 OR circuit_state <> 'closed')",
+                )
+                .bind(sub)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                let row = sqlx::query(
+                    "UPDATE subscriptions SET consecutive_failures = consecutive_failures + 1 WHERE id = ? \
+                     RETURNING consecutive_failures, circuit_state, circuit_trips",
+                )
+                .bind(sub)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = row {
+                    let failures = row.try_get::<i64, _>("consecutive_failures")?.max(0) as u32;
+                    let state: String = row.try_get("circuit_state")?;
+                    let trips = row.try_get::<i64, _>("circuit_trips")?.max(0) as u32;
+                    if state == "half_open" || (state == "closed" && failures >= circuit::THRESHOLD)
+                    {
+                        let open_until = to_micros(now + circuit::cooloff(trips + 1));
+                        sqlx::query(
+                            "UPDATE subscriptions SET circuit_state = 'open', circuit_open_until = ?, \
+                             circuit_trips = circuit_trips + 1 WHERE id = ?",
+                        )
+                        .bind(open_until)
+                        .bind(sub)
+                        .execute(&mut *tx)
+                        .await?;
+                        // Waiting work moves past the cool-off, so claims never wade through it.
+                        sqlx::query(
+                            "UPDATE deliveries SET next_attempt_at = ? \
+                             WHERE subscription_id = ? AND status = 'pending' AND next_attempt_at < ?",
+                        )
+                        .bind(open_until)
+                        .bind(sub)
+                        .bind(open_until)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                if record.gone {
+                    sqlx::query(
+                        "UPDATE subscriptions SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ?",
+                    )
+                    .bind("the endpoint answered 410 Gone")
+                    .bind(at)
+                    .bind(sub)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let at = to_micros(now);
+        let released = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+             next_attempt_at = ?1, updated_at = ?1 WHERE status = 'in_flight' AND lease_expires_at <= ?1",
+        )
+        .bind(at)
+        .execute(&self.writer)
+        .await?;
+        Ok(released.rows_affected())
+    }
+
+    async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        let at = to_micros(now);
+        let released = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+             next_attempt_at = ?1, updated_at = ?1 WHERE status = 'in_flight' AND lease_owner = ?2",
+        )
+        .bind(at)
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(released.rows_affected())
+    }
+
+    async fn list_attempts(&self, event_id: Uuid) -> StoreResult<Vec<AttemptView>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.event_id, a.delivery_id, d.kind, d.subscription_id, s.url, d.connector, a.attempt, \
+             a.outcome, a.response_status, a.response_body, a.error, a.duration_ms, a.started_at \
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE a.event_id = ? ORDER BY a.started_at, a.id LIMIT 1000",
+        )
+        .bind(event_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AttemptView {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    delivery_id: row.try_get("delivery_id")?,
+                    destination: destination_from_row(row)?,
+                    attempt: row.try_get::<i64, _>("attempt")?.max(0) as u32,
+                    succeeded: row.try_get::<String, _>("outcome")? == "succeeded",
+                    response_status: row
+                        .try_get::<Option<i64>, _>("response_status")?
+                        .map(|s| s as u16),
+                    response_body: row.try_get("response_body")?,
+                    error: row.try_get("error")?,
+                    duration_ms: row.try_get::<i64, _>("duration_ms")?.max(0) as u64,
+                    started_at: from_micros(row.try_get("started_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_dead_letters(
+        &self,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT dl.id, dl.event_id, dl.delivery_id, d.kind, d.subscription_id, s.url, d.connector, \
+             dl.attempts, dl.last_error, dl.created_at, dl.replayed_at \
+             FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE (?1 IS NULL OR dl.id < ?1) ORDER BY dl.id DESC LIMIT ?2",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    delivery_id: row.try_get("delivery_id")?,
+                    destination: destination_from_row(row)?,
+                    attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
+                    last_error: row.try_get("last_error")?,
+                    created_at: from_micros(row.try_get("created_at")?)?,
+                    replayed_at: row
+                        .try_get::<Option<i64>, _>("replayed_at")?
+                        .map(from_micros)
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replay_dead_letter(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<ReplayOutcome> {
+        let at = to_micros(now);
+        let mut tx = self.writer.begin().await?;
+        let Some(row) = sqlx::query(
+            "SELECT dl.delivery_id, dl.replayed_at, d.kind, s.deleted_at FROM dead_letters dl \
+             JOIN deliveries d ON d.id = dl.delivery_id LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE dl.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(ReplayOutcome::NotFound);
+        };
+        if row.try_get::<Option<i64>, _>("replayed_at")?.is_some() {
+            return Ok(ReplayOutcome::AlreadyReplayed);
+        }
+        if row.try_get::<String, _>("kind")? == "webhook"
+            && row.try_get::<Option<i64>, _>("deleted_at")?.is_some()
+        {
+            return Ok(ReplayOutcome::SubscriptionDeleted);
+        }
+        let delivery_id: Uuid = row.try_get("delivery_id")?;
+        sqlx::query("UPDATE dead_letters SET replayed_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?1, last_error = NULL, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = ?1 WHERE id = ?2 AND status = 'dead'",
+        )
+        .bind(at)
+        .bind(delivery_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ReplayOutcome::Replayed { delivery_id })
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        filter: ReplayFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let at = to_micros(now);
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(
+            "SELECT dl.id, dl.delivery_id FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE dl.replayed_at IS NULL AND (?1 IS NULL OR dl.created_at >= ?1) AND (?2 IS NULL OR dl.created_at < ?2) \
+             AND (?3 IS NULL OR d.subscription_id = ?3) AND (?4 IS NULL OR d.connector = ?4) \
+             AND (d.kind = 'connector' OR s.deleted_at IS NULL) ORDER BY dl.id LIMIT ?5",
+        )
+        .bind(filter.since.map(to_micros))
+        .bind(filter.until.map(to_micros))
+        .bind(filter.subscription_id)
+        .bind(&filter.connector)
+        .bind(i64::from(MAX_BULK_REPLAY))
+        .fetch_all(&mut *tx)
+        .await?;
+        let pairs: Vec<(Uuid, Uuid)> = rows
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("delivery_id")?)))
+            .collect::<StoreResult<_>>()?;
+        for chunk in pairs.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("UPDATE dead_letters SET replayed_at = ");
+            q.push_bind(at).push(" WHERE id IN (");
+            let mut list = q.separated(", ");
+            for (id, _) in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, last_error = NULL, lease_owner = NULL, \
+                 lease_expires_at = NULL, next_attempt_at = ",
+            );
+            q.push_bind(at)
+                .push(", updated_at = ")
+                .push_bind(at)
+                .push(" WHERE status = 'dead' AND id IN (");
+            let mut list = q.separated(", ");
+            for (_, delivery) in chunk {
+                list.push_bind(*delivery);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(pairs.len() as u64)
+    }
+
+    async fn outbox_stats(&self, _now: DateTime<Utc>) -> StoreResult<OutboxStats> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest FROM deliveries \
+             WHERE status IN ('pending', 'in_flight')",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM subscriptions WHERE deleted_at IS NULL AND circuit_state <> 'closed'",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(OutboxStats {
+            pending: row.try_get::<i64, _>("pending")?.max(0) as u64,
+            oldest_pending_created_at: row
+                .try_get::<Option<i64>, _>("oldest")?
+                .map(from_micros)
+                .transpose()?,
+            open_circuits: open.max(0) as u64,
+        })
+    }
+
+    async fn prune(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'in_flight')) \
+             ORDER BY e.created_at LIMIT ?2)",
+        )
+        .bind(to_micros(before))
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= ?")
+            .bind(to_micros(now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 

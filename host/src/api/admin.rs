@@ -1,0 +1,251 @@
+//! `/api/v1/admin`: what happened to an event (its attempts), the dead-letter list, and replay
+//! (one dead letter, or in bulk for recovery after an outage).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::extract::parse_id;
+use super::validate::Errors;
+use super::{ApiJson, AppState, Page};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::store::{self, AttemptView, DeadLetter, Destination, ReplayFilter, ReplayOutcome};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_attempts))
+        .routes(routes!(list_dead_letters))
+        .routes(routes!(replay_one))
+        .routes(routes!(replay_bulk))
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+}
+
+/// One attempt to deliver an event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptOut {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub delivery_id: Uuid,
+    pub destination: Destination,
+    /// 1-based number within the delivery's attempt budget (a replay starts again at 1).
+    pub attempt: u32,
+    pub outcome: AttemptOutcome,
+    pub response_status: Option<u16>,
+    /// The first 4 KiB of the response body.
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub started_at: DateTime<Utc>,
+}
+
+impl From<AttemptView> for AttemptOut {
+    fn from(a: AttemptView) -> Self {
+        Self {
+            id: a.id,
+            event_id: a.event_id,
+            delivery_id: a.delivery_id,
+            destination: a.destination,
+            attempt: a.attempt,
+            outcome: if a.succeeded {
+                AttemptOutcome::Succeeded
+            } else {
+                AttemptOutcome::Failed
+            },
+            response_status: a.response_status,
+            response_body: a.response_body,
+            error: a.error,
+            duration_ms: a.duration_ms,
+            started_at: a.started_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptList {
+    pub data: Vec<AttemptOut>,
+}
+
+/// A delivery that used up its attempts (or failed permanently).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterOut {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub delivery_id: Uuid,
+    pub destination: Destination,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+impl From<DeadLetter> for DeadLetterOut {
+    fn from(d: DeadLetter) -> Self {
+        Self {
+            id: d.id,
+            event_id: d.event_id,
+            delivery_id: d.delivery_id,
+            destination: d.destination,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            created_at: d.created_at,
+            replayed_at: d.replayed_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterList {
+    pub data: Vec<DeadLetterOut>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayedOne {
+    /// The delivery, queued again with a fresh attempt budget.
+    pub delivery_id: Uuid,
+}
+
+/// Which dead letters to replay; all given filters must match.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkReplay {
+    /// Dead letters created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Dead letters created before this time.
+    pub until: Option<DateTime<Utc>>,
+    pub subscription_id: Option<Uuid>,
+    pub connector: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Replayed {
+    /// How many dead letters were queued again (at most 10,000 per call).
+    pub replayed: u64,
+}
+
+/// Attempts of an event, oldest first.
+#[utoipa::path(get, path = "/api/v1/admin/events/{event_id}/attempts", tag = "admin",
+    params(("event_id" = Uuid, Path, description = "Event id")),
+    responses(
+        (status = 200, description = "The attempts", body = AttemptList),
+        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_attempts(
+    State(state): State<AppState>,
+    Path(event_id): Path<String>,
+) -> ApiResult<Json<AttemptList>> {
+    let event_id = parse_id(&event_id, "event")?;
+    let attempts = state.store.list_attempts(event_id).await?;
+    if attempts.is_empty() && state.store.get_event(event_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no event with id {event_id}")));
+    }
+    Ok(Json(AttemptList {
+        data: attempts.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Dead letters, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/dead-letters", tag = "admin",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of dead letters", body = DeadLetterList),
+        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_dead_letters(
+    State(state): State<AppState>,
+    page: Page,
+) -> ApiResult<Json<DeadLetterList>> {
+    let letters = state
+        .store
+        .list_dead_letters(page.after, page.limit)
+        .await?;
+    let next_cursor = page.next_cursor(letters.last().map(|d| d.id), letters.len());
+    Ok(Json(DeadLetterList {
+        data: letters.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+/// Queue a dead letter's delivery again with a fresh attempt budget.
+#[utoipa::path(post, path = "/api/v1/admin/dead-letters/{id}/replay", tag = "admin",
+    params(("id" = Uuid, Path, description = "Dead letter id")),
+    responses(
+        (status = 202, description = "Queued again", body = ReplayedOne),
+        (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already replayed, or its subscription was deleted", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn replay_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<ReplayedOne>)> {
+    let id = parse_id(&id, "dead letter")?;
+    match state.store.replay_dead_letter(id, store::now()).await? {
+        ReplayOutcome::Replayed { delivery_id } => {
+            wake(&state).await;
+            tracing::info!(dead_letter_id = %id, delivery_id = %delivery_id, "dead letter replayed");
+            Ok((StatusCode::ACCEPTED, Json(ReplayedOne { delivery_id })))
+        }
+        ReplayOutcome::NotFound => Err(ApiError::NotFound(format!("no dead letter with id {id}"))),
+        ReplayOutcome::AlreadyReplayed => Err(ApiError::Conflict(format!(
+            "dead letter {id} was already replayed; if it failed again it has a new dead letter"
+        ))),
+        ReplayOutcome::SubscriptionDeleted => Err(ApiError::Conflict(format!(
+            "dead letter {id} belongs to a deleted subscription: there is nowhere to deliver it"
+        ))),
+    }
+}
+
+/// Replay every dead letter matching the filters (bulk recovery).
+#[utoipa::path(post, path = "/api/v1/admin/dead-letters/replay", tag = "admin",
+    request_body = BulkReplay,
+    responses(
+        (status = 202, description = "Queued again", body = Replayed),
+        (status = 422, description = "Invalid filters", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn replay_bulk(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<BulkReplay>,
+) -> ApiResult<(StatusCode, Json<Replayed>)> {
+    let mut errors = Errors::default();
+    if let (Some(since), Some(until)) = (body.since, body.until)
+        && since >= until
+    {
+        errors.add("until", "must be later than since");
+    }
+    errors.finish()?;
+    let filter = ReplayFilter {
+        since: body.since,
+        until: body.until,
+        subscription_id: body.subscription_id,
+        connector: body.connector,
+    };
+    let replayed = state
+        .store
+        .replay_dead_letters(filter, store::now())
+        .await?;
+    if replayed > 0 {
+        wake(&state).await;
+    }
+    tracing::info!(replayed, "bulk replay");
+    Ok((StatusCode::ACCEPTED, Json(Replayed { replayed })))
+}
+
+async fn wake(state: &AppState) {
+    state.wake.notify_one();
+    state.store.announce_work().await;
+}

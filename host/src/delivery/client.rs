@@ -1,0 +1,97 @@
+//! The one HTTP client for deliveries: keep-alive, timeouts, no redirects, and the SSRF guard
+//! in its DNS resolver.
+//!
+//! Checking the address in the resolver is what makes the guard sound: reqwest connects to
+//! exactly the addresses the resolver returns, so the address that was checked is the one
+//! connected to (no time-of-check/time-of-use gap through a second DNS lookup). URLs with a
+//! literal IP skip DNS, so [`check_url`] judges those before the request is made.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use super::ssrf;
+
+/// Resolves names and drops every address the SSRF policy refuses.
+#[derive(Debug, Clone, Copy)]
+struct GuardedResolver;
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = Vec::new();
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|addr| match ssrf::refusal_reason(addr.ip()) {
+                    Some(reason) => {
+                        refused.push(reason);
+                        false
+                    }
+                    None => true,
+                })
+                .collect();
+            if allowed.is_empty() {
+                let why = if refused.is_empty() {
+                    "no addresses".to_owned()
+                } else {
+                    refused.join("; ")
+                };
+                return Err(format!("blocked by the SSRF guard: {host} resolves to {why}").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Builds the shared client. `allow_private` turns the guard off (development and tests).
+pub fn build(
+    timeout: Duration,
+    allow_private: bool,
+    user_agent: &str,
+) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true);
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(GuardedResolver));
+    }
+    builder.build()
+}
+
+/// Refuses a URL whose host is a literal address (or `localhost`) the policy forbids.
+pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
+    if allow_private {
+        return Ok(());
+    }
+    let parsed = url::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+    let host = parsed.host().ok_or("URL has no host")?;
+    match ssrf::host_refusal(&host) {
+        Some(reason) => Err(format!("blocked by the SSRF guard: {reason}")),
+        None => Ok(()),
+    }
+}
+
+/// The full cause chain of an error, for attempt records ("error sending request: … : blocked …").
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}

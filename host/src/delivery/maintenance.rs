@@ -1,0 +1,73 @@
+//! Background upkeep: the outbox gauges, and retention pruning in bounded batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::store::{self, Store};
+
+/// How often the outbox gauges are refreshed.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often retention runs.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Events deleted per transaction, so pruning never holds long locks.
+pub const PRUNE_BATCH: u32 = 1000;
+
+/// Refreshes the outbox gauges until shutdown.
+pub async fn refresh_stats(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let now = store::now();
+        match store.outbox_stats(now).await {
+            Ok(stats) => metrics.set_outbox(stats, now),
+            Err(e) => tracing::debug!(error = %e, "outbox stats unavailable"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(STATS_INTERVAL) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Deletes finished events (with their deliveries, attempts and dead letters) older than
+/// `retention`, once shortly after start and then every [`PRUNE_INTERVAL`].
+pub async fn prune(
+    store: Arc<dyn Store>,
+    retention: chrono::TimeDelta,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        wait = PRUNE_INTERVAL;
+        let mut total = 0u64;
+        loop {
+            let now = store::now();
+            match store.prune(now - retention, now, PRUNE_BATCH).await {
+                Ok(n) => {
+                    total += n;
+                    if n < u64::from(PRUNE_BATCH) || *shutdown.borrow() {
+                        break;
+                    }
+                    // Let other writers in between batches.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention pruning failed; will try again");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(events = total, "pruned events past retention");
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! When to try again: exponential backoff with jitter, and the endpoint's `Retry-After`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+
+/// Longest wait a `Retry-After` may ask for.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Wait after failed attempt `n` (1-based): `base × 2^(n−1)`, ±20 % jitter, capped at `max`.
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(30);
+    let nominal = base.as_secs_f64() * f64::from(1u32 << exponent);
+    let jitter = rand::thread_rng().gen_range(0.8..=1.2);
+    Duration::from_secs_f64((nominal * jitter).min(max.as_secs_f64()))
+}
+
+/// Parses `Retry-After` (delta seconds or an HTTP date) relative to `now`.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when: DateTime<Utc> = httpdate::parse_http_date(value).ok()?.into();
+    Some((when - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The wait before the next attempt: the backoff, or the endpoint's `Retry-After` clamped to
+/// `[backoff, 1 h]` (an endpoint may slow us down, never hurry us).
+pub fn next_delay(backoff: Duration, retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(asked) => asked.clamp(backoff, MAX_RETRY_AFTER.max(backoff)),
+        None => backoff,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_cap() {
+        let base = Duration::from_secs(2);
+        let max = Duration::from_secs(3600);
+        for (attempt, nominal) in [(1, 2.0), (2, 4.0), (3, 8.0), (5, 32.0)] {
+            for _ in 0..50 {
+                let d = backoff(base, max, attempt).as_secs_f64();
+                assert!(
+                    d >= nominal * 0.8 - 1e-9 && d <= nominal * 1.2 + 1e-9,
+                    "attempt {attempt}: {d}"
+                );
+            }
+        }
+        assert_eq!(backoff(base, max, 40), max);
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 2026 00:01:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 31 Dec 2025 00:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn retry_after_is_clamped() {
+        let backoff = Duration::from_secs(4);
+        assert_eq!(
+            next_delay(backoff, Some(Duration::from_secs(1))),
+            backoff,
+            "never sooner than backoff"
+        );
+        assert_eq!(
+            next_delay(backoff, Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            next_delay(backoff, Some(Duration::from_secs(86_400))),
+            MAX_RETRY_AFTER
+        );
+        assert_eq!(next_delay(backoff, None), backoff);
+    }
+}

@@ -1,0 +1,442 @@
+//! The delivery engine: claims due deliveries in batches, runs up to
+//! `IH_DELIVERY_CONCURRENCY` attempts at once over one shared HTTP client, and records each
+//! attempt with its consequence (succeeded, retry at a time, dead letter).
+//!
+//! Invariants:
+//! - a delivery is attempted only while this instance holds its lease; the lease outlives the
+//!   attempt timeout by [`lease_margin`], and an expired lease is released by any instance;
+//! - every attempt is recorded, even when the lease was lost meanwhile (history is never
+//!   dropped), but only the lease holder moves the delivery on;
+//! - new work wakes the loop at once ([`Notify`]); the poll interval is only the fallback;
+//! - on shutdown no new claim is made, in-flight attempts get a bounded grace, and whatever is
+//!   still leased is handed back as `pending`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[cfg(test)]
+use chrono::DateTime;
+use chrono::Utc;
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::{client, retry, signing};
+use crate::config::DeliveryConfig;
+use crate::metrics::Metrics;
+use crate::store::{self, AttemptRecord, AttemptResult, ClaimedDelivery, Store, Target};
+
+/// How long a lease outlives the attempt timeout: as long again, between 1 s and 30 s. Long
+/// enough that a live worker records its attempt before the lease expires, short enough that a
+/// crashed instance's work is picked up soon.
+pub fn lease_margin(timeout: Duration) -> Duration {
+    timeout.clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+/// Most deliveries claimed in one round trip.
+pub const MAX_CLAIM_BATCH: usize = 256;
+/// Response bytes kept with an attempt.
+pub const MAX_RESPONSE_BODY: usize = 4096;
+/// Extra time in-flight attempts get to finish on shutdown, beyond the attempt timeout.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What one attempt produced, before the retry policy is applied.
+#[derive(Debug, Default)]
+struct Outcome {
+    success: bool,
+    status: Option<u16>,
+    body: Option<String>,
+    error: Option<String>,
+    retry_after: Option<Duration>,
+    /// 410 Gone: the endpoint asks never to be called again.
+    gone: bool,
+}
+
+impl Outcome {
+    fn failed(error: impl Into<String>) -> Self {
+        Self {
+            error: Some(error.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// The delivery engine of one hub instance.
+#[derive(Debug)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    client: reqwest::Client,
+    config: DeliveryConfig,
+    allow_private: bool,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    /// Lease owner id of this instance (unique per process start).
+    owner: String,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: DeliveryConfig,
+        allow_private: bool,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> reqwest::Result<Self> {
+        let user_agent = format!("integrations-hub/{}", env!("CARGO_PKG_VERSION"));
+        let client = client::build(config.timeout, allow_private, &user_agent)?;
+        Ok(Self {
+            store,
+            client,
+            config,
+            allow_private,
+            metrics,
+            wake,
+            owner: format!("{}:{}", hostname(), uuid::Uuid::now_v7()),
+        })
+    }
+
+    /// Runs until `shutdown` turns true, then drains and releases leases.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let lease =
+            chrono::TimeDelta::from_std(self.config.timeout + lease_margin(self.config.timeout))
+                .unwrap_or(chrono::TimeDelta::MAX);
+        let mut next_reap = Instant::now();
+        tracing::info!(owner = %self.owner, concurrency = self.config.concurrency, "delivery engine started");
+
+        while !*shutdown.borrow() {
+            while tasks.try_join_next().is_some() {}
+            if Instant::now() >= next_reap {
+                next_reap = Instant::now() + self.config.poll_interval;
+                match self.store.release_expired_leases(store::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::warn!(released = n, "re-queued deliveries whose lease expired")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "releasing expired leases failed"),
+                }
+            }
+
+            let free = semaphore.available_permits().min(MAX_CLAIM_BATCH);
+            let mut more = false;
+            if free > 0 {
+                let now = store::now();
+                match self
+                    .store
+                    .claim_deliveries(&self.owner, now, now + lease, free as u32)
+                    .await
+                {
+                    Ok(batch) => {
+                        more = batch.len() == free;
+                        for delivery in batch {
+                            let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+                                // Cannot happen (we asked for at most `free`); the lease will expire.
+                                tracing::error!(delivery_id = %delivery.id, "no free slot for a claimed delivery");
+                                continue;
+                            };
+                            let span = tracing::info_span!("delivery", delivery_id = %delivery.id, event_id = %delivery.event_id);
+                            tasks.spawn(self.clone().attempt(delivery, permit).instrument(span));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming deliveries failed; retrying shortly");
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            if more {
+                continue;
+            }
+            let saturated = semaphore.available_permits() == 0;
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = shutdown.changed() => {}
+                Some(_) = tasks.join_next(), if saturated => {}
+            }
+        }
+
+        let in_flight = tasks.len();
+        tracing::info!(
+            in_flight,
+            "delivery engine stopping: draining in-flight attempts"
+        );
+        let drained = tokio::time::timeout(self.config.timeout + SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                abandoned = tasks.len(),
+                "grace period over; abandoning attempts"
+            );
+            tasks.abort_all();
+        }
+        match self.store.release_leases(&self.owner, store::now()).await {
+            Ok(n) => tracing::info!(released = n, "delivery engine stopped"),
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing leases on shutdown failed; they expire by themselves")
+            }
+        }
+    }
+
+    async fn attempt(self: Arc<Self>, delivery: ClaimedDelivery, _permit: OwnedSemaphorePermit) {
+        let started_at = store::now();
+        let clock = Instant::now();
+        let number = delivery.attempts + 1;
+        let (kind, subscription_id, outcome) = match &delivery.target {
+            Target::Webhook {
+                subscription_id,
+                url,
+                headers,
+                secrets,
+            } => {
+                let outcome = self.send_webhook(&delivery, url, headers, secrets).await;
+                ("webhook", Some(*subscription_id), outcome)
+            }
+            Target::Connector { name } => (
+                "connector",
+                None,
+                Outcome::failed(format!("connector {name:?} is not loaded in this hub")),
+            ),
+        };
+        let elapsed = clock.elapsed();
+        let now = store::now();
+
+        let result = if outcome.success {
+            AttemptResult::Succeeded
+        } else if outcome.gone || number >= self.config.max_attempts {
+            AttemptResult::Dead
+        } else {
+            let backoff = retry::backoff(self.config.backoff_base, self.config.backoff_max, number);
+            let delay = retry::next_delay(backoff, outcome.retry_after);
+            if delay < self.config.poll_interval {
+                // Wake the loop when this retry falls due, instead of waiting for the poll.
+                let wake = self.wake.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    wake.notify_one();
+                });
+            }
+            AttemptResult::Retry(
+                now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
+            )
+        };
+
+        self.metrics
+            .attempt_finished(kind, result, elapsed, delivery.event_created_at, now);
+        match (&result, &outcome.error) {
+            (AttemptResult::Succeeded, _) => {
+                tracing::info!(attempt = number, status = outcome.status, "delivered")
+            }
+            (AttemptResult::Retry(at), error) => {
+                tracing::info!(attempt = number, status = outcome.status, error = error.as_deref(), retry_at = %at, "attempt failed; will retry")
+            }
+            (AttemptResult::Dead, error) => {
+                tracing::warn!(
+                    attempt = number,
+                    status = outcome.status,
+                    error = error.as_deref(),
+                    "delivery dead-lettered"
+                )
+            }
+        }
+
+        let record = AttemptRecord {
+            delivery_id: delivery.id,
+            event_id: delivery.event_id,
+            owner: self.owner.clone(),
+            attempt: number,
+            started_at,
+            duration_ms: elapsed.as_millis() as u64,
+            response_status: outcome.status,
+            response_body: outcome.body,
+            error: outcome.error,
+            result,
+            subscription_id,
+            gone: outcome.gone,
+        };
+        // The store may be briefly unreachable: retry a few times; if it stays down, the lease
+        // expires and the delivery is attempted again (at-least-once).
+        for pause in [0u64, 200, 1000, 3000] {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            match self
+                .store
+                .record_attempt(record.clone(), store::now())
+                .await
+            {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!(
+                        "lease lost before the attempt was recorded; another owner takes it from here"
+                    );
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "recording the attempt failed"),
+            }
+        }
+        tracing::error!(
+            "could not record the attempt; the delivery will be retried when its lease expires"
+        );
+    }
+
+    async fn send_webhook(
+        &self,
+        delivery: &ClaimedDelivery,
+        url: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+        secrets: &[String],
+    ) -> Outcome {
+        if let Err(refused) = client::check_url(url, self.allow_private) {
+            return Outcome::failed(refused);
+        }
+        let Some(newest) = secrets.first() else {
+            return Outcome::failed("the subscription has no valid signing secret");
+        };
+        let body = webhook_body(delivery);
+        let timestamp = Utc::now().timestamp();
+        let event_id = delivery.event_id.to_string();
+        let mut request = self.client.post(url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(
+                "x-webhook-signature",
+                signing::seed_signature(newest, timestamp, body.as_bytes()),
+            )
+            .header("x-webhook-timestamp", timestamp)
+            .header("x-webhook-event", &delivery.event_type)
+            .header("x-webhook-event-id", &event_id)
+            .header("webhook-id", &event_id)
+            .header("webhook-timestamp", timestamp)
+            .header(
+                "webhook-signature",
+                signing::standard_signature(secrets, &event_id, timestamp, body.as_bytes()),
+            )
+            .body(body);
+
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Outcome::failed(format!(
+                    "timed out after {:.1}s (IH_DELIVERY_TIMEOUT_SECONDS)",
+                    self.config.timeout.as_secs_f64()
+                ));
+            }
+            Err(e) => return Outcome::failed(client::describe(&e)),
+        };
+        let status = response.status();
+        let retry_after = if status.as_u16() == 429 || status.as_u16() == 503 {
+            response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry::parse_retry_after(v, Utc::now()))
+        } else {
+            None
+        };
+        let mut kept = Vec::new();
+        let mut body_error = None;
+        while kept.len() < MAX_RESPONSE_BODY {
+            match response.chunk().await {
+                Ok(Some(chunk)) => kept
+                    .extend_from_slice(&chunk[..chunk.len().min(MAX_RESPONSE_BODY - kept.len())]),
+                Ok(None) => break,
+                Err(e) => {
+                    body_error = Some(if e.is_timeout() {
+                        "timed out reading the response body".to_owned()
+                    } else {
+                        client::describe(&e)
+                    });
+                    break;
+                }
+            }
+        }
+        let body = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
+        let success = status.is_success();
+        let error = if success {
+            None
+        } else if status.is_redirection() {
+            Some(format!(
+                "HTTP {} (redirects are not followed)",
+                status.as_u16()
+            ))
+        } else {
+            Some(body_error.unwrap_or_else(|| format!("HTTP {}", status.as_u16())))
+        };
+        Outcome {
+            success,
+            status: Some(status.as_u16()),
+            body,
+            error,
+            retry_after,
+            gone: status.as_u16() == 410,
+        }
+    }
+}
+
+/// The webhook body: `{"id", "event_type", "created_at", "payload"}` with the payload's stored
+/// bytes spliced in unchanged (never re-serialised).
+pub fn webhook_body(delivery: &ClaimedDelivery) -> String {
+    let event_type = serde_json::to_string(&delivery.event_type).unwrap_or_default();
+    let created_at = serde_json::to_string(&delivery.event_created_at).unwrap_or_default();
+    let mut body = String::with_capacity(delivery.payload.len() + 160);
+    body.push_str("{\"id\":\"");
+    body.push_str(&delivery.event_id.to_string());
+    body.push_str("\",\"event_type\":");
+    body.push_str(&event_type);
+    body.push_str(",\"created_at\":");
+    body.push_str(&created_at);
+    body.push_str(",\"payload\":");
+    body.push_str(&delivery.payload);
+    body.push('}');
+    body
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hub".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_splices_the_stored_payload_bytes() {
+        let delivery = ClaimedDelivery {
+            id: uuid::Uuid::nil(),
+            event_id: uuid::Uuid::nil(),
+            event_type: "request_submitted".into(),
+            event_created_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
+                .expect("date")
+                .with_timezone(&Utc),
+            payload: "{\"b\": 1, \"a\": [true]}".into(),
+            attempts: 0,
+            target: Target::Connector { name: "x".into() },
+        };
+        let body = webhook_body(&delivery);
+        assert_eq!(
+            body,
+            "{\"id\":\"00000000-0000-0000-0000-000000000000\",\"event_type\":\"request_submitted\",\
+             \"created_at\":\"2026-01-02T03:04:05.123456Z\",\"payload\":{\"b\": 1, \"a\": [true]}}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
+        assert_eq!(parsed["payload"]["a"][0], true);
+    }
+}

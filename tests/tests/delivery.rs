@@ -1,0 +1,677 @@
+//! The delivery engine end to end: the real hub, a real local receiver, both backends.
+
+use std::time::{Duration, Instant};
+
+use integrations_hub_tests::receiver::{
+    Receiver, Reply, verify_seed_signature, verify_standard_signature,
+};
+use integrations_hub_tests::{Backend, TestHub, backend_tests, send};
+use serde_json::{Value, json};
+
+backend_tests!(
+    delivers_signed_webhooks_verifiable_both_ways,
+    filters_by_event_type_and_skips_disabled_subscriptions,
+    retries_then_succeeds_with_attempts_in_order,
+    dead_letters_then_replays_once,
+    bulk_replay_requeues_by_subscription,
+    honours_retry_after,
+    records_a_timeout_as_such,
+    delivers_a_batch_of_100_exactly_once_each,
+    refuses_names_that_resolve_to_private_addresses,
+    gone_disables_the_subscription,
+    a_dead_endpoint_opens_its_circuit_without_slowing_a_healthy_one,
+    rotated_secrets_sign_during_the_grace_period,
+    graceful_stop_finishes_in_flight_attempts,
+    a_crash_loses_nothing,
+);
+
+const SECRET: &str = "whsec-like-but-plain-secret-0123";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Fast retries and private destinations (the receiver is on 127.0.0.1).
+const FAST: &[(&str, &str)] = &[
+    ("IH_ALLOW_PRIVATE_DESTINATIONS", "true"),
+    ("IH_DELIVERY_BACKOFF_BASE_SECONDS", "0.05"),
+    ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
+    ("IH_DELIVERY_TIMEOUT_SECONDS", "2"),
+];
+
+fn vars<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all: Vec<(&str, &str)> = FAST.to_vec();
+    all.extend_from_slice(extra);
+    all
+}
+
+async fn subscribe(hub: &TestHub, url: &str, events: Value) -> Value {
+    let (status, body) = send(hub.post("/api/v1/subscriptions").json(&json!({
+        "url": url,
+        "secret": SECRET,
+        "events": events,
+        "headers": {"X-Team": "ops"},
+    })))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+async fn publish(hub: &TestHub, event_type: &str, payload: Value) -> String {
+    let (status, body) = send(
+        hub.post("/api/v1/events")
+            .json(&json!({"event_type": event_type, "payload": payload})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+async fn event(hub: &TestHub, id: &str) -> Value {
+    let (status, body) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Polls the event until its first delivery reaches `status`.
+async fn wait_status(hub: &TestHub, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let e = event(hub, id).await;
+        if e["deliveries"][0]["status"] == status {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery never became {status}: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn attempts(hub: &TestHub, id: &str) -> Vec<Value> {
+    let (status, body) = send(hub.get(&format!("/api/v1/admin/events/{id}/attempts"))).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_array().expect("data").clone()
+}
+
+async fn metric(hub: &TestHub, prefix: &str) -> f64 {
+    let text = hub
+        .get("/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn delivers_signed_webhooks_verifiable_both_ways(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+        return;
+    };
+    let sub = subscribe(&hub, &receiver.url("/hook"), json!(["request_submitted"])).await;
+    let raw_payload = "{\"title\": \"Access to production DB\",\n \"requester\": \"alice@company.com\", \"n\": 1.50}";
+    let response = hub
+        .post("/api/v1/events")
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"event_type\": \"request_submitted\", \"payload\": {raw_payload}}}"
+        ))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(response.status(), 202);
+    let published: Value = response.json().await.expect("json");
+    let id = published["id"].as_str().expect("id");
+
+    let got = receiver.wait_for("/hook", 1, WAIT).await;
+    let request = &got[0];
+    assert!(
+        verify_seed_signature(SECRET, request),
+        "seed signature verifies"
+    );
+    assert!(
+        verify_standard_signature(SECRET, request),
+        "Standard Webhooks signature verifies"
+    );
+    assert_eq!(request.header("content-type"), "application/json");
+    assert_eq!(
+        request.header("user-agent"),
+        format!("integrations-hub/{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(request.header("x-webhook-event"), "request_submitted");
+    assert_eq!(request.header("x-webhook-event-id"), id);
+    assert_eq!(request.header("webhook-id"), id);
+    assert_eq!(
+        request.header("webhook-timestamp"),
+        request.header("x-webhook-timestamp")
+    );
+    assert_eq!(request.header("x-team"), "ops", "custom headers are sent");
+    let body = String::from_utf8(request.body.to_vec()).expect("utf-8");
+    assert!(
+        body.contains(raw_payload),
+        "payload bytes are delivered unchanged: {body}"
+    );
+    let parsed = request.json();
+    assert_eq!(parsed["id"], id);
+    assert_eq!(parsed["event_type"], "request_submitted");
+    assert_eq!(parsed["created_at"], published["created_at"]);
+
+    let detail = wait_status(&hub, id, "succeeded").await;
+    assert_eq!(detail["deliveries"][0]["attempts"], 1);
+    let list = attempts(&hub, id).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["outcome"], "succeeded");
+    assert_eq!(list[0]["response_status"], 200);
+    assert_eq!(list[0]["destination"]["kind"], "webhook");
+    assert_eq!(list[0]["destination"]["subscription_id"], sub["id"]);
+    assert_eq!(
+        metric(
+            &hub,
+            "ih_deliveries_total{kind=\"webhook\",outcome=\"succeeded\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(&hub, "ih_publish_to_delivery_seconds_count").await,
+        1.0
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.requests().len(), 1, "delivered once");
+}
+
+async fn filters_by_event_type_and_skips_disabled_subscriptions(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(204)).await;
+    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+        return;
+    };
+    subscribe(&hub, &receiver.url("/x"), json!(["x"])).await;
+    subscribe(&hub, &receiver.url("/y"), json!(["y"])).await;
+    subscribe(&hub, &receiver.url("/all"), json!(["*"])).await;
+    let disabled = subscribe(&hub, &receiver.url("/disabled"), json!(["x"])).await;
+    let (status, _) = send(
+        hub.patch(&format!(
+            "/api/v1/subscriptions/{}",
+            disabled["id"].as_str().expect("id")
+        ))
+        .json(&json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let id = publish(&hub, "x", json!({})).await;
+    receiver.wait_for("/x", 1, WAIT).await;
+    receiver.wait_for("/all", 1, WAIT).await;
+    let e = event(&hub, &id).await;
+    assert_eq!(e["deliveries"].as_array().map(Vec::len), Some(2));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receiver.requests_to("/y").is_empty());
+    assert!(receiver.requests_to("/disabled").is_empty());
+}
+
+async fn retries_then_succeeds_with_attempts_in_order(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::Status(500), Reply::Status(502)]);
+    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+        return;
+    };
+    subscribe(&hub, &receiver.url("/flaky"), json!(["*"])).await;
+    let id = publish(&hub, "order.created", json!({"order": 1})).await;
+    receiver.wait_for("/flaky", 3, WAIT).await;
+    let detail = wait_status(&hub, &id, "succeeded").await;
+    assert_eq!(detail["deliveries"][0]["attempts"], 3);
+    let list = attempts(&hub, &id).await;
+    let summary: Vec<(u64, &str, u64)> = list
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].as_u64().expect("attempt"),
+                a["outcome"].as_str().expect("outcome"),
+                a["response_status"].as_u64().expect("status"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "failed", 500),
+            (2, "failed", 502),
+            (3, "succeeded", 200)
+        ]
+    );
+    assert_eq!(list[0]["response_body"], "reply 500");
+    assert_eq!(list[0]["error"], "HTTP 500");
+    let times: Vec<&str> = list
+        .iter()
+        .map(|a| a["started_at"].as_str().expect("time"))
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {times:?}"
+    );
+    let gaps: Vec<Duration> = receiver
+        .requests()
+        .windows(2)
+        .map(|w| w[1].at - w[0].at)
+        .collect();
+    assert!(gaps[1] > gaps[0] / 2, "backoff grows: {gaps:?}");
+}
+
+async fn dead_letters_then_replays_once(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(500)).await;
+    let Some(hub) = TestHub::start_with(backend, &vars(&[("IH_DELIVERY_MAX_ATTEMPTS", "3")])).await
+    else {
+        return;
+    };
+    subscribe(&hub, &receiver.url("/down"), json!(["*"])).await;
+    let id = publish(&hub, "a", json!({"k": "v"})).await;
+    let detail = wait_status(&hub, &id, "dead").await;
+    assert_eq!(detail["deliveries"][0]["attempts"], 3);
+    assert_eq!(detail["deliveries"][0]["last_error"], "HTTP 500");
+    assert_eq!(receiver.requests().len(), 3);
+
+    let (status, letters) = send(hub.get("/api/v1/admin/dead-letters")).await;
+    assert_eq!(status, 200, "{letters}");
+    let letter = &letters["data"][0];
+    assert_eq!(letter["event_id"], id.as_str());
+    assert_eq!(letter["attempts"], 3);
+    assert_eq!(letter["last_error"], "HTTP 500");
+    assert_eq!(letter["replayed_at"], Value::Null);
+    assert_eq!(letter["destination"]["kind"], "webhook");
+    assert_eq!(
+        metric(
+            &hub,
+            "ih_deliveries_total{kind=\"webhook\",outcome=\"dead\"}"
+        )
+        .await,
+        1.0
+    );
+
+    receiver.set_default(Reply::Status(200));
+    let letter_id = letter["id"].as_str().expect("id");
+    let (status, replayed) =
+        send(hub.post(&format!("/api/v1/admin/dead-letters/{letter_id}/replay"))).await;
+    assert_eq!(status, 202, "{replayed}");
+    assert_eq!(replayed["delivery_id"], detail["deliveries"][0]["id"]);
+    let done = wait_status(&hub, &id, "succeeded").await;
+    assert_eq!(done["deliveries"][0]["attempts"], 1, "a fresh budget");
+    let list = attempts(&hub, &id).await;
+    assert_eq!(list.len(), 4, "history keeps the failed attempts");
+    assert_eq!(list[3]["outcome"], "succeeded");
+
+    let (status, problem) =
+        send(hub.post(&format!("/api/v1/admin/dead-letters/{letter_id}/replay"))).await;
+    assert_eq!(status, 409, "{problem}");
+    let (status, _) = send(hub.post(&format!(
+        "/api/v1/admin/dead-letters/{}/replay",
+        uuid::Uuid::now_v7()
+    )))
+    .await;
+    assert_eq!(status, 404);
+    let (_, letters) = send(hub.get("/api/v1/admin/dead-letters")).await;
+    assert!(letters["data"][0]["replayed_at"].is_string());
+}
+
+async fn bulk_replay_requeues_by_subscription(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(500)).await;
+    let Some(hub) = TestHub::start_with(backend, &vars(&[("IH_DELIVERY_MAX_ATTEMPTS", "1")])).await
+    else {
+        return;
+    };
+    let first = subscribe(&hub, &receiver.url("/first"), json!(["*"])).await;
+    subscribe(&hub, &receiver.url("/second"), json!(["*"])).await;
+    let ids = [
+        publish(&hub, "a", json!({})).await,
+        publish(&hub, "a", json!({})).await,
+    ];
+    for id in &ids {
+        let deadline = Instant::now() + WAIT;
+        while event(&hub, id).await["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .iter()
+            .any(|d| d["status"] != "dead")
+        {
+            assert!(Instant::now() < deadline, "not all dead");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    receiver.set_default(Reply::Status(200));
+    let (status, body) = send(
+        hub.post("/api/v1/admin/dead-letters/replay")
+            .json(&json!({"subscription_id": first["id"], "since": "2000-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["replayed"], 2,
+        "only the first subscription's dead letters"
+    );
+    receiver.wait_for("/first", 4, WAIT).await;
+    let (status, body) = send(
+        hub.post("/api/v1/admin/dead-letters/replay")
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(body["replayed"], 2, "the rest");
+    receiver.wait_for("/second", 4, WAIT).await;
+    let (status, problem) = send(
+        hub.post("/api/v1/admin/dead-letters/replay")
+            .json(&json!({"since": "2030-01-01T00:00:00Z", "until": "2020-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+}
+
+async fn honours_retry_after(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([Reply::WithHeaders(429, vec![("retry-after", "1".into())])]);
+    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+        return;
+    };
+    subscribe(&hub, &receiver.url("/limited"), json!(["*"])).await;
+    let id = publish(&hub, "a", json!({})).await;
+    let got = receiver.wait_for("/limited", 2, WAIT).await;
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "Retry-After: 1 was honoured: {gap:?}"
+    );
+    assert!(
+        gap < Duration::from_secs(4),
+        "not much later either: {gap:?}"
+    );
+    wait_status(&hub, &id, "succeeded").await;
+    assert_eq!(attempts(&hub, &id).await[0]["response_status"], 429);
+}
+
+async fn records_a_timeout_as_such(backend: Backend) {
+    let receiver = Receiver::start(Reply::Slow(Duration::from_secs(3), 200)).await;
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &vars(&[
+            ("IH_DELIVERY_TIMEOUT_SECONDS", "0.3"),
+            ("IH_DELIVERY_MAX_ATTEMPTS", "1"),
+        ]),
+    )
+    .await
+    else {
+        return;
+    };
+    subscribe(&hub, &receiver.url("/slow"), json!(["*"])).await;
+    let id = publish(&hub, "a", json!({})).await;
+    let detail = wait_status(&hub, &id, "dead").await;
+    let error = detail["deliveries"][0]["last_error"]
+        .as_str()
+        .expect("error");
+    assert!(error.contains("timed out after 0.3s"), "{error}");
+    let list = attempts(&hub, &id).await;
+    assert_eq!(list[0]["response_status"], Value::Null);
+    let ms = list[0]["duration_ms"].as_u64().expect("duration");
+    assert!((250..2000).contains(&ms), "bounded by the timeout: {ms} ms");
+}
+
+async fn delivers_a_batch_of_100_exactly_once_each(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+        return;
+    };
+    subscribe(&hub, &receiver.url("/batch"), json!(["*"])).await;
+    let events: Vec<Value> = (0..100)
+        .map(|i| json!({"event_type": "n", "payload": {"i": i}}))
+        .collect();
+    let (status, body) = send(
+        hub.post("/api/v1/events/batch")
+            .json(&json!({"events": events})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let got = receiver.wait_for("/batch", 100, WAIT).await;
+    let mut seen: Vec<i64> = got
+        .iter()
+        .map(|r| r.json()["payload"]["i"].as_i64().expect("i"))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..100).collect::<Vec<_>>());
+    assert!(got.iter().all(|r| verify_seed_signature(SECRET, r)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.requests().len(), 100, "no duplicates");
+}
+
+/// A host name that resolves to a loopback address but is not `localhost` (which the API refuses
+/// up front): the machine's own name, as `/etc/hosts` maps it on Debian and in containers.
+async fn loopback_name() -> String {
+    let mut candidates: Vec<String> = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| vec![h.trim().to_owned()])
+        .unwrap_or_default();
+    candidates.extend(["ip6-localhost", "ip6-loopback", "localhost.localdomain"].map(String::from));
+    for name in candidates.into_iter().filter(|n| !n.is_empty()) {
+        let addrs: Vec<_> = match tokio::net::lookup_host((name.as_str(), 80)).await {
+            Ok(addrs) => addrs.collect(),
+            Err(_) => continue,
+        };
+        if !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()) {
+            return name;
+        }
+    }
+    panic!("this machine has no host name that resolves to loopback (check /etc/hosts)");
+}
+
+async fn refuses_names_that_resolve_to_private_addresses(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    // The guard is on: no IH_ALLOW_PRIVATE_DESTINATIONS.
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &[
+            ("IH_DELIVERY_MAX_ATTEMPTS", "1"),
+            ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let name = loopback_name().await;
+    let port = receiver.base.rsplit(':').next().expect("port");
+    subscribe(
+        &hub,
+        &format!("http://{name}:{port}/internal"),
+        json!(["*"]),
+    )
+    .await;
+    let id = publish(&hub, "a", json!({})).await;
+    let detail = wait_status(&hub, &id, "dead").await;
+    let error = detail["deliveries"][0]["last_error"]
+        .as_str()
+        .expect("error");
+    assert!(error.contains("blocked by the SSRF guard"), "{error}");
+    assert!(error.contains("loopback"), "the reason is named: {error}");
+    assert!(
+        receiver.requests().is_empty(),
+        "nothing reached the private address"
+    );
+}
+
+async fn gone_disables_the_subscription(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(410)).await;
+    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+        return;
+    };
+    let sub = subscribe(&hub, &receiver.url("/gone"), json!(["*"])).await;
+    let id = publish(&hub, "a", json!({})).await;
+    let detail = wait_status(&hub, &id, "dead").await;
+    assert_eq!(detail["deliveries"][0]["attempts"], 1, "410 is final");
+    let (_, sub) = send(hub.get(&format!(
+        "/api/v1/subscriptions/{}",
+        sub["id"].as_str().expect("id")
+    )))
+    .await;
+    assert_eq!(sub["enabled"], false);
+    let (_, published) = send(
+        hub.post("/api/v1/events")
+            .json(&json!({"event_type": "a", "payload": {}})),
+    )
+    .await;
+    assert_eq!(
+        published["deliveries"], 0,
+        "a disabled subscription receives nothing new"
+    );
+}
+
+async fn a_dead_endpoint_opens_its_circuit_without_slowing_a_healthy_one(backend: Backend) {
+    let dead = Receiver::start(Reply::Status(503)).await;
+    let healthy = Receiver::start(Reply::Status(200)).await;
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &vars(&[
+            ("IH_DELIVERY_MAX_ATTEMPTS", "50"),
+            ("IH_DELIVERY_BACKOFF_BASE_SECONDS", "0.01"),
+            ("IH_DELIVERY_BACKOFF_MAX_SECONDS", "0.05"),
+        ]),
+    )
+    .await
+    else {
+        return;
+    };
+    let broken = subscribe(&hub, &dead.url("/dead"), json!(["dead"])).await;
+    subscribe(&hub, &healthy.url("/ok"), json!(["ok"])).await;
+    for _ in 0..3 {
+        publish(&hub, "dead", json!({})).await;
+    }
+    dead.wait_for("/dead", 10, WAIT).await;
+    let path = format!(
+        "/api/v1/subscriptions/{}",
+        broken["id"].as_str().expect("id")
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, sub) = send(hub.get(&path)).await;
+        if sub["circuit"]["state"] == "open" {
+            assert!(
+                sub["circuit"]["consecutive_failures"]
+                    .as_u64()
+                    .expect("failures")
+                    >= 10
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "circuit never opened: {sub}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tried = dead.requests().len();
+    // While open (30 s cool-off) the dead endpoint is left alone, and healthy deliveries are quick.
+    let mut latencies = Vec::new();
+    for i in 0..10 {
+        let started = Instant::now();
+        publish(&hub, "ok", json!({"i": i})).await;
+        healthy.wait_for("/ok", i + 1, WAIT).await;
+        latencies.push(started.elapsed());
+    }
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst < Duration::from_millis(1000),
+        "healthy deliveries kept their latency: {latencies:?}"
+    );
+    assert_eq!(
+        dead.requests().len(),
+        tried,
+        "no attempts while the circuit is open"
+    );
+}
+
+async fn rotated_secrets_sign_during_the_grace_period(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+        return;
+    };
+    let sub = subscribe(&hub, &receiver.url("/rot"), json!(["*"])).await;
+    let new_secret = "the-rotated-secret-0123456789";
+    let (status, _) = send(
+        hub.patch(&format!(
+            "/api/v1/subscriptions/{}",
+            sub["id"].as_str().expect("id")
+        ))
+        .json(&json!({"secret": new_secret})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    publish(&hub, "a", json!({})).await;
+    let got = receiver.wait_for("/rot", 1, WAIT).await;
+    assert!(
+        verify_seed_signature(new_secret, &got[0]),
+        "X-Webhook-Signature uses the newest secret"
+    );
+    assert!(verify_standard_signature(new_secret, &got[0]));
+    assert!(
+        verify_standard_signature(SECRET, &got[0]),
+        "the old secret still verifies for 24 h"
+    );
+    assert_eq!(got[0].header("webhook-signature").split(' ').count(), 2);
+}
+
+async fn graceful_stop_finishes_in_flight_attempts(backend: Backend) {
+    let receiver = Receiver::start(Reply::Slow(Duration::from_millis(700), 200)).await;
+    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+        return;
+    };
+    subscribe(&hub, &receiver.url("/slow"), json!(["*"])).await;
+    let id = publish(&hub, "a", json!({})).await;
+    receiver.wait_for("/slow", 1, WAIT).await;
+    let (result, db) = hub.stop().await;
+    result.expect("graceful stop");
+    let hub = TestHub::start_on(db, &vars(&[])).await;
+    let detail = event(&hub, &id).await;
+    assert_eq!(
+        detail["deliveries"][0]["status"], "succeeded",
+        "the in-flight attempt finished: {detail}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests().len(), 1);
+}
+
+async fn a_crash_loses_nothing(backend: Backend) {
+    let receiver = Receiver::start(Reply::Slow(Duration::from_millis(300), 200)).await;
+    let crashy = vars(&[("IH_DELIVERY_TIMEOUT_SECONDS", "1")]);
+    let Some(hub) = TestHub::start_with(backend, &crashy).await else {
+        return;
+    };
+    subscribe(&hub, &receiver.url("/c"), json!(["*"])).await;
+    let events: Vec<Value> = (0..50)
+        .map(|i| json!({"event_type": "n", "payload": {"i": i}}))
+        .collect();
+    let (status, _) = send(
+        hub.post("/api/v1/events/batch")
+            .json(&json!({"events": events})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    receiver.wait_for("/c", 1, WAIT).await;
+    // Crash with attempts in flight: their leases stay behind and must expire and be re-claimed.
+    let db = hub.crash().await;
+    let _hub = TestHub::start_on(db, &crashy).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut seen: Vec<i64> = receiver
+            .requests()
+            .iter()
+            .map(|r| r.json()["payload"]["i"].as_i64().expect("i"))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() == 50 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 50 events delivered after the crash",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
