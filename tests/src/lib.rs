@@ -108,6 +108,42 @@ impl TestDb {
         }
     }
 
+    /// Deliveries not finished yet (pending or in flight), read straight from the database:
+    /// how a test knows the engine has settled, including re-attempts after a crash.
+    pub async fn unfinished_deliveries(&self) -> i64 {
+        let sql = "SELECT COUNT(*) FROM deliveries WHERE status IN ('pending', 'in_flight')";
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open SQLite");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("count")
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("open Postgres");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("count")
+            }
+        }
+    }
+
+    /// Another handle on the same database (a second hub instance); it does not drop it.
+    pub fn share(&self) -> TestDb {
+        TestDb {
+            backend: self.backend,
+            url: self.url.clone(),
+            _dir: None,
+            pg_name: None,
+        }
+    }
+
     /// Drops the Postgres database now, terminating its connections (to test outages).
     pub async fn drop_now(&self) {
         if let Some(name) = &self.pg_name {
@@ -265,6 +301,90 @@ impl Drop for TestHub {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// The `integrations-hub` binary that `cargo test --workspace` builds beside the test executables.
+pub fn hub_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let binary = profile_dir.join(format!("integrations-hub{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "{} is missing: run the whole suite with `cargo test --workspace`",
+        binary.display()
+    );
+    binary
+}
+
+/// A hub running as its own process (so it can be killed with SIGKILL).
+#[derive(Debug)]
+pub struct HubProcess {
+    pub base: String,
+    child: std::process::Child,
+}
+
+impl HubProcess {
+    /// Starts the binary on `db` with `vars`, and waits until it serves.
+    pub async fn start(db: &TestDb, vars: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(hub_binary());
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("IH_DATABASE_URL", &db.url)
+            .env("IH_BIND", "127.0.0.1:0")
+            .env("IH_LOG_FORMAT", "json")
+            .env("IH_DATABASE_MAX_CONNECTIONS", "4")
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in vars {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start the hub binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Reads the log on a thread: first the listening address, then it drains the rest.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(sender) = tx.take() {
+                    match serde_json::from_str::<serde_json::Value>(&line) {
+                        Ok(entry) if entry["message"] == "integrations hub listening" => {
+                            let _ =
+                                sender.send(entry["addr"].as_str().unwrap_or_default().to_owned());
+                        }
+                        _ => tx = Some(sender),
+                    }
+                }
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .expect("the hub logs its address within 30 s")
+            .expect("the hub started");
+        Self {
+            base: format!("http://{addr}"),
+            child,
+        }
+    }
+
+    /// SIGKILL: no drain, no lease release, nothing flushed.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,7 +1,7 @@
 //! A real local webhook receiver: records every request and answers from a script, so tests
 //! can make an endpoint fail, stall, rate-limit or vanish on cue.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,10 @@ struct Inner {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     arrived: Notify,
+    /// Requests being answered right now, by `webhook-id`.
+    active: Mutex<HashMap<String, usize>>,
+    /// Requests that arrived while another for the same `webhook-id` was still being answered.
+    overlaps: Mutex<usize>,
 }
 
 /// The receiver, serving on 127.0.0.1:0 until dropped.
@@ -69,6 +73,8 @@ impl Receiver {
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(default),
             arrived: Notify::new(),
+            active: Mutex::new(HashMap::new()),
+            overlaps: Mutex::new(0),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -94,6 +100,11 @@ impl Receiver {
 
     pub fn set_default(&self, reply: Reply) {
         *self.inner.default.lock().expect("lock") = reply;
+    }
+
+    /// How often two attempts for the same event were being answered at the same time.
+    pub fn overlaps(&self) -> usize {
+        *self.inner.overlaps.lock().expect("lock")
     }
 
     pub fn requests(&self) -> Vec<Received> {
@@ -143,6 +154,19 @@ async fn handle(
         let scripted = inner.script.lock().expect("lock").pop_front();
         scripted.unwrap_or_else(|| inner.default.lock().expect("lock").clone())
     };
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    {
+        let mut active = inner.active.lock().expect("lock");
+        let count = active.entry(id.clone()).or_default();
+        if *count > 0 {
+            *inner.overlaps.lock().expect("lock") += 1;
+        }
+        *count += 1;
+    }
     inner.requests.lock().expect("lock").push(Received {
         path: uri.path().to_owned(),
         headers,
@@ -150,6 +174,14 @@ async fn handle(
         at: Instant::now(),
     });
     inner.arrived.notify_waiters();
+    let response = answer(reply).await;
+    if let Some(count) = inner.active.lock().expect("lock").get_mut(&id) {
+        *count -= 1;
+    }
+    response
+}
+
+async fn answer(reply: Reply) -> Response {
     let status = |s: u16| StatusCode::from_u16(s).expect("valid status");
     match reply {
         Reply::Status(s) => (status(s), format!("reply {s}")).into_response(),
