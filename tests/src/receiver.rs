@@ -43,6 +43,8 @@ pub enum Reply {
     WithHeaders(u16, Vec<(&'static str, String)>),
     /// Wait, then answer with the status.
     Slow(Duration, u16),
+    /// A status with a body of this many bytes.
+    Big(u16, usize),
 }
 
 #[derive(Debug)]
@@ -194,6 +196,7 @@ async fn answer(reply: Reply) -> Response {
             }
             response
         }
+        Reply::Big(s, size) => (status(s), "x".repeat(size)).into_response(),
         Reply::Slow(wait, s) => {
             tokio::time::sleep(wait).await;
             (status(s), "slow reply").into_response()

@@ -23,6 +23,8 @@ backend_tests!(
     rotated_secrets_sign_during_the_grace_period,
     graceful_stop_finishes_in_flight_attempts,
     a_crash_loses_nothing,
+    redirects_are_failures_and_bodies_are_capped,
+    a_hanging_endpoint_cannot_take_every_slot,
 );
 
 const SECRET: &str = "whsec-like-but-plain-secret-0123";
@@ -257,7 +259,15 @@ async fn retries_then_succeeds_with_attempts_in_order(backend: Backend) {
         .windows(2)
         .map(|w| w[1].at - w[0].at)
         .collect();
-    assert!(gaps[1] > gaps[0] / 2, "backoff grows: {gaps:?}");
+    // base 0.05 s: waits of at least 0.05 × 2^(n−1) × 0.8 (jitter) between attempts.
+    assert!(
+        gaps[0] >= Duration::from_millis(40),
+        "first backoff honoured: {gaps:?}"
+    );
+    assert!(
+        gaps[1] >= Duration::from_millis(80),
+        "second backoff doubled: {gaps:?}"
+    );
 }
 
 async fn dead_letters_then_replays_once(backend: Backend) {
@@ -674,4 +684,72 @@ async fn a_crash_loses_nothing(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn redirects_are_failures_and_bodies_are_capped(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    receiver.script([
+        Reply::WithHeaders(
+            302,
+            vec![("location", "http://169.254.169.254/latest/meta-data".into())],
+        ),
+        Reply::Big(500, 100_000),
+    ]);
+    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+        return;
+    };
+    subscribe(&hub, &receiver.url("/r"), json!(["*"])).await;
+    let id = publish(&hub, "a", json!({})).await;
+    wait_status(&hub, &id, "succeeded").await;
+    let list = attempts(&hub, &id).await;
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[0]["response_status"], 302);
+    assert_eq!(list[0]["error"], "HTTP 302 (redirects are not followed)");
+    assert_eq!(list[1]["response_status"], 500);
+    assert_eq!(
+        list[1]["response_body"].as_str().map(str::len),
+        Some(4096),
+        "first 4 KiB only"
+    );
+    assert_eq!(
+        receiver.requests().len(),
+        3,
+        "the redirect target was never requested"
+    );
+}
+
+async fn a_hanging_endpoint_cannot_take_every_slot(backend: Backend) {
+    let hanging = Receiver::start(Reply::Slow(Duration::from_secs(4), 200)).await;
+    let healthy = Receiver::start(Reply::Status(200)).await;
+    // 4 slots: the hanging endpoint may hold 3 of them, never the fourth.
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &vars(&[
+            ("IH_DELIVERY_CONCURRENCY", "4"),
+            ("IH_DELIVERY_TIMEOUT_SECONDS", "5"),
+        ]),
+    )
+    .await
+    else {
+        return;
+    };
+    subscribe(&hub, &hanging.url("/hang"), json!(["hang"])).await;
+    subscribe(&hub, &healthy.url("/ok"), json!(["ok"])).await;
+    for _ in 0..10 {
+        publish(&hub, "hang", json!({})).await;
+    }
+    hanging.wait_for("/hang", 3, WAIT).await;
+    let started = Instant::now();
+    publish(&hub, "ok", json!({})).await;
+    healthy.wait_for("/ok", 1, WAIT).await;
+    let latency = started.elapsed();
+    assert!(
+        latency < Duration::from_secs(2),
+        "healthy delivery waited for the hanging endpoint: {latency:?}"
+    );
+    assert_eq!(
+        hanging.requests().len(),
+        3,
+        "the hanging endpoint holds at most 3 of the 4 slots"
+    );
 }

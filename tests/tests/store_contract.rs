@@ -617,11 +617,11 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
     let now = store::now();
     let lease = now + TimeDelta::seconds(30);
     let first = store
-        .claim_deliveries("one", now, lease, 15)
+        .claim_deliveries("one", now, lease, 15, &[])
         .await
         .expect("claim 1");
     let second = store
-        .claim_deliveries("two", now, lease, 15)
+        .claim_deliveries("two", now, lease, 15, &[])
         .await
         .expect("claim 2");
     assert_eq!(first.len(), 15);
@@ -649,11 +649,40 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
     }
     assert!(
         store
-            .claim_deliveries("three", now, lease, 10)
+            .claim_deliveries("three", now, lease, 10, &[])
             .await
             .expect("claim 3")
             .is_empty()
     );
+    // Handing back specific deliveries, and skipping a subscription, work as the engine needs.
+    let handed_back: Vec<Uuid> = first.iter().take(3).map(|d| d.id).collect();
+    assert_eq!(
+        store
+            .release_deliveries("two", &handed_back, now)
+            .await
+            .expect("wrong owner"),
+        0
+    );
+    assert_eq!(
+        store
+            .release_deliveries("one", &handed_back, now)
+            .await
+            .expect("release 3"),
+        3
+    );
+    assert!(
+        store
+            .claim_deliveries("three", now, lease, 10, &[sub.id])
+            .await
+            .expect("skip")
+            .is_empty(),
+        "a skipped subscription's work is left alone"
+    );
+    let back = store
+        .claim_deliveries("one", now, lease, 10, &[])
+        .await
+        .expect("reclaim 3");
+    assert_eq!(back.len(), 3);
     // Expired leases come back; graceful release hands back what an owner holds.
     assert_eq!(
         store
@@ -676,6 +705,7 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
             lease + TimeDelta::seconds(1),
             lease + TimeDelta::seconds(60),
             50,
+            &[],
         )
         .await
         .expect("reclaim");
@@ -697,7 +727,7 @@ async fn attempts_move_deliveries_only_under_the_lease(backend: Backend) {
         .expect("publish");
     let now = store::now();
     let claimed = store
-        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
         .await
         .expect("claim");
     let d = &claimed[0];
@@ -732,14 +762,14 @@ async fn attempts_move_deliveries_only_under_the_lease(backend: Backend) {
     assert_eq!(detail.deliveries[0].last_error.as_deref(), Some("HTTP 500"));
     assert!(
         store
-            .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+            .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
             .await
             .expect("claim")
             .is_empty(),
         "not due yet"
     );
     let claimed = store
-        .claim_deliveries("me", retry_at, retry_at + TimeDelta::seconds(30), 10)
+        .claim_deliveries("me", retry_at, retry_at + TimeDelta::seconds(30), 10, &[])
         .await
         .expect("claim");
     assert_eq!(claimed[0].attempts, 1);
@@ -787,7 +817,7 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
         .expect("publish");
     let now = store::now();
     for d in store
-        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
         .await
         .expect("claim")
     {
@@ -856,7 +886,7 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
         0
     );
     let claimed = store
-        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 3);
@@ -897,7 +927,7 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
         .expect("publish");
     let now = store::now();
     let claimed = store
-        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 10);
@@ -921,7 +951,7 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
     let later = now + TimeDelta::seconds(5);
     assert!(
         store
-            .claim_deliveries("me", later, later + TimeDelta::seconds(30), 50)
+            .claim_deliveries("me", later, later + TimeDelta::seconds(30), 50, &[])
             .await
             .expect("claim")
             .is_empty(),
@@ -932,7 +962,7 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
     assert_eq!(stats.pending, 15);
     let after = now + store::circuit::cooloff(1) + TimeDelta::seconds(1);
     let probe = store
-        .claim_deliveries("me", after, after + TimeDelta::seconds(30), 50)
+        .claim_deliveries("me", after, after + TimeDelta::seconds(30), 50, &[])
         .await
         .expect("claim");
     assert_eq!(probe.len(), 1, "exactly one probe after the cool-off");
@@ -948,7 +978,7 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
     );
     assert!(
         store
-            .claim_deliveries("other", after, after + TimeDelta::seconds(30), 50)
+            .claim_deliveries("other", after, after + TimeDelta::seconds(30), 50, &[])
             .await
             .expect("claim")
             .is_empty()
@@ -968,7 +998,7 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
     assert_eq!(s.circuit.state, CircuitState::Closed);
     assert_eq!(s.circuit.consecutive_failures, 0);
     let rest = store
-        .claim_deliveries("me", after, after + TimeDelta::seconds(30), 50)
+        .claim_deliveries("me", after, after + TimeDelta::seconds(30), 50, &[])
         .await
         .expect("claim");
     assert_eq!(rest.len(), 14, "closed again: everything flows");
@@ -995,7 +1025,7 @@ async fn prune_removes_only_finished_old_events(backend: Backend) {
         .expect("publish");
     let now = store::now();
     let claimed = store
-        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10)
+        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
         .await
         .expect("claim");
     let finished = claimed

@@ -11,7 +11,8 @@
 //! - on shutdown no new claim is made, in-flight attempts get a bounded grace, and whatever is
 //!   still leased is handed back as `pending`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[cfg(test)]
@@ -72,6 +73,29 @@ pub struct Engine {
     wake: Arc<Notify>,
     /// Lease owner id of this instance (unique per process start).
     owner: String,
+    /// Attempts in flight per subscription, so one endpoint (say, one that hangs until the
+    /// timeout) can never take every slot: see [`Engine::per_subscription_cap`].
+    busy: Mutex<HashMap<uuid::Uuid, usize>>,
+}
+
+/// Holds one of a subscription's slots until the attempt ends (even if it panics).
+struct Slot {
+    engine: Arc<Engine>,
+    subscription: Option<uuid::Uuid>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(sub) = self.subscription {
+            let mut busy = self.engine.busy.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = busy.get_mut(&sub) {
+                *n -= 1;
+                if *n == 0 {
+                    busy.remove(&sub);
+                }
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -92,7 +116,45 @@ impl Engine {
             metrics,
             wake,
             owner: format!("{}:{}", hostname(), uuid::Uuid::now_v7()),
+            busy: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Most attempts one subscription may have in flight here: three quarters of the slots, so
+    /// a quarter always remains for everyone else.
+    pub fn per_subscription_cap(&self) -> usize {
+        (self.config.concurrency * 3 / 4).max(1)
+    }
+
+    /// Takes a slot of the delivery's subscription, or `None` when it is at its cap.
+    fn take_slot(self: &Arc<Self>, delivery: &ClaimedDelivery) -> Option<Slot> {
+        let subscription = match &delivery.target {
+            Target::Webhook {
+                subscription_id, ..
+            } => Some(*subscription_id),
+            Target::Connector { .. } => None,
+        };
+        if let Some(sub) = subscription {
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            let n = busy.entry(sub).or_default();
+            if *n >= self.per_subscription_cap() {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(Slot {
+            engine: self.clone(),
+            subscription,
+        })
+    }
+
+    fn saturated_subscriptions(&self) -> Vec<uuid::Uuid> {
+        let cap = self.per_subscription_cap();
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.iter()
+            .filter(|(_, n)| **n >= cap)
+            .map(|(sub, _)| *sub)
+            .collect()
     }
 
     /// Runs until `shutdown` turns true, then drains and releases leases.
@@ -122,21 +184,41 @@ impl Engine {
             let mut more = false;
             if free > 0 {
                 let now = store::now();
+                let skip = self.saturated_subscriptions();
                 match self
                     .store
-                    .claim_deliveries(&self.owner, now, now + lease, free as u32)
+                    .claim_deliveries(&self.owner, now, now + lease, free as u32, &skip)
                     .await
                 {
                     Ok(batch) => {
                         more = batch.len() == free;
+                        let mut overflow = Vec::new();
                         for delivery in batch {
+                            let Some(slot) = self.take_slot(&delivery) else {
+                                overflow.push(delivery.id);
+                                continue;
+                            };
                             let Ok(permit) = semaphore.clone().try_acquire_owned() else {
-                                // Cannot happen (we asked for at most `free`); the lease will expire.
-                                tracing::error!(delivery_id = %delivery.id, "no free slot for a claimed delivery");
+                                // Cannot happen: we asked for at most `free`.
+                                overflow.push(delivery.id);
                                 continue;
                             };
                             let span = tracing::info_span!("delivery", delivery_id = %delivery.id, event_id = %delivery.event_id);
-                            tasks.spawn(self.clone().attempt(delivery, permit).instrument(span));
+                            tasks.spawn(
+                                self.clone()
+                                    .attempt(delivery, permit, slot)
+                                    .instrument(span),
+                            );
+                        }
+                        if !overflow.is_empty() {
+                            // One subscription filled its share of this batch: the rest waits.
+                            let released = self
+                                .store
+                                .release_deliveries(&self.owner, &overflow, store::now())
+                                .await;
+                            if let Err(e) = released {
+                                tracing::warn!(error = %e, "handing back deliveries failed; their leases will expire");
+                            }
                         }
                     }
                     Err(e) => {
@@ -185,7 +267,12 @@ impl Engine {
         }
     }
 
-    async fn attempt(self: Arc<Self>, delivery: ClaimedDelivery, _permit: OwnedSemaphorePermit) {
+    async fn attempt(
+        self: Arc<Self>,
+        delivery: ClaimedDelivery,
+        _permit: OwnedSemaphorePermit,
+        _slot: Slot,
+    ) {
         let started_at = store::now();
         let clock = Instant::now();
         let number = delivery.attempts + 1;

@@ -554,13 +554,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// time has come, skipping disabled subscriptions and open circuits, with at most one probe
     /// per subscription whose cool-off has passed. Instances never claim the same row twice
     /// (`FOR UPDATE SKIP LOCKED` on Postgres, the single writer on SQLite).
+    ///
+    /// Deliveries of the subscriptions in `skip` are left alone (the engine passes those it
+    /// already runs at their per-subscription cap).
     async fn claim_deliveries(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        skip: &[Uuid],
     ) -> StoreResult<Vec<ClaimedDelivery>>;
+
+    /// Hands claimed deliveries back to `pending`, unattempted.
+    async fn release_deliveries(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
 
     /// Records a finished attempt and applies its result to the delivery (when `owner` still
     /// holds the lease) and to the subscription's circuit breaker, in one transaction. Returns

@@ -537,6 +537,7 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        skip: &[Uuid],
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: instances claiming at the same moment take disjoint rows, never wait.
@@ -548,10 +549,12 @@ impl Store for PostgresStore {
              LEFT JOIN subscriptions s ON s.id = d.subscription_id \
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
              AND (d.kind = 'connector' OR (s.enabled AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1))) \
+             AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
              ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
         )
         .bind(now)
         .bind(i64::from(limit))
+        .bind(skip)
         .fetch_all(&mut *tx)
         .await?;
 
@@ -789,6 +792,24 @@ impl Store for PostgresStore {
              next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight' AND lease_expires_at <= $1",
         )
         .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(released.rows_affected())
+    }
+
+    async fn release_deliveries(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let released = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+             WHERE status = 'in_flight' AND lease_owner = $2 AND id = ANY($3)",
+        )
+        .bind(now)
+        .bind(owner)
+        .bind(ids)
         .execute(&self.pool)
         .await?;
         Ok(released.rows_affected())

@@ -486,22 +486,32 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        skip: &[Uuid],
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let at = to_micros(now);
         let mut tx = self.writer.begin().await?;
-        let rows = sqlx::query(
+        let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT d.id, d.event_id, d.kind, d.subscription_id, d.connector, d.attempts, \
              e.event_type, e.payload, e.created_at AS event_created_at, s.url, s.headers, s.circuit_state \
              FROM deliveries d JOIN events e ON e.id = d.event_id \
              LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
-             AND (d.kind = 'connector' OR (s.enabled = 1 AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ?1))) \
-             ORDER BY d.next_attempt_at LIMIT ?2",
-        )
-        .bind(at)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ",
+        );
+        q.push_bind(at)
+            .push(" AND (d.kind = 'connector' OR (s.enabled = 1 AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ")
+            .push_bind(at)
+            .push(")))");
+        if !skip.is_empty() {
+            q.push(" AND (d.subscription_id IS NULL OR d.subscription_id NOT IN (");
+            let mut list = q.separated(", ");
+            for id in skip {
+                list.push_bind(*id);
+            }
+            q.push("))");
+        }
+        q.push(" ORDER BY d.next_attempt_at LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&mut *tx).await?;
 
         let mut probes: HashMap<Uuid, bool> = HashMap::new();
         let mut chosen = Vec::with_capacity(rows.len());
@@ -755,6 +765,31 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(released.rows_affected())
+    }
+
+    async fn release_deliveries(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let mut released = 0;
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = ",
+            );
+            q.push_bind(to_micros(now))
+                .push(" WHERE status = 'in_flight' AND lease_owner = ")
+                .push_bind(owner)
+                .push(" AND id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            released += q.build().execute(&self.writer).await?.rows_affected();
+        }
+        Ok(released)
     }
 
     async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<u64> {
