@@ -280,6 +280,22 @@ impl TestHub {
         self.client.delete(self.url(path))
     }
 
+    /// Sum of every `/metrics` sample whose line starts with `prefix` (name and labels).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let text = self
+            .get("/metrics")
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Stops the hub gracefully; returns what `run` returned and the database.
     pub async fn stop(mut self) -> (anyhow::Result<()>, TestDb) {
         if let Some(tx) = self.shutdown.take() {

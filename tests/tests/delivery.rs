@@ -94,21 +94,6 @@ async fn attempts(hub: &TestHub, id: &str) -> Vec<Value> {
     body["data"].as_array().expect("data").clone()
 }
 
-async fn metric(hub: &TestHub, prefix: &str) -> f64 {
-    let text = hub
-        .get("/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn delivers_signed_webhooks_verifiable_both_ways(backend: Backend) {
     let receiver = Receiver::start(Reply::Status(200)).await;
     let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
@@ -171,15 +156,12 @@ async fn delivers_signed_webhooks_verifiable_both_ways(backend: Backend) {
     assert_eq!(list[0]["destination"]["kind"], "webhook");
     assert_eq!(list[0]["destination"]["subscription_id"], sub["id"]);
     assert_eq!(
-        metric(
-            &hub,
-            "ih_deliveries_total{kind=\"webhook\",outcome=\"succeeded\"}"
-        )
-        .await,
+        hub.metric("ih_deliveries_total{kind=\"webhook\",outcome=\"succeeded\"}")
+            .await,
         1.0
     );
     assert_eq!(
-        metric(&hub, "ih_publish_to_delivery_seconds_count").await,
+        hub.metric("ih_publish_to_delivery_seconds_count").await,
         1.0
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -292,11 +274,8 @@ async fn dead_letters_then_replays_once(backend: Backend) {
     assert_eq!(letter["replayed_at"], Value::Null);
     assert_eq!(letter["destination"]["kind"], "webhook");
     assert_eq!(
-        metric(
-            &hub,
-            "ih_deliveries_total{kind=\"webhook\",outcome=\"dead\"}"
-        )
-        .await,
+        hub.metric("ih_deliveries_total{kind=\"webhook\",outcome=\"dead\"}")
+            .await,
         1.0
     );
 

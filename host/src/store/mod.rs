@@ -432,6 +432,12 @@ pub mod circuit {
     pub const BASE_COOLOFF: TimeDelta = TimeDelta::seconds(30);
     pub const MAX_COOLOFF: TimeDelta = TimeDelta::minutes(10);
 
+    /// Whether a failed attempt opens the circuit: a failed probe (half-open) re-opens it, and a
+    /// closed circuit opens at [`THRESHOLD`] consecutive failures.
+    pub fn opens(state: &str, consecutive_failures: u32) -> bool {
+        state == "half_open" || (state == "closed" && consecutive_failures >= THRESHOLD)
+    }
+
     /// Cool-off after the `trips`-th consecutive opening (1-based).
     pub fn cooloff(trips: u32) -> TimeDelta {
         let factor = 1i32 << trips.saturating_sub(1).min(10);

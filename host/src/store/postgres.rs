@@ -748,8 +748,7 @@ impl Store for PostgresStore {
                     let failures = row.try_get::<i32, _>("consecutive_failures")?.max(0) as u32;
                     let state: String = row.try_get("circuit_state")?;
                     let trips = row.try_get::<i32, _>("circuit_trips")?.max(0) as u32;
-                    if state == "half_open" || (state == "closed" && failures >= circuit::THRESHOLD)
-                    {
+                    if circuit::opens(&state, failures) {
                         let open_until = now + circuit::cooloff(trips + 1);
                         sqlx::query(
                             "UPDATE subscriptions SET circuit_state = 'open', circuit_open_until = $1, \
