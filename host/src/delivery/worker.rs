@@ -11,7 +11,7 @@
 //! - on shutdown no new claim is made, in-flight attempts get a bounded grace, and whatever is
 //!   still leased is handed back as `pending`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,16 +28,23 @@ use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::store::{self, AttemptRecord, AttemptResult, ClaimedDelivery, Store, Target};
 
-/// How long a lease outlives the attempt timeout: as long again, between 1 s and 30 s. Long
-/// enough that a live worker records its attempt before the lease expires, short enough that a
-/// crashed instance's work is picked up soon.
+/// How long a lease outlives the attempt timeout: as long again (at least 1 s). A delivery
+/// parked behind its subscription's share waits at most about one attempt, then runs one, so a
+/// live worker always records it before the lease expires; a crashed instance's work is picked
+/// up after twice the timeout.
 pub fn lease_margin(timeout: Duration) -> Duration {
-    timeout.clamp(Duration::from_secs(1), Duration::from_secs(30))
+    timeout.max(Duration::from_secs(1))
 }
+
 /// Most deliveries claimed in one round trip.
 pub const MAX_CLAIM_BATCH: usize = 256;
 /// Response bytes kept with an attempt.
 pub const MAX_RESPONSE_BODY: usize = 4096;
+/// Idle subscriptions remembered by the per-subscription share (beyond this, idle ones are
+/// forgotten as their attempts end).
+pub const MAX_TRACKED_SUBSCRIPTIONS: usize = 10_000;
+/// An attempt running this long marks its endpoint as slow: see [`Engine::per_subscription_cap`].
+pub const SLOW_ATTEMPT: Duration = Duration::from_secs(1);
 /// Extra time in-flight attempts get to finish on shutdown, beyond the attempt timeout.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -75,22 +82,36 @@ pub struct Engine {
     owner: String,
     /// Attempts in flight per subscription, so one endpoint (say, one that hangs until the
     /// timeout) can never take every slot: see [`Engine::per_subscription_cap`].
-    busy: Mutex<HashMap<uuid::Uuid, usize>>,
+    busy: Mutex<HashMap<uuid::Uuid, Busy>>,
+}
+
+/// Attempts in flight for one subscription, and whether its endpoint has proven fast.
+#[derive(Debug, Default)]
+struct Busy {
+    started: Vec<Instant>,
+    /// The last attempt to finish took less than [`SLOW_ATTEMPT`]. Until an endpoint proves
+    /// fast it is treated as possibly slow, so a hanging one is capped from its first batch.
+    fast: bool,
 }
 
 /// Holds one of a subscription's slots until the attempt ends (even if it panics).
 struct Slot {
     engine: Arc<Engine>,
     subscription: Option<uuid::Uuid>,
+    started: Instant,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(sub) = self.subscription {
             let mut busy = self.engine.busy.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = busy.get_mut(&sub) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(state) = busy.get_mut(&sub) {
+                if let Some(pos) = state.started.iter().position(|t| *t == self.started) {
+                    state.started.swap_remove(pos);
+                }
+                state.fast = self.started.elapsed() < SLOW_ATTEMPT;
+                // What was learnt about an idle endpoint is kept, within a bound.
+                if state.started.is_empty() && busy.len() > MAX_TRACKED_SUBSCRIPTIONS {
                     busy.remove(&sub);
                 }
             }
@@ -120,10 +141,22 @@ impl Engine {
         })
     }
 
-    /// Most attempts one subscription may have in flight here: three quarters of the slots, so
-    /// a quarter always remains for everyone else.
+    /// Most attempts a subscription that is not known to be fast may have in flight here: three
+    /// quarters of the slots, so a quarter always remains for everyone else. Endpoints that
+    /// answer within [`SLOW_ATTEMPT`] are not held back (the cap would only cost throughput).
     pub fn per_subscription_cap(&self) -> usize {
         (self.config.concurrency * 3 / 4).max(1)
+    }
+
+    /// Whether a subscription must wait for one of its attempts to finish: it holds its full
+    /// share and is not known to be fast, or its oldest attempt has become slow.
+    fn at_cap(&self, state: &Busy, now: Instant) -> bool {
+        let slow_now = state
+            .started
+            .iter()
+            .min()
+            .is_some_and(|oldest| now.duration_since(*oldest) >= SLOW_ATTEMPT);
+        state.started.len() >= self.per_subscription_cap() && (!state.fast || slow_now)
     }
 
     /// Takes a slot of the delivery's subscription, or `None` when it is at its cap.
@@ -134,25 +167,50 @@ impl Engine {
             } => Some(*subscription_id),
             Target::Connector { .. } => None,
         };
+        let now = Instant::now();
         if let Some(sub) = subscription {
             let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-            let n = busy.entry(sub).or_default();
-            if *n >= self.per_subscription_cap() {
+            let state = busy.entry(sub).or_default();
+            if self.at_cap(state, now) {
                 return None;
             }
-            *n += 1;
+            state.started.push(now);
         }
         Some(Slot {
             engine: self.clone(),
             subscription,
+            started: now,
         })
     }
 
+    /// Starts an attempt if there is a free slot overall and for its subscription; otherwise
+    /// hands the delivery back (`Some`).
+    fn start(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        semaphore: &Arc<Semaphore>,
+        delivery: ClaimedDelivery,
+    ) -> Option<ClaimedDelivery> {
+        let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+            return Some(delivery);
+        };
+        let Some(slot) = self.take_slot(&delivery) else {
+            return Some(delivery);
+        };
+        let span = tracing::info_span!("delivery", delivery_id = %delivery.id, event_id = %delivery.event_id);
+        tasks.spawn(
+            self.clone()
+                .attempt(delivery, permit, slot)
+                .instrument(span),
+        );
+        None
+    }
+
     fn saturated_subscriptions(&self) -> Vec<uuid::Uuid> {
-        let cap = self.per_subscription_cap();
+        let now = Instant::now();
         let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         busy.iter()
-            .filter(|(_, n)| **n >= cap)
+            .filter(|(_, state)| self.at_cap(state, now))
             .map(|(sub, _)| *sub)
             .collect()
     }
@@ -165,6 +223,8 @@ impl Engine {
             chrono::TimeDelta::from_std(self.config.timeout + lease_margin(self.config.timeout))
                 .unwrap_or(chrono::TimeDelta::MAX);
         let mut next_reap = Instant::now();
+        let mut parked: VecDeque<ClaimedDelivery> = VecDeque::new();
+        let mut slot_freed = false;
         tracing::info!(owner = %self.owner, concurrency = self.config.concurrency, "delivery engine started");
 
         while !*shutdown.borrow() {
@@ -180,9 +240,26 @@ impl Engine {
                 }
             }
 
-            let free = semaphore.available_permits().min(MAX_CLAIM_BATCH);
+            // Parked deliveries (claimed while their subscription had no free slot) go first.
+            let had_parked = !parked.is_empty();
+            for _ in 0..parked.len() {
+                let Some(delivery) = parked.pop_front() else {
+                    break;
+                };
+                if let Some(delivery) = self.start(&mut tasks, &semaphore, delivery) {
+                    parked.push_back(delivery);
+                }
+            }
+
+            // Running plus parked never exceeds the concurrency.
+            let free = semaphore
+                .available_permits()
+                .saturating_sub(parked.len())
+                .min(MAX_CLAIM_BATCH);
             let mut more = false;
-            if free > 0 {
+            // A finished attempt whose slot went to parked work is no reason to ask the database
+            // again: that would be one tiny claim per attempt under load.
+            if free > 0 && !(slot_freed && had_parked) {
                 let now = store::now();
                 let skip = self.saturated_subscriptions();
                 match self
@@ -192,32 +269,12 @@ impl Engine {
                 {
                     Ok(batch) => {
                         more = batch.len() == free;
-                        let mut overflow = Vec::new();
                         for delivery in batch {
-                            let Some(slot) = self.take_slot(&delivery) else {
-                                overflow.push(delivery.id);
-                                continue;
-                            };
-                            let Ok(permit) = semaphore.clone().try_acquire_owned() else {
-                                // Cannot happen: we asked for at most `free`.
-                                overflow.push(delivery.id);
-                                continue;
-                            };
-                            let span = tracing::info_span!("delivery", delivery_id = %delivery.id, event_id = %delivery.event_id);
-                            tasks.spawn(
-                                self.clone()
-                                    .attempt(delivery, permit, slot)
-                                    .instrument(span),
-                            );
-                        }
-                        if !overflow.is_empty() {
-                            // One subscription filled its share of this batch: the rest waits.
-                            let released = self
-                                .store
-                                .release_deliveries(&self.owner, &overflow, store::now())
-                                .await;
-                            if let Err(e) = released {
-                                tracing::warn!(error = %e, "handing back deliveries failed; their leases will expire");
+                            if let Some(delivery) = self.start(&mut tasks, &semaphore, delivery) {
+                                // Its subscription used up its share within this batch. Parked
+                                // work waits at most about one attempt timeout for a slot, well
+                                // inside its lease (twice the timeout).
+                                parked.push_back(delivery);
                             }
                         }
                     }
@@ -234,12 +291,17 @@ impl Engine {
             if more {
                 continue;
             }
-            let saturated = semaphore.available_permits() == 0;
+            // Out of slots (overall, or for a subscription with waiting work): the next finished
+            // attempt frees one, so wait for that as well as for new work.
+            let saturated = semaphore.available_permits() == 0
+                || !parked.is_empty()
+                || !self.saturated_subscriptions().is_empty();
+            slot_freed = false;
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.poll_interval) => {}
                 _ = shutdown.changed() => {}
-                Some(_) = tasks.join_next(), if saturated => {}
+                Some(_) = tasks.join_next(), if saturated => slot_freed = true,
             }
         }
 
