@@ -390,6 +390,34 @@ impl fmt::Debug for Target {
     }
 }
 
+impl Target {
+    /// Rebuilds a claimed delivery's target from the columns both backends select, with the
+    /// secrets loaded for the claimed subscriptions.
+    fn from_parts(
+        kind: &str,
+        subscription_id: Option<Uuid>,
+        url: Option<String>,
+        headers: Option<String>,
+        connector: Option<String>,
+        secrets: &std::collections::HashMap<Uuid, Vec<String>>,
+    ) -> StoreResult<Self> {
+        match (kind, subscription_id, connector) {
+            ("webhook", Some(subscription_id), _) => Ok(Target::Webhook {
+                subscription_id,
+                url: url.unwrap_or_default(),
+                headers: decode_headers(headers.as_deref().ok_or_else(|| {
+                    StoreError::Corrupt("webhook delivery without its subscription".into())
+                })?)?,
+                secrets: secrets.get(&subscription_id).cloned().unwrap_or_default(),
+            }),
+            ("connector", _, Some(name)) => Ok(Target::Connector { name }),
+            (other, _, _) => Err(StoreError::Corrupt(format!(
+                "claimed delivery of kind {other:?} without its target"
+            ))),
+        }
+    }
+}
+
 /// How an attempt ended, as decided by the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptResult {

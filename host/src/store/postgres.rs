@@ -639,20 +639,14 @@ impl Store for PostgresStore {
         chosen
             .into_iter()
             .map(|row| {
-                let kind: String = row.try_get("kind")?;
-                let target = if kind == "webhook" {
-                    let sub: Uuid = row.try_get("subscription_id")?;
-                    Target::Webhook {
-                        subscription_id: sub,
-                        url: row.try_get("url")?,
-                        headers: decode_headers(&row.try_get::<String, _>("headers")?)?,
-                        secrets: secrets.get(&sub).cloned().unwrap_or_default(),
-                    }
-                } else {
-                    Target::Connector {
-                        name: row.try_get("connector")?,
-                    }
-                };
+                let target = Target::from_parts(
+                    &row.try_get::<String, _>("kind")?,
+                    row.try_get("subscription_id")?,
+                    row.try_get("url")?,
+                    row.try_get("headers")?,
+                    row.try_get("connector")?,
+                    &secrets,
+                )?;
                 Ok(ClaimedDelivery {
                     id: row.try_get("id")?,
                     event_id: row.try_get("event_id")?,
