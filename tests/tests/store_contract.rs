@@ -654,10 +654,21 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
             .expect("claim 3")
             .is_empty()
     );
-    // A skipped subscription's work is left alone (the engine skips those at their share).
+    // Handing back specific deliveries, and skipping a subscription, work as the engine needs.
+    let handed_back: Vec<Uuid> = first.iter().take(3).map(|d| d.id).collect();
     assert_eq!(
-        store.release_leases("one", now).await.expect("release one"),
-        15
+        store
+            .release_deliveries("two", &handed_back, now)
+            .await
+            .expect("wrong owner"),
+        0
+    );
+    assert_eq!(
+        store
+            .release_deliveries("one", &handed_back, now)
+            .await
+            .expect("release 3"),
+        3
     );
     assert!(
         store
@@ -667,11 +678,11 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
             .is_empty(),
         "a skipped subscription's work is left alone"
     );
-    let first = store
-        .claim_deliveries("one", now, lease, 15, &[])
+    let back = store
+        .claim_deliveries("one", now, lease, 10, &[])
         .await
-        .expect("reclaim");
-    assert_eq!(first.len(), 15);
+        .expect("reclaim 3");
+    assert_eq!(back.len(), 3);
     // Expired leases come back; graceful release hands back what an owner holds.
     assert_eq!(
         store

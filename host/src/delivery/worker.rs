@@ -11,7 +11,7 @@
 //! - on shutdown no new claim is made, in-flight attempts get a bounded grace, and whatever is
 //!   still leased is handed back as `pending`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,9 +28,8 @@ use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::store::{self, AttemptRecord, AttemptResult, ClaimedDelivery, Store, Target};
 
-/// How long a lease outlives the attempt timeout: as long again (at least 1 s). A delivery
-/// parked behind its subscription's share waits at most about one attempt, then runs one, so a
-/// live worker always records it before the lease expires; a crashed instance's work is picked
+/// How long a lease outlives the attempt timeout: as long again (at least 1 s), so a live worker
+/// always records its attempt before the lease expires, and a crashed instance's work is picked
 /// up after twice the timeout.
 pub fn lease_margin(timeout: Duration) -> Duration {
     timeout.max(Duration::from_secs(1))
@@ -223,8 +222,6 @@ impl Engine {
             chrono::TimeDelta::from_std(self.config.timeout + lease_margin(self.config.timeout))
                 .unwrap_or(chrono::TimeDelta::MAX);
         let mut next_reap = Instant::now();
-        let mut parked: VecDeque<ClaimedDelivery> = VecDeque::new();
-        let mut slot_freed = false;
         tracing::info!(owner = %self.owner, concurrency = self.config.concurrency, "delivery engine started");
 
         while !*shutdown.borrow() {
@@ -240,27 +237,12 @@ impl Engine {
                 }
             }
 
-            // Parked deliveries (claimed while their subscription had no free slot) go first.
-            let had_parked = !parked.is_empty();
-            for _ in 0..parked.len() {
-                let Some(delivery) = parked.pop_front() else {
-                    break;
-                };
-                if let Some(delivery) = self.start(&mut tasks, &semaphore, delivery) {
-                    parked.push_back(delivery);
-                }
-            }
-
-            // Running plus parked never exceeds the concurrency.
-            let free = semaphore
-                .available_permits()
-                .saturating_sub(parked.len())
-                .min(MAX_CLAIM_BATCH);
+            let free = semaphore.available_permits().min(MAX_CLAIM_BATCH);
             let mut more = false;
-            // A finished attempt whose slot went to parked work is no reason to ask the database
-            // again: that would be one tiny claim per attempt under load.
-            if free > 0 && !(slot_freed && had_parked) {
+            if free > 0 {
                 let now = store::now();
+                // Subscriptions at their share are not claimed for at all, so a hanging
+                // endpoint's backlog stays in the database instead of taking slots here.
                 let skip = self.saturated_subscriptions();
                 match self
                     .store
@@ -269,12 +251,23 @@ impl Engine {
                 {
                     Ok(batch) => {
                         more = batch.len() == free;
+                        let mut overflow = Vec::new();
                         for delivery in batch {
                             if let Some(delivery) = self.start(&mut tasks, &semaphore, delivery) {
-                                // Its subscription used up its share within this batch. Parked
-                                // work waits at most about one attempt timeout for a slot, well
-                                // inside its lease (twice the timeout).
-                                parked.push_back(delivery);
+                                overflow.push(delivery.id);
+                            }
+                        }
+                        if !overflow.is_empty() {
+                            // A subscription reached its share within this batch: the rest goes
+                            // back to `pending` (not parked here, where it would hold slots the
+                            // other subscriptions are owed) and is claimed when a slot frees.
+                            more = false;
+                            let released = self
+                                .store
+                                .release_deliveries(&self.owner, &overflow, store::now())
+                                .await;
+                            if let Err(e) = released {
+                                tracing::warn!(error = %e, "handing back deliveries failed; their leases will expire");
                             }
                         }
                     }
@@ -293,15 +286,13 @@ impl Engine {
             }
             // Out of slots (overall, or for a subscription with waiting work): the next finished
             // attempt frees one, so wait for that as well as for new work.
-            let saturated = semaphore.available_permits() == 0
-                || !parked.is_empty()
-                || !self.saturated_subscriptions().is_empty();
-            slot_freed = false;
+            let saturated =
+                semaphore.available_permits() == 0 || !self.saturated_subscriptions().is_empty();
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.poll_interval) => {}
                 _ = shutdown.changed() => {}
-                Some(_) = tasks.join_next(), if saturated => slot_freed = true,
+                Some(_) = tasks.join_next(), if saturated => {}
             }
         }
 

@@ -600,6 +600,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         skip: &[Uuid],
     ) -> StoreResult<Vec<ClaimedDelivery>>;
 
+    /// Hands claimed deliveries back to `pending`, unattempted.
+    async fn release_deliveries(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+
     /// Records a finished attempt and applies its result to the delivery (when `owner` still
     /// holds the lease) and to the subscription's circuit breaker, in one transaction. Returns
     /// whether the delivery was updated.

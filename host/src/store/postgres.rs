@@ -790,6 +790,24 @@ impl Store for PostgresStore {
         Ok(released.rows_affected())
     }
 
+    async fn release_deliveries(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let released = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+             WHERE status = 'in_flight' AND lease_owner = $2 AND id = ANY($3)",
+        )
+        .bind(now)
+        .bind(owner)
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(released.rows_affected())
+    }
+
     async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         let released = sqlx::query(
             "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \

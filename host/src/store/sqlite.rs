@@ -760,6 +760,31 @@ impl Store for SqliteStore {
         Ok(released.rows_affected())
     }
 
+    async fn release_deliveries(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let mut released = 0;
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = ",
+            );
+            q.push_bind(to_micros(now))
+                .push(" WHERE status = 'in_flight' AND lease_owner = ")
+                .push_bind(owner)
+                .push(" AND id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            released += q.build().execute(&self.writer).await?.rows_affected();
+        }
+        Ok(released)
+    }
+
     async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         let at = to_micros(now);
         let released = sqlx::query(
