@@ -51,6 +51,18 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorOutcomeLabels {
+    pub connector: String,
+    /// `ok`, `retry`, `permanent`, `timeout`, `memory`, `trap` or `unavailable`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorLabels {
+    pub connector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventTypeLabels {
     pub event_type: String,
 }
@@ -71,6 +83,9 @@ pub struct Metrics {
     outbox_pending: Gauge,
     outbox_oldest_age: Gauge<f64, AtomicU64>,
     circuit_open: Gauge,
+    connector_invocations: Family<ConnectorOutcomeLabels, Counter>,
+    connector_duration: HistogramFamily<ConnectorLabels>,
+    connector_http_denied: Family<ConnectorLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -144,8 +159,30 @@ impl Metrics {
             "Subscriptions whose circuit breaker is open or half-open",
             circuit_open.clone(),
         );
+        let connector_invocations = Family::<ConnectorOutcomeLabels, Counter>::default();
+        registry.register(
+            "ih_connector_invocations",
+            "Connector calls by connector and outcome (ok, retry, permanent, timeout, memory, trap, unavailable)",
+            connector_invocations.clone(),
+        );
+        let connector_duration: HistogramFamily<ConnectorLabels> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "ih_connector_invocation_duration_seconds",
+            "Duration of one connector call, instantiation included",
+            connector_duration.clone(),
+        );
+        let connector_http_denied = Family::<ConnectorLabels, Counter>::default();
+        registry.register(
+            "ih_connector_http_denied",
+            "Connector HTTP requests refused (outside the grant, or by the SSRF guard)",
+            connector_http_denied.clone(),
+        );
         Self {
             registry,
+            connector_invocations,
+            connector_duration,
+            connector_http_denied,
             http_requests,
             http_request_duration,
             events_published,
@@ -215,6 +252,30 @@ impl Metrics {
                 .get_or_create(&kind)
                 .observe(age.max(0.0));
         }
+    }
+
+    /// Counts one connector call. Connector names are bounded by the files the operator deploys.
+    pub fn connector_invoked(&self, connector: &str, outcome: &str, duration: Duration) {
+        self.connector_invocations
+            .get_or_create(&ConnectorOutcomeLabels {
+                connector: connector.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.connector_duration
+            .get_or_create(&ConnectorLabels {
+                connector: connector.to_owned(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Counts an `http.send` the grant or the SSRF guard refused.
+    pub fn connector_http_denied(&self, connector: &str) {
+        self.connector_http_denied
+            .get_or_create(&ConnectorLabels {
+                connector: connector.to_owned(),
+            })
+            .inc();
     }
 
     /// Updates the backlog gauges.

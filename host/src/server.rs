@@ -11,7 +11,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::delivery::{Engine, maintenance};
+use crate::connectors::Connectors;
+use crate::delivery::{self, Engine, maintenance};
 use crate::metrics::Metrics;
 use crate::store;
 
@@ -39,14 +40,35 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
 
+    // One HTTP client (keep-alive pool, SSRF guard, no redirects) for webhooks and connectors.
+    let user_agent = format!("integrations-hub/{}", env!("CARGO_PKG_VERSION"));
+    let client = delivery::client::build(
+        config.delivery.timeout,
+        config.allow_private_destinations,
+        &user_agent,
+    )
+    .context("building the delivery HTTP client")?;
+    let connectors = Connectors::start(
+        &config.connectors,
+        config.delivery.concurrency,
+        client.clone(),
+        config.allow_private_destinations,
+        metrics.clone(),
+    )
+    .await
+    .map_err(anyhow::Error::msg)
+    .context("starting the connector runtime")?;
+    let watcher = tokio::spawn(connectors.clone().watch(stop_rx.clone()));
+
     let engine = Engine::new(
         store.clone(),
         config.delivery.clone(),
         config.allow_private_destinations,
         metrics.clone(),
         wake.clone(),
-    )
-    .context("building the delivery HTTP client")?;
+        client,
+        connectors.clone(),
+    );
     let engine = tokio::spawn(Arc::new(engine).run(stop_rx.clone()));
     let peers = tokio::spawn({
         let (store, wake, stop) = (store.clone(), wake.clone(), stop_rx.clone());
@@ -64,7 +86,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
-    let state = AppState::new(config, store, metrics, wake);
+    let state = AppState::new(config, store, metrics, wake, connectors);
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown({
             let stop_tx = stop_tx.clone();
@@ -78,7 +100,7 @@ pub async fn run(
         .context("serving HTTP");
     // Also when serving failed: background work must not outlive `run`.
     let _ = stop_tx.send(true);
-    for task in [engine, peers, stats, pruning] {
+    for task in [engine, peers, stats, pruning, watcher] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "a background task failed");
         }

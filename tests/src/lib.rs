@@ -189,6 +189,9 @@ pub struct TestHub {
     db: Option<TestDb>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// `IH_CONNECTORS_DIR` of this hub: a fresh directory unless the test set one.
+    pub connectors_dir: std::path::PathBuf,
+    _connectors_tmp: Option<tempfile::TempDir>,
 }
 
 impl TestHub {
@@ -211,7 +214,15 @@ impl TestHub {
             ("IH_BIND".into(), "127.0.0.1:0".into()),
         ];
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let connectors_tmp = if vars.iter().any(|(k, _)| *k == "IH_CONNECTORS_DIR") {
+            None
+        } else {
+            let dir = tempfile::tempdir().expect("connectors directory");
+            all.push(("IH_CONNECTORS_DIR".into(), dir.path().display().to_string()));
+            Some(dir)
+        };
         let config = Config::from_vars(all).expect("test configuration is valid");
+        let connectors_dir = config.connectors.dir.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");
@@ -226,6 +237,8 @@ impl TestHub {
             db: Some(db),
             shutdown: Some(tx),
             task: Some(task),
+            connectors_dir,
+            _connectors_tmp: connectors_tmp,
         };
         hub.wait_healthy().await;
         hub
@@ -320,6 +333,44 @@ impl Drop for TestHub {
     }
 }
 
+/// A connector component this build produced (`slack_connector`, `example_connector`,
+/// `fixture_connector`), read from the directory the hub's `build.rs` built them into.
+pub fn built_wasm(stem: &str) -> Vec<u8> {
+    let dir = integrations_hub::connectors::BUILT_WASM_DIR;
+    assert!(
+        !dir.is_empty(),
+        "the connectors were not built (is the wasm32-wasip2 target installed?)"
+    );
+    let path = std::path::Path::new(dir).join(format!("{stem}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The fixture connector renamed and re-versioned: its identity string is patched in place
+/// (same length), which makes a different connector, or a new version, from one build.
+pub fn fixture_wasm(name: &str, version: &str) -> Vec<u8> {
+    const ORIGINAL: &str = "IH-FIXTURE-IDENTITY:name=fixture;version=1.0.0;...................";
+    let mut bytes = built_wasm("fixture_connector");
+    let mut identity = format!("IH-FIXTURE-IDENTITY:name={name};version={version};");
+    assert!(identity.len() <= ORIGINAL.len(), "identity too long");
+    while identity.len() < ORIGINAL.len() {
+        identity.push('.');
+    }
+    let at = bytes
+        .windows(ORIGINAL.len())
+        .position(|w| w == ORIGINAL.as_bytes())
+        .expect("the fixture's identity string is in the component");
+    bytes[at..at + ORIGINAL.len()].copy_from_slice(identity.as_bytes());
+    bytes
+}
+
+/// Writes a connector into a directory the way an operator should: to a temporary name, then
+/// renamed into place, so the watcher never sees half a file.
+pub fn deploy(dir: &std::path::Path, file: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, bytes).expect("write connector");
+    std::fs::rename(&tmp, dir.join(file)).expect("rename connector into place");
+}
+
 /// The `integrations-hub` binary that `cargo test --workspace` builds beside the test executables.
 pub fn hub_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -341,15 +392,18 @@ pub fn hub_binary() -> std::path::PathBuf {
 pub struct HubProcess {
     pub base: String,
     child: std::process::Child,
+    _connectors: tempfile::TempDir,
 }
 
 impl HubProcess {
     /// Starts the binary on `db` with `vars`, and waits until it serves.
     pub async fn start(db: &TestDb, vars: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
+        let connectors = tempfile::tempdir().expect("connectors directory");
         let mut command = std::process::Command::new(hub_binary());
         command
             .env_clear()
+            .env("IH_CONNECTORS_DIR", connectors.path())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("IH_DATABASE_URL", &db.url)
             .env("IH_BIND", "127.0.0.1:0")
@@ -387,6 +441,7 @@ impl HubProcess {
         Self {
             base: format!("http://{addr}"),
             child,
+            _connectors: connectors,
         }
     }
 

@@ -45,6 +45,8 @@ pub enum Reply {
     Slow(Duration, u16),
     /// A status with a body of this many bytes.
     Big(u16, usize),
+    /// A status with a JSON body (a fake API).
+    Json(u16, serde_json::Value),
 }
 
 #[derive(Debug)]
@@ -197,6 +199,7 @@ async fn answer(reply: Reply) -> Response {
             response
         }
         Reply::Big(s, size) => (status(s), "x".repeat(size)).into_response(),
+        Reply::Json(s, body) => (status(s), axum::Json(body)).into_response(),
         Reply::Slow(wait, s) => {
             tokio::time::sleep(wait).await;
             (status(s), "slow reply").into_response()

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::extract::parse_id;
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState};
+use crate::connectors::Connectors;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::store::{
     self, DeliveryStatus, Destination, IdempotencyKey, NewEvent, PublishOutcome, PublishedEvent,
@@ -116,6 +117,7 @@ fn new_event(
     event: PublishEvent,
     max_payload: usize,
     now: DateTime<Utc>,
+    connectors: &Connectors,
 ) -> NewEvent {
     validate::event_type(errors, &format!("{at}event_type"), &event.event_type);
     let payload = event.payload.get();
@@ -132,10 +134,11 @@ fn new_event(
     }
     NewEvent {
         id: Uuid::now_v7(),
+        // Routed now, so the connector deliveries are written in the event's transaction.
+        connectors: connectors.route(&event.event_type),
         event_type: event.event_type,
         payload: String::from(Box::<str>::from(event.payload)),
         created_at: now,
-        connectors: Vec::new(),
     }
 }
 
@@ -229,6 +232,7 @@ async fn publish_event(
         body,
         state.config.max_payload_bytes,
         store::now(),
+        &state.connectors,
     );
     errors.finish()?;
     let (mut published, replayed) =
@@ -279,6 +283,7 @@ async fn publish_batch(
                 e,
                 state.config.max_payload_bytes,
                 now,
+                &state.connectors,
             )
         })
         .collect();

@@ -10,11 +10,12 @@
 
 mod admin;
 mod auth;
+mod connectors;
 mod events;
 mod extract;
 mod ops;
 mod subscriptions;
-mod validate;
+pub(crate) mod validate;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +37,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
+use crate::connectors::Connectors;
 use crate::error::ApiError;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::store::Store;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Wakes the delivery engine when new work is committed.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Loaded connectors: listed by the API, and consulted when an event is published.
+    pub connectors: Arc<Connectors>,
     api_keys: Arc<auth::ApiKeys>,
 }
 
@@ -62,9 +66,11 @@ impl AppState {
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         wake: Arc<tokio::sync::Notify>,
+        connectors: Arc<Connectors>,
     ) -> Self {
         Self {
             wake,
+            connectors,
             api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
             store,
             metrics,
@@ -88,6 +94,7 @@ impl AppState {
         (name = "subscriptions", description = "Webhook endpoints and the events they receive"),
         (name = "events", description = "Publishing events and following their deliveries"),
         (name = "admin", description = "Attempts, dead letters and replay"),
+        (name = "connectors", description = "WebAssembly connectors loaded from IH_CONNECTORS_DIR"),
         (name = "operations", description = "Health and metrics (no API key needed)")
     )
 )]
@@ -117,6 +124,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(subscriptions::router())
         .merge(events::router())
         .merge(admin::router())
+        .merge(connectors::router())
 }
 
 /// Builds the complete application for `state`.

@@ -14,6 +14,9 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::ssrf;
 
+/// How every refusal by the guard begins, so callers can tell it from other connection errors.
+pub const SSRF_REFUSAL: &str = "blocked by the SSRF guard";
+
 /// Resolves names and drops every address the SSRF policy refuses.
 #[derive(Debug, Clone, Copy)]
 struct GuardedResolver;
@@ -41,7 +44,7 @@ impl Resolve for GuardedResolver {
                 } else {
                     refused.join("; ")
                 };
-                return Err(format!("blocked by the SSRF guard: {host} resolves to {why}").into());
+                return Err(format!("{SSRF_REFUSAL}: {host} resolves to {why}").into());
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -76,7 +79,7 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
     let host = parsed.host().ok_or("URL has no host")?;
     match ssrf::host_refusal(&host) {
-        Some(reason) => Err(format!("blocked by the SSRF guard: {reason}")),
+        Some(reason) => Err(format!("{SSRF_REFUSAL}: {reason}")),
         None => Ok(()),
     }
 }

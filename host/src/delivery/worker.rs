@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use super::{client, retry, signing};
 use crate::config::DeliveryConfig;
+use crate::connectors::{CallOutcome, Connectors, EventData};
 use crate::metrics::Metrics;
 use crate::store::{self, AttemptRecord, AttemptResult, ClaimedDelivery, Store, Target};
 
@@ -57,6 +58,8 @@ struct Outcome {
     retry_after: Option<Duration>,
     /// 410 Gone: the endpoint asks never to be called again.
     gone: bool,
+    /// The destination says retrying cannot help (a connector's `permanent`): dead at once.
+    permanent: bool,
 }
 
 impl Outcome {
@@ -77,6 +80,7 @@ pub struct Engine {
     allow_private: bool,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
+    connectors: Arc<Connectors>,
     /// Lease owner id of this instance (unique per process start).
     owner: String,
     /// Attempts in flight per subscription, so one endpoint (say, one that hangs until the
@@ -119,25 +123,32 @@ impl Drop for Slot {
 }
 
 impl Engine {
+    /// `client` is the shared, SSRF-guarded client of [`client::build`].
     pub fn new(
         store: Arc<dyn Store>,
         config: DeliveryConfig,
         allow_private: bool,
         metrics: Arc<Metrics>,
         wake: Arc<Notify>,
-    ) -> reqwest::Result<Self> {
-        let user_agent = format!("integrations-hub/{}", env!("CARGO_PKG_VERSION"));
-        let client = client::build(config.timeout, allow_private, &user_agent)?;
-        Ok(Self {
+        client: reqwest::Client,
+        connectors: Arc<Connectors>,
+    ) -> Self {
+        Self {
             store,
             client,
             config,
             allow_private,
             metrics,
             wake,
+            connectors,
             owner: format!("{}:{}", hostname(), uuid::Uuid::now_v7()),
             busy: Mutex::new(HashMap::new()),
-        })
+        }
+    }
+
+    /// The longest one attempt may take: a webhook's timeout or a connector's budget.
+    fn attempt_budget(&self) -> Duration {
+        self.config.timeout.max(self.connectors.timeout())
     }
 
     /// Most attempts a subscription that is not known to be fast may have in flight here: three
@@ -218,9 +229,9 @@ impl Engine {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let lease =
-            chrono::TimeDelta::from_std(self.config.timeout + lease_margin(self.config.timeout))
-                .unwrap_or(chrono::TimeDelta::MAX);
+        let budget = self.attempt_budget();
+        let lease = chrono::TimeDelta::from_std(budget + lease_margin(budget))
+            .unwrap_or(chrono::TimeDelta::MAX);
         let mut next_reap = Instant::now();
         tracing::info!(owner = %self.owner, concurrency = self.config.concurrency, "delivery engine started");
 
@@ -301,7 +312,7 @@ impl Engine {
             in_flight,
             "delivery engine stopping: draining in-flight attempts"
         );
-        let drained = tokio::time::timeout(self.config.timeout + SHUTDOWN_GRACE, async {
+        let drained = tokio::time::timeout(self.attempt_budget() + SHUTDOWN_GRACE, async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
@@ -339,18 +350,17 @@ impl Engine {
                 let outcome = self.send_webhook(&delivery, url, headers, secrets).await;
                 ("webhook", Some(*subscription_id), outcome)
             }
-            Target::Connector { name } => (
-                "connector",
-                None,
-                Outcome::failed(format!("connector {name:?} is not loaded in this hub")),
-            ),
+            Target::Connector { name } => {
+                let outcome = self.call_connector(&delivery, name).await;
+                ("connector", None, outcome)
+            }
         };
         let elapsed = clock.elapsed();
         let now = store::now();
 
         let result = if outcome.success {
             AttemptResult::Succeeded
-        } else if outcome.gone || number >= self.config.max_attempts {
+        } else if outcome.gone || outcome.permanent || number >= self.config.max_attempts {
             AttemptResult::Dead
         } else {
             let backoff = retry::backoff(self.config.backoff_base, self.config.backoff_max, number);
@@ -423,6 +433,35 @@ impl Engine {
         tracing::error!(
             "could not record the attempt; the delivery will be retried when its lease expires"
         );
+    }
+
+    async fn call_connector(&self, delivery: &ClaimedDelivery, name: &str) -> Outcome {
+        let event = EventData {
+            id: delivery.event_id.to_string(),
+            event_type: delivery.event_type.clone(),
+            created_at: delivery
+                .event_created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            payload: delivery.payload.clone(),
+        };
+        let span = tracing::info_span!("connector", connector = %name);
+        match self.connectors.invoke(name, event).instrument(span).await {
+            CallOutcome::Delivered => Outcome {
+                success: true,
+                ..Outcome::default()
+            },
+            CallOutcome::Retry { reason, after } => Outcome {
+                error: Some(format!("retry: {reason}")),
+                retry_after: after,
+                ..Outcome::default()
+            },
+            CallOutcome::Permanent(reason) => Outcome {
+                error: Some(format!("permanent: {reason}")),
+                permanent: true,
+                ..Outcome::default()
+            },
+            CallOutcome::Failed(_, why) => Outcome::failed(why),
+        }
     }
 
     async fn send_webhook(
@@ -518,6 +557,7 @@ impl Engine {
             error,
             retry_after,
             gone: status.as_u16() == 410,
+            permanent: false,
         }
     }
 }

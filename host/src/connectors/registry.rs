@@ -1,0 +1,603 @@
+//! The registry: every `*.wasm` in `IH_CONNECTORS_DIR`, plus the built-in Slack connector,
+//! loaded, validated and kept current while the hub runs.
+//!
+//! Invariants:
+//! - readers (publish routing, deliveries, the API) see one immutable [`Snapshot`]; a rescan
+//!   builds a new one and swaps it in, so a call in flight keeps the version it started with;
+//! - a file is compiled again only when its bytes change (compared by SHA-256);
+//! - a file that cannot load, or whose name another connector already has, is listed as
+//!   `failed` with the reason and changes nothing else: the connector that had the name first
+//!   keeps it, and the built-in Slack connector yields only to a file that names itself `slack`;
+//! - a connector with a required key unset is `inactive`: listed, but routed nothing;
+//! - changes in the directory take effect within [`SETTLE`] plus one load (well under 2 s), via
+//!   the notify watcher, with a slower poll as the fallback.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use utoipa::ToSchema;
+
+use super::grant::Grant;
+use super::manifest::{self, Manifest};
+use super::runtime::{CallOutcome, FailureKind, Prepared, Runtime};
+use super::{Shared, setting_variable};
+use crate::config::{ConnectorConfig, Secret};
+use crate::metrics::Metrics;
+
+/// Files considered in the directory (the rest are ignored, with a warning).
+pub const MAX_FILES: usize = 256;
+/// Largest `.wasm` file loaded.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Quiet time after a change in the directory before it is rescanned (lets a copy finish).
+pub const SETTLE: Duration = Duration::from_millis(200);
+/// Rescan interval when no watcher could be set up, and as a safety net beside it.
+pub const POLL: Duration = Duration::from_secs(5);
+const POLL_WITHOUT_WATCHER: Duration = Duration::from_secs(1);
+
+/// The Slack connector, compiled to a component by `build.rs` (empty if that build was skipped).
+const BUILTIN_SLACK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/slack.wasm"));
+
+/// Whether a connector receives events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorStatus {
+    /// Loaded and configured: matching events are routed to it.
+    Active,
+    /// Loaded, but required configuration is missing: it receives nothing.
+    Inactive,
+    /// Could not be loaded (see `problem`).
+    Failed,
+}
+
+/// A connector as `GET /api/v1/connectors` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConnectorView {
+    /// The manifest's name (the file name, without `.wasm`, when the file could not load).
+    pub name: String,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    /// Event types routed to it (`*` for all).
+    pub events: Vec<String>,
+    /// The hosts `http.send` may reach (the manifest's, or `IH_<NAME>_ALLOWED_HOSTS`).
+    pub allowed_hosts: Vec<String>,
+    pub status: ConnectorStatus,
+    /// Why it is `inactive` or `failed`.
+    pub problem: Option<String>,
+    /// The file it came from, or `builtin`.
+    pub source: String,
+    /// SHA-256 of the component, hex.
+    pub sha256: String,
+    pub loaded_at: DateTime<Utc>,
+}
+
+/// One event as a connector receives it.
+#[derive(Debug, Clone)]
+pub struct EventData {
+    pub id: String,
+    pub event_type: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The payload's JSON text.
+    pub payload: String,
+}
+
+/// A loaded connector that can be called.
+struct Loaded {
+    pre: Prepared,
+    shared: Arc<Shared>,
+    manifest: Manifest,
+}
+
+struct Entry {
+    view: ConnectorView,
+    /// Present for `active` and `inactive` connectors.
+    loaded: Option<Arc<Loaded>>,
+}
+
+/// What the registry holds at one moment; replaced whole on every change.
+#[derive(Default)]
+struct Snapshot {
+    /// By name; failed files that have no name of their own are keyed by source.
+    entries: BTreeMap<String, Entry>,
+}
+
+/// The outcome of loading one component's bytes.
+#[derive(Clone)]
+struct Candidate {
+    source: String,
+    sha256: String,
+    loaded_at: DateTime<Utc>,
+    /// File length and modification time, to skip re-reading unchanged files.
+    stamp: Option<(u64, SystemTime)>,
+    /// Order in which paths first appeared: on a name clash the earlier one keeps the name, also
+    /// after it is replaced by a new version.
+    first_seen: u64,
+    result: Result<Arc<Prepared2>, String>,
+}
+
+/// A compiled component and its validated manifest (not yet bound to configuration).
+struct Prepared2 {
+    pre: Prepared,
+    manifest: Manifest,
+}
+
+/// The connector registry of one hub instance.
+pub struct Connectors {
+    runtime: Runtime,
+    dir: PathBuf,
+    /// Every connector setting from the environment (`SLACK_BOT_TOKEN` → value).
+    settings: BTreeMap<String, Secret>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Files as last loaded, by path; also serialises rescans.
+    files: tokio::sync::Mutex<HashMap<PathBuf, Candidate>>,
+    builtins: Vec<Candidate>,
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Connectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connectors")
+            .field("dir", &self.dir)
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connectors {
+    /// Builds the runtime, creates the directory if needed and loads what is there.
+    pub async fn start(
+        config: &ConnectorConfig,
+        concurrency: usize,
+        client: reqwest::Client,
+        allow_private: bool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| {
+            format!(
+                "IH_CONNECTORS_DIR: cannot create {}: {e}",
+                config.dir.display()
+            )
+        })?;
+        let runtime = Runtime::new(
+            config.timeout,
+            config.memory_mb,
+            concurrency,
+            client,
+            allow_private,
+            metrics,
+        )?;
+        let mut builtins = Vec::new();
+        if BUILTIN_SLACK.is_empty() {
+            tracing::warn!(
+                "this build has no built-in Slack connector (the wasm32-wasip2 target was missing when it was built)"
+            );
+        } else {
+            builtins.push(load(&runtime, "builtin".into(), BUILTIN_SLACK.to_vec(), None).await);
+        }
+        let connectors = Arc::new(Self {
+            runtime,
+            dir: config.dir.clone(),
+            settings: config.settings.clone(),
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            files: tokio::sync::Mutex::new(HashMap::new()),
+            builtins,
+            seen: std::sync::atomic::AtomicU64::new(0),
+        });
+        connectors.rescan().await;
+        Ok(connectors)
+    }
+
+    /// The wall-clock budget of one connector call.
+    pub fn timeout(&self) -> Duration {
+        self.runtime.timeout()
+    }
+
+    /// Every connector, by name.
+    pub fn list(&self) -> Vec<ConnectorView> {
+        self.current()
+            .entries
+            .values()
+            .map(|e| e.view.clone())
+            .collect()
+    }
+
+    /// Names of the active connectors that take events of `event_type`.
+    pub fn route(&self, event_type: &str) -> Vec<String> {
+        self.current()
+            .entries
+            .values()
+            .filter(|e| e.view.status == ConnectorStatus::Active)
+            .filter_map(|e| e.loaded.as_ref())
+            .filter(|l| l.manifest.wants(event_type))
+            .map(|l| l.manifest.name.clone())
+            .collect()
+    }
+
+    /// Hands one event to connector `name` and reports what came of it.
+    pub async fn invoke(&self, name: &str, event: EventData) -> CallOutcome {
+        let started = Instant::now();
+        let loaded = {
+            let snapshot = self.current();
+            match snapshot.entries.get(name) {
+                Some(Entry {
+                    loaded: Some(loaded),
+                    view,
+                }) if view.status == ConnectorStatus::Active => Ok(loaded.clone()),
+                Some(Entry { view, .. }) => Err(format!(
+                    "connector {name:?} is {}: {}",
+                    match view.status {
+                        ConnectorStatus::Inactive => "inactive",
+                        _ => "failed",
+                    },
+                    view.problem.as_deref().unwrap_or("unknown problem")
+                )),
+                None => Err(format!("connector {name:?} is not loaded in this hub")),
+            }
+        };
+        let outcome = match loaded {
+            Ok(loaded) => {
+                let event = super::runtime::guest_event(event);
+                self.runtime
+                    .call_handle(&loaded.pre, loaded.shared.clone(), &event)
+                    .await
+            }
+            Err(why) => CallOutcome::Failed(FailureKind::Unavailable, why),
+        };
+        self.runtime
+            .metrics
+            .connector_invoked(name, outcome.label(), started.elapsed());
+        outcome
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the directory and swaps in a new snapshot when anything changed.
+    pub async fn rescan(&self) {
+        let mut files = self.files.lock().await;
+        let paths = match list_wasm_files(&self.dir) {
+            Ok(paths) => paths,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the connectors directory");
+                return;
+            }
+        };
+        let mut changed = files.len() != paths.len() || files.keys().any(|p| !paths.contains(p));
+        let mut next: HashMap<PathBuf, Candidate> = HashMap::with_capacity(paths.len());
+        for path in paths {
+            let previous = files.get(&path);
+            let mut candidate = self.load_file(&path, previous).await;
+            candidate.first_seen = match previous {
+                Some(p) => p.first_seen,
+                None => self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            };
+            if previous
+                .is_none_or(|p| p.sha256 != candidate.sha256 || p.loaded_at != candidate.loaded_at)
+            {
+                changed = true;
+            }
+            next.insert(path, candidate);
+        }
+        *files = next;
+        if changed || self.current().entries.is_empty() {
+            let snapshot = self.assemble(&files);
+            for entry in snapshot.entries.values() {
+                let v = &entry.view;
+                match v.status {
+                    ConnectorStatus::Active => {
+                        tracing::info!(connector = %v.name, version = v.version.as_deref(), source = %v.source, "connector active")
+                    }
+                    ConnectorStatus::Inactive => {
+                        tracing::warn!(connector = %v.name, source = %v.source, problem = v.problem.as_deref(), "connector inactive")
+                    }
+                    ConnectorStatus::Failed => {
+                        tracing::warn!(connector = %v.name, source = %v.source, problem = v.problem.as_deref(), "connector failed to load")
+                    }
+                }
+            }
+            *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        }
+    }
+
+    async fn load_file(&self, path: &Path, previous: Option<&Candidate>) -> Candidate {
+        let source = path.display().to_string();
+        let stamp = std::fs::metadata(path)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)));
+        if let Some(previous) = previous
+            && stamp.is_some()
+            && previous.stamp == stamp
+        {
+            return previous.clone();
+        }
+        let bytes = match stamp {
+            Some((len, _)) if len > MAX_FILE_BYTES => Err(format!(
+                "the file is {len} bytes; the limit is {MAX_FILE_BYTES}"
+            )),
+            _ => tokio::fs::read(path)
+                .await
+                .map_err(|e| format!("cannot read the file: {e}")),
+        };
+        match bytes {
+            Ok(bytes) => {
+                let sha = hex::encode(Sha256::digest(&bytes));
+                match previous {
+                    // Touched but not changed: keep the compiled component.
+                    Some(previous) if previous.sha256 == sha => Candidate {
+                        stamp,
+                        ..previous.clone()
+                    },
+                    _ => load(&self.runtime, source, bytes, stamp).await,
+                }
+            }
+            Err(problem) => Candidate {
+                source,
+                sha256: String::new(),
+                loaded_at: Utc::now(),
+                stamp,
+                first_seen: 0,
+                result: Err(problem),
+            },
+        }
+    }
+
+    /// Builds the snapshot from the loaded files and the built-ins: resolves name clashes
+    /// (first loaded wins), applies configuration and grants.
+    fn assemble(&self, files: &HashMap<PathBuf, Candidate>) -> Snapshot {
+        let mut ordered: Vec<(&PathBuf, &Candidate)> = files.iter().collect();
+        ordered.sort_by(|a, b| a.1.first_seen.cmp(&b.1.first_seen).then(a.0.cmp(b.0)));
+        let mut snapshot = Snapshot::default();
+        let mut failed = Vec::new();
+        for (path, candidate) in ordered {
+            match &candidate.result {
+                Ok(prepared) => {
+                    let name = &prepared.manifest.name;
+                    if let Some(holder) = snapshot.entries.get(name) {
+                        failed.push(failed_view(
+                            candidate,
+                            name.clone(),
+                            format!(
+                                "duplicate name: connector {name:?} is already loaded from {}",
+                                holder.view.source
+                            ),
+                        ));
+                    } else {
+                        snapshot
+                            .entries
+                            .insert(name.clone(), self.bind(candidate, prepared));
+                    }
+                }
+                Err(problem) => {
+                    failed.push(failed_view(candidate, file_stem(path), problem.clone()))
+                }
+            }
+        }
+        for builtin in &self.builtins {
+            match &builtin.result {
+                Ok(prepared) if !snapshot.entries.contains_key(&prepared.manifest.name) => {
+                    let entry = self.bind(builtin, prepared);
+                    snapshot
+                        .entries
+                        .insert(prepared.manifest.name.clone(), entry);
+                }
+                Ok(_) => {}
+                Err(problem) => failed.push(failed_view(builtin, "slack".into(), problem.clone())),
+            }
+        }
+        for view in failed {
+            // A failed file never displaces a loaded connector's entry.
+            let key = if snapshot.entries.contains_key(&view.name) {
+                format!("{}@{}", view.name, view.source)
+            } else {
+                view.name.clone()
+            };
+            snapshot.entries.insert(key, Entry { view, loaded: None });
+        }
+        snapshot
+    }
+
+    /// Applies the environment to a compiled connector: its settings, its grant, its status.
+    fn bind(&self, candidate: &Candidate, prepared: &Arc<Prepared2>) -> Entry {
+        let m = &prepared.manifest;
+        let mut settings = BTreeMap::new();
+        let mut missing = Vec::new();
+        for key in &m.config {
+            let variable = setting_variable(&m.name, &key.name);
+            match self.settings.get(&variable) {
+                Some(value) => {
+                    settings.insert(key.name.clone(), value.clone());
+                }
+                None if key.required => missing.push(format!("IH_{variable}")),
+                None => {}
+            }
+        }
+        let grant_variable = setting_variable(&m.name, "allowed_hosts");
+        let grant = match self.settings.get(&grant_variable) {
+            Some(list) => {
+                Grant::parse_list(list.expose()).map_err(|e| format!("IH_{grant_variable}: {e}"))
+            }
+            None => Ok(m.grant.clone()),
+        };
+        let (status, problem, grant) = match grant {
+            Err(problem) => (ConnectorStatus::Failed, Some(problem), Grant::default()),
+            Ok(grant) if !missing.is_empty() => (
+                ConnectorStatus::Inactive,
+                Some(format!("missing required config: {}", missing.join(", "))),
+                grant,
+            ),
+            Ok(grant) => (ConnectorStatus::Active, None, grant),
+        };
+        let view = ConnectorView {
+            name: m.name.clone(),
+            version: Some(m.version.clone()),
+            description: Some(m.description.clone()),
+            events: m.events.clone(),
+            allowed_hosts: grant.hosts().to_vec(),
+            status,
+            problem,
+            source: candidate.source.clone(),
+            sha256: candidate.sha256.clone(),
+            loaded_at: candidate.loaded_at,
+        };
+        let loaded = (status != ConnectorStatus::Failed).then(|| {
+            Arc::new(Loaded {
+                pre: prepared.pre.clone(),
+                shared: Arc::new(Shared {
+                    name: m.name.clone(),
+                    grant: Some(grant),
+                    settings,
+                }),
+                manifest: m.clone(),
+            })
+        });
+        Entry { view, loaded }
+    }
+
+    /// Watches the directory until `stop`, rescanning after each burst of changes.
+    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let watcher = {
+            use notify::Watcher;
+            let tx = tx.clone();
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    // A full channel already means "rescan"; nothing is lost by dropping this.
+                    let _ = tx.try_send(());
+                }
+            })
+            .and_then(|mut w| {
+                w.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
+                Ok(w)
+            })
+        };
+        let poll = match &watcher {
+            Ok(_) => POLL,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the connectors directory; polling it every second instead");
+                POLL_WITHOUT_WATCHER
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                Some(()) = rx.recv() => {
+                    // Let the burst (a copy in progress) settle, then rescan once.
+                    loop {
+                        tokio::select! {
+                            () = tokio::time::sleep(SETTLE) => break,
+                            Some(()) = rx.recv() => {}
+                        }
+                    }
+                }
+                () = tokio::time::sleep(poll) => {}
+            }
+            if *stop.borrow() {
+                break;
+            }
+            self.rescan().await;
+        }
+        drop(watcher);
+    }
+}
+
+/// Compiles a component and reads its manifest.
+async fn load(
+    runtime: &Runtime,
+    source: String,
+    bytes: Vec<u8>,
+    stamp: Option<(u64, SystemTime)>,
+) -> Candidate {
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let started = Instant::now();
+    let result = prepare(runtime, &source, bytes).await.map(Arc::new);
+    if result.is_ok() {
+        tracing::debug!(%source, elapsed_ms = started.elapsed().as_millis() as u64, "connector compiled");
+    }
+    Candidate {
+        source,
+        sha256,
+        loaded_at: Utc::now(),
+        stamp,
+        first_seen: 0,
+        result,
+    }
+}
+
+async fn prepare(runtime: &Runtime, source: &str, bytes: Vec<u8>) -> Result<Prepared2, String> {
+    let pre = runtime.prepare(bytes).await?;
+    let shared = Arc::new(Shared {
+        name: source.to_owned(),
+        grant: None,
+        settings: BTreeMap::new(),
+    });
+    let raw = runtime
+        .call_manifest(&pre, shared)
+        .await
+        .map_err(|e| format!("manifest() {e}"))?;
+    let manifest = manifest::validate(
+        raw.name,
+        raw.version,
+        raw.description,
+        raw.events,
+        raw.allowed_hosts,
+        raw.config
+            .into_iter()
+            .map(|k| manifest::ConfigKey {
+                name: k.name,
+                required: k.required,
+                secret: k.secret,
+                description: k.description,
+            })
+            .collect(),
+    )?;
+    Ok(Prepared2 { pre, manifest })
+}
+
+fn failed_view(candidate: &Candidate, name: String, problem: String) -> ConnectorView {
+    ConnectorView {
+        name,
+        version: None,
+        description: None,
+        events: Vec::new(),
+        allowed_hosts: Vec::new(),
+        status: ConnectorStatus::Failed,
+        problem: Some(problem),
+        source: candidate.source.clone(),
+        sha256: candidate.sha256.clone(),
+        loaded_at: candidate.loaded_at,
+    }
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The `*.wasm` files directly in `dir`, sorted, at most [`MAX_FILES`].
+fn list_wasm_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
+        .collect();
+    paths.sort();
+    if paths.len() > MAX_FILES {
+        tracing::warn!(
+            found = paths.len(),
+            "more than {MAX_FILES} connector files; the rest are ignored"
+        );
+        paths.truncate(MAX_FILES);
+    }
+    Ok(paths)
+}

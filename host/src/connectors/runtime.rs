@@ -1,0 +1,440 @@
+//! The wasm sandbox: one wasmtime [`Engine`] for the hub, a pre-instantiated component per
+//! connector, and a fresh [`Store`] per call with a memory limit and a wall-clock deadline.
+//!
+//! Invariants:
+//! - a guest runs only inside [`Runtime::call_manifest`] / [`Runtime::call_handle`], and each of
+//!   those ends by the deadline: an epoch ticker (every [`TICK`]) makes running wasm check the
+//!   clock and yield to tokio, so a guest that loops neither outlives its budget nor holds a
+//!   runtime thread for longer than a tick;
+//! - every guest memory is capped by [`Limits`] at `IH_CONNECTOR_MEMORY_MB`;
+//! - the guest gets WASI with nothing in it (no preopened directories, no environment, no
+//!   network, no subprocesses: the p2 world has none); its only way out is [`super::imports`];
+//! - errors are turned into plain sentences here: no wasmtime type leaves this module's parent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config as WasmConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    UpdateDeadline,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::Shared;
+use crate::metrics::Metrics;
+
+/// Generated from `wit/connector.wit`: host traits for the imports, typed calls for the exports.
+pub(super) mod bindings {
+    wasmtime::component::bindgen!({
+        world: "connector",
+        path: "../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
+pub(super) use bindings::ConnectorPre;
+use bindings::integrations_hub::connector::types;
+
+/// How often running wasm checks its deadline and yields.
+pub const TICK: Duration = Duration::from_millis(10);
+/// Guest stderr kept per call (a panic message lands there), of which the tail is reported.
+const STDERR_CAPACITY: usize = 64 * 1024;
+const STDERR_REPORTED: usize = 600;
+/// Table elements one guest may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Calls beyond the delivery concurrency that may hold an instance at once (loading manifests).
+const SPARE_INSTANCES: u32 = 8;
+
+/// A compiled connector, ready to be instantiated for each call.
+pub(super) type Prepared = ConnectorPre<HostState>;
+
+/// The manifest as the guest declared it (not validated yet).
+pub(super) type GuestManifest = types::Manifest;
+
+/// What a call to `handle` came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutcome {
+    Delivered,
+    /// The connector asked to be retried, optionally after a delay.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// The connector says retrying will not help.
+    Permanent(String),
+    /// The sandbox stopped the guest (trap, timeout, memory) or it could not run at all.
+    Failed(FailureKind, String),
+}
+
+/// Why a call produced no answer from the connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Timeout,
+    Memory,
+    Trap,
+    /// Not loaded, inactive, or the instance could not be created.
+    Unavailable,
+}
+
+impl CallOutcome {
+    /// The `outcome` label of `ih_connector_invocations_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Delivered => "ok",
+            Self::Retry { .. } => "retry",
+            Self::Permanent(_) => "permanent",
+            Self::Failed(FailureKind::Timeout, _) => "timeout",
+            Self::Failed(FailureKind::Memory, _) => "memory",
+            Self::Failed(FailureKind::Trap, _) => "trap",
+            Self::Failed(FailureKind::Unavailable, _) => "unavailable",
+        }
+    }
+}
+
+/// The event as the guest's `handle` takes it.
+pub(super) fn guest_event(event: super::EventData) -> types::Event {
+    types::Event {
+        id: event.id,
+        event_type: event.event_type,
+        created_at: event.created_at,
+        payload: event.payload,
+    }
+}
+
+/// The engine and linker shared by every connector.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    pub(super) client: reqwest::Client,
+    pub(super) allow_private: bool,
+    pub(super) metrics: Arc<Metrics>,
+    timeout: Duration,
+    memory_limit: usize,
+    pooled: bool,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("timeout", &self.timeout)
+            .field("memory_limit", &self.memory_limit)
+            .field("pooled", &self.pooled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator sized for `concurrency` calls at once, falling back
+    /// to on-demand allocation where the pool cannot be reserved) and starts its epoch ticker.
+    pub fn new(
+        timeout: Duration,
+        memory_mb: u64,
+        concurrency: usize,
+        client: reqwest::Client,
+        allow_private: bool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        let memory_limit = usize::try_from(memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let slots = u32::try_from(concurrency)
+            .unwrap_or(u32::MAX)
+            .saturating_add(SPARE_INSTANCES);
+        let pooled = build_engine(memory_limit, Some(slots));
+        let (engine, pooled) = match pooled {
+            Ok(engine) => (engine, true),
+            Err(e) => {
+                tracing::warn!(error = %e, "pooling allocator unavailable; instantiating on demand");
+                (build_engine(memory_limit, None)?, false)
+            }
+        };
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| format!("linking WASI: {e}"))?;
+        bindings::Connector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| format!("linking the connector imports: {e}"))?;
+        start_ticker(&engine);
+        Ok(Self {
+            engine,
+            linker,
+            client,
+            allow_private,
+            metrics,
+            timeout,
+            memory_limit,
+            pooled,
+        })
+    }
+
+    /// The wall-clock budget of one call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Compiles a component (on a blocking thread: this is CPU work) and links it.
+    pub async fn prepare(&self, bytes: Vec<u8>) -> Result<Prepared, String> {
+        let engine = self.engine.clone();
+        let component =
+            tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
+                .await
+                .map_err(|e| format!("compiling was interrupted: {e}"))?
+                .map_err(|e| format!("not a loadable component: {}", root_cause(&e)))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("the component needs imports the hub does not provide: {e}"))?;
+        ConnectorPre::new(pre).map_err(|e| {
+            format!("the component does not export the integrations-hub:connector world: {e}")
+        })
+    }
+
+    /// Calls `manifest` in a fresh instance.
+    pub async fn call_manifest(
+        &self,
+        pre: &Prepared,
+        shared: Arc<Shared>,
+    ) -> Result<GuestManifest, String> {
+        let mut store = self.store(shared);
+        let deadline = store.data().deadline;
+        let call = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.call_manifest(&mut store).await
+        };
+        match tokio::time::timeout_at((deadline + TICK * 10).into(), call).await {
+            Ok(Ok(manifest)) => Ok(manifest),
+            Ok(Err(e)) => Err(self.describe_failure(store.data(), &e).1),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// Calls `handle(event)` in a fresh instance.
+    pub async fn call_handle(
+        &self,
+        pre: &Prepared,
+        shared: Arc<Shared>,
+        event: &types::Event,
+    ) -> CallOutcome {
+        let mut store = self.store(shared);
+        let deadline = store.data().deadline;
+        let call = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.call_handle(&mut store, event).await
+        };
+        // The epoch callback stops running wasm at the deadline; this outer timer also covers a
+        // call parked in a host import (whose own timeouts end within the budget anyway).
+        match tokio::time::timeout_at((deadline + TICK * 10).into(), call).await {
+            Ok(Ok(Ok(()))) => CallOutcome::Delivered,
+            Ok(Ok(Err(types::Failure::Retry(r)))) => CallOutcome::Retry {
+                reason: r.reason,
+                after: r.after_ms.map(Duration::from_millis),
+            },
+            Ok(Ok(Err(types::Failure::Permanent(reason)))) => CallOutcome::Permanent(reason),
+            Ok(Err(e)) => {
+                let (kind, why) = self.describe_failure(store.data(), &e);
+                CallOutcome::Failed(kind, why)
+            }
+            Err(_) => CallOutcome::Failed(FailureKind::Timeout, self.timed_out()),
+        }
+    }
+
+    fn store(&self, shared: Arc<Shared>) -> Store<HostState> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        // Nothing is granted: no directories, environment, arguments or network. Clocks and
+        // randomness stay, since std needs them.
+        let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: Limits {
+                max_memory: self.memory_limit,
+                exceeded: false,
+            },
+            stderr,
+            deadline: Instant::now() + self.timeout,
+            timed_out: false,
+            log_lines: 0,
+            shared,
+            client: self.client.clone(),
+            allow_private: self.allow_private,
+            metrics: self.metrics.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if Instant::now() >= state.deadline {
+                state.timed_out = true;
+                return Err(wasmtime::Error::msg("the connector ran out of time"));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+
+    fn timed_out(&self) -> String {
+        format!(
+            "timed out after {:.1}s (IH_CONNECTOR_TIMEOUT_SECONDS)",
+            self.timeout.as_secs_f64()
+        )
+    }
+
+    /// One sentence for an attempt record: which limit stopped the guest, or how it trapped
+    /// (with the tail of its stderr, where a Rust panic message lands).
+    fn describe_failure(
+        &self,
+        state: &HostState,
+        error: &wasmtime::Error,
+    ) -> (FailureKind, String) {
+        if state.timed_out {
+            return (FailureKind::Timeout, self.timed_out());
+        }
+        if state.limits.exceeded {
+            return (
+                FailureKind::Memory,
+                format!(
+                    "exceeded its memory limit of {} MiB (IH_CONNECTOR_MEMORY_MB)",
+                    self.memory_limit >> 20
+                ),
+            );
+        }
+        let (kind, mut text) = match error.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => (FailureKind::Trap, format!("trapped: {trap}")),
+            None => (
+                FailureKind::Unavailable,
+                format!("failed: {}", root_cause(error)),
+            ),
+        };
+        let stderr = state.stderr.contents();
+        let stderr = String::from_utf8_lossy(&stderr);
+        let stderr = stderr.trim();
+        if !stderr.is_empty() {
+            let start = stderr
+                .char_indices()
+                .rev()
+                .nth(STDERR_REPORTED)
+                .map_or(0, |(i, _)| i);
+            text.push_str("; guest stderr: ");
+            text.push_str(&stderr[start..].replace('\n', " "));
+        }
+        (kind, text)
+    }
+}
+
+fn build_engine(memory_limit: usize, pool_slots: Option<u32>) -> Result<Engine, String> {
+    let mut config = WasmConfig::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Reserve only what a memory may use (plus the default guard), so a pool of many instances
+    // stays a modest amount of address space.
+    let reservation = (memory_limit as u64).max(1 << 20).next_multiple_of(1 << 16);
+    config.memory_reservation(reservation);
+    if let Some(slots) = pool_slots {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(8))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(4))
+            .total_stacks(slots)
+            .max_memory_size(usize::try_from(reservation).unwrap_or(usize::MAX))
+            .max_unused_warm_slots(slots.min(16));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config).map_err(|e| format!("creating the wasm engine: {e}"))
+}
+
+/// Advances the engine's epoch every [`TICK`] until the engine is dropped.
+fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("ih-wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        // Without a ticker the outer wall-clock timer still ends calls, only less promptly.
+        tracing::error!(error = %e, "could not start the wasm epoch ticker");
+    }
+}
+
+fn root_cause(error: &wasmtime::Error) -> String {
+    format!("{error:#}")
+}
+
+/// The memory cap of one store.
+#[derive(Debug)]
+pub(super) struct Limits {
+    max_memory: usize,
+    exceeded: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.exceeded = true;
+            return Err(wasmtime::Error::msg("memory limit exceeded"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Everything one call's store holds: the (empty) WASI context, the limits, and what the host
+/// imports need.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: Limits,
+    stderr: MemoryOutputPipe,
+    /// When this call's budget ends.
+    pub(super) deadline: Instant,
+    timed_out: bool,
+    /// Log lines written in this call (capped).
+    pub(super) log_lines: u32,
+    pub(super) shared: Arc<Shared>,
+    pub(super) client: reqwest::Client,
+    pub(super) allow_private: bool,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("connector", &self.shared.name)
+            .field("limits", &self.limits)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

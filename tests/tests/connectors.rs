@@ -1,0 +1,583 @@
+//! Connectors end to end: real `.wasm` components loaded by a real hub, delivering through the
+//! outbox to real local servers (a fake Slack API), on both backends. Includes the hostile
+//! fixtures (infinite loop, memory bomb, forbidden host, private address, redirect, trap) and
+//! hot reload of the directory.
+
+use std::time::{Duration, Instant};
+
+use integrations_hub_tests::receiver::{Receiver, Reply};
+use integrations_hub_tests::{Backend, TestHub, backend_tests, deploy, fixture_wasm, send};
+use serde_json::{Value, json};
+
+backend_tests!(
+    slack_posts_block_kit_messages_to_a_fake_slack,
+    slack_retries_after_a_429,
+    slack_channel_not_found_is_dead_after_one_attempt_and_replays,
+    slack_invalid_token_is_permanent,
+    slack_without_a_token_is_inactive_and_routed_nothing,
+    the_directory_is_watched_add_replace_remove_and_garbage,
+    hostile_connectors_are_contained,
+    connector_http_follows_no_redirects_and_retries_when_asked,
+);
+
+const WAIT: Duration = Duration::from_secs(20);
+const TOKEN: &str = "xoxb-test-token-0123456789";
+
+async fn slack_hub(backend: Backend, fake: &Receiver, extra: &[(&str, &str)]) -> Option<TestHub> {
+    let base = fake.url("/api");
+    let host = fake.base.trim_start_matches("http://").to_owned();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("IH_ALLOW_PRIVATE_DESTINATIONS", "true"),
+        ("IH_DELIVERY_BACKOFF_BASE_SECONDS", "0.05"),
+        ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
+        ("IH_SLACK_BOT_TOKEN", TOKEN),
+        ("IH_SLACK_API_BASE_URL", &base),
+        ("IH_SLACK_ALLOWED_HOSTS", &host),
+    ];
+    vars.extend_from_slice(extra);
+    TestHub::start_with(backend, &vars).await
+}
+
+async fn publish(hub: &TestHub, event_type: &str, payload: Value) -> (String, u64) {
+    let (status, body) = send(
+        hub.post("/api/v1/events")
+            .json(&json!({"event_type": event_type, "payload": payload})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    (
+        body["id"].as_str().expect("id").to_owned(),
+        body["deliveries"].as_u64().expect("deliveries"),
+    )
+}
+
+/// Polls the event until its first delivery reaches `status`.
+async fn wait_status(hub: &TestHub, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, e) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
+        assert_eq!(code, 200, "{e}");
+        if e["deliveries"][0]["status"] == status {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery never became {status}: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn attempts(hub: &TestHub, id: &str) -> Vec<Value> {
+    let (status, body) = send(hub.get(&format!("/api/v1/admin/events/{id}/attempts"))).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_array().expect("data").clone()
+}
+
+async fn connectors(hub: &TestHub) -> Vec<Value> {
+    let (status, body) = send(hub.get("/api/v1/connectors")).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_array().expect("data").clone()
+}
+
+async fn connector(hub: &TestHub, name: &str) -> Option<Value> {
+    connectors(hub)
+        .await
+        .into_iter()
+        .find(|c| c["name"] == name)
+}
+
+/// Waits until the listing satisfies `ok` (the watcher acts within about 2 s).
+async fn wait_listing(hub: &TestHub, what: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = connectors(hub).await;
+        if ok(&list) {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}: {list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn request_submitted() -> Value {
+    json!({
+        "title": "Access to the billing dashboard",
+        "requester": "ada@example.com",
+        "description": "Needed for the quarterly review.",
+    })
+}
+
+async fn slack_posts_block_kit_messages_to_a_fake_slack(backend: Backend) {
+    let fake = Receiver::start(Reply::Json(200, json!({"ok": true, "ts": "1.2"}))).await;
+    let Some(hub) = slack_hub(backend, &fake, &[]).await else {
+        return;
+    };
+    let slack = connector(&hub, "slack").await.expect("slack is listed");
+    assert_eq!(slack["status"], "active", "{slack}");
+    assert_eq!(slack["source"], "builtin");
+    assert_eq!(slack["events"], json!(["request_submitted"]));
+    assert_eq!(
+        slack["allowed_hosts"][0],
+        fake.base.trim_start_matches("http://")
+    );
+    assert_eq!(slack["sha256"].as_str().expect("sha").len(), 64);
+
+    let (id, deliveries) = publish(&hub, "request_submitted", request_submitted()).await;
+    assert_eq!(deliveries, 1, "routed to the slack connector");
+    let event = wait_status(&hub, &id, "succeeded").await;
+    assert_eq!(event["deliveries"][0]["destination"]["kind"], "connector");
+    assert_eq!(event["deliveries"][0]["destination"]["connector"], "slack");
+
+    let posted = fake.wait_for("/api/chat.postMessage", 1, WAIT).await;
+    let request = &posted[0];
+    assert_eq!(request.header("authorization"), format!("Bearer {TOKEN}"));
+    let body = request.json();
+    assert_eq!(body["channel"], "#integrations");
+    assert!(
+        body["text"]
+            .as_str()
+            .expect("fallback text")
+            .contains("Access to the billing dashboard")
+    );
+    let blocks = body["blocks"].to_string();
+    for shown in [
+        "Access to the billing dashboard",
+        "ada@example.com",
+        "quarterly review",
+    ] {
+        assert!(blocks.contains(shown), "{shown} missing from {blocks}");
+    }
+    // A payload's slack_channel wins over the default.
+    let mut payload = request_submitted();
+    payload["slack_channel"] = json!("#access-requests");
+    let (id, _) = publish(&hub, "request_submitted", payload).await;
+    wait_status(&hub, &id, "succeeded").await;
+    let posted = fake.wait_for("/api/chat.postMessage", 2, WAIT).await;
+    assert_eq!(posted[1].json()["channel"], "#access-requests");
+
+    // Events it does not take get no connector delivery.
+    let (_, deliveries) = publish(&hub, "something_else", json!({})).await;
+    assert_eq!(deliveries, 0);
+    // The token is a secret: never in the API, never in metrics.
+    let listing = send(hub.get("/api/v1/connectors")).await.1.to_string();
+    assert!(!listing.contains(TOKEN));
+    assert!(
+        hub.metric("ih_connector_invocations_total{connector=\"slack\",outcome=\"ok\"}")
+            .await
+            >= 2.0
+    );
+    assert!(
+        hub.metric("ih_deliveries_total{kind=\"connector\",outcome=\"succeeded\"}")
+            .await
+            >= 2.0
+    );
+}
+
+async fn slack_retries_after_a_429(backend: Backend) {
+    let fake = Receiver::start(Reply::Json(200, json!({"ok": true}))).await;
+    fake.script([Reply::WithHeaders(429, vec![("retry-after", "1".into())])]);
+    let Some(hub) = slack_hub(backend, &fake, &[]).await else {
+        return;
+    };
+    let (id, _) = publish(&hub, "request_submitted", request_submitted()).await;
+    wait_status(&hub, &id, "succeeded").await;
+    let tries = attempts(&hub, &id).await;
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    assert_eq!(tries[0]["outcome"], "failed");
+    assert!(
+        tries[0]["error"].as_str().expect("error").contains("retry"),
+        "{}",
+        tries[0]
+    );
+    assert_eq!(tries[1]["outcome"], "succeeded");
+    let posted = fake.requests_to("/api/chat.postMessage");
+    let gap = posted[1].at.duration_since(posted[0].at);
+    assert!(
+        gap >= Duration::from_millis(900),
+        "Retry-After honoured: {gap:?}"
+    );
+}
+
+async fn slack_channel_not_found_is_dead_after_one_attempt_and_replays(backend: Backend) {
+    let fake = Receiver::start(Reply::Json(
+        200,
+        json!({"ok": false, "error": "channel_not_found"}),
+    ))
+    .await;
+    let Some(hub) = slack_hub(backend, &fake, &[]).await else {
+        return;
+    };
+    let (id, _) = publish(&hub, "request_submitted", request_submitted()).await;
+    wait_status(&hub, &id, "dead").await;
+    let tries = attempts(&hub, &id).await;
+    assert_eq!(tries.len(), 1, "permanent: no retries: {tries:?}");
+    assert!(
+        tries[0]["error"]
+            .as_str()
+            .expect("error")
+            .contains("channel_not_found")
+    );
+    assert_eq!(
+        tries[0]["destination"],
+        json!({"kind": "connector", "connector": "slack"})
+    );
+
+    let (status, dead) = send(hub.get("/api/v1/admin/dead-letters")).await;
+    assert_eq!(status, 200);
+    let letter = dead["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .find(|d| d["event_id"] == id.as_str())
+        .expect("dead-lettered")
+        .clone();
+    assert!(
+        letter["last_error"]
+            .as_str()
+            .expect("last_error")
+            .contains("channel_not_found")
+    );
+
+    // Fixed on Slack's side (the bot was invited): replay delivers it.
+    fake.set_default(Reply::Json(200, json!({"ok": true})));
+    let (status, body) = send(hub.post(&format!(
+        "/api/v1/admin/dead-letters/{}/replay",
+        letter["id"].as_str().expect("id")
+    )))
+    .await;
+    assert_eq!(status, 202, "{body}");
+    wait_status(&hub, &id, "succeeded").await;
+    assert_eq!(attempts(&hub, &id).await.len(), 2);
+}
+
+async fn slack_invalid_token_is_permanent(backend: Backend) {
+    let fake = Receiver::start(Reply::Json(
+        200,
+        json!({"ok": false, "error": "invalid_auth"}),
+    ))
+    .await;
+    let Some(hub) = slack_hub(backend, &fake, &[]).await else {
+        return;
+    };
+    let (id, _) = publish(&hub, "request_submitted", request_submitted()).await;
+    wait_status(&hub, &id, "dead").await;
+    let tries = attempts(&hub, &id).await;
+    assert_eq!(tries.len(), 1);
+    assert!(
+        tries[0]["error"]
+            .as_str()
+            .expect("error")
+            .contains("invalid_auth"),
+        "{}",
+        tries[0]
+    );
+    assert_eq!(
+        hub.metric("ih_connector_invocations_total{connector=\"slack\",outcome=\"permanent\"}")
+            .await,
+        1.0
+    );
+}
+
+async fn slack_without_a_token_is_inactive_and_routed_nothing(backend: Backend) {
+    let Some(hub) = TestHub::start(backend).await else {
+        return;
+    };
+    let slack = connector(&hub, "slack").await.expect("slack is listed");
+    assert_eq!(slack["status"], "inactive", "{slack}");
+    assert!(
+        slack["problem"]
+            .as_str()
+            .expect("problem")
+            .contains("IH_SLACK_BOT_TOKEN"),
+        "{slack}"
+    );
+    assert_eq!(slack["allowed_hosts"], json!(["slack.com"]));
+    let (_, deliveries) = publish(&hub, "request_submitted", request_submitted()).await;
+    assert_eq!(deliveries, 0, "an inactive connector receives nothing");
+}
+
+async fn the_directory_is_watched_add_replace_remove_and_garbage(backend: Backend) {
+    let Some(hub) = TestHub::start(backend).await else {
+        return;
+    };
+    let dir = hub.connectors_dir.clone();
+    assert!(connector(&hub, "fixture").await.is_none());
+
+    // Add.
+    deploy(&dir, "fixture.wasm", &fixture_wasm("fixture", "1.0.0"));
+    let list = wait_listing(&hub, "fixture 1.0.0 active", |l| {
+        l.iter()
+            .any(|c| c["name"] == "fixture" && c["status"] == "active")
+    })
+    .await;
+    let v1 = list
+        .iter()
+        .find(|c| c["name"] == "fixture")
+        .expect("fixture")
+        .clone();
+    assert_eq!(v1["version"], "1.0.0");
+    assert!(
+        v1["source"]
+            .as_str()
+            .expect("source")
+            .ends_with("fixture.wasm")
+    );
+    let (id, deliveries) = publish(&hub, "fixture.ok", json!({})).await;
+    assert_eq!(deliveries, 1);
+    wait_status(&hub, &id, "succeeded").await;
+
+    // Replace with a new version.
+    deploy(&dir, "fixture.wasm", &fixture_wasm("fixture", "2.0.0"));
+    let list = wait_listing(&hub, "fixture 2.0.0", |l| {
+        l.iter()
+            .any(|c| c["name"] == "fixture" && c["version"] == "2.0.0")
+    })
+    .await;
+    let v2 = list
+        .iter()
+        .find(|c| c["name"] == "fixture")
+        .expect("fixture");
+    assert_ne!(v2["sha256"], v1["sha256"]);
+    assert_eq!(v2["status"], "active");
+
+    // A garbage file and a duplicate name fail on their own and harm nothing.
+    deploy(&dir, "junk.wasm", b"\0asm this is not a component");
+    deploy(&dir, "copy.wasm", &fixture_wasm("fixture", "9.9.9"));
+    let list = wait_listing(&hub, "junk and copy failed", |l| {
+        l.iter().filter(|c| c["status"] == "failed").count() == 2
+    })
+    .await;
+    let junk = list
+        .iter()
+        .find(|c| c["name"] == "junk")
+        .expect("junk listed");
+    assert!(
+        junk["problem"]
+            .as_str()
+            .expect("problem")
+            .contains("not a loadable component"),
+        "{junk}"
+    );
+    let copy = list
+        .iter()
+        .find(|c| {
+            c["source"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("copy.wasm"))
+        })
+        .expect("copy listed");
+    assert!(
+        copy["problem"]
+            .as_str()
+            .expect("problem")
+            .contains("duplicate name"),
+        "{copy}"
+    );
+    let holder = list
+        .iter()
+        .find(|c| c["name"] == "fixture" && c["status"] == "active")
+        .expect("the first fixture keeps its name");
+    assert_eq!(holder["version"], "2.0.0");
+    let (id, _) = publish(&hub, "fixture.ok", json!({})).await;
+    wait_status(&hub, &id, "succeeded").await;
+
+    // Remove.
+    std::fs::remove_file(dir.join("copy.wasm")).expect("remove copy");
+    std::fs::remove_file(dir.join("fixture.wasm")).expect("remove fixture");
+    wait_listing(&hub, "fixture gone", |l| {
+        !l.iter().any(|c| c["name"] == "fixture")
+    })
+    .await;
+    let (_, deliveries) = publish(&hub, "fixture.ok", json!({})).await;
+    assert_eq!(deliveries, 0, "a removed connector is routed nothing");
+    assert!(connector(&hub, "junk").await.is_some());
+    assert_eq!(
+        connector(&hub, "slack").await.expect("slack")["status"],
+        "inactive"
+    );
+}
+
+async fn hostile_connectors_are_contained(backend: Backend) {
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &[
+            ("IH_DELIVERY_MAX_ATTEMPTS", "1"),
+            ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
+            ("IH_CONNECTOR_TIMEOUT_SECONDS", "2"),
+            ("IH_CONNECTOR_MEMORY_MB", "16"),
+            // The guard is on: localhost is granted, but resolves to a loopback address.
+            ("IH_FIXTURE_ALLOWED_HOSTS", "api.example.com,localhost:9"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    deploy(
+        &hub.connectors_dir,
+        "fixture.wasm",
+        &fixture_wasm("fixture", "1.0.0"),
+    );
+    deploy(
+        &hub.connectors_dir,
+        "healthy.wasm",
+        &fixture_wasm("healthy", "1.0.0"),
+    );
+    wait_listing(&hub, "both active", |l| {
+        l.iter().filter(|c| c["status"] == "active").count() == 2
+    })
+    .await;
+
+    // Two infinite loops at once (as many as this machine has cores), then everything else.
+    let loops = [
+        publish(&hub, "fixture.loop", json!({})).await.0,
+        publish(&hub, "fixture.loop", json!({})).await.0,
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let (status, _) = send(hub.get("/health")).await;
+    let health_latency = asked.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        health_latency < Duration::from_secs(1),
+        "the hub answers while guests spin: {health_latency:?}"
+    );
+    let (healthy, _) = publish(&hub, "healthy.ok", json!({})).await;
+    wait_status(&hub, &healthy, "succeeded").await;
+
+    let bomb = publish(&hub, "fixture.bomb", json!({})).await.0;
+    let trap = publish(&hub, "fixture.trap", json!({})).await.0;
+    let forbidden = publish(&hub, "fixture.forbidden", json!({})).await.0;
+    let private = publish(&hub, "fixture.fetch", json!({"url": "http://localhost:9/"}))
+        .await
+        .0;
+
+    let error_of = |id: String| {
+        let hub = &hub;
+        async move {
+            wait_status(hub, &id, "dead").await;
+            let tries = attempts(hub, &id).await;
+            assert_eq!(tries.len(), 1);
+            tries[0]["error"].as_str().expect("error").to_owned()
+        }
+    };
+    for id in loops {
+        let error = error_of(id).await;
+        assert!(error.contains("timed out after 2.0s"), "{error}");
+    }
+    let error = error_of(bomb).await;
+    assert!(
+        error.contains("exceeded its memory limit of 16 MiB"),
+        "{error}"
+    );
+    let error = error_of(trap).await;
+    assert!(error.contains("trapped"), "{error}");
+    assert!(
+        error.contains("fixture asked to trap"),
+        "the panic message is reported: {error}"
+    );
+    let error = error_of(forbidden).await;
+    assert!(
+        error.contains("Denied") && error.contains("forbidden.invalid"),
+        "{error}"
+    );
+    let error = error_of(private).await;
+    assert!(
+        error.contains("Denied") && error.contains("SSRF"),
+        "{error}"
+    );
+    assert_eq!(
+        hub.metric("ih_connector_http_denied_total{connector=\"fixture\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        hub.metric("ih_connector_invocations_total{connector=\"fixture\",outcome=\"timeout\"}")
+            .await,
+        2.0
+    );
+
+    // Afterwards: still healthy, still delivering, on both connectors.
+    for name in ["healthy", "fixture"] {
+        let (id, _) = publish(&hub, &format!("{name}.ok"), json!({})).await;
+        wait_status(&hub, &id, "succeeded").await;
+    }
+    assert_eq!(send(hub.get("/health")).await.0, 200);
+}
+
+async fn connector_http_follows_no_redirects_and_retries_when_asked(backend: Backend) {
+    let target = Receiver::start(Reply::Status(200)).await;
+    let redirector = Receiver::start(Reply::WithHeaders(
+        302,
+        vec![("location", target.url("/elsewhere"))],
+    ))
+    .await;
+    let grant = format!(
+        "{},{}",
+        redirector.base.trim_start_matches("http://"),
+        target.base.trim_start_matches("http://")
+    );
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &[
+            ("IH_ALLOW_PRIVATE_DESTINATIONS", "true"),
+            ("IH_DELIVERY_BACKOFF_BASE_SECONDS", "0.05"),
+            ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
+            ("IH_DELIVERY_MAX_ATTEMPTS", "2"),
+            ("IH_FIXTURE_ALLOWED_HOSTS", &grant),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    deploy(
+        &hub.connectors_dir,
+        "fixture.wasm",
+        &fixture_wasm("fixture", "1.0.0"),
+    );
+    wait_listing(&hub, "fixture active", |l| {
+        l.iter()
+            .any(|c| c["name"] == "fixture" && c["status"] == "active")
+    })
+    .await;
+
+    let (id, _) = publish(&hub, "fixture.fetch", json!({"url": redirector.url("/go")})).await;
+    wait_status(&hub, &id, "dead").await;
+    let tries = attempts(&hub, &id).await;
+    assert!(
+        tries[0]["error"]
+            .as_str()
+            .expect("error")
+            .contains("HTTP 302"),
+        "{}",
+        tries[0]
+    );
+    assert_eq!(redirector.requests().len(), 1);
+    assert!(
+        target.requests().is_empty(),
+        "the redirect was not followed"
+    );
+
+    // `retry` with after-ms: failed, then retried no sooner than asked, then dead (2 attempts).
+    let (id, _) = publish(&hub, "fixture.retry", json!({"after_ms": 700})).await;
+    wait_status(&hub, &id, "dead").await;
+    let tries = attempts(&hub, &id).await;
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    assert!(
+        tries[0]["error"]
+            .as_str()
+            .expect("error")
+            .contains("asked to retry")
+    );
+    let started = |t: &Value| {
+        chrono::DateTime::parse_from_rfc3339(t["started_at"].as_str().expect("started_at"))
+            .expect("rfc3339")
+    };
+    let gap = started(&tries[1]) - started(&tries[0]);
+    assert!(
+        gap >= chrono::TimeDelta::milliseconds(650),
+        "after-ms honoured: {gap}"
+    );
+}
