@@ -1,10 +1,12 @@
 # syntax=docker/dockerfile:1
 
 # Build stage: the toolchain comes from rust-toolchain.toml (rustup installs it on first use).
+# The wasm32-wasip2 target is added explicitly: build.rs compiles the built-in Slack connector.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --package integrations-hub \
+RUN rustup target add wasm32-wasip2 \
+    && CI=true cargo build --release --locked --package integrations-hub \
     && install -D --mode=0755 target/release/integrations-hub /out/integrations-hub
 
 # Runtime stage: a small Debian with CA certificates, running as an unprivileged user.

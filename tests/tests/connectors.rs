@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use integrations_hub_tests::receiver::{Receiver, Reply};
-use integrations_hub_tests::{Backend, TestHub, backend_tests, deploy, fixture_wasm, send};
+use integrations_hub_tests::{
+    Backend, TestHub, backend_tests, built_wasm, deploy, fixture_wasm, send,
+};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -17,7 +19,9 @@ backend_tests!(
     slack_without_a_token_is_inactive_and_routed_nothing,
     the_directory_is_watched_add_replace_remove_and_garbage,
     hostile_connectors_are_contained,
+    a_looping_connector_cannot_take_every_slot,
     connector_http_follows_no_redirects_and_retries_when_asked,
+    the_example_connector_dropped_into_a_running_hub_receives_events,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -506,6 +510,54 @@ async fn hostile_connectors_are_contained(backend: Backend) {
     assert_eq!(send(hub.get("/health")).await.0, 200);
 }
 
+async fn a_looping_connector_cannot_take_every_slot(backend: Backend) {
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &[
+            ("IH_DELIVERY_CONCURRENCY", "4"),
+            ("IH_DELIVERY_MAX_ATTEMPTS", "1"),
+            ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
+            ("IH_CONNECTOR_TIMEOUT_SECONDS", "3"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    deploy(
+        &hub.connectors_dir,
+        "fixture.wasm",
+        &fixture_wasm("fixture", "1.0.0"),
+    );
+    deploy(
+        &hub.connectors_dir,
+        "healthy.wasm",
+        &fixture_wasm("healthy", "1.0.0"),
+    );
+    wait_listing(&hub, "both active", |l| {
+        l.iter().filter(|c| c["status"] == "active").count() == 2
+    })
+    .await;
+    let mut loops = Vec::new();
+    for _ in 0..8 {
+        loops.push(publish(&hub, "fixture.loop", json!({})).await.0);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 4 slots: the looping connector holds at most 3, so this one is delivered at once.
+    let (healthy, _) = publish(&hub, "healthy.ok", json!({})).await;
+    wait_status(&hub, &healthy, "succeeded").await;
+    let mut running = 0;
+    for id in &loops {
+        let (_, e) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
+        let status = &e["deliveries"][0]["status"];
+        assert_ne!(status, "dead", "no loop had used up its budget yet: {e}");
+        if status == "in_flight" {
+            running += 1;
+        }
+    }
+    assert!(running <= 3, "{running} loops ran at once on 4 slots");
+}
+
 async fn connector_http_follows_no_redirects_and_retries_when_asked(backend: Backend) {
     let target = Receiver::start(Reply::Status(200)).await;
     let redirector = Receiver::start(Reply::WithHeaders(
@@ -580,4 +632,52 @@ async fn connector_http_follows_no_redirects_and_retries_when_asked(backend: Bac
         gap >= chrono::TimeDelta::milliseconds(650),
         "after-ms honoured: {gap}"
     );
+}
+
+/// The walk-through of `connectors/README.md`: build the example, copy it into the running hub's
+/// directory, see it listed, and watch it forward events.
+async fn the_example_connector_dropped_into_a_running_hub_receives_events(backend: Backend) {
+    let target = Receiver::start(Reply::Status(204)).await;
+    let url = target.url("/inbox");
+    let grant = target.base.trim_start_matches("http://").to_owned();
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &[
+            ("IH_ALLOW_PRIVATE_DESTINATIONS", "true"),
+            ("IH_EXAMPLE_TARGET_URL", &url),
+            ("IH_EXAMPLE_ALLOWED_HOSTS", &grant),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    std::fs::copy(
+        std::path::Path::new(integrations_hub::connectors::BUILT_WASM_DIR)
+            .join("example_connector.wasm"),
+        hub.connectors_dir.join("example.wasm"),
+    )
+    .expect("copy the example into the directory");
+    let list = wait_listing(&hub, "example active", |l| {
+        l.iter()
+            .any(|c| c["name"] == "example" && c["status"] == "active")
+    })
+    .await;
+    let example = list
+        .iter()
+        .find(|c| c["name"] == "example")
+        .expect("example");
+    assert_eq!(example["events"], json!(["example.ping"]));
+    assert_eq!(example["allowed_hosts"], json!([grant]));
+    assert_eq!(example["sha256"].as_str().expect("sha").len(), 64);
+    assert!(!built_wasm("example_connector").is_empty());
+
+    let (id, deliveries) = publish(&hub, "example.ping", json!({"hello": "world"})).await;
+    assert_eq!(deliveries, 1);
+    wait_status(&hub, &id, "succeeded").await;
+    let got = target.wait_for("/inbox", 1, WAIT).await;
+    let body = got[0].json();
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["event_type"], "example.ping");
+    assert_eq!(body["payload"], json!({"hello": "world"}));
 }

@@ -7,13 +7,14 @@ use chrono::TimeDelta;
 use integrations_hub::Config;
 use integrations_hub::store::{
     self, AttemptRecord, AttemptResult, CircuitState, DeliveryStatus, Destination, IdempotencyKey,
-    NewEvent, NewSubscription, PublishOutcome, ReplayFilter, ReplayOutcome, Store,
+    NewEvent, NewSubscription, PublishOutcome, ReplayFilter, ReplayOutcome, Skip, Store,
     SubscriptionPatch, Target,
 };
 use integrations_hub_tests::{Backend, TestDb, backend_tests};
 use uuid::Uuid;
 
 backend_tests!(
+    claims_leave_skipped_connectors_alone,
     subscriptions_round_trip,
     list_paginates_in_creation_order,
     patch_changes_only_given_fields,
@@ -599,6 +600,41 @@ async fn status_of(store: &Arc<dyn Store>, event: Uuid) -> DeliveryStatus {
         .status
 }
 
+async fn claims_leave_skipped_connectors_alone(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let mut to_slack = event("request_submitted", "{}");
+    to_slack.connectors = vec!["slack".into()];
+    let mut to_both = event("request_submitted", "{}");
+    to_both.connectors = vec!["slack".into(), "example".into()];
+    store
+        .publish(vec![to_slack, to_both], None, store::now())
+        .await
+        .expect("publish");
+    let now = store::now();
+    let lease = now + TimeDelta::seconds(30);
+    let skip_slack = Skip {
+        connectors: vec!["slack".into()],
+        ..Skip::default()
+    };
+    let claimed = store
+        .claim_deliveries("one", now, lease, 10, &skip_slack)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1, "only the example delivery: {claimed:?}");
+    assert!(matches!(&claimed[0].target, Target::Connector { name } if name == "example"));
+    let rest = store
+        .claim_deliveries("one", now, lease, 10, &Skip::default())
+        .await
+        .expect("claim the rest");
+    assert_eq!(rest.len(), 2);
+    assert!(
+        rest.iter()
+            .all(|d| matches!(&d.target, Target::Connector { name } if name == "slack"))
+    );
+}
+
 async fn claims_are_exclusive_leased_and_released(backend: Backend) {
     let Some((_db, store)) = open(backend).await else {
         return;
@@ -617,11 +653,11 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
     let now = store::now();
     let lease = now + TimeDelta::seconds(30);
     let first = store
-        .claim_deliveries("one", now, lease, 15, &[])
+        .claim_deliveries("one", now, lease, 15, &Skip::default())
         .await
         .expect("claim 1");
     let second = store
-        .claim_deliveries("two", now, lease, 15, &[])
+        .claim_deliveries("two", now, lease, 15, &Skip::default())
         .await
         .expect("claim 2");
     assert_eq!(first.len(), 15);
@@ -649,7 +685,7 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
     }
     assert!(
         store
-            .claim_deliveries("three", now, lease, 10, &[])
+            .claim_deliveries("three", now, lease, 10, &Skip::default())
             .await
             .expect("claim 3")
             .is_empty()
@@ -672,14 +708,23 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
     );
     assert!(
         store
-            .claim_deliveries("three", now, lease, 10, &[sub.id])
+            .claim_deliveries(
+                "three",
+                now,
+                lease,
+                10,
+                &Skip {
+                    subscriptions: vec![sub.id],
+                    ..Skip::default()
+                }
+            )
             .await
             .expect("skip")
             .is_empty(),
         "a skipped subscription's work is left alone"
     );
     let back = store
-        .claim_deliveries("one", now, lease, 10, &[])
+        .claim_deliveries("one", now, lease, 10, &Skip::default())
         .await
         .expect("reclaim 3");
     assert_eq!(back.len(), 3);
@@ -705,7 +750,7 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
             lease + TimeDelta::seconds(1),
             lease + TimeDelta::seconds(60),
             50,
-            &[],
+            &Skip::default(),
         )
         .await
         .expect("reclaim");
@@ -727,7 +772,13 @@ async fn attempts_move_deliveries_only_under_the_lease(backend: Backend) {
         .expect("publish");
     let now = store::now();
     let claimed = store
-        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
+        .claim_deliveries(
+            "me",
+            now,
+            now + TimeDelta::seconds(30),
+            10,
+            &Skip::default(),
+        )
         .await
         .expect("claim");
     let d = &claimed[0];
@@ -762,14 +813,26 @@ async fn attempts_move_deliveries_only_under_the_lease(backend: Backend) {
     assert_eq!(detail.deliveries[0].last_error.as_deref(), Some("HTTP 500"));
     assert!(
         store
-            .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
+            .claim_deliveries(
+                "me",
+                now,
+                now + TimeDelta::seconds(30),
+                10,
+                &Skip::default()
+            )
             .await
             .expect("claim")
             .is_empty(),
         "not due yet"
     );
     let claimed = store
-        .claim_deliveries("me", retry_at, retry_at + TimeDelta::seconds(30), 10, &[])
+        .claim_deliveries(
+            "me",
+            retry_at,
+            retry_at + TimeDelta::seconds(30),
+            10,
+            &Skip::default(),
+        )
         .await
         .expect("claim");
     assert_eq!(claimed[0].attempts, 1);
@@ -817,7 +880,13 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
         .expect("publish");
     let now = store::now();
     for d in store
-        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
+        .claim_deliveries(
+            "me",
+            now,
+            now + TimeDelta::seconds(30),
+            10,
+            &Skip::default(),
+        )
         .await
         .expect("claim")
     {
@@ -886,7 +955,13 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
         0
     );
     let claimed = store
-        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
+        .claim_deliveries(
+            "me",
+            now,
+            now + TimeDelta::seconds(30),
+            10,
+            &Skip::default(),
+        )
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 3);
@@ -927,7 +1002,13 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
         .expect("publish");
     let now = store::now();
     let claimed = store
-        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
+        .claim_deliveries(
+            "me",
+            now,
+            now + TimeDelta::seconds(30),
+            10,
+            &Skip::default(),
+        )
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 10);
@@ -951,7 +1032,13 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
     let later = now + TimeDelta::seconds(5);
     assert!(
         store
-            .claim_deliveries("me", later, later + TimeDelta::seconds(30), 50, &[])
+            .claim_deliveries(
+                "me",
+                later,
+                later + TimeDelta::seconds(30),
+                50,
+                &Skip::default()
+            )
             .await
             .expect("claim")
             .is_empty(),
@@ -962,7 +1049,13 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
     assert_eq!(stats.pending, 15);
     let after = now + store::circuit::cooloff(1) + TimeDelta::seconds(1);
     let probe = store
-        .claim_deliveries("me", after, after + TimeDelta::seconds(30), 50, &[])
+        .claim_deliveries(
+            "me",
+            after,
+            after + TimeDelta::seconds(30),
+            50,
+            &Skip::default(),
+        )
         .await
         .expect("claim");
     assert_eq!(probe.len(), 1, "exactly one probe after the cool-off");
@@ -978,7 +1071,13 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
     );
     assert!(
         store
-            .claim_deliveries("other", after, after + TimeDelta::seconds(30), 50, &[])
+            .claim_deliveries(
+                "other",
+                after,
+                after + TimeDelta::seconds(30),
+                50,
+                &Skip::default()
+            )
             .await
             .expect("claim")
             .is_empty()
@@ -998,7 +1097,13 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
     assert_eq!(s.circuit.state, CircuitState::Closed);
     assert_eq!(s.circuit.consecutive_failures, 0);
     let rest = store
-        .claim_deliveries("me", after, after + TimeDelta::seconds(30), 50, &[])
+        .claim_deliveries(
+            "me",
+            after,
+            after + TimeDelta::seconds(30),
+            50,
+            &Skip::default(),
+        )
         .await
         .expect("claim");
     assert_eq!(rest.len(), 14, "closed again: everything flows");
@@ -1025,7 +1130,13 @@ async fn prune_removes_only_finished_old_events(backend: Backend) {
         .expect("publish");
     let now = store::now();
     let claimed = store
-        .claim_deliveries("me", now, now + TimeDelta::seconds(30), 10, &[])
+        .claim_deliveries(
+            "me",
+            now,
+            now + TimeDelta::seconds(30),
+            10,
+            &Skip::default(),
+        )
         .await
         .expect("claim");
     let finished = claimed

@@ -273,7 +273,12 @@ impl Runtime {
                 state.timed_out = true;
                 return Err(wasmtime::Error::msg("the connector ran out of time"));
             }
-            Ok(UpdateDeadline::Yield(1))
+            // tokio's own yield: wasmtime's runtime-agnostic one wakes the task straight back
+            // into the worker's LIFO slot, which starves everything else on that worker.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
         store
     }

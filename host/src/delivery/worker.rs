@@ -27,7 +27,7 @@ use super::{client, retry, signing};
 use crate::config::DeliveryConfig;
 use crate::connectors::{CallOutcome, Connectors, EventData};
 use crate::metrics::Metrics;
-use crate::store::{self, AttemptRecord, AttemptResult, ClaimedDelivery, Store, Target};
+use crate::store::{self, AttemptRecord, AttemptResult, ClaimedDelivery, Skip, Store, Target};
 
 /// How long a lease outlives the attempt timeout: as long again (at least 1 s), so a live worker
 /// always records its attempt before the lease expires, and a crashed instance's work is picked
@@ -83,9 +83,28 @@ pub struct Engine {
     connectors: Arc<Connectors>,
     /// Lease owner id of this instance (unique per process start).
     owner: String,
-    /// Attempts in flight per subscription, so one endpoint (say, one that hangs until the
-    /// timeout) can never take every slot: see [`Engine::per_subscription_cap`].
-    busy: Mutex<HashMap<uuid::Uuid, Busy>>,
+    /// Attempts in flight per destination (subscription or connector), so one destination (say,
+    /// an endpoint that hangs until the timeout) can never take every slot: see
+    /// [`Engine::per_subscription_cap`].
+    busy: Mutex<HashMap<Dest, Busy>>,
+}
+
+/// A destination as the per-destination share counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Dest {
+    Subscription(uuid::Uuid),
+    Connector(String),
+}
+
+impl Dest {
+    fn of(target: &Target) -> Self {
+        match target {
+            Target::Webhook {
+                subscription_id, ..
+            } => Self::Subscription(*subscription_id),
+            Target::Connector { name } => Self::Connector(name.clone()),
+        }
+    }
 }
 
 /// Attempts in flight for one subscription, and whether its endpoint has proven fast.
@@ -100,23 +119,21 @@ struct Busy {
 /// Holds one of a subscription's slots until the attempt ends (even if it panics).
 struct Slot {
     engine: Arc<Engine>,
-    subscription: Option<uuid::Uuid>,
+    dest: Dest,
     started: Instant,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(sub) = self.subscription {
-            let mut busy = self.engine.busy.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(state) = busy.get_mut(&sub) {
-                if let Some(pos) = state.started.iter().position(|t| *t == self.started) {
-                    state.started.swap_remove(pos);
-                }
-                state.fast = self.started.elapsed() < SLOW_ATTEMPT;
-                // What was learnt about an idle endpoint is kept, within a bound.
-                if state.started.is_empty() && busy.len() > MAX_TRACKED_SUBSCRIPTIONS {
-                    busy.remove(&sub);
-                }
+        let mut busy = self.engine.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = busy.get_mut(&self.dest) {
+            if let Some(pos) = state.started.iter().position(|t| *t == self.started) {
+                state.started.swap_remove(pos);
+            }
+            state.fast = self.started.elapsed() < SLOW_ATTEMPT;
+            // What was learnt about an idle destination is kept, within a bound.
+            if state.started.is_empty() && busy.len() > MAX_TRACKED_SUBSCRIPTIONS {
+                busy.remove(&self.dest);
             }
         }
     }
@@ -151,9 +168,10 @@ impl Engine {
         self.config.timeout.max(self.connectors.timeout())
     }
 
-    /// Most attempts a subscription that is not known to be fast may have in flight here: three
-    /// quarters of the slots, so a quarter always remains for everyone else. Endpoints that
-    /// answer within [`SLOW_ATTEMPT`] are not held back (the cap would only cost throughput).
+    /// Most attempts a destination (a subscription, or a connector) that is not known to be fast
+    /// may have in flight here: three quarters of the slots, so a quarter always remains for
+    /// everyone else. Destinations that answer within [`SLOW_ATTEMPT`] are not held back (the cap
+    /// would only cost throughput).
     pub fn per_subscription_cap(&self) -> usize {
         (self.config.concurrency * 3 / 4).max(1)
     }
@@ -169,18 +187,13 @@ impl Engine {
         state.started.len() >= self.per_subscription_cap() && (!state.fast || slow_now)
     }
 
-    /// Takes a slot of the delivery's subscription, or `None` when it is at its cap.
+    /// Takes a slot of the delivery's destination, or `None` when it is at its cap.
     fn take_slot(self: &Arc<Self>, delivery: &ClaimedDelivery) -> Option<Slot> {
-        let subscription = match &delivery.target {
-            Target::Webhook {
-                subscription_id, ..
-            } => Some(*subscription_id),
-            Target::Connector { .. } => None,
-        };
+        let dest = Dest::of(&delivery.target);
         let now = Instant::now();
-        if let Some(sub) = subscription {
+        {
             let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-            let state = busy.entry(sub).or_default();
+            let state = busy.entry(dest.clone()).or_default();
             if self.at_cap(state, now) {
                 return None;
             }
@@ -188,7 +201,7 @@ impl Engine {
         }
         Some(Slot {
             engine: self.clone(),
-            subscription,
+            dest,
             started: now,
         })
     }
@@ -216,13 +229,20 @@ impl Engine {
         None
     }
 
-    fn saturated_subscriptions(&self) -> Vec<uuid::Uuid> {
+    /// The destinations at their cap, which the next claim leaves alone.
+    fn saturated(&self) -> Skip {
         let now = Instant::now();
         let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        busy.iter()
-            .filter(|(_, state)| self.at_cap(state, now))
-            .map(|(sub, _)| *sub)
-            .collect()
+        let mut skip = Skip::default();
+        for (dest, state) in busy.iter() {
+            if self.at_cap(state, now) {
+                match dest {
+                    Dest::Subscription(id) => skip.subscriptions.push(*id),
+                    Dest::Connector(name) => skip.connectors.push(name.clone()),
+                }
+            }
+        }
+        skip
     }
 
     /// Runs until `shutdown` turns true, then drains and releases leases.
@@ -252,9 +272,10 @@ impl Engine {
             let mut more = false;
             if free > 0 {
                 let now = store::now();
-                // Subscriptions at their share are not claimed for at all, so a hanging
-                // endpoint's backlog stays in the database instead of taking slots here.
-                let skip = self.saturated_subscriptions();
+                // Destinations at their share are not claimed for at all, so a hanging endpoint's
+                // (or a looping connector's) backlog stays in the database instead of taking
+                // slots here.
+                let skip = self.saturated();
                 match self
                     .store
                     .claim_deliveries(&self.owner, now, now + lease, free as u32, &skip)
@@ -298,7 +319,7 @@ impl Engine {
             // Out of slots (overall, or for a subscription with waiting work): the next finished
             // attempt frees one, so wait for that as well as for new work.
             let saturated =
-                semaphore.available_permits() == 0 || !self.saturated_subscriptions().is_empty();
+                semaphore.available_permits() == 0 || self.saturated() != Skip::default();
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.poll_interval) => {}

@@ -536,6 +536,13 @@ pub struct OutboxStats {
     pub open_circuits: u64,
 }
 
+/// Destinations a claim leaves alone: those the engine already runs at their cap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skip {
+    pub subscriptions: Vec<Uuid>,
+    pub connectors: Vec<String>,
+}
+
 /// Storage operations of the hub. Object-safe, so the backend is chosen at run time.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
@@ -589,15 +596,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// per subscription whose cool-off has passed. Instances never claim the same row twice
     /// (`FOR UPDATE SKIP LOCKED` on Postgres, the single writer on SQLite).
     ///
-    /// Deliveries of the subscriptions in `skip` are left alone (the engine passes those it
-    /// already runs at their per-subscription cap).
+    /// Deliveries of the subscriptions and connectors in `skip` are left alone (the engine
+    /// passes those it already runs at their cap).
     async fn claim_deliveries(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
-        skip: &[Uuid],
+        skip: &Skip,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
 
     /// Hands claimed deliveries back to `pending`, unattempted.

@@ -16,9 +16,9 @@ use super::{
     AttemptRecord, AttemptResult, AttemptView, Backend, Circuit, CircuitState, ClaimedDelivery,
     DeadLetter, DeliveryStatus, DeliverySummary, Destination, EventDetail, IDEMPOTENCY_TTL,
     IdempotencyKey, MAX_BULK_REPLAY, NewEvent, NewSubscription, OutboxStats, PublishOutcome,
-    PublishedEvent, ReplayFilter, ReplayOutcome, SECRET_GRACE, Store, StoreError, StoreResult,
-    Subscription, SubscriptionPatch, Target, circuit, decode_headers, decode_ids, encode_ids,
-    encode_json, in_order,
+    PublishedEvent, ReplayFilter, ReplayOutcome, SECRET_GRACE, Skip, Store, StoreError,
+    StoreResult, Subscription, SubscriptionPatch, Target, circuit, decode_headers, decode_ids,
+    encode_ids, encode_json, in_order,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -537,7 +537,7 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
-        skip: &[Uuid],
+        skip: &Skip,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: instances claiming at the same moment take disjoint rows, never wait.
@@ -550,11 +550,13 @@ impl Store for PostgresStore {
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
              AND (d.kind = 'connector' OR (s.enabled AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1))) \
              AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
+             AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
              ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
         )
         .bind(now)
         .bind(i64::from(limit))
-        .bind(skip)
+        .bind(&skip.subscriptions)
+        .bind(&skip.connectors)
         .fetch_all(&mut *tx)
         .await?;
 

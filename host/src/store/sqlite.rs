@@ -21,9 +21,9 @@ use super::{
     AttemptRecord, AttemptResult, AttemptView, Backend, Circuit, CircuitState, ClaimedDelivery,
     DeadLetter, DeliveryStatus, DeliverySummary, Destination, EventDetail, IDEMPOTENCY_TTL,
     INSERT_CHUNK, IdempotencyKey, MAX_BULK_REPLAY, NewEvent, NewSubscription, OutboxStats,
-    PublishOutcome, PublishedEvent, ReplayFilter, ReplayOutcome, SECRET_GRACE, Store, StoreError,
-    StoreResult, Subscription, SubscriptionPatch, Target, circuit, decode_headers, decode_ids,
-    encode_ids, encode_json, from_micros, in_order, to_micros,
+    PublishOutcome, PublishedEvent, ReplayFilter, ReplayOutcome, SECRET_GRACE, Skip, Store,
+    StoreError, StoreResult, Subscription, SubscriptionPatch, Target, circuit, decode_headers,
+    decode_ids, encode_ids, encode_json, from_micros, in_order, to_micros,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -486,7 +486,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
-        skip: &[Uuid],
+        skip: &Skip,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let at = to_micros(now);
         let mut tx = self.writer.begin().await?;
@@ -501,11 +501,19 @@ impl Store for SqliteStore {
             .push(" AND (d.kind = 'connector' OR (s.enabled = 1 AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ")
             .push_bind(at)
             .push(")))");
-        if !skip.is_empty() {
+        if !skip.subscriptions.is_empty() {
             q.push(" AND (d.subscription_id IS NULL OR d.subscription_id NOT IN (");
             let mut list = q.separated(", ");
-            for id in skip {
+            for id in &skip.subscriptions {
                 list.push_bind(*id);
+            }
+            q.push("))");
+        }
+        if !skip.connectors.is_empty() {
+            q.push(" AND (d.connector IS NULL OR d.connector NOT IN (");
+            let mut list = q.separated(", ");
+            for name in &skip.connectors {
+                list.push_bind(name.as_str());
             }
             q.push("))");
         }
