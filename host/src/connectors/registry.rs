@@ -291,8 +291,17 @@ impl Connectors {
         *files = next;
         if changed || self.current().entries.is_empty() {
             let snapshot = self.assemble(&files);
-            for entry in snapshot.entries.values() {
+            let previous = self.current();
+            for (key, entry) in &snapshot.entries {
                 let v = &entry.view;
+                let known = previous.entries.get(key).is_some_and(|old| {
+                    old.view.sha256 == v.sha256
+                        && old.view.status == v.status
+                        && old.view.source == v.source
+                });
+                if known {
+                    continue;
+                }
                 match v.status {
                     ConnectorStatus::Active => {
                         tracing::info!(connector = %v.name, version = v.version.as_deref(), source = %v.source, "connector active")
@@ -303,6 +312,11 @@ impl Connectors {
                     ConnectorStatus::Failed => {
                         tracing::warn!(connector = %v.name, source = %v.source, problem = v.problem.as_deref(), "connector failed to load")
                     }
+                }
+            }
+            for (key, old) in &previous.entries {
+                if !snapshot.entries.contains_key(key) {
+                    tracing::info!(connector = %old.view.name, source = %old.view.source, "connector removed");
                 }
             }
             *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
