@@ -354,6 +354,9 @@ impl Config {
             .0
             .iter()
             .filter(|(k, _)| !known(k))
+            // An empty value counts as unset (compose files pass `${IH_SLACK_BOT_TOKEN:-}`), so a
+            // connector missing it is `inactive` instead of calling out with an empty token.
+            .filter(|(_, v)| !v.is_empty())
             .filter(|(k, _)| {
                 if OWN_PREFIXES.iter().any(|p| k.starts_with(p)) {
                     warnings.push(format!(
@@ -528,6 +531,17 @@ mod tests {
                 .map(Secret::expose),
             Some("xoxb-very-secret-token")
         );
+    }
+
+    #[test]
+    fn empty_connector_settings_count_as_unset() {
+        let c = Config::from_vars([
+            ("IH_SLACK_BOT_TOKEN".to_owned(), String::new()),
+            ("IH_SLACK_DEFAULT_CHANNEL".to_owned(), "#x".to_owned()),
+        ])
+        .expect("valid");
+        assert!(!c.connectors.settings.contains_key("SLACK_BOT_TOKEN"));
+        assert!(c.connectors.settings.contains_key("SLACK_DEFAULT_CHANNEL"));
     }
 
     #[test]

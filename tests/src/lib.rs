@@ -333,6 +333,30 @@ impl Drop for TestHub {
     }
 }
 
+/// Polls `GET /api/v1/events/{id}` until its first delivery reaches `status` (20 s at most).
+pub async fn wait_status(hub: &TestHub, id: &str, status: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, event) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
+        assert_eq!(code, 200, "{event}");
+        if event["deliveries"][0]["status"] == status {
+            return event;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivery never became {status}: {event}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The attempts of an event, oldest first (`GET /api/v1/admin/events/{id}/attempts`).
+pub async fn attempts(hub: &TestHub, id: &str) -> Vec<serde_json::Value> {
+    let (status, body) = send(hub.get(&format!("/api/v1/admin/events/{id}/attempts"))).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].as_array().expect("data").clone()
+}
+
 /// A connector component this build produced (`slack_connector`, `example_connector`,
 /// `fixture_connector`), read from the directory the hub's `build.rs` built them into.
 pub fn built_wasm(stem: &str) -> Vec<u8> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use integrations_hub_tests::receiver::{Receiver, Reply};
 use integrations_hub_tests::{
-    Backend, TestHub, backend_tests, built_wasm, deploy, fixture_wasm, send,
+    Backend, TestHub, attempts, backend_tests, built_wasm, deploy, fixture_wasm, send, wait_status,
 };
 use serde_json::{Value, json};
 
@@ -55,27 +55,20 @@ async fn publish(hub: &TestHub, event_type: &str, payload: Value) -> (String, u6
     )
 }
 
-/// Polls the event until its first delivery reaches `status`.
-async fn wait_status(hub: &TestHub, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (code, e) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
-        assert_eq!(code, 200, "{e}");
-        if e["deliveries"][0]["status"] == status {
-            return e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "delivery never became {status}: {e}"
+/// Two copies of the fixture, `fixture` (to misbehave) and `healthy` (to show others still
+/// deliver), deployed and active.
+async fn deploy_fixture_and_healthy(hub: &TestHub) {
+    for name in ["fixture", "healthy"] {
+        deploy(
+            &hub.connectors_dir,
+            &format!("{name}.wasm"),
+            &fixture_wasm(name, "1.0.0"),
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn attempts(hub: &TestHub, id: &str) -> Vec<Value> {
-    let (status, body) = send(hub.get(&format!("/api/v1/admin/events/{id}/attempts"))).await;
-    assert_eq!(status, 200, "{body}");
-    body["data"].as_array().expect("data").clone()
+    wait_listing(hub, "both active", |l| {
+        l.iter().filter(|c| c["status"] == "active").count() == 2
+    })
+    .await;
 }
 
 async fn connectors(hub: &TestHub) -> Vec<Value> {
@@ -418,20 +411,7 @@ async fn hostile_connectors_are_contained(backend: Backend) {
     else {
         return;
     };
-    deploy(
-        &hub.connectors_dir,
-        "fixture.wasm",
-        &fixture_wasm("fixture", "1.0.0"),
-    );
-    deploy(
-        &hub.connectors_dir,
-        "healthy.wasm",
-        &fixture_wasm("healthy", "1.0.0"),
-    );
-    wait_listing(&hub, "both active", |l| {
-        l.iter().filter(|c| c["status"] == "active").count() == 2
-    })
-    .await;
+    deploy_fixture_and_healthy(&hub).await;
 
     // Two infinite loops at once (as many as this machine has cores), then everything else.
     let loops = [
@@ -524,20 +504,7 @@ async fn a_looping_connector_cannot_take_every_slot(backend: Backend) {
     else {
         return;
     };
-    deploy(
-        &hub.connectors_dir,
-        "fixture.wasm",
-        &fixture_wasm("fixture", "1.0.0"),
-    );
-    deploy(
-        &hub.connectors_dir,
-        "healthy.wasm",
-        &fixture_wasm("healthy", "1.0.0"),
-    );
-    wait_listing(&hub, "both active", |l| {
-        l.iter().filter(|c| c["status"] == "active").count() == 2
-    })
-    .await;
+    deploy_fixture_and_healthy(&hub).await;
     let mut loops = Vec::new();
     for _ in 0..8 {
         loops.push(publish(&hub, "fixture.loop", json!({})).await.0);

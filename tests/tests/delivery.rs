@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use integrations_hub_tests::receiver::{
     Receiver, Reply, verify_seed_signature, verify_standard_signature,
 };
-use integrations_hub_tests::{Backend, TestHub, backend_tests, send};
+use integrations_hub_tests::{Backend, TestHub, attempts, backend_tests, send, wait_status};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -70,28 +70,6 @@ async fn event(hub: &TestHub, id: &str) -> Value {
     let (status, body) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
     assert_eq!(status, 200, "{body}");
     body
-}
-
-/// Polls the event until its first delivery reaches `status`.
-async fn wait_status(hub: &TestHub, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let e = event(hub, id).await;
-        if e["deliveries"][0]["status"] == status {
-            return e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "delivery never became {status}: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn attempts(hub: &TestHub, id: &str) -> Vec<Value> {
-    let (status, body) = send(hub.get(&format!("/api/v1/admin/events/{id}/attempts"))).await;
-    assert_eq!(status, 200, "{body}");
-    body["data"].as_array().expect("data").clone()
 }
 
 async fn delivers_signed_webhooks_verifiable_both_ways(backend: Backend) {
