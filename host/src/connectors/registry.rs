@@ -118,11 +118,11 @@ struct Candidate {
     /// Order in which paths first appeared: on a name clash the earlier one keeps the name, also
     /// after it is replaced by a new version.
     first_seen: u64,
-    result: Result<Arc<Prepared2>, String>,
+    result: Result<Arc<Compiled>, String>,
 }
 
 /// A compiled component and its validated manifest (not yet bound to configuration).
-struct Prepared2 {
+struct Compiled {
     pre: Prepared,
     manifest: Manifest,
 }
@@ -421,7 +421,7 @@ impl Connectors {
     }
 
     /// Applies the environment to a compiled connector: its settings, its grant, its status.
-    fn bind(&self, candidate: &Candidate, prepared: &Arc<Prepared2>) -> Entry {
+    fn bind(&self, candidate: &Candidate, prepared: &Arc<Compiled>) -> Entry {
         let m = &prepared.manifest;
         let mut settings = BTreeMap::new();
         let mut missing = Vec::new();
@@ -547,7 +547,7 @@ async fn load(
     }
 }
 
-async fn prepare(runtime: &Runtime, source: &str, bytes: Vec<u8>) -> Result<Prepared2, String> {
+async fn prepare(runtime: &Runtime, source: &str, bytes: Vec<u8>) -> Result<Compiled, String> {
     let pre = runtime.prepare(bytes).await?;
     let shared = Arc::new(Shared {
         name: source.to_owned(),
@@ -574,7 +574,7 @@ async fn prepare(runtime: &Runtime, source: &str, bytes: Vec<u8>) -> Result<Prep
             })
             .collect(),
     )?;
-    Ok(Prepared2 { pre, manifest })
+    Ok(Compiled { pre, manifest })
 }
 
 fn failed_view(candidate: &Candidate, name: String, problem: String) -> ConnectorView {
