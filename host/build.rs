@@ -31,6 +31,8 @@ fn main() {
         );
     }
     println!("cargo:rerun-if-env-changed=IH_SKIP_BUILTIN_CONNECTORS");
+    // Under CI=true a failed connector build is an error instead of a warning.
+    println!("cargo:rerun-if-env-changed=CI");
 
     let built = if std::env::var_os("IH_SKIP_BUILTIN_CONNECTORS").is_some() {
         Err("IH_SKIP_BUILTIN_CONNECTORS is set".to_owned())
