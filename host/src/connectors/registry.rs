@@ -178,7 +178,17 @@ impl Connectors {
                 "this build has no built-in Slack connector (the wasm32-wasip2 target was missing when it was built)"
             );
         } else {
-            builtins.push(load(&runtime, "builtin".into(), BUILTIN_SLACK.to_vec(), None).await);
+            let sha = hex::encode(Sha256::digest(BUILTIN_SLACK));
+            builtins.push(
+                load(
+                    &runtime,
+                    "builtin".into(),
+                    BUILTIN_SLACK.to_vec(),
+                    sha,
+                    None,
+                )
+                .await,
+            );
         }
         let connectors = Arc::new(Self {
             runtime,
@@ -351,7 +361,7 @@ impl Connectors {
                         stamp,
                         ..previous.clone()
                     },
-                    _ => load(&self.runtime, source, bytes, stamp).await,
+                    _ => load(&self.runtime, source, bytes, sha, stamp).await,
                 }
             }
             Err(problem) => Candidate {
@@ -524,14 +534,14 @@ impl Connectors {
     }
 }
 
-/// Compiles a component and reads its manifest.
+/// Compiles a component (whose SHA-256 the caller has already taken) and reads its manifest.
 async fn load(
     runtime: &Runtime,
     source: String,
     bytes: Vec<u8>,
+    sha256: String,
     stamp: Option<(u64, SystemTime)>,
 ) -> Candidate {
-    let sha256 = hex::encode(Sha256::digest(&bytes));
     let started = Instant::now();
     let result = prepare(runtime, &source, bytes).await.map(Arc::new);
     if result.is_ok() {
