@@ -71,6 +71,7 @@ fn build_connectors(workspace: &Path) -> Result<PathBuf, String> {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))
         .join("connectors-wasm");
+    ensure_wasm_target(workspace);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -108,4 +109,34 @@ fn build_connectors(workspace: &Path) -> Result<PathBuf, String> {
         ));
     }
     Ok(target_dir.join("wasm32-wasip2/release"))
+}
+
+/// rustup installs the toolchain `rust-toolchain.toml` names when it is missing, but not the
+/// targets listed there when the toolchain is already present (a machine with rustc 1.95 and
+/// no wasm target). Adding it here keeps `cargo run` the only command a fresh clone needs.
+fn ensure_wasm_target(workspace: &Path) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else { return };
+    if sysroot.join("lib/rustlib/wasm32-wasip2").is_dir() {
+        return;
+    }
+    let mut rustup = Command::new("rustup");
+    rustup
+        .current_dir(workspace)
+        .args(["target", "add", "wasm32-wasip2"]);
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    // On failure the connector build below fails and says what to do.
+    if rustup.output().is_ok_and(|o| o.status.success()) {
+        println!(
+            "cargo:warning=installed the wasm32-wasip2 target (rustup target add) to build the connectors"
+        );
+    }
 }

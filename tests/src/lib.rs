@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 pub use integrations_hub;
 
+pub mod bench;
 pub mod receiver;
 
 /// Which database a test runs on.
@@ -422,10 +423,22 @@ pub struct HubProcess {
 impl HubProcess {
     /// Starts the binary on `db` with `vars`, and waits until it serves.
     pub async fn start(db: &TestDb, vars: &[(&str, &str)]) -> Self {
+        Self::start_program(&hub_binary(), &[], db, vars).await
+    }
+
+    /// Starts `program args…` (the hub binary, or a program that runs the same `serve`) on `db`
+    /// with `vars`, and waits until it serves.
+    pub async fn start_program(
+        program: &std::path::Path,
+        args: &[String],
+        db: &TestDb,
+        vars: &[(&str, &str)],
+    ) -> Self {
         use std::io::BufRead;
         let connectors = tempfile::tempdir().expect("connectors directory");
-        let mut command = std::process::Command::new(hub_binary());
+        let mut command = std::process::Command::new(program);
         command
+            .args(args)
             .env_clear()
             .env("IH_CONNECTORS_DIR", connectors.path())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -467,6 +480,11 @@ impl HubProcess {
             child,
             _connectors: connectors,
         }
+    }
+
+    /// The process id (for its CPU time and memory in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no drain, no lease release, nothing flushed.

@@ -7,8 +7,8 @@ use chrono::TimeDelta;
 use integrations_hub::Config;
 use integrations_hub::store::{
     self, AttemptRecord, AttemptResult, CircuitState, DeliveryStatus, Destination, IdempotencyKey,
-    NewEvent, NewSubscription, PublishOutcome, ReplayFilter, ReplayOutcome, Skip, Store,
-    SubscriptionPatch, Target,
+    NewEvent, NewSubscription, PublishOutcome, PublishRequest, ReplayFilter, ReplayOutcome, Skip,
+    Store, SubscriptionPatch, Target,
 };
 use integrations_hub_tests::{Backend, TestDb, backend_tests};
 use uuid::Uuid;
@@ -31,6 +31,8 @@ backend_tests!(
     dead_letters_replay_once_and_in_bulk,
     circuit_opens_after_ten_failures_and_admits_one_probe,
     prune_removes_only_finished_old_events,
+    a_publish_group_answers_each_request_as_if_alone,
+    a_group_of_attempt_records_applies_each_in_order,
 );
 
 async fn open(backend: Backend) -> Option<(TestDb, Arc<dyn Store>)> {
@@ -1180,4 +1182,196 @@ async fn prune_removes_only_finished_old_events(backend: Backend) {
             .expect("attempts")
             .is_empty()
     );
+}
+
+async fn a_publish_group_answers_each_request_as_if_alone(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("sub");
+    let key = |k: &str, fp: &str| {
+        Some(IdempotencyKey {
+            key: k.into(),
+            fingerprint: fp.into(),
+        })
+    };
+    let now = store::now();
+    // A key already used by an earlier, separate publish.
+    let earlier = created(
+        store
+            .publish(vec![event("a", "{}")], key("old", "fp"), now)
+            .await
+            .expect("earlier"),
+    );
+    let request = |events: Vec<NewEvent>, idempotency| PublishRequest {
+        events,
+        idempotency,
+    };
+    let requests = vec![
+        request(vec![event("a", "{}"), event("b", "{}")], None),
+        request(vec![event("a", "{\"n\":1}")], key("k1", "fp1")),
+        request(vec![event("a", "{\"n\":1}")], key("k1", "fp1")),
+        request(vec![event("a", "{\"n\":2}")], key("k1", "fp2")),
+        request(vec![event("a", "{}")], key("old", "fp")),
+        request(vec![event("a", "{}")], key("old", "other")),
+    ];
+    let ids: Vec<Vec<Uuid>> = requests
+        .iter()
+        .map(|r| r.events.iter().map(|e| e.id).collect())
+        .collect();
+    let outcomes = store.publish_group(requests, now).await.expect("group");
+    assert_eq!(outcomes.len(), 6);
+    let plain = created(outcomes[0].clone());
+    assert_eq!(
+        plain
+            .iter()
+            .map(|e| (e.id, e.deliveries))
+            .collect::<Vec<_>>(),
+        vec![(ids[0][0], 1), (ids[0][1], 0)],
+        "events in request order, each with its own deliveries"
+    );
+    let keyed = created(outcomes[1].clone());
+    assert_eq!(keyed[0].id, ids[1][0]);
+    assert_eq!(
+        outcomes[2],
+        PublishOutcome::Replayed(keyed.clone()),
+        "the same key and request again in one group replays the first"
+    );
+    assert_eq!(outcomes[3], PublishOutcome::KeyMismatch);
+    assert_eq!(outcomes[4], PublishOutcome::Replayed(earlier));
+    assert_eq!(outcomes[5], PublishOutcome::KeyMismatch);
+    for (i, written) in [
+        (0, true),
+        (1, true),
+        (2, false),
+        (3, false),
+        (4, false),
+        (5, false),
+    ] {
+        for id in &ids[i] {
+            assert_eq!(
+                store.get_event(*id).await.expect("get").is_some(),
+                written,
+                "request {i}"
+            );
+        }
+    }
+}
+
+async fn a_group_of_attempt_records_applies_each_in_order(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let failing = store
+        .create_subscription(new_sub(&["f"]))
+        .await
+        .expect("sub");
+    let healthy = store
+        .create_subscription(new_sub(&["h"]))
+        .await
+        .expect("sub");
+    let mut events: Vec<NewEvent> = (0..11).map(|_| event("f", "{}")).collect();
+    events.extend((0..3).map(|_| event("h", "{}")));
+    store
+        .publish(events, None, store::now())
+        .await
+        .expect("publish");
+    let now = store::now();
+    let claimed = store
+        .claim_deliveries(
+            "me",
+            now,
+            now + TimeDelta::seconds(30),
+            50,
+            &Skip::default(),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 14);
+    let sub_of = |d: &store::ClaimedDelivery| match &d.target {
+        Target::Webhook {
+            subscription_id, ..
+        } => *subscription_id,
+        Target::Connector { .. } => panic!("webhook deliveries only"),
+    };
+    let retry = now + TimeDelta::seconds(1);
+    let mut records = Vec::new();
+    let mut first_failing = true;
+    for d in &claimed {
+        let sub = sub_of(d);
+        let result = if sub == healthy.id {
+            AttemptResult::Succeeded
+        } else if first_failing {
+            first_failing = false;
+            AttemptResult::Dead
+        } else {
+            AttemptResult::Retry(retry)
+        };
+        records.push(record(d, "me", result, Some(sub)));
+    }
+    // Someone else's lease: recorded as history, but it moves nothing.
+    let mut stranger = records
+        .iter()
+        .find(|r| r.subscription_id == Some(healthy.id))
+        .expect("a healthy record")
+        .clone();
+    stranger.owner = "someone-else".into();
+    records.push(stranger);
+    let moved = store
+        .record_attempts(records, now)
+        .await
+        .expect("record group");
+    assert_eq!(moved.len(), 15);
+    assert!(moved[..14].iter().all(|m| *m), "{moved:?}");
+    assert!(!moved[14], "a record without the lease moves nothing");
+
+    let failing_now = store
+        .get_subscription(failing.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(failing_now.circuit.consecutive_failures, 11);
+    assert_eq!(
+        failing_now.circuit.state,
+        CircuitState::Open,
+        "the tenth failure within the group opened the circuit"
+    );
+    let healthy_now = store
+        .get_subscription(healthy.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(healthy_now.circuit.state, CircuitState::Closed);
+    let dead = store.list_dead_letters(None, 50).await.expect("dead");
+    assert_eq!(dead.len(), 1, "exactly the dead attempt left a dead letter");
+    for d in &claimed {
+        let expected = if sub_of(d) == healthy.id {
+            DeliveryStatus::Succeeded
+        } else if d.id == dead[0].delivery_id {
+            DeliveryStatus::Dead
+        } else {
+            DeliveryStatus::Pending
+        };
+        let event = store
+            .get_event(d.event_id)
+            .await
+            .expect("get")
+            .expect("event");
+        assert_eq!(event.deliveries[0].status, expected);
+    }
+    let history: usize = {
+        let mut n = 0;
+        for d in &claimed {
+            n += store
+                .list_attempts(d.event_id)
+                .await
+                .expect("attempts")
+                .len();
+        }
+        n
+    };
+    assert_eq!(history, 15, "every record is kept as an attempt");
 }

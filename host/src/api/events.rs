@@ -24,7 +24,8 @@ use super::{ApiJson, AppState};
 use crate::connectors::Connectors;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::store::{
-    self, DeliveryStatus, Destination, IdempotencyKey, NewEvent, PublishOutcome, PublishedEvent,
+    self, DeliveryStatus, Destination, IdempotencyKey, NewEvent, PublishOutcome, PublishRequest,
+    PublishedEvent,
 };
 
 /// Most events in one batch publish.
@@ -173,8 +174,12 @@ async fn store_events(
     route: &str,
     events: Vec<NewEvent>,
 ) -> ApiResult<(Vec<PublishedEvent>, bool)> {
-    let key = idempotency(headers, route, &events)?;
-    match state.store.publish(events, key, store::now()).await? {
+    let idempotency = idempotency(headers, route, &events)?;
+    let request = PublishRequest {
+        events,
+        idempotency,
+    };
+    match state.publisher.submit(request).await? {
         PublishOutcome::Created(published) => {
             if published.iter().any(|e| e.deliveries > 0) {
                 state.wake.notify_one();

@@ -40,7 +40,8 @@ use crate::config::Config;
 use crate::connectors::Connectors;
 use crate::error::ApiError;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
-use crate::store::Store;
+use crate::store::group::{self, GroupCommit};
+use crate::store::{PublishOutcome, PublishRequest, Store};
 
 pub use extract::{ApiJson, Page};
 
@@ -57,8 +58,13 @@ pub struct AppState {
     pub wake: Arc<tokio::sync::Notify>,
     /// Loaded connectors: listed by the API, and consulted when an event is published.
     pub connectors: Arc<Connectors>,
+    /// Writes concurrent publishes together (group commit); each is answered once committed.
+    pub publisher: Arc<GroupCommit<PublishRequest, PublishOutcome>>,
     api_keys: Arc<auth::ApiKeys>,
 }
+
+/// Most events one publish group commits together (a batch request counts its events).
+pub const MAX_PUBLISH_GROUP: usize = 2000;
 
 impl AppState {
     pub fn new(
@@ -68,7 +74,20 @@ impl AppState {
         wake: Arc<tokio::sync::Notify>,
         connectors: Arc<Connectors>,
     ) -> Self {
+        let publisher = {
+            let store = store.clone();
+            GroupCommit::start(
+                group::writers(store.backend()),
+                MAX_PUBLISH_GROUP,
+                |r: &PublishRequest| r.events.len(),
+                move |requests| {
+                    let store = store.clone();
+                    async move { store.publish_group(requests, crate::store::now()).await }
+                },
+            )
+        };
         Self {
+            publisher: Arc::new(publisher),
             wake,
             connectors,
             api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),

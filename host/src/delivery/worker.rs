@@ -27,6 +27,7 @@ use super::{client, retry, signing};
 use crate::config::DeliveryConfig;
 use crate::connectors::{CallOutcome, Connectors, EventData};
 use crate::metrics::Metrics;
+use crate::store::group::GroupCommit;
 use crate::store::{self, AttemptRecord, AttemptResult, ClaimedDelivery, Skip, Store, Target};
 
 /// How long a lease outlives the attempt timeout: as long again (at least 1 s), so a live worker
@@ -47,6 +48,8 @@ pub const MAX_TRACKED_SUBSCRIPTIONS: usize = 10_000;
 pub const SLOW_ATTEMPT: Duration = Duration::from_secs(1);
 /// Extra time in-flight attempts get to finish on shutdown, beyond the attempt timeout.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Most attempt records written in one transaction.
+pub const MAX_RECORD_GROUP: usize = 512;
 
 /// What one attempt produced, before the retry policy is applied.
 #[derive(Debug, Default)]
@@ -81,6 +84,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     connectors: Arc<Connectors>,
+    /// Writes finished attempts in groups (one transaction for all that finish together).
+    recorder: GroupCommit<AttemptRecord, bool>,
     /// Lease owner id of this instance (unique per process start).
     owner: String,
     /// Attempts in flight per destination (subscription or connector), so one destination (say,
@@ -150,7 +155,20 @@ impl Engine {
         client: reqwest::Client,
         connectors: Arc<Connectors>,
     ) -> Self {
+        let recorder = {
+            let store = store.clone();
+            GroupCommit::start(
+                store::group::writers(store.backend()),
+                MAX_RECORD_GROUP,
+                |_| 1,
+                move |records| {
+                    let store = store.clone();
+                    async move { store.record_attempts(records, store::now()).await }
+                },
+            )
+        };
         Self {
+            recorder,
             store,
             client,
             config,
@@ -436,11 +454,7 @@ impl Engine {
         // expires and the delivery is attempted again (at-least-once).
         for pause in [0u64, 200, 1000, 3000] {
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            match self
-                .store
-                .record_attempt(record.clone(), store::now())
-                .await
-            {
+            match self.recorder.submit(record.clone()).await {
                 Ok(true) => return,
                 Ok(false) => {
                     tracing::warn!(

@@ -11,10 +11,11 @@
 //!   its pending deliveries become `cancelled` in the same transaction;
 //! - timestamps are UTC with microsecond precision, so what is written reads back equal.
 
+pub mod group;
 mod postgres;
 mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -52,6 +53,20 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The failure of a group commit, shared by every request of the group.
+    #[error("{0}")]
+    Shared(Arc<StoreError>),
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (nothing was written; try again later).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Shared(inner) => inner.is_unavailable(),
+            _ => false,
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -225,6 +240,13 @@ pub struct PublishedEvent {
     pub deliveries: u32,
 }
 
+/// One publish request: its events (one, or a batch) and its idempotency key.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub events: Vec<NewEvent>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
 /// The idempotency key of a publish request and a fingerprint of the request it came with.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
@@ -392,14 +414,14 @@ impl fmt::Debug for Target {
 
 impl Target {
     /// Rebuilds a claimed delivery's target from the columns both backends select, with the
-    /// secrets loaded for the claimed subscriptions.
+    /// subscription's valid secrets (newest first).
     fn from_parts(
         kind: &str,
         subscription_id: Option<Uuid>,
         url: Option<String>,
         headers: Option<String>,
         connector: Option<String>,
-        secrets: &std::collections::HashMap<Uuid, Vec<String>>,
+        secrets: Vec<String>,
     ) -> StoreResult<Self> {
         match (kind, subscription_id, connector) {
             ("webhook", Some(subscription_id), _) => Ok(Target::Webhook {
@@ -408,7 +430,7 @@ impl Target {
                 headers: decode_headers(headers.as_deref().ok_or_else(|| {
                     StoreError::Corrupt("webhook delivery without its subscription".into())
                 })?)?,
-                secrets: secrets.get(&subscription_id).cloned().unwrap_or_default(),
+                secrets,
             }),
             ("connector", _, Some(name)) => Ok(Target::Connector { name }),
             (other, _, _) => Err(StoreError::Corrupt(format!(
@@ -587,7 +609,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         events: Vec<NewEvent>,
         idempotency: Option<IdempotencyKey>,
         now: DateTime<Utc>,
-    ) -> StoreResult<PublishOutcome>;
+    ) -> StoreResult<PublishOutcome> {
+        let request = PublishRequest {
+            events,
+            idempotency,
+        };
+        self.publish_group(vec![request], now)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("a publish was not answered".into()))
+    }
+
+    /// Several publish requests in one transaction (group commit): each outcome, in request
+    /// order, is what [`Store::publish`] of that request alone would have answered. A key used
+    /// twice in one group behaves as two requests in a row (the second replays the first).
+    async fn publish_group(
+        &self,
+        requests: Vec<PublishRequest>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PublishOutcome>>;
 
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventDetail>>;
 
@@ -618,7 +658,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Records a finished attempt and applies its result to the delivery (when `owner` still
     /// holds the lease) and to the subscription's circuit breaker, in one transaction. Returns
     /// whether the delivery was updated.
-    async fn record_attempt(&self, record: AttemptRecord, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn record_attempt(&self, record: AttemptRecord, now: DateTime<Utc>) -> StoreResult<bool> {
+        self.record_attempts(vec![record], now)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an attempt record was not answered".into()))
+    }
+
+    /// Records several attempts in one transaction, each as [`Store::record_attempt`] would,
+    /// in order (so a subscription's circuit breaker sees them as they happened). Returns, per
+    /// record, whether its delivery was updated.
+    async fn record_attempts(
+        &self,
+        records: Vec<AttemptRecord>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>>;
 
     /// Returns in-flight deliveries whose lease expired to `pending` (their worker died).
     async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64>;
@@ -720,6 +774,182 @@ fn decode_headers(raw: &str) -> StoreResult<BTreeMap<String, String>> {
 
 fn encode_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// What a group publish decided about one request before writing anything.
+#[derive(Debug)]
+enum Decision {
+    /// Its events are written in this transaction.
+    Write,
+    /// Answered without writing (a live idempotency key: replayed, or a mismatch).
+    Answered(PublishOutcome),
+    /// Its idempotency key was claimed by an earlier request (this index) of the same group.
+    SameKeyAs(usize),
+}
+
+/// One delivery row to insert with its event.
+#[derive(Debug)]
+struct DeliveryRow<'a> {
+    id: Uuid,
+    event_id: Uuid,
+    subscription: Option<Uuid>,
+    connector: Option<&'a str>,
+    at: DateTime<Utc>,
+}
+
+/// Idempotency keys claimed for writing within one group, with the claiming request.
+#[derive(Debug, Default)]
+struct KeyClaims<'a> {
+    written: HashMap<&'a str, usize>,
+}
+
+impl<'a> KeyClaims<'a> {
+    /// The request that already claimed `key` for writing in this group, if any.
+    fn claimed_by(&self, key: &IdempotencyKey) -> Option<usize> {
+        self.written.get(key.key.as_str()).copied()
+    }
+
+    fn claim(&mut self, key: &'a IdempotencyKey, request: usize) {
+        self.written.insert(&key.key, request);
+    }
+}
+
+/// The events of the requests decided [`Decision::Write`], in request order.
+fn events_to_write<'a>(
+    requests: &'a [PublishRequest],
+    decisions: &[Decision],
+) -> Vec<&'a NewEvent> {
+    requests
+        .iter()
+        .zip(decisions)
+        .filter(|(_, d)| matches!(d, Decision::Write))
+        .flat_map(|(r, _)| r.events.iter())
+        .collect()
+}
+
+/// The distinct event types of `events`, in first-seen order.
+fn distinct_types<'a>(events: &[&'a NewEvent]) -> Vec<&'a str> {
+    let mut types: Vec<&str> = Vec::new();
+    for e in events {
+        if !types.contains(&e.event_type.as_str()) {
+            types.push(&e.event_type);
+        }
+    }
+    types
+}
+
+/// One delivery per matching subscription and per routed connector of each event; returns the
+/// rows and the number of deliveries per event.
+fn plan_deliveries<'a>(
+    events: &[&'a NewEvent],
+    matches: &HashMap<&str, Vec<Uuid>>,
+) -> (Vec<DeliveryRow<'a>>, HashMap<Uuid, u32>) {
+    let mut rows = Vec::new();
+    let mut counts = HashMap::with_capacity(events.len());
+    for event in events {
+        let subs = matches
+            .get(event.event_type.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        rows.extend(subs.iter().map(|s| DeliveryRow {
+            id: Uuid::now_v7(),
+            event_id: event.id,
+            subscription: Some(*s),
+            connector: None,
+            at: event.created_at,
+        }));
+        rows.extend(event.connectors.iter().map(|c| DeliveryRow {
+            id: Uuid::now_v7(),
+            event_id: event.id,
+            subscription: None,
+            connector: Some(c.as_str()),
+            at: event.created_at,
+        }));
+        counts.insert(event.id, (subs.len() + event.connectors.len()) as u32);
+    }
+    (rows, counts)
+}
+
+/// Turns the decisions of a committed group into one outcome per request.
+fn group_outcomes(
+    requests: &[PublishRequest],
+    decisions: Vec<Decision>,
+    counts: &HashMap<Uuid, u32>,
+) -> Vec<PublishOutcome> {
+    let created = |r: &PublishRequest| -> Vec<PublishedEvent> {
+        r.events
+            .iter()
+            .map(|e| PublishedEvent {
+                id: e.id,
+                event_type: e.event_type.clone(),
+                created_at: e.created_at,
+                deliveries: counts.get(&e.id).copied().unwrap_or(0),
+            })
+            .collect()
+    };
+    let fingerprint = |i: usize| requests[i].idempotency.as_ref().map(|k| &k.fingerprint);
+    decisions
+        .into_iter()
+        .enumerate()
+        .map(|(i, decision)| match decision {
+            Decision::Write => PublishOutcome::Created(created(&requests[i])),
+            Decision::Answered(outcome) => outcome,
+            Decision::SameKeyAs(first) if fingerprint(first) == fingerprint(i) => {
+                PublishOutcome::Replayed(created(&requests[first]))
+            }
+            Decision::SameKeyAs(_) => PublishOutcome::KeyMismatch,
+        })
+        .collect()
+}
+
+impl AttemptRecord {
+    /// What the attempt does to its delivery: the new status, the next attempt time (retries)
+    /// and the error shown on the delivery.
+    fn delivery_change(&self) -> (&'static str, Option<DateTime<Utc>>, Option<String>) {
+        let last_error = self
+            .error
+            .clone()
+            .or_else(|| self.response_status.map(|s| format!("HTTP {s}")));
+        match self.result {
+            AttemptResult::Succeeded => ("succeeded", None, None),
+            AttemptResult::Retry(when) => ("pending", Some(when), last_error),
+            AttemptResult::Dead => ("dead", None, last_error),
+        }
+    }
+
+    /// The attempt's `outcome` column.
+    fn outcome(&self) -> &'static str {
+        if self.result == AttemptResult::Succeeded {
+            "succeeded"
+        } else {
+            "failed"
+        }
+    }
+}
+
+/// Splits the subscriptions of `records`: those whose every attempt succeeded (their circuit
+/// breakers can be reset in one statement) and those with a failure (their attempts must be
+/// applied one by one, in order).
+fn split_by_failures(records: &[AttemptRecord]) -> (Vec<Uuid>, HashSet<Uuid>) {
+    let failed: HashSet<Uuid> = records
+        .iter()
+        .filter(|r| r.result != AttemptResult::Succeeded)
+        .filter_map(|r| r.subscription_id)
+        .collect();
+    let mut ok: Vec<Uuid> = records
+        .iter()
+        .filter_map(|r| r.subscription_id)
+        .filter(|s| !failed.contains(s))
+        .collect();
+    ok.sort();
+    ok.dedup();
+    (ok, failed)
+}
+
+/// Whether a delivery appears twice in `records` (then they are applied one by one).
+fn has_repeated_delivery(records: &[AttemptRecord]) -> bool {
+    let mut seen = HashSet::with_capacity(records.len());
+    !records.iter().all(|r| seen.insert(r.delivery_id))
 }
 
 /// Puts events back into the order of `ids` (the order the client sent them).

@@ -19,11 +19,12 @@ use uuid::Uuid;
 
 use super::{
     AttemptRecord, AttemptResult, AttemptView, Backend, Circuit, CircuitState, ClaimedDelivery,
-    DeadLetter, DeliveryStatus, DeliverySummary, Destination, EventDetail, IDEMPOTENCY_TTL,
-    INSERT_CHUNK, IdempotencyKey, MAX_BULK_REPLAY, NewEvent, NewSubscription, OutboxStats,
-    PublishOutcome, PublishedEvent, ReplayFilter, ReplayOutcome, SECRET_GRACE, Skip, Store,
-    StoreError, StoreResult, Subscription, SubscriptionPatch, Target, circuit, decode_headers,
-    decode_ids, encode_ids, encode_json, from_micros, in_order, to_micros,
+    DeadLetter, Decision, DeliveryStatus, DeliverySummary, Destination, EventDetail,
+    IDEMPOTENCY_TTL, INSERT_CHUNK, IdempotencyKey, KeyClaims, MAX_BULK_REPLAY, NewSubscription,
+    OutboxStats, PublishOutcome, PublishRequest, PublishedEvent, ReplayFilter, ReplayOutcome,
+    SECRET_GRACE, Skip, Store, StoreError, StoreResult, Subscription, SubscriptionPatch, Target,
+    circuit, decode_headers, decode_ids, distinct_types, encode_ids, encode_json, events_to_write,
+    from_micros, group_outcomes, in_order, plan_deliveries, to_micros,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -114,6 +115,168 @@ impl SqliteStore {
             }
         }
         in_order(ids, found)
+    }
+}
+
+impl SqliteStore {
+    /// Claims an idempotency key for a publish of `ids`: `None` when claimed (new, or expired
+    /// and taken over), otherwise what the request is answered instead.
+    async fn claim_key(
+        tx: &mut Transaction<'_, Sqlite>,
+        key: &IdempotencyKey,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<PublishOutcome>> {
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (key, fingerprint, event_ids, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             event_ids = excluded.event_ids, created_at = excluded.created_at, expires_at = excluded.expires_at \
+             WHERE idempotency_keys.expires_at <= ?4",
+        )
+        .bind(&key.key)
+        .bind(&key.fingerprint)
+        .bind(encode_ids(ids))
+        .bind(to_micros(now))
+        .bind(to_micros(now + IDEMPOTENCY_TTL))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if claimed {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT fingerprint, event_ids FROM idempotency_keys WHERE key = ?")
+            .bind(&key.key)
+            .fetch_one(&mut **tx)
+            .await?;
+        let fingerprint: String = row.try_get("fingerprint")?;
+        if fingerprint != key.fingerprint {
+            return Ok(Some(PublishOutcome::KeyMismatch));
+        }
+        let first = decode_ids(&row.try_get::<String, _>("event_ids")?)?;
+        Ok(Some(PublishOutcome::Replayed(
+            Self::published_events(tx, &first).await?,
+        )))
+    }
+}
+
+impl SqliteStore {
+    /// Applies one attempt record inside `tx` (see [`Store::record_attempt`]).
+    async fn record_one(
+        tx: &mut Transaction<'_, Sqlite>,
+        record: &AttemptRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let at = to_micros(now);
+        let succeeded = record.result == AttemptResult::Succeeded;
+        sqlx::query(
+            "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, response_body, \
+             error, duration_ms, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(record.delivery_id)
+        .bind(record.event_id)
+        .bind(i64::from(record.attempt))
+        .bind(record.outcome())
+        .bind(record.response_status.map(i64::from))
+        .bind(&record.response_body)
+        .bind(&record.error)
+        .bind(record.duration_ms as i64)
+        .bind(to_micros(record.started_at))
+        .execute(&mut **tx)
+        .await?;
+
+        let (status, next_at, error) = record.delivery_change();
+        let next_at = next_at.map(to_micros);
+        let updated = sqlx::query(
+            "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = COALESCE(?, next_attempt_at), \
+             last_error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
+             WHERE id = ? AND status = 'in_flight' AND lease_owner = ?",
+        )
+        .bind(status)
+        .bind(i64::from(record.attempt))
+        .bind(next_at)
+        .bind(&error)
+        .bind(at)
+        .bind(record.delivery_id)
+        .bind(&record.owner)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if updated && record.result == AttemptResult::Dead {
+            sqlx::query(
+                "INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(record.delivery_id)
+            .bind(record.event_id)
+            .bind(i64::from(record.attempt))
+            .bind(&error)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+
+        if let Some(sub) = record.subscription_id {
+            if succeeded {
+                sqlx::query(
+                    "UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \
+                     circuit_open_until = NULL, circuit_trips = 0 \
+                     WHERE id = ? AND (consecutive_failures <> 0 OR circuit_state <> 'closed')",
+                )
+                .bind(sub)
+                .execute(&mut **tx)
+                .await?;
+            } else {
+                let row = sqlx::query(
+                    "UPDATE subscriptions SET consecutive_failures = consecutive_failures + 1 WHERE id = ? \
+                     RETURNING consecutive_failures, circuit_state, circuit_trips",
+                )
+                .bind(sub)
+                .fetch_optional(&mut **tx)
+                .await?;
+                if let Some(row) = row {
+                    let failures = row.try_get::<i64, _>("consecutive_failures")?.max(0) as u32;
+                    let state: String = row.try_get("circuit_state")?;
+                    let trips = row.try_get::<i64, _>("circuit_trips")?.max(0) as u32;
+                    if circuit::opens(&state, failures) {
+                        let open_until = to_micros(now + circuit::cooloff(trips + 1));
+                        sqlx::query(
+                            "UPDATE subscriptions SET circuit_state = 'open', circuit_open_until = ?, \
+                             circuit_trips = circuit_trips + 1 WHERE id = ?",
+                        )
+                        .bind(open_until)
+                        .bind(sub)
+                        .execute(&mut **tx)
+                        .await?;
+                        // Waiting work moves past the cool-off, so claims never wade through it.
+                        sqlx::query(
+                            "UPDATE deliveries SET next_attempt_at = ? \
+                             WHERE subscription_id = ? AND status = 'pending' AND next_attempt_at < ?",
+                        )
+                        .bind(open_until)
+                        .bind(sub)
+                        .bind(open_until)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+                if record.gone {
+                    sqlx::query(
+                        "UPDATE subscriptions SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ?",
+                    )
+                    .bind("the endpoint answered 410 Gone")
+                    .bind(at)
+                    .bind(sub)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+        }
+        Ok(updated)
     }
 }
 
@@ -309,67 +472,48 @@ impl Store for SqliteStore {
         Ok(secrets)
     }
 
-    async fn publish(
+    async fn publish_group(
         &self,
-        events: Vec<NewEvent>,
-        idempotency: Option<IdempotencyKey>,
+        requests: Vec<PublishRequest>,
         now: DateTime<Utc>,
-    ) -> StoreResult<PublishOutcome> {
-        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    ) -> StoreResult<Vec<PublishOutcome>> {
         let mut tx = self.writer.begin().await?;
-
-        if let Some(key) = &idempotency {
-            // Claims the key unless a live record holds it; an expired record is taken over.
-            let claimed = sqlx::query(
-                "INSERT INTO idempotency_keys (key, fingerprint, event_ids, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, \
-                 event_ids = excluded.event_ids, created_at = excluded.created_at, expires_at = excluded.expires_at \
-                 WHERE idempotency_keys.expires_at <= ?4",
-            )
-            .bind(&key.key)
-            .bind(&key.fingerprint)
-            .bind(encode_ids(&ids))
-            .bind(to_micros(now))
-            .bind(to_micros(now + IDEMPOTENCY_TTL))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !claimed {
-                let row = sqlx::query(
-                    "SELECT fingerprint, event_ids FROM idempotency_keys WHERE key = ?",
-                )
-                .bind(&key.key)
-                .fetch_one(&mut *tx)
-                .await?;
-                let fingerprint: String = row.try_get("fingerprint")?;
-                if fingerprint != key.fingerprint {
-                    return Ok(PublishOutcome::KeyMismatch);
+        let mut decisions = Vec::with_capacity(requests.len());
+        let mut claims = KeyClaims::default();
+        for (i, request) in requests.iter().enumerate() {
+            let Some(key) = &request.idempotency else {
+                decisions.push(Decision::Write);
+                continue;
+            };
+            if let Some(first) = claims.claimed_by(key) {
+                decisions.push(Decision::SameKeyAs(first));
+                continue;
+            }
+            let ids: Vec<Uuid> = request.events.iter().map(|e| e.id).collect();
+            match Self::claim_key(&mut tx, key, &ids, now).await? {
+                None => {
+                    claims.claim(key, i);
+                    decisions.push(Decision::Write);
                 }
-                let first = decode_ids(&row.try_get::<String, _>("event_ids")?)?;
-                let replayed = Self::published_events(&mut tx, &first).await?;
-                return Ok(PublishOutcome::Replayed(replayed));
+                Some(answer) => decisions.push(Decision::Answered(answer)),
             }
         }
 
-        // Subscriptions matching each distinct event type of the batch.
+        let events = events_to_write(&requests, &decisions);
+        // Subscriptions matching each distinct event type of the group.
         let mut matches: HashMap<&str, Vec<Uuid>> = HashMap::new();
-        for event in &events {
-            if matches.contains_key(event.event_type.as_str()) {
-                continue;
-            }
+        for event_type in distinct_types(&events) {
             let subs: Vec<Uuid> = sqlx::query_scalar(
                 "SELECT id FROM subscriptions WHERE deleted_at IS NULL AND enabled = 1 \
                  AND EXISTS (SELECT 1 FROM json_each(subscriptions.events) WHERE value = ? OR value = '*') \
                  ORDER BY id",
             )
-            .bind(&event.event_type)
+            .bind(event_type)
             .fetch_all(&mut *tx)
             .await?;
-            matches.insert(&event.event_type, subs);
+            matches.insert(event_type, subs);
         }
-
+        let (rows, counts) = plan_deliveries(&events, &matches);
         for chunk in events.chunks(INSERT_CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (id, event_type, payload, created_at) ",
@@ -382,54 +526,29 @@ impl Store for SqliteStore {
             });
             q.build().execute(&mut *tx).await?;
         }
-
-        let mut published = Vec::with_capacity(events.len());
-        let mut rows: Vec<(Uuid, Uuid, Option<Uuid>, Option<&str>, i64)> = Vec::new();
-        for event in &events {
-            let subs = matches
-                .get(event.event_type.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let at = to_micros(event.created_at);
-            rows.extend(
-                subs.iter()
-                    .map(|s| (Uuid::now_v7(), event.id, Some(*s), None, at)),
-            );
-            rows.extend(
-                event
-                    .connectors
-                    .iter()
-                    .map(|c| (Uuid::now_v7(), event.id, None, Some(c.as_str()), at)),
-            );
-            published.push(PublishedEvent {
-                id: event.id,
-                event_type: event.event_type.clone(),
-                created_at: event.created_at,
-                deliveries: (subs.len() + event.connectors.len()) as u32,
-            });
-        }
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, created_at, updated_at) ",
             );
-            q.push_values(chunk, |mut row, (id, event_id, sub, connector, at)| {
-                row.push_bind(*id)
-                    .push_bind(*event_id)
-                    .push_bind(if sub.is_some() {
+            q.push_values(chunk, |mut row, d| {
+                let at = to_micros(d.at);
+                row.push_bind(d.id)
+                    .push_bind(d.event_id)
+                    .push_bind(if d.subscription.is_some() {
                         "webhook"
                     } else {
                         "connector"
                     })
-                    .push_bind(*sub)
-                    .push_bind(*connector)
-                    .push_bind(*at)
-                    .push_bind(*at)
-                    .push_bind(*at);
+                    .push_bind(d.subscription)
+                    .push_bind(d.connector)
+                    .push_bind(at)
+                    .push_bind(at)
+                    .push_bind(at);
             });
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(PublishOutcome::Created(published))
+        Ok(group_outcomes(&requests, decisions, &counts))
     }
 
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventDetail>> {
@@ -620,7 +739,9 @@ impl Store for SqliteStore {
                     row.try_get("url")?,
                     row.try_get("headers")?,
                     row.try_get("connector")?,
-                    &secrets,
+                    row.try_get::<Option<Uuid>, _>("subscription_id")?
+                        .and_then(|sub| secrets.get(&sub).cloned())
+                        .unwrap_or_default(),
                 )?;
                 Ok(ClaimedDelivery {
                     id: row.try_get("id")?,
@@ -635,125 +756,20 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn record_attempt(&self, record: AttemptRecord, now: DateTime<Utc>) -> StoreResult<bool> {
-        let at = to_micros(now);
-        let succeeded = record.result == AttemptResult::Succeeded;
-        let last_error = record
-            .error
-            .clone()
-            .or_else(|| record.response_status.map(|s| format!("HTTP {s}")));
+    async fn record_attempts(
+        &self,
+        records: Vec<AttemptRecord>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        // One writer, no round trips: the group's gain here is one commit (one flush) for all,
+        // so each record keeps its simple statements.
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, response_body, \
-             error, duration_ms, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(record.delivery_id)
-        .bind(record.event_id)
-        .bind(i64::from(record.attempt))
-        .bind(if succeeded { "succeeded" } else { "failed" })
-        .bind(record.response_status.map(i64::from))
-        .bind(&record.response_body)
-        .bind(&record.error)
-        .bind(record.duration_ms as i64)
-        .bind(to_micros(record.started_at))
-        .execute(&mut *tx)
-        .await?;
-
-        let (status, next_at, error) = match record.result {
-            AttemptResult::Succeeded => ("succeeded", None, None),
-            AttemptResult::Retry(when) => ("pending", Some(to_micros(when)), last_error.clone()),
-            AttemptResult::Dead => ("dead", None, last_error.clone()),
-        };
-        let updated = sqlx::query(
-            "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = COALESCE(?, next_attempt_at), \
-             last_error = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
-             WHERE id = ? AND status = 'in_flight' AND lease_owner = ?",
-        )
-        .bind(status)
-        .bind(i64::from(record.attempt))
-        .bind(next_at)
-        .bind(&error)
-        .bind(at)
-        .bind(record.delivery_id)
-        .bind(&record.owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if updated && record.result == AttemptResult::Dead {
-            sqlx::query(
-                "INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(Uuid::now_v7())
-            .bind(record.delivery_id)
-            .bind(record.event_id)
-            .bind(i64::from(record.attempt))
-            .bind(&error)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        if let Some(sub) = record.subscription_id {
-            if succeeded {
-                sqlx::query(
-                    "UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \
-                     circuit_open_until = NULL, circuit_trips = 0 \
-                     WHERE id = ? AND (consecutive_failures <> 0 OR circuit_state <> 'closed')",
-                )
-                .bind(sub)
-                .execute(&mut *tx)
-                .await?;
-            } else {
-                let row = sqlx::query(
-                    "UPDATE subscriptions SET consecutive_failures = consecutive_failures + 1 WHERE id = ? \
-                     RETURNING consecutive_failures, circuit_state, circuit_trips",
-                )
-                .bind(sub)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = row {
-                    let failures = row.try_get::<i64, _>("consecutive_failures")?.max(0) as u32;
-                    let state: String = row.try_get("circuit_state")?;
-                    let trips = row.try_get::<i64, _>("circuit_trips")?.max(0) as u32;
-                    if circuit::opens(&state, failures) {
-                        let open_until = to_micros(now + circuit::cooloff(trips + 1));
-                        sqlx::query(
-                            "UPDATE subscriptions SET circuit_state = 'open', circuit_open_until = ?, \
-                             circuit_trips = circuit_trips + 1 WHERE id = ?",
-                        )
-                        .bind(open_until)
-                        .bind(sub)
-                        .execute(&mut *tx)
-                        .await?;
-                        // Waiting work moves past the cool-off, so claims never wade through it.
-                        sqlx::query(
-                            "UPDATE deliveries SET next_attempt_at = ? \
-                             WHERE subscription_id = ? AND status = 'pending' AND next_attempt_at < ?",
-                        )
-                        .bind(open_until)
-                        .bind(sub)
-                        .bind(open_until)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                if record.gone {
-                    sqlx::query(
-                        "UPDATE subscriptions SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ?",
-                    )
-                    .bind("the endpoint answered 410 Gone")
-                    .bind(at)
-                    .bind(sub)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+        let mut all = Vec::with_capacity(records.len());
+        for record in &records {
+            all.push(Self::record_one(&mut tx, record, now).await?);
         }
         tx.commit().await?;
-        Ok(updated)
+        Ok(all)
     }
 
     async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
