@@ -24,16 +24,18 @@ use super::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
-/// Opens the transactions of the delivery hot path (claims, attempt records). Their statements
-/// are primary-key lookups and one ordered walk of `deliveries_due` that stops at its limit;
-/// nothing else is ever cheaper. But a queue table's statistics are stale by nature (a burst of
-/// 100,000 rows lands between two autoanalyze runs), and then the planner sorts every pending
-/// row, or bitmap-scans an index full of dead entries, or scans the table. Measured with
-/// 100,000 pending: 400 ms per claim instead of 0.4 ms. These settings keep the index plans,
-/// for these transactions only. (Plain index scans also mark dead entries as they pass, which
-/// bitmap scans never do.)
-const HOT_PATH_BEGIN: &str = "BEGIN; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; \
-     SET LOCAL enable_seqscan = off";
+/// Planner settings of the delivery hot path's connections. Its statements are primary-key
+/// lookups and one ordered walk of `deliveries_due` that stops at its limit; nothing else is ever
+/// cheaper. But a queue table's statistics are stale by nature (a burst of 100,000 rows lands
+/// between two autoanalyze runs), and then the planner sorts every pending row, or bitmap-scans an
+/// index full of dead entries, or scans the table. Measured with 100,000 pending: 400 ms per
+/// claim instead of 0.4 ms. These keep the index plans on those connections only. (Plain index
+/// scans also mark dead entries as they pass, which bitmap scans never do.)
+const HOT_PATH_SETTINGS: [(&str, &str); 3] = [
+    ("enable_sort", "off"),
+    ("enable_bitmapscan", "off"),
+    ("enable_seqscan", "off"),
+];
 
 /// The channel instances use to wake each other (`LISTEN`/`NOTIFY`).
 const WORK_CHANNEL: &str = "ih_work";
@@ -42,8 +44,25 @@ const WORK_CHANNEL: &str = "ih_work";
 pub struct PostgresStore {
     pool: PgPool,
     /// Set while a NOTIFY is queued, so a burst of publishes sends one.
-    announcing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    announcing: std::sync::Arc<Announcer>,
+    /// Connections of the delivery hot path (claims, attempt records): see [`HOT_PATH_SETTINGS`].
+    hot: PgPool,
 }
+
+/// Coalesces `NOTIFY`s: the first publish after a quiet spell is announced at once; a burst
+/// sends one more at most every [`ANNOUNCE_EVERY`], covering everything committed meanwhile.
+#[derive(Debug, Default)]
+struct Announcer {
+    /// Work was committed since the last `NOTIFY` went out.
+    dirty: std::sync::atomic::AtomicBool,
+    /// A sender task is running.
+    running: std::sync::atomic::AtomicBool,
+}
+
+/// Shortest gap between two `NOTIFY`s of one instance under load. Peers are woken at most this
+/// late (this instance's own engine is woken directly); each `NOTIFY` takes a database-wide lock
+/// at commit, so one per publish would cost every instance.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, description, events, headers::text AS headers, enabled, circuit_state, \
      consecutive_failures, created_at, updated_at";
@@ -57,14 +76,23 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(url)?
             .application_name("integrations-hub")
             .options([("jit", "off")]);
+        // Of the connection budget, a few serve the delivery hot path: one claiming loop and
+        // the attempt-record writers.
+        let hot_connections = (max_connections / 3).clamp(1, 6);
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(max_connections.saturating_sub(hot_connections).max(2))
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
+        let hot = PgPoolOptions::new()
+            .max_connections(hot_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.options(HOT_PATH_SETTINGS.iter().copied()))
+            .await?;
         Ok(Self {
             pool,
+            hot,
             announcing: Default::default(),
         })
     }
@@ -156,6 +184,85 @@ impl PostgresStore {
         Ok(Some(PublishOutcome::Replayed(
             Self::published_events(tx, &first).await?,
         )))
+    }
+}
+
+impl PostgresStore {
+    /// The common case of [`Store::record_attempts`]: no subscription failed and no delivery
+    /// repeats, so the attempts, the delivery moves, the dead letters and the circuit resets
+    /// are one statement (one round trip, atomic on its own) instead of a transaction of five.
+    async fn record_in_one_statement(
+        &self,
+        records: &[AttemptRecord],
+        succeeded_subscriptions: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        let changes: Vec<_> = records.iter().map(AttemptRecord::delivery_change).collect();
+        let delivery_ids: Vec<Uuid> = records.iter().map(|r| r.delivery_id).collect();
+        let moved: Vec<Uuid> = sqlx::query_scalar(
+            "WITH r AS ( \
+               SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], \
+                 $6::int[], $7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::text[], \
+                 $12::timestamptz[], $13::text[], $14::text[], $15::uuid[]) \
+               AS r(attempt_id, delivery_id, event_id, attempt, outcome, response_status, \
+                 response_body, error, duration_ms, started_at, status, next_at, last_error, \
+                 owner, dead_letter_id)), \
+             a AS ( \
+               INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
+                 response_body, error, duration_ms, started_at) \
+               SELECT attempt_id, delivery_id, event_id, attempt, outcome, response_status, \
+                 response_body, error, duration_ms, started_at FROM r), \
+             u AS ( \
+               UPDATE deliveries d SET status = r.status, attempts = r.attempt, \
+                 next_attempt_at = COALESCE(r.next_at, d.next_attempt_at), last_error = r.last_error, \
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $16 \
+               FROM r WHERE d.id = ANY($2) AND d.id = r.delivery_id \
+                 AND d.status = 'in_flight' AND d.lease_owner = r.owner \
+               RETURNING d.id), \
+             dl AS ( \
+               INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at) \
+               SELECT r.dead_letter_id, r.delivery_id, r.event_id, r.attempt, r.last_error, $16 \
+               FROM r JOIN u ON u.id = r.delivery_id WHERE r.status = 'dead'), \
+             s AS ( \
+               UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \
+                 circuit_open_until = NULL, circuit_trips = 0 \
+               WHERE id = ANY($17) AND (consecutive_failures <> 0 OR circuit_state <> 'closed')) \
+             SELECT id FROM u",
+        )
+        .bind(records.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(&delivery_ids)
+        .bind(records.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
+        .bind(records.iter().map(AttemptRecord::outcome).collect::<Vec<_>>())
+        .bind(
+            records
+                .iter()
+                .map(|r| r.response_status.map(i32::from))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            records
+                .iter()
+                .map(|r| r.response_body.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(records.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.duration_ms as i64).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.started_at).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.0).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.1).collect::<Vec<_>>())
+        .bind(changes.iter().map(|c| c.2.as_deref()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.owner.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(now)
+        .bind(succeeded_subscriptions)
+        .fetch_all(&self.hot)
+        .await?;
+        let moved: std::collections::HashSet<Uuid> = moved.into_iter().collect();
+        Ok(records
+            .iter()
+            .map(|r| moved.contains(&r.delivery_id))
+            .collect())
     }
 }
 
@@ -483,20 +590,33 @@ impl Store for PostgresStore {
 
     async fn announce_work(&self) {
         use std::sync::atomic::Ordering;
-        if self.announcing.swap(true, Ordering::AcqRel) {
+        let announcer = &self.announcing;
+        announcer.dirty.store(true, Ordering::Release);
+        if announcer.running.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (pool, flag) = (self.pool.clone(), self.announcing.clone());
+        let (pool, announcer) = (self.pool.clone(), self.announcing.clone());
         tokio::spawn(async move {
-            // Cleared before sending: any publish committed from here on is covered by this
-            // NOTIFY or by the next one it triggers.
-            flag.store(false, Ordering::Release);
-            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-                .bind(WORK_CHANNEL)
-                .execute(&pool)
-                .await
-            {
-                tracing::debug!(error = %e, "NOTIFY failed; peers fall back to polling");
+            loop {
+                // Cleared before sending: anything committed from here on is covered by this
+                // NOTIFY or by the next round.
+                while announcer.dirty.swap(false, Ordering::AcqRel) {
+                    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(WORK_CHANNEL)
+                        .execute(&pool)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "NOTIFY failed; peers fall back to polling");
+                    }
+                    tokio::time::sleep(ANNOUNCE_EVERY).await;
+                }
+                announcer.running.store(false, Ordering::Release);
+                // A publish that found `running` still set just before it was cleared.
+                if !announcer.dirty.load(Ordering::Acquire)
+                    || announcer.running.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
             }
         });
     }
@@ -549,7 +669,7 @@ impl Store for PostgresStore {
         limit: u32,
         skip: &Skip,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
-        let mut tx = self.pool.begin_with(HOT_PATH_BEGIN).await?;
+        let mut tx = self.hot.begin().await?;
         // SKIP LOCKED: instances claiming at the same moment take disjoint rows, never wait.
         let rows = sqlx::query(
             "SELECT d.id, d.subscription_id, s.circuit_state \
@@ -654,7 +774,11 @@ impl Store for PostgresStore {
         records: Vec<AttemptRecord>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>> {
-        let mut tx = self.pool.begin_with(HOT_PATH_BEGIN).await?;
+        let (all_ok, failing) = split_by_failures(&records);
+        if failing.is_empty() && !has_repeated_delivery(&records) {
+            return self.record_in_one_statement(&records, &all_ok, now).await;
+        }
+        let mut tx = self.hot.begin().await?;
         sqlx::query(
             "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, response_body, \
              error, duration_ms, started_at) \
@@ -757,7 +881,6 @@ impl Store for PostgresStore {
 
         // Circuit breakers: subscriptions with only successes are reset in one statement; the
         // others take their attempts one by one, in the order they happened.
-        let (all_ok, mixed) = split_by_failures(&records);
         if !all_ok.is_empty() {
             sqlx::query(
                 "UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \
@@ -770,7 +893,7 @@ impl Store for PostgresStore {
         }
         for record in records
             .iter()
-            .filter(|r| r.subscription_id.is_some_and(|s| mixed.contains(&s)))
+            .filter(|r| r.subscription_id.is_some_and(|s| failing.contains(&s)))
         {
             let succeeded = record.result == AttemptResult::Succeeded;
             if let Some(sub) = record.subscription_id {
