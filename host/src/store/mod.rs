@@ -946,10 +946,21 @@ fn split_by_failures(records: &[AttemptRecord]) -> (Vec<Uuid>, HashSet<Uuid>) {
     (ok, failed)
 }
 
-/// Whether a delivery appears twice in `records` (then they are applied one by one).
-fn has_repeated_delivery(records: &[AttemptRecord]) -> bool {
-    let mut seen = HashSet::with_capacity(records.len());
-    !records.iter().all(|r| seen.insert(r.delivery_id))
+/// Splits `records` (by index) into rounds in which each delivery appears at most once,
+/// keeping the order of a delivery's records across rounds. Almost always one round; a delivery
+/// recorded twice (a lease lost and won again) puts its second record in a second round.
+fn rounds_of_distinct_deliveries(records: &[AttemptRecord]) -> Vec<Vec<usize>> {
+    let mut seen: HashMap<Uuid, usize> = HashMap::with_capacity(records.len());
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let round = seen.entry(r.delivery_id).or_insert(0);
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(i);
+        *round += 1;
+    }
+    rounds
 }
 
 /// Puts events back into the order of `ids` (the order the client sent them).

@@ -19,7 +19,7 @@ use super::{
     PublishOutcome, PublishRequest, PublishedEvent, ReplayFilter, ReplayOutcome, SECRET_GRACE,
     Skip, Store, StoreError, StoreResult, Subscription, SubscriptionPatch, Target, circuit,
     decode_headers, decode_ids, distinct_types, encode_ids, encode_json, events_to_write,
-    group_outcomes, has_repeated_delivery, in_order, plan_deliveries, split_by_failures,
+    group_outcomes, in_order, plan_deliveries, rounds_of_distinct_deliveries, split_by_failures,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -188,11 +188,12 @@ impl PostgresStore {
 }
 
 impl PostgresStore {
-    /// The common case of [`Store::record_attempts`]: no subscription failed and no delivery
-    /// repeats, so the attempts, the delivery moves, the dead letters and the circuit resets
-    /// are one statement (one round trip, atomic on its own) instead of a transaction of five.
-    async fn record_in_one_statement(
-        &self,
+    /// Inserts the attempts, moves the deliveries still leased by their recorder, writes the
+    /// dead letters and resets the circuits of `succeeded_subscriptions`, in one statement.
+    /// `records` must name each delivery at most once. Returns, per record, whether its
+    /// delivery moved.
+    async fn apply_records<'e>(
+        executor: impl sqlx::PgExecutor<'e>,
         records: &[AttemptRecord],
         succeeded_subscriptions: &[Uuid],
         now: DateTime<Utc>,
@@ -256,7 +257,7 @@ impl PostgresStore {
         .bind(records.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
         .bind(now)
         .bind(succeeded_subscriptions)
-        .fetch_all(&self.hot)
+        .fetch_all(executor)
         .await?;
         let moved: std::collections::HashSet<Uuid> = moved.into_iter().collect();
         Ok(records
@@ -775,122 +776,25 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>> {
         let (all_ok, failing) = split_by_failures(&records);
-        if failing.is_empty() && !has_repeated_delivery(&records) {
-            return self.record_in_one_statement(&records, &all_ok, now).await;
+        let rounds = rounds_of_distinct_deliveries(&records);
+        if failing.is_empty() && rounds.len() == 1 {
+            // The common case: one statement, one round trip, atomic on its own.
+            return Self::apply_records(&self.hot, &records, &all_ok, now).await;
         }
         let mut tx = self.hot.begin().await?;
-        sqlx::query(
-            "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, response_body, \
-             error, duration_ms, started_at) \
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::int[], \
-             $7::text[], $8::text[], $9::bigint[], $10::timestamptz[])",
-        )
-        .bind(records.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.event_id).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
-        .bind(records.iter().map(AttemptRecord::outcome).collect::<Vec<_>>())
-        .bind(
-            records
-                .iter()
-                .map(|r| r.response_status.map(i32::from))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            records
-                .iter()
-                .map(|r| r.response_body.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(records.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.duration_ms as i64).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.started_at).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-
-        let changes: Vec<_> = records.iter().map(AttemptRecord::delivery_change).collect();
-        let updated: Vec<bool> = if has_repeated_delivery(&records) {
-            // The same delivery twice (a lease lost and re-won): apply in order, one by one.
-            let mut updated = Vec::with_capacity(records.len());
-            for (record, (status, next_at, error)) in records.iter().zip(&changes) {
-                let done = sqlx::query(
-                    "UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = COALESCE($3, next_attempt_at), \
-                     last_error = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
-                     WHERE id = $6 AND status = 'in_flight' AND lease_owner = $7",
-                )
-                .bind(status)
-                .bind(record.attempt as i32)
-                .bind(next_at)
-                .bind(error)
-                .bind(now)
-                .bind(record.delivery_id)
-                .bind(&record.owner)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                updated.push(done);
+        // A delivery recorded twice (a lease lost and won again) is applied in order: each
+        // round holds every delivery at most once.
+        let mut updated = vec![false; records.len()];
+        for round in rounds {
+            let subset: Vec<AttemptRecord> = round.iter().map(|&i| records[i].clone()).collect();
+            let moved = Self::apply_records(&mut *tx, &subset, &all_ok, now).await?;
+            for (&i, moved) in round.iter().zip(moved) {
+                updated[i] = moved;
             }
-            updated
-        } else {
-            // Only the lease holder moves a delivery on.
-            let moved: Vec<Uuid> = sqlx::query_scalar(
-                "UPDATE deliveries d SET status = r.status, attempts = r.attempt, \
-                 next_attempt_at = COALESCE(r.next_at, d.next_attempt_at), last_error = r.error, \
-                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $7 \
-                 FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::text[]) \
-                 AS r(id, status, attempt, next_at, error, owner) \
-                 WHERE d.id = ANY($1) AND d.id = r.id AND d.status = 'in_flight' AND d.lease_owner = r.owner \
-                 RETURNING d.id",
-            )
-            .bind(records.iter().map(|r| r.delivery_id).collect::<Vec<_>>())
-            .bind(changes.iter().map(|c| c.0).collect::<Vec<_>>())
-            .bind(records.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
-            .bind(changes.iter().map(|c| c.1).collect::<Vec<_>>())
-            .bind(changes.iter().map(|c| c.2.as_deref()).collect::<Vec<_>>())
-            .bind(records.iter().map(|r| r.owner.as_str()).collect::<Vec<_>>())
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await?;
-            let moved: std::collections::HashSet<Uuid> = moved.into_iter().collect();
-            records
-                .iter()
-                .map(|r| moved.contains(&r.delivery_id))
-                .collect()
-        };
-
-        let dead: Vec<usize> = (0..records.len())
-            .filter(|&i| updated[i] && records[i].result == AttemptResult::Dead)
-            .collect();
-        if !dead.is_empty() {
-            sqlx::query(
-                "INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at) \
-                 SELECT d.id, d.delivery_id, d.event_id, d.attempts, d.last_error, $6 \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[]) \
-                 AS d(id, delivery_id, event_id, attempts, last_error)",
-            )
-            .bind(dead.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-            .bind(dead.iter().map(|&i| records[i].delivery_id).collect::<Vec<_>>())
-            .bind(dead.iter().map(|&i| records[i].event_id).collect::<Vec<_>>())
-            .bind(dead.iter().map(|&i| records[i].attempt as i32).collect::<Vec<_>>())
-            .bind(dead.iter().map(|&i| changes[i].2.as_deref()).collect::<Vec<_>>())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
         }
 
-        // Circuit breakers: subscriptions with only successes are reset in one statement; the
-        // others take their attempts one by one, in the order they happened.
-        if !all_ok.is_empty() {
-            sqlx::query(
-                "UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \
-                 circuit_open_until = NULL, circuit_trips = 0 \
-                 WHERE id = ANY($1) AND (consecutive_failures <> 0 OR circuit_state <> 'closed')",
-            )
-            .bind(&all_ok)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // Circuit breakers of subscriptions with a failure: their attempts one by one, in the
+        // order they happened (those with only successes were reset above).
         for record in records
             .iter()
             .filter(|r| r.subscription_id.is_some_and(|s| failing.contains(&s)))
