@@ -267,6 +267,121 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// The claim when some circuit's cool-off is over: due work of every live subscription,
+    /// with at most one probe per subscription whose circuit is not closed (the conditional
+    /// UPDATE admits exactly one across instances), in one transaction.
+    async fn claim_with_probes(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        skip: &Skip,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let mut tx = self.hot.begin().await?;
+        // SKIP LOCKED: instances claiming at the same moment take disjoint rows, never wait.
+        let rows = sqlx::query(
+            "SELECT d.id, d.subscription_id, s.circuit_state \
+             FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+             AND (d.kind = 'connector' OR (s.enabled AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1))) \
+             AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
+             AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
+             ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(&skip.subscriptions)
+        .bind(&skip.connectors)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let mut probes: HashMap<Uuid, bool> = HashMap::new();
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sub: Option<Uuid> = row.try_get("subscription_id")?;
+            let state: Option<String> = row.try_get("circuit_state")?;
+            if let (Some(sub), Some(state)) = (sub, state.as_deref())
+                && state != "closed"
+            {
+                // Cool-off over: exactly one probe across all instances (the conditional
+                // UPDATE serialises them); the rest wait for its verdict.
+                if probes.contains_key(&sub) {
+                    continue;
+                }
+                let took = sqlx::query(
+                    "UPDATE subscriptions SET circuit_state = 'half_open', circuit_open_until = $1 \
+                     WHERE id = $2 AND (circuit_open_until IS NULL OR circuit_open_until <= $3)",
+                )
+                .bind(lease_until)
+                .bind(sub)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                probes.insert(sub, took);
+                if !took {
+                    continue;
+                }
+            }
+            ids.push(row.try_get::<Uuid, _>("id")?);
+        }
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        // Leases taken and everything the attempts need read back, in one round trip.
+        let claimed = sqlx::query(&format!(
+            "WITH claimed AS ( \
+               UPDATE deliveries SET status = 'in_flight', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+               WHERE id = ANY($4) \
+               RETURNING id, event_id, kind, subscription_id, connector, attempts, next_attempt_at, updated_at) \
+             {CLAIMED_ROWS} ORDER BY c.next_attempt_at"
+        ))
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        claimed.iter().map(claimed_from_row).collect()
+    }
+}
+
+/// Reads claimed rows back (`claimed` is a CTE of leased deliveries) with the event, the
+/// subscription and its valid secrets, newest first.
+const CLAIMED_ROWS: &str = "SELECT c.id, c.event_id, c.kind, c.subscription_id, c.connector, c.attempts, \
+     c.next_attempt_at, e.event_type, e.payload::text AS payload, e.created_at AS event_created_at, \
+     s.url, s.headers::text AS headers, \
+     ARRAY(SELECT ss.secret FROM subscription_secrets ss WHERE ss.subscription_id = c.subscription_id \
+           AND (ss.expires_at IS NULL OR ss.expires_at > c.updated_at) ORDER BY ss.id DESC) AS secrets \
+     FROM claimed c JOIN events e ON e.id = c.event_id \
+     LEFT JOIN subscriptions s ON s.id = c.subscription_id";
+
+fn claimed_from_row(row: &PgRow) -> StoreResult<ClaimedDelivery> {
+    let target = Target::from_parts(
+        &row.try_get::<String, _>("kind")?,
+        row.try_get("subscription_id")?,
+        row.try_get("url")?,
+        row.try_get("headers")?,
+        row.try_get("connector")?,
+        row.try_get("secrets")?,
+    )?;
+    Ok(ClaimedDelivery {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        event_created_at: row.try_get("event_created_at")?,
+        payload: row.try_get("payload")?,
+        attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
+        target,
+    })
+}
+
 fn subscription_from_row(row: &PgRow) -> StoreResult<Subscription> {
     let headers: String = row.try_get("headers")?;
     let circuit_state: String = row.try_get("circuit_state")?;
@@ -670,104 +785,56 @@ impl Store for PostgresStore {
         limit: u32,
         skip: &Skip,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
-        let mut tx = self.hot.begin().await?;
-        // SKIP LOCKED: instances claiming at the same moment take disjoint rows, never wait.
-        let rows = sqlx::query(
-            "SELECT d.id, d.subscription_id, s.circuit_state \
-             FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
-             AND (d.kind = 'connector' OR (s.enabled AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1))) \
-             AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
-             AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
-             ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
-        )
+        // The common case in one statement (no transaction, one round trip): due work of closed
+        // circuits and connectors, SKIP LOCKED so instances take disjoint rows, leased and read
+        // back with everything the attempts need. It also says whether some circuit's cool-off
+        // is over; only then is the probe-aware claim below needed.
+        let rows = sqlx::query(&format!(
+            "WITH picked AS ( \
+               SELECT d.id FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+               WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+               AND (d.kind = 'connector' OR (s.enabled AND s.circuit_state = 'closed')) \
+               AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
+               AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
+               ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED), \
+             claimed AS ( \
+               UPDATE deliveries SET status = 'in_flight', lease_owner = $5, lease_expires_at = $6, updated_at = $1 \
+               WHERE id IN (SELECT id FROM picked) \
+               RETURNING id, event_id, kind, subscription_id, connector, attempts, next_attempt_at, updated_at), \
+             got AS ({CLAIMED_ROWS}) \
+             SELECT p.probes_due, got.* FROM ( \
+               SELECT EXISTS (SELECT 1 FROM subscriptions WHERE enabled AND circuit_state <> 'closed' \
+                 AND (circuit_open_until IS NULL OR circuit_open_until <= $1)) AS probes_due) p \
+             LEFT JOIN got ON TRUE ORDER BY got.next_attempt_at"
+        ))
         .bind(now)
         .bind(i64::from(limit))
         .bind(&skip.subscriptions)
         .bind(&skip.connectors)
-        .fetch_all(&mut *tx)
-        .await?;
-
-        let mut probes: HashMap<Uuid, bool> = HashMap::new();
-        let mut ids = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let sub: Option<Uuid> = row.try_get("subscription_id")?;
-            let state: Option<String> = row.try_get("circuit_state")?;
-            if let (Some(sub), Some(state)) = (sub, state.as_deref())
-                && state != "closed"
-            {
-                // Cool-off over: exactly one probe across all instances (the conditional
-                // UPDATE serialises them); the rest wait for its verdict.
-                if probes.contains_key(&sub) {
-                    continue;
-                }
-                let took = sqlx::query(
-                    "UPDATE subscriptions SET circuit_state = 'half_open', circuit_open_until = $1 \
-                     WHERE id = $2 AND (circuit_open_until IS NULL OR circuit_open_until <= $3)",
-                )
-                .bind(lease_until)
-                .bind(sub)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                probes.insert(sub, took);
-                if !took {
-                    continue;
-                }
-            }
-            ids.push(row.try_get::<Uuid, _>("id")?);
-        }
-        if ids.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        // Leases taken and everything the attempts need read back, in one round trip.
-        let claimed = sqlx::query(
-            "WITH claimed AS ( \
-               UPDATE deliveries SET status = 'in_flight', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
-               WHERE id = ANY($4) \
-               RETURNING id, event_id, kind, subscription_id, connector, attempts, next_attempt_at) \
-             SELECT c.id, c.event_id, c.kind, c.subscription_id, c.connector, c.attempts, \
-             e.event_type, e.payload::text AS payload, e.created_at AS event_created_at, \
-             s.url, s.headers::text AS headers, \
-             ARRAY(SELECT ss.secret FROM subscription_secrets ss WHERE ss.subscription_id = c.subscription_id \
-                   AND (ss.expires_at IS NULL OR ss.expires_at > $3) ORDER BY ss.id DESC) AS secrets \
-             FROM claimed c JOIN events e ON e.id = c.event_id \
-             LEFT JOIN subscriptions s ON s.id = c.subscription_id \
-             ORDER BY c.next_attempt_at",
-        )
         .bind(owner)
         .bind(lease_until)
-        .bind(now)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.hot)
         .await?;
-        tx.commit().await?;
-
-        claimed
-            .iter()
-            .map(|row| {
-                let target = Target::from_parts(
-                    &row.try_get::<String, _>("kind")?,
-                    row.try_get("subscription_id")?,
-                    row.try_get("url")?,
-                    row.try_get("headers")?,
-                    row.try_get("connector")?,
-                    row.try_get("secrets")?,
-                )?;
-                Ok(ClaimedDelivery {
-                    id: row.try_get("id")?,
-                    event_id: row.try_get("event_id")?,
-                    event_type: row.try_get("event_type")?,
-                    event_created_at: row.try_get("event_created_at")?,
-                    payload: row.try_get("payload")?,
-                    attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
-                    target,
-                })
-            })
-            .collect()
+        let probes_due = rows
+            .first()
+            .map(|r| r.try_get::<bool, _>("probes_due"))
+            .transpose()?
+            .unwrap_or(false);
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // The one row of an empty claim carries only the flag.
+            if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+                claimed.push(claimed_from_row(row)?);
+            }
+        }
+        let room = limit.saturating_sub(claimed.len() as u32);
+        if probes_due && room > 0 {
+            claimed.extend(
+                self.claim_with_probes(owner, now, lease_until, room, skip)
+                    .await?,
+            );
+        }
+        Ok(claimed)
     }
 
     async fn record_attempts(
