@@ -333,24 +333,51 @@ impl PostgresStore {
             return Ok(Vec::new());
         }
         // Leases taken and everything the attempts need read back, in one round trip.
-        let claimed = sqlx::query(&format!(
-            "WITH claimed AS ( \
-               UPDATE deliveries SET status = 'in_flight', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
-               WHERE id = ANY($4) \
-               RETURNING id, event_id, kind, subscription_id, connector, attempts, next_attempt_at, updated_at) \
-             {CLAIMED_ROWS} ORDER BY c.next_attempt_at"
-        ))
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
+        let claimed = sqlx::query(&LEASE_AND_READ)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
 
         claimed.iter().map(claimed_from_row).collect()
     }
 }
+
+/// The common-case claim (see [`Store::claim_deliveries`]), built once.
+static FAST_CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH picked AS ( \
+               SELECT d.id FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+               WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+               AND (d.kind = 'connector' OR (s.enabled AND s.circuit_state = 'closed')) \
+               AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
+               AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
+               ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED), \
+             claimed AS ( \
+               UPDATE deliveries SET status = 'in_flight', lease_owner = $5, lease_expires_at = $6, updated_at = $1 \
+               WHERE id IN (SELECT id FROM picked) \
+               RETURNING id, event_id, kind, subscription_id, connector, attempts, next_attempt_at, updated_at), \
+             got AS ({CLAIMED_ROWS}) \
+             SELECT p.probes_due, got.* FROM ( \
+               SELECT EXISTS (SELECT 1 FROM subscriptions WHERE enabled AND circuit_state <> 'closed' \
+                 AND (circuit_open_until IS NULL OR circuit_open_until <= $1)) AS probes_due) p \
+             LEFT JOIN got ON TRUE ORDER BY got.next_attempt_at"
+    )
+});
+
+/// Leases the deliveries `$4` for `$1` until `$2` and reads them back (probe-aware claim).
+static LEASE_AND_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH claimed AS ( \
+               UPDATE deliveries SET status = 'in_flight', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+               WHERE id = ANY($4) \
+               RETURNING id, event_id, kind, subscription_id, connector, attempts, next_attempt_at, updated_at) \
+             {CLAIMED_ROWS} ORDER BY c.next_attempt_at"
+    )
+});
 
 /// Reads claimed rows back (`claimed` is a CTE of leased deliveries) with the event, the
 /// subscription and its valid secrets, newest first.
@@ -789,32 +816,15 @@ impl Store for PostgresStore {
         // circuits and connectors, SKIP LOCKED so instances take disjoint rows, leased and read
         // back with everything the attempts need. It also says whether some circuit's cool-off
         // is over; only then is the probe-aware claim below needed.
-        let rows = sqlx::query(&format!(
-            "WITH picked AS ( \
-               SELECT d.id FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-               WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
-               AND (d.kind = 'connector' OR (s.enabled AND s.circuit_state = 'closed')) \
-               AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
-               AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
-               ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED), \
-             claimed AS ( \
-               UPDATE deliveries SET status = 'in_flight', lease_owner = $5, lease_expires_at = $6, updated_at = $1 \
-               WHERE id IN (SELECT id FROM picked) \
-               RETURNING id, event_id, kind, subscription_id, connector, attempts, next_attempt_at, updated_at), \
-             got AS ({CLAIMED_ROWS}) \
-             SELECT p.probes_due, got.* FROM ( \
-               SELECT EXISTS (SELECT 1 FROM subscriptions WHERE enabled AND circuit_state <> 'closed' \
-                 AND (circuit_open_until IS NULL OR circuit_open_until <= $1)) AS probes_due) p \
-             LEFT JOIN got ON TRUE ORDER BY got.next_attempt_at"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .bind(&skip.subscriptions)
-        .bind(&skip.connectors)
-        .bind(owner)
-        .bind(lease_until)
-        .fetch_all(&self.hot)
-        .await?;
+        let rows = sqlx::query(&FAST_CLAIM)
+            .bind(now)
+            .bind(i64::from(limit))
+            .bind(&skip.subscriptions)
+            .bind(&skip.connectors)
+            .bind(owner)
+            .bind(lease_until)
+            .fetch_all(&self.hot)
+            .await?;
         let probes_due = rows
             .first()
             .map(|r| r.try_get::<bool, _>("probes_due"))
