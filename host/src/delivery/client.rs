@@ -98,3 +98,55 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every spelling of a forbidden address a URL can carry is refused before any connection:
+    /// the URL parser normalises decimal, octal, hexadecimal and shortened IPv4 forms, and the
+    /// rules see the address they mean.
+    #[test]
+    fn every_spelling_of_a_private_address_is_refused() {
+        let refused = [
+            ("http://127.0.0.1/hook", "loopback"),
+            ("http://2130706433/hook", "127.0.0.1"),
+            ("http://0177.0.0.1/hook", "127.0.0.1"),
+            ("http://0x7f.0.0.1/hook", "127.0.0.1"),
+            ("http://0x7f000001/hook", "127.0.0.1"),
+            ("http://127.1/hook", "127.0.0.1"),
+            ("http://017700000001/hook", "127.0.0.1"),
+            ("http://167772161/hook", "10.0.0.1"),
+            ("http://0xa9fea9fe/latest/meta-data", "metadata"),
+            ("http://[::1]:8080/hook", "loopback"),
+            ("http://[::ffff:127.0.0.1]/hook", "IPv4-mapped"),
+            ("http://[::ffff:7f00:1]/hook", "IPv4-mapped"),
+            ("http://[::ffff:a9fe:a9fe]/", "metadata"),
+            ("http://[fd12:3456::1]/hook", "unique local"),
+            ("http://[fe80::1]/hook", "link-local"),
+            ("http://localhost/hook", "loopback"),
+            ("http://LOCALHOST./hook", "loopback"),
+            ("http://api.localhost/hook", "loopback"),
+            ("https://0.0.0.0/", "unspecified"),
+        ];
+        for (url, rule) in refused {
+            let error = check_url(url, false).expect_err(url);
+            assert!(error.starts_with(SSRF_REFUSAL), "{url}: {error}");
+            assert!(error.contains(rule), "{url}: {error:?} should name {rule:?}");
+        }
+    }
+
+    #[test]
+    fn public_addresses_and_names_pass_and_the_switch_allows_private_ones() {
+        for url in [
+            "https://example.com/hook",
+            "http://93.184.215.14/hook",
+            "http://[2606:4700::6810:85e5]/hook",
+            "https://hooks.localhost.example.com/",
+        ] {
+            assert_eq!(check_url(url, false), Ok(()), "{url}");
+        }
+        assert_eq!(check_url("http://127.0.0.1:9/", true), Ok(()));
+        assert!(check_url("not a url", false).is_err());
+    }
+}
