@@ -132,7 +132,10 @@ mod tests {
         for (url, rule) in refused {
             let error = check_url(url, false).expect_err(url);
             assert!(error.starts_with(SSRF_REFUSAL), "{url}: {error}");
-            assert!(error.contains(rule), "{url}: {error:?} should name {rule:?}");
+            assert!(
+                error.contains(rule),
+                "{url}: {error:?} should name {rule:?}"
+            );
         }
     }
 
