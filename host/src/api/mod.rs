@@ -63,9 +63,6 @@ pub struct AppState {
     api_keys: Arc<auth::ApiKeys>,
 }
 
-/// Most events one publish group commits together (a batch request counts its events).
-pub const MAX_PUBLISH_GROUP: usize = 2000;
-
 impl AppState {
     pub fn new(
         config: Config,
@@ -74,20 +71,8 @@ impl AppState {
         wake: Arc<tokio::sync::Notify>,
         connectors: Arc<Connectors>,
     ) -> Self {
-        let publisher = {
-            let store = store.clone();
-            GroupCommit::start(
-                group::writers(store.backend()),
-                MAX_PUBLISH_GROUP,
-                |r: &PublishRequest| r.events.len(),
-                move |requests| {
-                    let store = store.clone();
-                    async move { store.publish_group(requests, crate::store::now()).await }
-                },
-            )
-        };
         Self {
-            publisher: Arc::new(publisher),
+            publisher: Arc::new(group::publishes(store.clone())),
             wake,
             connectors,
             api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),

@@ -48,8 +48,6 @@ pub const MAX_TRACKED_SUBSCRIPTIONS: usize = 10_000;
 pub const SLOW_ATTEMPT: Duration = Duration::from_secs(1);
 /// Extra time in-flight attempts get to finish on shutdown, beyond the attempt timeout.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Most attempt records written in one transaction.
-pub const MAX_RECORD_GROUP: usize = 512;
 
 /// What one attempt produced, before the retry policy is applied.
 #[derive(Debug, Default)]
@@ -155,20 +153,8 @@ impl Engine {
         client: reqwest::Client,
         connectors: Arc<Connectors>,
     ) -> Self {
-        let recorder = {
-            let store = store.clone();
-            GroupCommit::start(
-                store::group::writers(store.backend()),
-                MAX_RECORD_GROUP,
-                |_| 1,
-                move |records| {
-                    let store = store.clone();
-                    async move { store.record_attempts(records, store::now()).await }
-                },
-            )
-        };
         Self {
-            recorder,
+            recorder: store::group::attempt_records(store.clone()),
             store,
             client,
             config,

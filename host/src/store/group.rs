@@ -18,14 +18,46 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{Backend, StoreError, StoreResult};
+use super::{
+    AttemptRecord, Backend, PublishOutcome, PublishRequest, Store, StoreError, StoreResult, now,
+};
 
 /// Requests waiting for a writer; beyond this, callers wait for room.
 const QUEUE: usize = 4096;
+/// Most events one publish group commits together (a batch request counts its events).
+pub const MAX_PUBLISH_GROUP: usize = 2000;
+/// Most attempt records written in one transaction.
+pub const MAX_RECORD_GROUP: usize = 512;
+
+/// The committer of the API's publishes ([`Store::publish_group`]).
+pub fn publishes(store: Arc<dyn Store>) -> GroupCommit<PublishRequest, PublishOutcome> {
+    GroupCommit::start(
+        writers(store.backend()),
+        MAX_PUBLISH_GROUP,
+        |r: &PublishRequest| r.events.len(),
+        move |requests| {
+            let store = store.clone();
+            async move { store.publish_group(requests, now()).await }
+        },
+    )
+}
+
+/// The committer of the engine's attempt records ([`Store::record_attempts`]).
+pub fn attempt_records(store: Arc<dyn Store>) -> GroupCommit<AttemptRecord, bool> {
+    GroupCommit::start(
+        writers(store.backend()),
+        MAX_RECORD_GROUP,
+        |_| 1,
+        move |records| {
+            let store = store.clone();
+            async move { store.record_attempts(records, now()).await }
+        },
+    )
+}
 
 /// Writer tasks per committer. SQLite has a single writer, so a second group would only queue
 /// behind the first; PostgreSQL gains from a few groups in flight, whose commits share a flush.
-pub fn writers(backend: Backend) -> usize {
+fn writers(backend: Backend) -> usize {
     match backend {
         Backend::Sqlite => 1,
         Backend::Postgres => 4,
