@@ -225,12 +225,13 @@ async fn run_backend(options: &Options, backend: Backend) -> Option<BackendRepor
     })
 }
 
+/// A range of sequence numbers published and checked off together.
 #[derive(Debug, Clone, Copy)]
-struct Phase {
-    name: &'static str,
-    first_seq: u64,
-    events: usize,
-    subscriptions: usize,
+pub(crate) struct Phase {
+    pub(crate) name: &'static str,
+    pub(crate) first_seq: u64,
+    pub(crate) events: usize,
+    pub(crate) subscriptions: usize,
 }
 
 async fn run_phase(
@@ -247,12 +248,7 @@ async fn run_phase(
     let sampler = tokio::spawn(sample_rss(pid, sampling.clone()));
     let started = Instant::now();
 
-    let publisher = Publisher {
-        base: base.to_owned(),
-        client: client.clone(),
-        payload_bytes: options.payload_bytes,
-        phase,
-    };
+    let publisher = Publisher::new(base, client, options.payload_bytes, phase);
     let errors = match phase.name {
         "single" => publisher.closed_loop(options.publishers, 1).await,
         "batch" => {
@@ -295,14 +291,69 @@ async fn run_phase(
 }
 
 /// Publishes one phase's events.
-struct Publisher {
+pub(crate) struct Publisher {
     base: String,
     client: reqwest::Client,
     payload_bytes: usize,
     phase: Phase,
+    outcomes: Arc<Outcomes>,
+}
+
+/// How publish requests ended, by kind ("202", "503", "connect error", …).
+#[derive(Debug, Default)]
+pub(crate) struct Outcomes {
+    counts: Mutex<std::collections::BTreeMap<String, usize>>,
+    /// The longest any publish request took to be answered (or to fail).
+    slowest: Mutex<Duration>,
+}
+
+impl Outcomes {
+    /// Counts one outcome; the first few of each failing kind are printed, not thousands.
+    fn count(&self, kind: &str, took: Duration, detail: impl FnOnce() -> String) {
+        {
+            let mut slowest = self.slowest.lock().expect("lock");
+            *slowest = (*slowest).max(took);
+        }
+        let mut counts = self.counts.lock().expect("lock");
+        let n = counts.entry(kind.to_owned()).or_default();
+        *n += 1;
+        if *n <= 3 && kind != "202" {
+            eprintln!("publish refused: {}", detail());
+        }
+    }
+
+    /// The longest a publish request took.
+    pub(crate) fn slowest(&self) -> Duration {
+        *self.slowest.lock().expect("lock")
+    }
+
+    /// Requests per outcome.
+    pub(crate) fn snapshot(&self) -> std::collections::BTreeMap<String, usize> {
+        self.counts.lock().expect("lock").clone()
+    }
 }
 
 impl Publisher {
+    pub(crate) fn new(
+        base: &str,
+        client: &reqwest::Client,
+        payload_bytes: usize,
+        phase: Phase,
+    ) -> Self {
+        Self {
+            base: base.to_owned(),
+            client: client.clone(),
+            payload_bytes,
+            phase,
+            outcomes: Arc::default(),
+        }
+    }
+
+    /// How the requests so far ended.
+    pub(crate) fn outcomes(&self) -> Arc<Outcomes> {
+        self.outcomes.clone()
+    }
+
     /// The event with sequence number `seq`, scheduled at `sent_us` (µs since the epoch),
     /// padded to the configured payload size.
     fn event(&self, seq: u64, sent_us: u64) -> String {
@@ -316,7 +367,7 @@ impl Publisher {
 
     /// `workers` connections publish as fast as the hub accepts, `per_request` events per
     /// request (1: single publish; more: batch publish). Returns the sequence numbers refused.
-    async fn closed_loop(&self, workers: usize, per_request: usize) -> Vec<u64> {
+    pub(crate) async fn closed_loop(&self, workers: usize, per_request: usize) -> Vec<u64> {
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers.max(1) {
@@ -347,12 +398,13 @@ impl Publisher {
     }
 
     /// Sends one event every `1/rate` s on schedule, whatever the hub's pace.
-    async fn open_loop(&self, rate: f64) -> Vec<u64> {
+    pub(crate) async fn open_loop(&self, rate: f64) -> Vec<u64> {
         let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
         let outstanding = Arc::new(tokio::sync::Semaphore::new(MAX_OUTSTANDING));
         let start = Instant::now();
         let start_us = now_us();
         let mut tasks = tokio::task::JoinSet::new();
+        let mut refused = Vec::new();
         for i in 0..self.phase.events as u64 {
             let due = interval.mul_f64(i as f64);
             tokio::time::sleep_until((start + due).into()).await;
@@ -370,10 +422,9 @@ impl Publisher {
                 (!ok).then_some(seq)
             });
             while let Some(done) = tasks.try_join_next() {
-                done.expect("publish task");
+                refused.extend(done.expect("publish task"));
             }
         }
-        let mut refused = Vec::new();
         while let Some(done) = tasks.join_next().await {
             refused.extend(done.expect("publish task"));
         }
@@ -386,6 +437,7 @@ impl Publisher {
             client: self.client.clone(),
             payload_bytes: self.payload_bytes,
             phase: self.phase,
+            outcomes: self.outcomes.clone(),
         })
     }
 
@@ -407,6 +459,7 @@ impl Publisher {
             body.push_str("]}");
             (format!("{}/api/v1/events/batch", self.base), body)
         };
+        let started = Instant::now();
         match self
             .client
             .post(url)
@@ -416,27 +469,53 @@ impl Publisher {
             .await
         {
             Ok(r) if r.status().as_u16() == 202 => {
-                let _ = r.bytes().await;
-                true
+                // The body may be cut short (a hub killed mid-answer): then the outcome is
+                // unknown, and the event counts as not accepted.
+                let complete = r.bytes().await.is_ok();
+                let kind = if complete { "202" } else { "202, body cut off" };
+                self.outcomes.count(kind, started.elapsed(), || kind.into());
+                complete
             }
             Ok(r) => {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
-                eprintln!("publish refused: {status} {text}");
+                self.outcomes.count(status.as_str(), started.elapsed(), || {
+                    format!("{status} {text}")
+                });
                 false
             }
             Err(e) => {
-                eprintln!("publish failed: {e}");
+                let kind = if e.is_connect() {
+                    "connect error"
+                } else if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "connection error"
+                };
+                self.outcomes.count(kind, started.elapsed(), || {
+                    format!("{kind}: {}", describe(&e))
+                });
                 false
             }
         }
     }
 }
 
-const SECRET: &str = "bench-secret-0123456789abcdef";
+/// An error and its causes on one line.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+pub(crate) const SECRET: &str = "bench-secret-0123456789abcdef";
 
 /// The receiving end: verifies both signatures and checks off each (event, subscription).
-struct BenchReceiver {
+pub(crate) struct BenchReceiver {
     base: String,
     state: Arc<ReceiverState>,
     task: tokio::task::JoinHandle<()>,
@@ -454,6 +533,13 @@ struct ReceiverState {
     bad_signatures: AtomicU64,
     arrived: tokio::sync::Notify,
     key: Vec<u8>,
+    /// How long each answer takes (an endpoint's own work).
+    delay: Duration,
+    /// Per (event, subscription): requests being answered right now.
+    active: Mutex<Arc<Vec<AtomicU8>>>,
+    /// Requests that arrived while another for the same (event, subscription) was being
+    /// answered: the same attempt running twice at once.
+    overlaps: AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -467,19 +553,25 @@ struct BenchPayload {
     sent_us: u64,
 }
 
-struct Tally {
-    delivered: usize,
-    duplicates: usize,
-    missing: usize,
-    bad_signatures: usize,
-    steady_per_second: f64,
-    latency: Latency,
+pub(crate) struct Tally {
+    pub(crate) delivered: usize,
+    pub(crate) duplicates: usize,
+    pub(crate) missing: usize,
+    pub(crate) bad_signatures: usize,
+    pub(crate) steady_per_second: f64,
+    pub(crate) latency: Latency,
 }
 
 impl BenchReceiver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
+        Self::start_with_delay(Duration::ZERO).await
+    }
+
+    /// A receiver that takes `delay` to answer each webhook.
+    pub(crate) async fn start_with_delay(delay: Duration) -> Self {
         let state = Arc::new(ReceiverState {
             key: SECRET.as_bytes().to_vec(),
+            delay,
             ..ReceiverState::default()
         });
         let app = axum::Router::new()
@@ -495,14 +587,17 @@ impl BenchReceiver {
         Self { base, state, task }
     }
 
-    fn url(&self, subscription: usize) -> String {
+    pub(crate) fn url(&self, subscription: usize) -> String {
         format!("{}/hook/{subscription}", self.base)
     }
 
-    fn begin(&self, phase: Phase) {
+    pub(crate) fn begin(&self, phase: Phase) {
         let slots = phase.events * phase.subscriptions;
         *self.state.seen.lock().expect("lock") =
             Arc::new((0..slots).map(|_| AtomicU8::new(0)).collect());
+        *self.state.active.lock().expect("lock") =
+            Arc::new((0..slots).map(|_| AtomicU8::new(0)).collect());
+        self.state.overlaps.store(0, Ordering::Relaxed);
         self.state.arrivals.lock().expect("lock").clear();
         *self.state.latency_us.lock().expect("lock") =
             Some(Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"));
@@ -515,12 +610,12 @@ impl BenchReceiver {
         self.state.arrivals.lock().expect("lock").len()
     }
 
-    fn last_arrival(&self) -> Option<Instant> {
+    pub(crate) fn last_arrival(&self) -> Option<Instant> {
         self.state.arrivals.lock().expect("lock").last().copied()
     }
 
     /// Waits until `expected` deliveries arrived, or none arrived for `stall`.
-    async fn wait(&self, expected: usize, stall: Duration) {
+    pub(crate) async fn wait(&self, expected: usize, stall: Duration) {
         let mut last_count = self.arrived_count();
         let mut last_progress = Instant::now();
         loop {
@@ -540,12 +635,38 @@ impl BenchReceiver {
         }
     }
 
-    fn distinct(&self) -> usize {
+    pub(crate) fn distinct(&self) -> usize {
         self.state.distinct.load(Ordering::Relaxed) as usize
     }
 
     /// Counts what arrived; `refused` events were never accepted, so they are not missing.
-    fn tally(&self, refused: &[u64]) -> Tally {
+    /// Waits until no event outside `refused` is missing, or nothing arrived for `stall`.
+    /// Returns how many are still missing.
+    pub(crate) async fn wait_none_missing(&self, refused: &[u64], stall: Duration) -> usize {
+        let mut last_count = self.arrived_count();
+        let mut last_progress = Instant::now();
+        loop {
+            let missing = self.tally(refused).missing;
+            if missing == 0 {
+                return 0;
+            }
+            let arrived = self.arrived_count();
+            if arrived != last_count {
+                last_count = arrived;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() >= stall {
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Requests that overlapped another for the same (event, subscription) in this phase.
+    pub(crate) fn overlaps(&self) -> usize {
+        self.state.overlaps.load(Ordering::Relaxed) as usize
+    }
+
+    pub(crate) fn tally(&self, refused: &[u64]) -> Tally {
         let phase = self.state.phase.lock().expect("lock").expect("phase begun");
         let seen = self.state.seen.lock().expect("lock").clone();
         let refused: std::collections::HashSet<u64> = refused.iter().copied().collect();
@@ -632,6 +753,17 @@ async fn receive(
         return StatusCode::OK;
     }
     let slot = (seq - phase.first_seq) as usize * phase.subscriptions + k;
+    if !state.delay.is_zero() {
+        let active = state.active.lock().expect("lock").clone();
+        if let Some(counter) = active.get(slot) {
+            if counter.fetch_add(1, Ordering::AcqRel) > 0 {
+                state.overlaps.fetch_add(1, Ordering::Relaxed);
+            }
+            // Released even when the hub hangs up first and this handler is dropped.
+            let _answering = Answering(counter);
+            tokio::time::sleep(state.delay).await;
+        }
+    }
     let seen = state.seen.lock().expect("lock").clone();
     if let Some(count) = seen.get(slot)
         && count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_add(1)) == Ok(0)
@@ -644,6 +776,16 @@ async fn receive(
     }
     state.arrived.notify_waiters();
     StatusCode::OK
+}
+
+/// One request being answered, for overlap detection; dropped when the answer is done or the
+/// connection is gone.
+struct Answering<'a>(&'a AtomicU8);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Checks the Standard Webhooks signature and the seed's hex signature of a request.
@@ -686,7 +828,7 @@ fn now_us() -> u64 {
 }
 
 /// User + system CPU seconds of a process (`/proc/<pid>/stat`, in USER_HZ = 100 ticks/s).
-fn proc_cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn proc_cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -704,7 +846,7 @@ fn proc_cpu_seconds(pid: u32) -> f64 {
 }
 
 /// A `kB` line of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`).
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
+pub(crate) fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 pub use integrations_hub;
 
 pub mod bench;
+pub mod chaos;
 pub mod receiver;
 
 /// Which database a test runs on.
@@ -535,4 +536,34 @@ macro_rules! backend_tests {
             )*
         }
     };
+}
+
+/// The hub, as `integrations-hub serve` runs it: configuration from `IH_*`, logs, `run`.
+///
+/// The benchmark and fault binaries re-run themselves with `serve-hub` to start hubs built
+/// from the same library and profile as they are.
+pub fn serve_hub() -> std::process::ExitCode {
+    use anyhow::Context as _;
+    let config = match integrations_hub::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("invalid configuration: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    integrations_hub::telemetry::init(&config);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let served = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("binding {}", config.bind))?;
+        integrations_hub::run(config, listener, integrations_hub::shutdown_signal()).await
+    });
+    match served {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hub failed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -11,12 +11,18 @@
 //! - a group never holds more than `max_weight` units (events, records) plus one request;
 //! - the queue is bounded: when it is full, callers wait (back-pressure, never unbounded memory);
 //! - a failed group fails each of its requests with the same error, so none is half-written;
-//!   callers decide whether to retry.
+//!   callers decide whether to retry;
+//! - a request waits at most [`MAX_WAIT`] for a writer: past it, it is answered "unavailable"
+//!   and never written, so an answer of failure always means "not stored". A request whose
+//!   caller has gone (a client that hung up) is dropped unwritten for the same reason.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
+// Tokio's clock, so tests can let time pass without waiting for it.
+use tokio::time::Instant;
 
 use super::{
     AttemptRecord, Backend, PublishOutcome, PublishRequest, Store, StoreError, StoreResult, now,
@@ -28,6 +34,10 @@ const QUEUE: usize = 4096;
 pub const MAX_PUBLISH_GROUP: usize = 2000;
 /// Most attempt records written in one transaction.
 pub const MAX_RECORD_GROUP: usize = 512;
+/// Longest a request waits in the queue. With the pools' 5 s wait for a connection, a request
+/// is answered within about 15 s even while the database is down, well inside the API's 30 s
+/// request timeout (whose 503 would not say whether the write happened).
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// The committer of the API's publishes ([`Store::publish_group`]).
 pub fn publishes(store: Arc<dyn Store>) -> GroupCommit<PublishRequest, PublishOutcome> {
@@ -64,7 +74,8 @@ fn writers(backend: Backend) -> usize {
     }
 }
 
-type Job<Req, Out> = (Req, oneshot::Sender<StoreResult<Out>>);
+/// A request, where to answer it, and until when it may wait for a writer.
+type Job<Req, Out> = (Req, oneshot::Sender<StoreResult<Out>>, Instant);
 
 /// A group committer for requests of type `Req` answered with `Out`.
 pub struct GroupCommit<Req, Out> {
@@ -104,7 +115,8 @@ where
             let (rx, write) = (rx.clone(), write.clone());
             tokio::spawn(async move {
                 while let Some(jobs) = next_group(&rx, max_weight, weight).await {
-                    let (requests, replies): (Vec<Req>, Vec<_>) = jobs.into_iter().unzip();
+                    let (requests, replies): (Vec<Req>, Vec<_>) =
+                        jobs.into_iter().map(|(req, reply, _)| (req, reply)).unzip();
                     let count = requests.len();
                     match write(requests).await {
                         Ok(outs) if outs.len() == count => {
@@ -138,7 +150,7 @@ where
     pub async fn submit(&self, request: Req) -> StoreResult<Out> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send((request, reply))
+            .send((request, reply, Instant::now() + MAX_WAIT))
             .await
             .map_err(|_| StoreError::Corrupt("the group committer has stopped".into()))?;
         answer
@@ -147,26 +159,49 @@ where
     }
 }
 
-/// Waits for one request, then takes what else is queued right now, up to `max_weight`.
+/// Waits for one live request, then takes what else is queued right now, up to `max_weight`.
+/// Requests past their wait are answered "unavailable" here, and those whose caller is gone are
+/// dropped: neither is ever written.
 async fn next_group<Req, Out>(
     rx: &Mutex<mpsc::Receiver<Job<Req, Out>>>,
     max_weight: usize,
     weight: fn(&Req) -> usize,
 ) -> Option<Vec<Job<Req, Out>>> {
     let mut rx = rx.lock().await;
-    let first = rx.recv().await?;
-    let mut total = weight(&first.0);
-    let mut jobs = vec![first];
+    let mut jobs = Vec::new();
+    while jobs.is_empty() {
+        let first = rx.recv().await?;
+        jobs.extend(live(first));
+    }
+    let mut total: usize = jobs.iter().map(|job| weight(&job.0)).sum();
     while total < max_weight {
         match rx.try_recv() {
             Ok(job) => {
-                total += weight(&job.0);
-                jobs.push(job);
+                if let Some(job) = live(job) {
+                    total += weight(&job.0);
+                    jobs.push(job);
+                }
             }
             Err(_) => break,
         }
     }
     Some(jobs)
+}
+
+/// The job, unless its caller has gone or its wait is over (then it is answered here).
+fn live<Req, Out>(job: Job<Req, Out>) -> Option<Job<Req, Out>> {
+    let (request, reply, deadline) = job;
+    if reply.is_closed() {
+        return None;
+    }
+    if Instant::now() > deadline {
+        let _ = reply.send(Err(StoreError::TimedOut(format!(
+            "the database took no write for {}s; nothing was written",
+            MAX_WAIT.as_secs()
+        ))));
+        return None;
+    }
+    Some((request, reply, deadline))
 }
 
 #[cfg(test)]
@@ -247,5 +282,43 @@ mod tests {
         let sizes = sizes.lock().expect("lock").clone();
         assert_eq!(sizes.iter().sum::<usize>(), 80);
         assert!(sizes.iter().all(|s| *s <= 12), "{sizes:?}");
+    }
+
+    /// While the database hangs, a queued request is given up after `MAX_WAIT` and answered
+    /// "unavailable"; it is never written, even once the database is back.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_waited_too_long_is_refused_unwritten() {
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = written.clone();
+        let committer = Arc::new(GroupCommit::start(
+            1,
+            100,
+            |_: &u32| 1,
+            move |reqs: Vec<u32>| {
+                seen.lock().expect("lock").extend(reqs.iter().copied());
+                async move {
+                    // The database hangs on the first group for longer than MAX_WAIT.
+                    if reqs.contains(&1) {
+                        tokio::time::sleep(MAX_WAIT * 2).await;
+                    }
+                    Ok(reqs)
+                }
+            },
+        ));
+        let first = tokio::spawn({
+            let c = committer.clone();
+            async move { c.submit(1).await }
+        });
+        tokio::task::yield_now().await;
+        let second = committer.submit(2).await;
+        let e = second.expect_err("waited past MAX_WAIT");
+        assert!(e.is_unavailable(), "{e}");
+        assert!(e.to_string().contains("nothing was written"), "{e}");
+        assert_eq!(first.await.expect("task").expect("committed"), 1);
+        assert_eq!(
+            *written.lock().expect("lock"),
+            vec![1],
+            "2 was never written"
+        );
     }
 }

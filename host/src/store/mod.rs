@@ -47,6 +47,9 @@ pub fn now() -> DateTime<Utc> {
 pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// A write waited too long for the database and was given up, unwritten.
+    #[error("database unavailable: {0}")]
+    TimedOut(String),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -62,7 +65,7 @@ impl StoreError {
     /// Whether the database could not be reached (nothing was written; try again later).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Unavailable(_) => true,
+            StoreError::Unavailable(_) | StoreError::TimedOut(_) => true,
             StoreError::Shared(inner) => inner.is_unavailable(),
             _ => false,
         }
@@ -77,7 +80,7 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
-            sqlx::Error::Database(ref db) if is_unavailable_code(db.code().as_deref()) => {
+            sqlx::Error::Database(ref db) if is_unavailable_code(db.as_ref()) => {
                 StoreError::Unavailable(e)
             }
             other => StoreError::Database(other),
@@ -85,17 +88,40 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// SQLSTATEs (Postgres) and result codes (SQLite) that mean "the database cannot serve now"
-/// rather than "the statement is wrong".
-fn is_unavailable_code(code: Option<&str>) -> bool {
+/// Whether a database error means "the database cannot serve now" rather than "the statement
+/// is wrong": Postgres SQLSTATEs, and SQLite's primary result codes.
+fn is_unavailable_code(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = error.code() else {
+        return false;
+    };
+    if error
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        // SQLite reports extended codes (778 = IOERR_WRITE): the low byte is the primary code.
+        // BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN.
+        return code
+            .parse::<i32>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 8 | 10 | 13 | 14));
+    }
+    // Postgres: connection exceptions, shutdown, too many connections, read-only, disk full,
+    // database missing, login refused.
     matches!(
-        code,
-        // Postgres: connection exceptions, shutdown, too many connections, read-only, disk full,
-        // database missing, login refused.
-        Some("08000" | "08001" | "08003" | "08004" | "08006" | "57P01" | "57P02" | "57P03" | "53300" | "53100" | "25006"
-            | "3D000" | "28000" | "28P01")
-        // SQLite: BUSY, LOCKED, IOERR, FULL, READONLY, CANTOPEN (primary codes).
-        | Some("5" | "6" | "10" | "13" | "8" | "14")
+        code.as_ref(),
+        "08000"
+            | "08001"
+            | "08003"
+            | "08004"
+            | "08006"
+            | "57P01"
+            | "57P02"
+            | "57P03"
+            | "53300"
+            | "53100"
+            | "25006"
+            | "3D000"
+            | "28000"
+            | "28P01"
     )
 }
 

@@ -15,8 +15,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-use integrations_hub::{Config, run, shutdown_signal, telemetry};
 use integrations_hub_tests::Backend;
 use integrations_hub_tests::bench::{self, Options};
 
@@ -47,7 +45,7 @@ signature verification.";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve-hub") {
-        return serve_hub();
+        return integrations_hub_tests::serve_hub();
     }
     let options = match parse(&args) {
         Ok(Some(o)) => o,
@@ -141,30 +139,4 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         }
     }
     Ok(Some(options))
-}
-
-/// The hub, as `integrations-hub serve` runs it: configuration from `IH_*`, logs, `run`.
-fn serve_hub() -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    telemetry::init(&config);
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("binding {}", config.bind))?;
-        run(config, listener, shutdown_signal()).await
-    });
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hub failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
 }
