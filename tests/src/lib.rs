@@ -136,6 +136,17 @@ impl TestDb {
         }
     }
 
+    /// A SQLite database at `path` (created by the first hub started on it); the caller owns
+    /// the folder.
+    pub fn sqlite_file(path: &std::path::Path) -> TestDb {
+        TestDb {
+            backend: Backend::Sqlite,
+            url: format!("sqlite://{}", path.display()),
+            _dir: None,
+            pg_name: None,
+        }
+    }
+
     /// Another handle on the same database (a second hub instance); it does not drop it.
     pub fn share(&self) -> TestDb {
         TestDb {
@@ -419,7 +430,12 @@ pub struct HubProcess {
     pub base: String,
     child: std::process::Child,
     _connectors: tempfile::TempDir,
+    /// Everything the hub logged (JSON lines), up to [`LOG_LINES`].
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
+
+/// Log lines a [`HubProcess`] keeps; later ones are dropped (a benchmark logs millions).
+const LOG_LINES: usize = 50_000;
 
 impl HubProcess {
     /// Starts the binary on `db` with `vars`, and waits until it serves.
@@ -454,6 +470,8 @@ impl HubProcess {
         let mut child = command.spawn().expect("start the hub binary");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         // Reads the log on a thread: first the listening address, then it drains the rest.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
@@ -461,6 +479,12 @@ impl HubProcess {
                 .lines()
                 .map_while(Result::ok)
             {
+                {
+                    let mut kept = kept.lock().expect("log lock");
+                    if kept.len() < LOG_LINES {
+                        kept.push(line.clone());
+                    }
+                }
                 if let Some(sender) = tx.take() {
                     match serde_json::from_str::<serde_json::Value>(&line) {
                         Ok(entry) if entry["message"] == "integrations hub listening" => {
@@ -472,15 +496,29 @@ impl HubProcess {
                 }
             }
         });
-        let addr = tokio::time::timeout(Duration::from_secs(30), rx)
-            .await
-            .expect("the hub logs its address within 30 s")
-            .expect("the hub started");
+        let addr = match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(addr)) => addr,
+            failed => {
+                let why = if failed.is_err() {
+                    "did not log its address within 30 s"
+                } else {
+                    "exited"
+                };
+                let log = log.lock().expect("log lock").join("\n");
+                panic!("the hub {why}; its log:\n{log}");
+            }
+        };
         Self {
             base: format!("http://{addr}"),
             child,
             _connectors: connectors,
+            log,
         }
+    }
+
+    /// What the hub has logged so far, one JSON object per line.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
     }
 
     /// The process id (for its CPU time and memory in `/proc`).

@@ -40,6 +40,29 @@ pub struct SqliteStore {
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, description, events, headers, enabled, circuit_state, consecutive_failures, created_at, updated_at";
 
+/// Whether the writer connection is back to autocommit, so it may be used again; if not, the
+/// pool closes it (SQLite rolls back whatever was left open) and opens a fresh one.
+///
+/// Why: on a full or failing disk SQLite may roll a transaction back by itself (SQLITE_FULL,
+/// SQLITE_IOERR). sqlx's own ROLLBACK then fails, its transaction depth stays at 1, and the
+/// next `begin` becomes a SAVEPOINT inside a transaction that is never committed: every later
+/// write would be acknowledged and then lost. A connection whose state is in doubt is
+/// discarded instead.
+async fn outside_transaction(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection as _;
+    // A round trip first: a dropped transaction's ROLLBACK is queued on the connection's worker
+    // and has run once this returns.
+    if conn.ping().await.is_err() || conn.is_in_transaction() {
+        return false;
+    }
+    // sqlx thinks the connection is idle; ask SQLite: BEGIN fails inside a transaction.
+    if sqlx::query("BEGIN").execute(&mut *conn).await.is_err() {
+        tracing::warn!("the SQLite writer was left inside a transaction; reconnecting");
+        return false;
+    }
+    sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok()
+}
+
 impl SqliteStore {
     /// Opens (creating file and folder if needed) and migrates the database at `url`
     /// (`sqlite://path/to/file.db`, or `sqlite::memory:` for a throwaway database).
@@ -57,11 +80,16 @@ impl SqliteStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         }
-        let writer = SqlitePoolOptions::new()
+        let mut writer_options = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await?;
+            .acquire_timeout(Duration::from_secs(10));
+        if !in_memory {
+            // (An in-memory database lives in its one connection: it cannot be replaced.)
+            writer_options = writer_options.after_release(|conn, _| {
+                Box::pin(async move { Ok(outside_transaction(conn).await) })
+            });
+        }
+        let writer = writer_options.connect_with(options.clone()).await?;
         MIGRATOR.run(&writer).await?;
         // An in-memory database exists once per connection: everything goes through the writer.
         let reader = if in_memory {
