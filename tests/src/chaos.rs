@@ -711,3 +711,323 @@ fn backend_name(backend: Backend) -> &'static str {
         Backend::Postgres => "postgres",
     }
 }
+
+/// Endpoints that misbehave, each in its own way, on one local port each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Answers 200, but only after 5× the delivery timeout.
+    Slow,
+    /// Reads the request and never answers.
+    Hang,
+    /// Answers 500 with an endless body.
+    HugeBody,
+    /// Sends `200 OK` with a 1,000-byte Content-Length, 100 bytes of it, and hangs up.
+    DropMidResponse,
+    /// Resets the connection as soon as it is accepted.
+    Reset,
+    /// Redirects to the cloud metadata address.
+    RedirectToPrivate,
+    /// Answers bytes that are not HTTP.
+    Garbage,
+}
+
+impl Misbehaviour {
+    pub const ALL: [Misbehaviour; 7] = [
+        Misbehaviour::Slow,
+        Misbehaviour::Hang,
+        Misbehaviour::HugeBody,
+        Misbehaviour::DropMidResponse,
+        Misbehaviour::Reset,
+        Misbehaviour::RedirectToPrivate,
+        Misbehaviour::Garbage,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Misbehaviour::Slow => "slow (answers after 5× the timeout)",
+            Misbehaviour::Hang => "never answers",
+            Misbehaviour::HugeBody => "500 with an endless body",
+            Misbehaviour::DropMidResponse => "drops the connection mid-response",
+            Misbehaviour::Reset => "resets the connection",
+            Misbehaviour::RedirectToPrivate => "redirects to 169.254.169.254",
+            Misbehaviour::Garbage => "answers garbage, not HTTP",
+        }
+    }
+}
+
+/// A local server for one [`Misbehaviour`].
+struct BadEndpoint {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BadEndpoint {
+    async fn start(how: Misbehaviour, timeout: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a bad endpoint");
+        let url = format!("http://{}/bad", listener.local_addr().expect("address"));
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(misbehave(stream, how, timeout));
+            }
+        });
+        Self { url, task }
+    }
+}
+
+impl Drop for BadEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request (head and Content-Length body), so the hub's send completes.
+async fn read_request(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + length {
+            return true;
+        }
+    }
+}
+
+async fn misbehave(mut stream: tokio::net::TcpStream, how: Misbehaviour, timeout: Duration) {
+    use tokio::io::AsyncWriteExt;
+    if how == Misbehaviour::Reset {
+        // SO_LINGER 0: closing sends RST instead of FIN.
+        let _ = stream.set_zero_linger();
+        return;
+    }
+    // Keep-alive: answer every request on the connection the same way.
+    while read_request(&mut stream).await {
+        match how {
+            Misbehaviour::Slow => {
+                tokio::time::sleep(timeout * 5).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+            Misbehaviour::Hang => {
+                // Until the hub hangs up.
+                std::future::pending::<()>().await;
+            }
+            Misbehaviour::HugeBody => {
+                let head =
+                    b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 1073741824\r\n\r\n";
+                if stream.write_all(head).await.is_err() {
+                    return;
+                }
+                let block = vec![b'x'; 64 * 1024];
+                while stream.write_all(&block).await.is_ok() {}
+                return;
+            }
+            Misbehaviour::DropMidResponse => {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+                    .await;
+                let _ = stream.write_all(&[b'y'; 100]).await;
+                return;
+            }
+            Misbehaviour::RedirectToPrivate => {
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/\r\n\
+                          content-length: 0\r\n\r\n",
+                    )
+                    .await;
+            }
+            Misbehaviour::Garbage => {
+                let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
+                return;
+            }
+            Misbehaviour::Reset => return,
+        }
+    }
+}
+
+/// Bad endpoints beside a healthy one.
+#[derive(Debug, Clone)]
+pub struct BadEndpointsOptions {
+    pub backend: Backend,
+    /// Open-loop publish rate of each phase, events/s.
+    pub rate: f64,
+    /// Length of each phase.
+    pub seconds: f64,
+    /// `IH_DELIVERY_TIMEOUT_SECONDS`.
+    pub timeout: Duration,
+    pub launch: Launch,
+}
+
+/// Measures the healthy endpoint's latency alone, then with every [`Misbehaviour`] subscribed
+/// to the same events; checks that each bad endpoint's attempt is recorded as a failure within
+/// the timeout, and that the healthy endpoint still gets every event.
+pub async fn bad_endpoints(options: &BadEndpointsOptions) -> Option<Report> {
+    let db = TestDb::create(options.backend).await?;
+    let receiver = BenchReceiver::start().await;
+    let client = client();
+    let timeout_s = options.timeout.as_secs_f64();
+    let hub = options
+        .launch
+        .start(
+            &db,
+            &[("IH_DELIVERY_TIMEOUT_SECONDS", format!("{timeout_s}"))],
+        )
+        .await;
+    subscribe(&client, &hub.base, &receiver.url(0)).await;
+    let mut report = Report::new(format!(
+        "bad endpoints beside a healthy one, {} events/s, timeout {timeout_s} s ({})",
+        options.rate,
+        backend_name(options.backend)
+    ));
+
+    let events = (options.rate * options.seconds).round() as usize;
+    let mut first_seq = 0;
+    let mut latencies = Vec::new();
+    for with_bad in [false, true] {
+        let _bad: Vec<BadEndpoint> = if with_bad {
+            let bad = attach_bad_endpoints(&client, &hub.base, options.timeout).await;
+            check_bad_attempts(&client, &hub.base, &bad, options.timeout, &mut report).await;
+            bad.into_iter().map(|(_, endpoint)| endpoint).collect()
+        } else {
+            Vec::new()
+        };
+        let phase = Phase {
+            name: if with_bad { "with bad" } else { "healthy only" },
+            first_seq,
+            events,
+            subscriptions: 1,
+        };
+        first_seq += events as u64;
+        receiver.begin(phase);
+        let publisher = Publisher::new(&hub.base, &client, PAYLOAD_BYTES, phase);
+        let refused = publisher.open_loop(options.rate).await;
+        let missing = receiver.wait_none_missing(&refused, STALL).await;
+        let tally = receiver.tally(&refused);
+        let l = tally.latency;
+        report.figure(
+            format!("healthy endpoint latency, {}", phase.name),
+            format!(
+                "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.p50, l.p90, l.p99, l.max
+            ),
+        );
+        latencies.push(l.p99);
+        report.check(
+            missing == 0 && refused.is_empty(),
+            &format!("{}: the healthy endpoint gets every event", phase.name),
+            format!("{missing} missing, {} publishes refused", refused.len()),
+        );
+    }
+    if let [alone, beside_bad] = latencies[..] {
+        report.figure(
+            "healthy p99 beside bad endpoints / alone",
+            format!("{:.2}×", beside_bad / alone.max(0.001)),
+        );
+    }
+    drop(hub);
+    Some(report)
+}
+
+/// Subscribes one endpoint of each misbehaviour to every event.
+async fn attach_bad_endpoints(
+    client: &reqwest::Client,
+    base: &str,
+    timeout: Duration,
+) -> Vec<(Misbehaviour, BadEndpoint)> {
+    let mut bad = Vec::new();
+    for how in Misbehaviour::ALL {
+        let endpoint = BadEndpoint::start(how, timeout).await;
+        subscribe(client, base, &endpoint.url).await;
+        bad.push((how, endpoint));
+    }
+    bad
+}
+
+/// Publishes one event and checks the first attempt at each bad endpoint: a recorded failure,
+/// with an error, that took no longer than the timeout (plus a second of slack).
+async fn check_bad_attempts(
+    client: &reqwest::Client,
+    base: &str,
+    bad: &[(Misbehaviour, BadEndpoint)],
+    timeout: Duration,
+    report: &mut Report,
+) {
+    let response = client
+        .post(format!("{base}/api/v1/events"))
+        .json(&serde_json::json!({"event_type": EVENT_TYPE, "payload": {"seq": u64::MAX, "sent_us": 0}}))
+        .send()
+        .await
+        .expect("publish the probe event");
+    assert_eq!(
+        response.status().as_u16(),
+        202,
+        "publishing the probe event"
+    );
+    let event: serde_json::Value = response.json().await.expect("event JSON");
+    let id = event["id"].as_str().expect("event id").to_owned();
+    let deadline = Instant::now() + timeout * 3 + Duration::from_secs(10);
+    let attempts = loop {
+        let attempts: serde_json::Value = client
+            .get(format!("{base}/api/v1/admin/events/{id}/attempts"))
+            .send()
+            .await
+            .expect("list attempts")
+            .json()
+            .await
+            .expect("attempts JSON");
+        let list = attempts["data"].as_array().cloned().unwrap_or_default();
+        let covered = bad.iter().all(|(_, endpoint)| {
+            list.iter()
+                .any(|a| a["destination"]["url"] == endpoint.url.as_str())
+        });
+        if covered || Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let bound_ms = timeout.as_millis() as u64 + 1000;
+    for (how, endpoint) in bad {
+        let first = attempts
+            .iter()
+            .find(|a| a["destination"]["url"] == endpoint.url.as_str());
+        let Some(first) = first else {
+            report.check(
+                false,
+                &format!("{}: an attempt is recorded", how.name()),
+                "no attempt recorded",
+            );
+            continue;
+        };
+        let error = first["error"].as_str().unwrap_or_default();
+        let took = first["duration_ms"].as_u64().unwrap_or(u64::MAX);
+        report.figure(
+            format!("attempt at an endpoint that {}", how.name()),
+            format!("failed after {took} ms: {error}"),
+        );
+        report.check(
+            first["outcome"] == "failed" && !error.is_empty() && took <= bound_ms,
+            &format!(
+                "{}: recorded as a failure with its cause, within {bound_ms} ms",
+                how.name()
+            ),
+            format!("{first}"),
+        );
+    }
+}

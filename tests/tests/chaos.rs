@@ -5,11 +5,15 @@
 use std::time::Duration;
 
 use integrations_hub_tests::chaos::{
-    self, CrashOptions, DbOutageOptions, InstancesOptions, Launch, Outage, Report,
+    self, BadEndpointsOptions, CrashOptions, DbOutageOptions, InstancesOptions, Launch, Outage,
+    Report,
 };
 use integrations_hub_tests::{Backend, backend_tests};
 
-backend_tests!(kill_9_twice_under_load_loses_no_accepted_event);
+backend_tests!(
+    kill_9_twice_under_load_loses_no_accepted_event,
+    bad_endpoints_fail_within_their_bounds_beside_a_healthy_one
+);
 
 fn assert_passed(report: &Report) {
     let rendered = report.render();
@@ -57,5 +61,20 @@ async fn postgres_cut_off_mid_run_gets_503s_then_recovers_without_loss() {
     };
     if let Some(report) = chaos::db_outage(&options).await {
         assert_passed(&report);
+    }
+}
+
+async fn bad_endpoints_fail_within_their_bounds_beside_a_healthy_one(backend: Backend) {
+    let options = BadEndpointsOptions {
+        backend,
+        rate: 100.0,
+        seconds: 3.0,
+        timeout: Duration::from_secs(1),
+        launch: Launch::hub_binary(),
+    };
+    if let Some(report) = chaos::bad_endpoints(&options).await {
+        assert_passed(&report);
+        // One recorded failure per misbehaviour, each checked.
+        assert!(report.held.len() >= chaos::Misbehaviour::ALL.len() + 2);
     }
 }

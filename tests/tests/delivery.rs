@@ -24,7 +24,7 @@ backend_tests!(
     graceful_stop_finishes_in_flight_attempts,
     a_crash_loses_nothing,
     redirects_are_failures_and_bodies_are_capped,
-    a_hanging_endpoint_cannot_take_every_slot,
+    hanging_endpoints_cannot_take_every_slot,
 );
 
 const SECRET: &str = "whsec-like-but-plain-secret-0123";
@@ -675,10 +675,15 @@ async fn redirects_are_failures_and_bodies_are_capped(backend: Backend) {
     );
 }
 
-async fn a_hanging_endpoint_cannot_take_every_slot(backend: Backend) {
-    let hanging = Receiver::start(Reply::Slow(Duration::from_secs(4), 200)).await;
+async fn hanging_endpoints_cannot_take_every_slot(backend: Backend) {
+    // Two hanging endpoints: each alone could hold three quarters of the slots, and together
+    // they would hold all of them; the slow share is common to them.
+    let hanging = [
+        Receiver::start(Reply::Slow(Duration::from_secs(4), 200)).await,
+        Receiver::start(Reply::Slow(Duration::from_secs(4), 200)).await,
+    ];
     let healthy = Receiver::start(Reply::Status(200)).await;
-    // 4 slots: the hanging endpoint may hold 3 of them, never the fourth.
+    // 4 slots: the hanging endpoints may hold 3 of them, never the fourth.
     let Some(hub) = TestHub::start_with(
         backend,
         &vars(&[
@@ -690,23 +695,34 @@ async fn a_hanging_endpoint_cannot_take_every_slot(backend: Backend) {
     else {
         return;
     };
-    subscribe(&hub, &hanging.url("/hang"), json!(["hang"])).await;
+    // The healthy endpoint has proven fast before the others start hanging.
     subscribe(&hub, &healthy.url("/ok"), json!(["ok"])).await;
+    publish(&hub, "ok", json!({})).await;
+    healthy.wait_for("/ok", 1, WAIT).await;
+    subscribe(&hub, &hanging[0].url("/hang"), json!(["hang"])).await;
+    subscribe(&hub, &hanging[1].url("/hang"), json!(["hang"])).await;
     for _ in 0..10 {
         publish(&hub, "hang", json!({})).await;
     }
-    hanging.wait_for("/hang", 3, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while hanging.iter().map(|r| r.requests().len()).sum::<usize>() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the hanging endpoints got 3 attempts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let started = Instant::now();
     publish(&hub, "ok", json!({})).await;
-    healthy.wait_for("/ok", 1, WAIT).await;
+    healthy.wait_for("/ok", 2, WAIT).await;
     let latency = started.elapsed();
     assert!(
         latency < Duration::from_secs(2),
-        "healthy delivery waited for the hanging endpoint: {latency:?}"
+        "healthy delivery waited for the hanging endpoints: {latency:?}"
     );
     assert_eq!(
-        hanging.requests().len(),
+        hanging.iter().map(|r| r.requests().len()).sum::<usize>(),
         3,
-        "the hanging endpoint holds at most 3 of the 4 slots"
+        "the hanging endpoints together hold at most 3 of the 4 slots"
     );
 }

@@ -119,6 +119,25 @@ struct Busy {
     fast: bool,
 }
 
+/// Whether a destination is not known to answer fast: it has not proven fast yet, or its oldest
+/// attempt in flight has become slow.
+fn possibly_slow(state: &Busy, now: Instant) -> bool {
+    !state.fast
+        || state
+            .started
+            .iter()
+            .min()
+            .is_some_and(|oldest| now.duration_since(*oldest) >= SLOW_ATTEMPT)
+}
+
+/// Attempts in flight at possibly-slow destinations.
+fn slow_in_flight(busy: &HashMap<Dest, Busy>, now: Instant) -> usize {
+    busy.values()
+        .filter(|state| possibly_slow(state, now))
+        .map(|state| state.started.len())
+        .sum()
+}
+
 /// Holds one of a subscription's slots until the attempt ends (even if it panics).
 struct Slot {
     engine: Arc<Engine>,
@@ -172,23 +191,34 @@ impl Engine {
         self.config.timeout.max(self.connectors.timeout())
     }
 
-    /// Most attempts a destination (a subscription, or a connector) that is not known to be fast
-    /// may have in flight here: three quarters of the slots, so a quarter always remains for
-    /// everyone else. Destinations that answer within [`SLOW_ATTEMPT`] are not held back (the cap
-    /// would only cost throughput).
+    /// Most attempts the destinations (subscriptions, connectors) that are not known to be fast
+    /// may have in flight here, together and each: three quarters of the slots. Destinations
+    /// that answer within [`SLOW_ATTEMPT`] are not held back (the cap would only cost
+    /// throughput).
     pub fn per_subscription_cap(&self) -> usize {
         (self.config.concurrency * 3 / 4).max(1)
     }
 
-    /// Whether a subscription must wait for one of its attempts to finish: it holds its full
-    /// share and is not known to be fast, or its oldest attempt has become slow.
-    fn at_cap(&self, state: &Busy, now: Instant) -> bool {
-        let slow_now = state
-            .started
-            .iter()
-            .min()
-            .is_some_and(|oldest| now.duration_since(*oldest) >= SLOW_ATTEMPT);
-        state.started.len() >= self.per_subscription_cap() && (!state.fast || slow_now)
+    /// Slots beyond the slow share for a destination's first attempt while it has nothing in
+    /// flight (a new subscription, or one whose hung attempts have ended), so a new endpoint is
+    /// tried at once even when others hang. An eighth of the slots; the last eighth always
+    /// stays with the destinations known to be fast, however many endpoints hang.
+    fn probe_allowance(&self) -> usize {
+        self.config.concurrency / 8
+    }
+
+    /// Whether a destination must wait for an attempt to finish: it is possibly slow, and it
+    /// holds the whole slow share itself or the possibly-slow destinations together do
+    /// (`slow_total` counts them; it is only asked when needed, as it walks every destination).
+    fn at_cap(&self, state: &Busy, now: Instant, slow_total: impl FnOnce() -> usize) -> bool {
+        if !possibly_slow(state, now) {
+            return false;
+        }
+        let cap = self.per_subscription_cap();
+        if state.started.is_empty() {
+            return slow_total() >= cap + self.probe_allowance();
+        }
+        state.started.len() >= cap || slow_total() >= cap
     }
 
     /// Takes a slot of the delivery's destination, or `None` when it is at its cap.
@@ -197,11 +227,12 @@ impl Engine {
         let now = Instant::now();
         {
             let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-            let state = busy.entry(dest.clone()).or_default();
-            if self.at_cap(state, now) {
+            let state = busy.get(&dest);
+            let fresh = Busy::default();
+            if self.at_cap(state.unwrap_or(&fresh), now, || slow_in_flight(&busy, now)) {
                 return None;
             }
-            state.started.push(now);
+            busy.entry(dest.clone()).or_default().started.push(now);
         }
         Some(Slot {
             engine: self.clone(),
@@ -237,9 +268,10 @@ impl Engine {
     fn saturated(&self) -> Skip {
         let now = Instant::now();
         let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let slow_total = slow_in_flight(&busy, now);
         let mut skip = Skip::default();
         for (dest, state) in busy.iter() {
-            if self.at_cap(state, now) {
+            if self.at_cap(state, now, || slow_total) {
                 match dest {
                     Dest::Subscription(id) => skip.subscriptions.push(*id),
                     Dest::Connector(name) => skip.connectors.push(name.clone()),
@@ -560,7 +592,9 @@ impl Engine {
             }
         }
         let body = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
-        let success = status.is_success();
+        // A 2xx whose body broke off (connection dropped, body too slow) is not an answer the
+        // endpoint finished giving: it fails, and at-least-once delivery tries again.
+        let success = status.is_success() && body_error.is_none();
         let error = if success {
             None
         } else if status.is_redirection() {
@@ -568,6 +602,9 @@ impl Engine {
                 "HTTP {} (redirects are not followed)",
                 status.as_u16()
             ))
+        } else if status.is_success() {
+            body_error
+                .map(|e| format!("HTTP {}, then the response broke off: {e}", status.as_u16()))
         } else {
             Some(body_error.unwrap_or_else(|| format!("HTTP {}", status.as_u16())))
         };

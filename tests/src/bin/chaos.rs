@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use integrations_hub_tests::Backend;
 use integrations_hub_tests::chaos::{
-    self, CrashOptions, DbOutageOptions, InstancesOptions, Launch, Outage, Report,
+    self, BadEndpointsOptions, CrashOptions, DbOutageOptions, InstancesOptions, Launch, Outage,
+    Report,
 };
 
 const USAGE: &str = "\
@@ -32,13 +33,18 @@ Runs:
                killing one mid-drain; nothing lost, no attempt run twice at the same time
   db-outage    PostgreSQL unreachable mid-run: publishes get 202 or 503, never a 202 that was
                not stored; the hub recovers by itself; every accepted event is delivered
-  all          crash, instances and db-outage with their defaults
+  bad-endpoints  a healthy endpoint's latency alone, then beside endpoints that are slow,
+               never answer, send endless bodies, drop or reset connections, redirect to a
+               private address or answer garbage; each bad attempt must be a recorded failure
+               within the timeout
+  all          every run above with its defaults
 
 Options:
   --backend sqlite|postgres|both   crash: databases (default both)
   --kills N                        crash: how many kills (default 5)
   --every S                        crash: seconds between kills (default 3)
-  --rate R                         crash, db-outage: open-loop events/s (default 3000 and 1000)
+  --rate R                         crash, db-outage, bad-endpoints: open-loop events/s
+                                   (default 3000, 1000 and 1000)
   --max-instances N                instances: up to N instances (default 3)
   --events N                       instances: backlog size (default 10000)
   --delay-ms MS                    instances: receiver's time per webhook (default 50)
@@ -48,7 +54,9 @@ Options:
   --command CMD                    db-outage: instead of the proxy, run CMD to take the real
                                    server down and back, e.g.
                                    'pg_ctlcluster --skip-systemctl-redirect 15 main restart'
-  --seconds S                      db-outage: seconds of publishing (default 24)
+  --seconds S                      db-outage: seconds of publishing (default 24);
+                                   bad-endpoints: seconds per phase (default 10)
+  --timeout S                      bad-endpoints: IH_DELIVERY_TIMEOUT_SECONDS (default 2)
   --quick                          the bounded sizes CI runs
   --hub-env KEY=VALUE              extra IH_* setting for every hub (repeatable)
 
@@ -61,6 +69,7 @@ struct Plan {
     crash: CrashOptions,
     instances: InstancesOptions,
     outage: DbOutageOptions,
+    bad: BadEndpointsOptions,
     backends: Vec<Backend>,
 }
 
@@ -98,6 +107,17 @@ fn main() -> ExitCode {
                     reports
                 }
                 "instances" => vec![chaos::instances(&plan.instances).await],
+                "bad-endpoints" => {
+                    let mut reports = Vec::new();
+                    for &backend in &plan.backends {
+                        let options = BadEndpointsOptions {
+                            backend,
+                            ..plan.bad.clone()
+                        };
+                        reports.push(chaos::bad_endpoints(&options).await);
+                    }
+                    reports
+                }
                 _ => vec![chaos::db_outage(&plan.outage).await],
             }
         });
@@ -148,6 +168,13 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
             outage: Outage::Proxy(Duration::from_secs(8)),
             rate: 1000.0,
             seconds: 24.0,
+            launch: launch.clone(),
+        },
+        bad: BadEndpointsOptions {
+            backend: Backend::Sqlite,
+            rate: 1000.0,
+            seconds: 10.0,
+            timeout: Duration::from_secs(2),
             launch,
         },
         backends: vec![Backend::Sqlite, Backend::Postgres],
@@ -162,6 +189,9 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
         plan.outage.outage = Outage::Proxy(Duration::from_secs(6));
         plan.outage.rate = 100.0;
         plan.outage.seconds = 12.0;
+        plan.bad.rate = 100.0;
+        plan.bad.seconds = 3.0;
+        plan.bad.timeout = Duration::from_secs(1);
     }
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -175,7 +205,10 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
             "crash" => plan.runs.push("crash"),
             "instances" => plan.runs.push("instances"),
             "db-outage" => plan.runs.push("db-outage"),
-            "all" => plan.runs.extend(["crash", "instances", "db-outage"]),
+            "bad-endpoints" => plan.runs.push("bad-endpoints"),
+            "all" => plan
+                .runs
+                .extend(["crash", "instances", "db-outage", "bad-endpoints"]),
             flag if flag.starts_with("--") => {
                 let value = it
                     .next()
@@ -187,7 +220,7 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
         }
     }
     if plan.runs.is_empty() {
-        return Err("which run? crash, instances, db-outage or all".into());
+        return Err("which run? crash, instances, db-outage, bad-endpoints or all".into());
     }
     Ok(Some(plan))
 }
@@ -220,6 +253,7 @@ fn apply(plan: &mut Plan, flag: &str, value: &str) -> Result<(), String> {
             let rate = positive()?;
             plan.crash.rate = rate;
             plan.outage.rate = rate;
+            plan.bad.rate = rate;
         }
         "--max-instances" => plan.instances.max_instances = whole()?.clamp(1, 8),
         "--events" => plan.instances.events = whole()?.clamp(1, 1_000_000),
@@ -227,7 +261,12 @@ fn apply(plan: &mut Plan, flag: &str, value: &str) -> Result<(), String> {
         "--concurrency" => plan.instances.concurrency = whole()?.clamp(1, 1024),
         "--down" => plan.outage.outage = Outage::Proxy(Duration::from_secs_f64(positive()?)),
         "--command" => plan.outage.outage = Outage::Command(value.to_owned()),
-        "--seconds" => plan.outage.seconds = positive()?,
+        "--seconds" => {
+            let seconds = positive()?;
+            plan.outage.seconds = seconds;
+            plan.bad.seconds = seconds;
+        }
+        "--timeout" => plan.bad.timeout = Duration::from_secs_f64(positive()?),
         "--hub-env" => {
             let (k, v) = value
                 .split_once('=')
@@ -236,6 +275,7 @@ fn apply(plan: &mut Plan, flag: &str, value: &str) -> Result<(), String> {
                 &mut plan.crash.launch,
                 &mut plan.instances.launch,
                 &mut plan.outage.launch,
+                &mut plan.bad.launch,
             ] {
                 launch.vars.push((k.to_owned(), v.to_owned()));
             }
