@@ -1,7 +1,7 @@
 //! Connectors end to end: real `.wasm` components loaded by a real hub, delivering through the
 //! outbox to real local servers (a fake Slack API), on both backends. Includes the hostile
-//! fixtures (infinite loop, memory bomb, forbidden host, private address, redirect, trap) and
-//! hot reload of the directory.
+//! fixtures (infinite loop, memory bomb, forbidden host, private address, redirect, trap,
+//! sandbox escapes through files, environment and sockets) and hot reload of the directory.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ backend_tests!(
     slack_without_a_token_is_inactive_and_routed_nothing,
     the_directory_is_watched_add_replace_remove_and_garbage,
     hostile_connectors_are_contained,
+    a_connector_cannot_reach_files_environment_or_sockets,
     a_looping_connector_cannot_take_every_slot,
     connector_http_follows_no_redirects_and_retries_when_asked,
     the_example_connector_dropped_into_a_running_hub_receives_events,
@@ -488,6 +489,58 @@ async fn hostile_connectors_are_contained(backend: Backend) {
         wait_status(&hub, &id, "succeeded").await;
     }
     assert_eq!(send(hub.get("/health")).await.0, 200);
+}
+
+async fn a_connector_cannot_reach_files_environment_or_sockets(backend: Backend) {
+    // Something to reach: a TCP listener and a UDP socket on one local port, counting visitors.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    tcp.set_nonblocking(true).expect("non-blocking");
+    let port = tcp.local_addr().expect("addr").port();
+    let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("bind udp on the same port");
+    udp.set_nonblocking(true).expect("non-blocking");
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &[
+            ("IH_DELIVERY_MAX_ATTEMPTS", "1"),
+            ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
+            // A secret in the hub's own environment, which the guest must not see.
+            ("IH_FIXTURE_LABEL", "host-side-value"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    deploy_fixture_and_healthy(&hub).await;
+    let (id, _) = publish(&hub, "fixture.escape", json!({ "port": port })).await;
+    wait_status(&hub, &id, "dead").await;
+    let tries = attempts(&hub, &id).await;
+    let report = tries[0]["error"].as_str().expect("error").to_owned();
+    eprintln!("sandbox escape attempts ({backend:?}):\n{report}");
+    assert!(
+        !report.contains("ESCAPED"),
+        "a way out of the sandbox worked:\n{report}"
+    );
+    for line in [
+        "read /etc/passwd: refused",
+        "list /: refused",
+        "write /tmp/escaped: refused",
+        "list .: refused",
+        "environment: refused (empty)",
+        "tcp connect: refused",
+        "udp send: refused",
+    ] {
+        assert!(report.contains(line), "{line:?} missing from:\n{report}");
+    }
+    assert!(
+        tcp.accept().is_err(),
+        "no TCP connection reached the host's port"
+    );
+    assert!(
+        udp.recv_from(&mut [0u8; 16]).is_err(),
+        "no UDP datagram reached the host's port"
+    );
+    assert!(!std::path::Path::new("/tmp/escaped").exists());
 }
 
 async fn a_looping_connector_cannot_take_every_slot(backend: Backend) {

@@ -81,3 +81,26 @@ mod tests {
         assert!(!ApiKeys::new(&[]).accepts("anything"));
     }
 }
+
+/// Property test: the constant-time check accepts exactly the configured keys.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn accepts_exactly_the_configured_keys(
+            keys in proptest::collection::vec("[ -~]{1,24}", 0..4),
+            token in "[ -~]{0,24}",
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let secrets: Vec<Secret> = keys.iter().map(|k| Secret::new(k.clone())).collect();
+            let api_keys = ApiKeys::new(&secrets);
+            prop_assert_eq!(api_keys.accepts(&token), keys.contains(&token));
+            if !keys.is_empty() {
+                prop_assert!(api_keys.accepts(&keys[pick.index(keys.len())]));
+            }
+        }
+    }
+}

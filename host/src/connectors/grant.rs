@@ -260,3 +260,70 @@ mod tests {
         );
     }
 }
+
+/// Property tests: whatever URL a connector asks for and whatever the grant lists, a request is
+/// allowed only to a host the grant names (or a subdomain of a `*.` entry).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The grant's meaning, written independently of `check`.
+    fn granted_by(entry: &str, host: &str) -> bool {
+        let entry = entry.trim().to_ascii_lowercase();
+        let name = entry.rsplit_once(':').map_or(entry.as_str(), |(h, _)| h);
+        match name.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => host == name,
+        }
+    }
+
+    /// A grant, and a URL that is either random or aimed at (a subdomain of) one of its hosts,
+    /// so that both outcomes are exercised.
+    fn grant_and_url() -> impl Strategy<Value = (Vec<String>, String)> {
+        proptest::collection::vec(
+            "(\\*\\.)?[a-zA-Z0-9-]{1,8}(\\.[a-z]{1,4}){0,2}(:[0-9]{1,5})?",
+            1..4,
+        )
+        .prop_flat_map(|entries| {
+            let hosts: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    let name = e.rsplit_once(':').map_or(e.as_str(), |(h, _)| h);
+                    name.trim_start_matches("*.").to_owned()
+                })
+                .collect();
+            let aimed = (
+                prop::sample::select(hosts),
+                "https?|ftp",
+                "(sub\\.|evil)?",
+                "(:443|:80|:[0-9]{1,5})?",
+            )
+                .prop_map(|(host, scheme, prefix, port)| format!("{scheme}://{prefix}{host}{port}/x"));
+            let random = "(https?|ftp|file|javascript)://([a-zA-Z0-9-]{1,8}\\.){0,3}[a-z]{1,4}\\.?(:[0-9]{1,5})?(/[ -~]{0,16})?";
+            (Just(entries), prop_oneof![aimed, random])
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_request_is_allowed_only_to_a_granted_host((entries, url) in grant_and_url()) {
+            let Ok(grant) = Grant::parse(&entries) else { return Ok(()) };
+            let Ok(url) = url::Url::parse(&url) else { return Ok(()) };
+            if grant.check(&url).is_ok() {
+                prop_assert!(matches!(url.scheme(), "http" | "https"));
+                let host = url.host_str().expect("host").to_ascii_lowercase();
+                let host = host.trim_end_matches('.');
+                prop_assert!(
+                    grant.hosts().iter().any(|e| granted_by(e, host)),
+                    "{url} allowed by {:?}", grant.hosts()
+                );
+            }
+        }
+
+        #[test]
+        fn parsing_any_grant_never_panics(entries in proptest::collection::vec(".{0,40}", 0..6)) {
+            let _ = Grant::parse(&entries);
+        }
+    }
+}

@@ -27,6 +27,22 @@ pub const MAX_REQUEST_HEADERS: usize = 64;
 pub const MAX_LOG_LINES: u32 = 100;
 /// Bytes per log line.
 pub const MAX_LOG_LINE: usize = 4096;
+/// Bytes of a failure reason a connector returns that are kept (attempt records, logs).
+pub const MAX_REASON: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, with `…` when it was cut: what a
+/// guest hands the host (log lines, failure reasons) is kept within a bound.
+pub fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
 
 impl types::Host for HostState {}
 
@@ -155,15 +171,7 @@ impl log::Host for HostState {
             }
             return Ok(());
         }
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let cut = (0..=MAX_LOG_LINE)
-                .rev()
-                .find(|i| message.is_char_boundary(*i))
-                .unwrap_or(0);
-            message.truncate(cut);
-            message.push('…');
-        }
+        let message = bounded(message, MAX_LOG_LINE);
         let connector = self.shared.name.as_str();
         match level {
             log::Level::Debug => tracing::debug!(connector, "{message}"),
@@ -172,5 +180,23 @@ impl log::Host for HostState {
             log::Level::Error => tracing::error!(connector, "{message}"),
         }
         Ok(())
+    }
+}
+
+/// Property test: whatever text a guest returns, what the host keeps is a bounded prefix of it.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn guest_text_is_kept_as_a_bounded_prefix(text in "\\PC{0,300}", max in 0usize..200) {
+            let kept = bounded(text.clone(), max);
+            let body = kept.strip_suffix('…').unwrap_or(&kept);
+            prop_assert!(body.len() <= max);
+            prop_assert!(text.starts_with(body));
+            prop_assert_eq!(kept == text, text.len() <= max);
+        }
     }
 }

@@ -191,3 +191,49 @@ mod tests {
         }
     }
 }
+
+/// Property tests: whatever a guest returns as its manifest, validation never panics, and a
+/// manifest it accepts keeps every documented rule.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config_key() -> impl Strategy<Value = ConfigKey> {
+        (
+            "[a-z_]{0,6}|.{0,8}",
+            any::<bool>(),
+            any::<bool>(),
+            ".{0,16}",
+        )
+            .prop_map(|(name, required, secret, description)| ConfigKey {
+                name,
+                required,
+                secret,
+                description,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn an_accepted_manifest_keeps_the_rules(
+            name in "[a-z][a-z0-9_-]{0,10}|.{0,12}",
+            version in ".{0,12}",
+            description in ".{0,32}",
+            events in proptest::collection::vec("\\*|[a-z]{1,5}(\\.[a-z]{1,5}){0,2}|.{0,8}", 0..5),
+            hosts in proptest::collection::vec("[a-z.]{1,12}|.{0,12}", 0..3),
+            config in proptest::collection::vec(config_key(), 0..4),
+        ) {
+            let Ok(manifest) = validate(name, version, description, events, hosts, config) else {
+                return Ok(());
+            };
+            prop_assert!(is_name(&manifest.name));
+            prop_assert!(!manifest.version.trim().is_empty());
+            prop_assert!(!manifest.events.is_empty() && manifest.events.len() <= MAX_EVENTS);
+            for (i, key) in manifest.config.iter().enumerate() {
+                prop_assert!(is_key(&key.name) && key.name != "allowed_hosts");
+                prop_assert!(manifest.config[..i].iter().all(|k| k.name != key.name));
+            }
+        }
+    }
+}

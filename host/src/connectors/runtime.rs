@@ -22,7 +22,7 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::Shared;
+use super::{Shared, imports};
 use crate::metrics::Metrics;
 
 /// Generated from `wit/connector.wit`: host traits for the imports, typed calls for the exports.
@@ -225,11 +225,14 @@ impl Runtime {
         // call parked in a host import (whose own timeouts end within the budget anyway).
         match tokio::time::timeout_at((deadline + TICK * 10).into(), call).await {
             Ok(Ok(Ok(()))) => CallOutcome::Delivered,
+            // A guest's reason may be megabytes: it is cut before it reaches records and logs.
             Ok(Ok(Err(types::Failure::Retry(r)))) => CallOutcome::Retry {
-                reason: r.reason,
+                reason: imports::bounded(r.reason, imports::MAX_REASON),
                 after: r.after_ms.map(Duration::from_millis),
             },
-            Ok(Ok(Err(types::Failure::Permanent(reason)))) => CallOutcome::Permanent(reason),
+            Ok(Ok(Err(types::Failure::Permanent(reason)))) => {
+                CallOutcome::Permanent(imports::bounded(reason, imports::MAX_REASON))
+            }
             Ok(Err(e)) => {
                 let (kind, why) = self.describe_failure(store.data(), &e);
                 CallOutcome::Failed(kind, why)

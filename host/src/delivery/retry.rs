@@ -94,3 +94,43 @@ mod tests {
         assert_eq!(next_delay(backoff, None), backoff);
     }
 }
+
+/// Property tests: whatever an endpoint sends as `Retry-After`, parsing never panics and the
+/// wait stays within `[backoff, 1 h]`; backoff never exceeds its cap.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_retry_after_header_gives_a_bounded_wait(
+            header in prop_oneof![
+                ".{0,40}",
+                any::<u64>().prop_map(|n| n.to_string()),
+                "(Mon|Sun), [0-9]{1,2} (Jan|Nov) [0-9]{1,5} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT",
+            ],
+            backoff_ms in 0u64..7_200_000,
+        ) {
+            let now = Utc::now();
+            let asked = parse_retry_after(&header, now);
+            if let Ok(seconds) = header.trim().parse::<u64>() {
+                prop_assert_eq!(asked, Some(Duration::from_secs(seconds)));
+            }
+            let backoff = Duration::from_millis(backoff_ms);
+            let wait = next_delay(backoff, asked);
+            prop_assert!(wait >= backoff);
+            prop_assert!(wait <= MAX_RETRY_AFTER.max(backoff));
+        }
+
+        #[test]
+        fn backoff_stays_under_its_cap(
+            base_ms in 1u64..600_000,
+            max_ms in 1u64..86_400_000,
+            attempt in any::<u32>(),
+        ) {
+            let wait = backoff(Duration::from_millis(base_ms), Duration::from_millis(max_ms), attempt);
+            prop_assert!(wait <= Duration::from_millis(max_ms));
+        }
+    }
+}

@@ -112,3 +112,71 @@ mod tests {
         assert_eq!(standard_webhooks_secret("abc"), "whsec_YWJj");
     }
 }
+
+/// Property tests: for any secrets, message id, timestamp and body, each signature verifies
+/// with an independent HMAC over the documented input, and no other body verifies.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn verifies(key: &[u8], input: &[&[u8]], signature: &[u8]) -> bool {
+        let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
+        for part in input {
+            mac.update(part);
+        }
+        // `verify_slice` compares in constant time.
+        mac.verify_slice(signature).is_ok()
+    }
+
+    proptest! {
+        #[test]
+        fn every_standard_entry_verifies_with_its_secret(
+            secrets in proptest::collection::vec(".{0,48}", 1..4),
+            id in "[ -~]{0,40}",
+            timestamp in any::<i64>(),
+            body in proptest::collection::vec(any::<u8>(), 0..1024),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let header = standard_signature(&secrets, &id, timestamp, &body);
+            let entries: Vec<&str> = header.split(' ').collect();
+            prop_assert_eq!(entries.len(), secrets.len());
+            let ts = timestamp.to_string();
+            for (entry, secret) in entries.iter().zip(&secrets) {
+                let encoded = entry.strip_prefix("v1,").expect("v1, prefix");
+                let signature = STANDARD.decode(encoded).expect("base64");
+                let input: [&[u8]; 5] = [id.as_bytes(), b".", ts.as_bytes(), b".", &body];
+                prop_assert!(verifies(secret.as_bytes(), &input, &signature));
+                if !body.is_empty() {
+                    let mut tampered = body.clone();
+                    tampered[flip.index(body.len())] ^= 0x01;
+                    let input: [&[u8]; 5] = [id.as_bytes(), b".", ts.as_bytes(), b".", &tampered];
+                    prop_assert!(!verifies(secret.as_bytes(), &input, &signature));
+                }
+            }
+        }
+
+        #[test]
+        fn the_seed_signature_is_hex_hmac_of_timestamp_dot_body(
+            secret in ".{0,64}",
+            timestamp in any::<i64>(),
+            body in proptest::collection::vec(any::<u8>(), 0..1024),
+        ) {
+            let signature = seed_signature(&secret, timestamp, &body);
+            prop_assert_eq!(signature.len(), 64);
+            let raw = hex::decode(&signature).expect("hex");
+            let ts = timestamp.to_string();
+            let input: [&[u8]; 3] = [ts.as_bytes(), b".", &body];
+            prop_assert!(verifies(secret.as_bytes(), &input, &raw));
+        }
+
+        #[test]
+        fn the_whsec_form_decodes_back_to_the_secret(secret in ".{0,64}") {
+            let whsec = standard_webhooks_secret(&secret);
+            let decoded = STANDARD
+                .decode(whsec.strip_prefix("whsec_").expect("whsec_ prefix"))
+                .expect("base64");
+            prop_assert_eq!(decoded, secret.into_bytes());
+        }
+    }
+}
