@@ -1049,6 +1049,26 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
     let stats = store.outbox_stats(later).await.expect("stats");
     assert_eq!(stats.open_circuits, 1);
     assert_eq!(stats.pending, 15);
+    // Published while the circuit is open: due when the cool-off ends, not now (a claim never
+    // walks past work it may not take).
+    let blocked = event("a", "{}");
+    let blocked_id = blocked.id;
+    store
+        .publish(vec![blocked], None, later)
+        .await
+        .expect("publish while open");
+    let detail = store
+        .get_event(blocked_id)
+        .await
+        .expect("get event")
+        .expect("stored");
+    let due = detail.deliveries[0].next_attempt_at.expect("pending");
+    assert!(
+        due >= now + store::circuit::cooloff(1),
+        "due at the end of the cool-off, not at once: {due} vs {now}"
+    );
+    let stats = store.outbox_stats(later).await.expect("stats");
+    assert_eq!(stats.pending, 16);
     let after = now + store::circuit::cooloff(1) + TimeDelta::seconds(1);
     let probe = store
         .claim_deliveries(
@@ -1108,7 +1128,11 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
         )
         .await
         .expect("claim");
-    assert_eq!(rest.len(), 14, "closed again: everything flows");
+    assert_eq!(
+        rest.len(),
+        15,
+        "closed again: everything flows, including what was published while open"
+    );
 }
 
 async fn prune_removes_only_finished_old_events(backend: Backend) {

@@ -227,6 +227,11 @@ async fn replay_bulk(
     {
         errors.add("until", "must be later than since");
     }
+    if let Some(name) = &body.connector
+        && !crate::connectors::manifest::is_name(name)
+    {
+        errors.add("connector", "is not a connector name");
+    }
     errors.finish()?;
     let filter = ReplayFilter {
         since: body.since,

@@ -120,7 +120,57 @@ impl Modify for BearerAuth {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, api) = api_routes().split_for_parts();
     let (_, ops) = ops::router().split_for_parts();
-    api.merge_from(ops)
+    with_common_responses(api.merge_from(ops))
+}
+
+/// Documents the answers every operation can give whatever its handler does, so no handler has
+/// to list them: 401 from the auth layer on `/api/*`, 400/413/415 from [`ApiJson`] wherever a
+/// body is read, and 503 when the database is unreachable.
+fn with_common_responses(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+    let problem = |description: &str| -> RefOr<Response> {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+            .into()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            let responses = &mut op.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem(description));
+            };
+            add("401", "Missing or wrong API key");
+            add(
+                "503",
+                "The database is unreachable; nothing was changed, retry later",
+            );
+            if op.request_body.is_some() {
+                add("400", "Malformed JSON");
+                add("413", "Body too large");
+                add("415", "Content type is not application/json");
+            }
+        }
+    }
+    doc
 }
 
 fn api_routes() -> OpenApiRouter<AppState> {
@@ -144,7 +194,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(ops)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api_doc.merge_from(ops_doc)))
+        .merge(SwaggerUi::new("/docs").url(
+            "/openapi.json",
+            with_common_responses(api_doc.merge_from(ops_doc)),
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -77,6 +77,9 @@ pub fn url(errors: &mut Errors, field: &str, value: &str, allow_private: bool) {
     if value.len() > MAX_URL_LEN {
         return errors.add(field, format!("must be at most {MAX_URL_LEN} characters"));
     }
+    if value.chars().any(char::is_control) {
+        return errors.add(field, "must not contain control characters");
+    }
     let parsed = match url::Url::parse(value) {
         Ok(u) => u,
         Err(e) => return errors.add(field, format!("is not an absolute URL: {e}")),
@@ -93,6 +96,14 @@ pub fn url(errors: &mut Errors, field: &str, value: &str, allow_private: bool) {
     let Some(host) = parsed.host() else {
         return errors.add(field, "has no host");
     };
+    // Credentials in a URL end up wherever URLs are shown or logged; headers are for secrets.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return errors.add(
+            field,
+            "must not carry credentials (user:password@): send them in a custom header such as \
+             Authorization",
+        );
+    }
     if !allow_private && let Some(reason) = ssrf::host_refusal(&host) {
         errors.add(
             field,
@@ -104,6 +115,9 @@ pub fn url(errors: &mut Errors, field: &str, value: &str, allow_private: bool) {
 }
 
 pub fn secret(errors: &mut Errors, field: &str, value: &str) {
+    if value.chars().any(char::is_control) {
+        return errors.add(field, "must not contain control characters");
+    }
     let len = value.chars().count();
     if !SECRET_LEN.contains(&len) {
         errors.add(
@@ -125,6 +139,12 @@ pub fn events(errors: &mut Errors, field: &str, value: &[String]) -> Vec<String>
             format!("must list 1 to {MAX_EVENTS} event types, or \"*\" for all"),
         );
     }
+    if value.len() > 1 && value.iter().any(|e| e == "*") {
+        errors.add(
+            field,
+            "\"*\" (every event type) stands alone: list names, or [\"*\"]",
+        );
+    }
     let mut out: Vec<String> = Vec::with_capacity(value.len());
     for (i, name) in value.iter().enumerate() {
         if name != "*" {
@@ -142,6 +162,21 @@ pub fn description(errors: &mut Errors, field: &str, value: Option<&str>) {
         errors.add(
             field,
             format!("must be at most {MAX_DESCRIPTION_LEN} characters"),
+        );
+    }
+    text(errors, field, value);
+}
+
+/// Free text: line breaks and tabs are fine, other control characters (NUL above all, which
+/// PostgreSQL cannot store) are refused.
+pub fn text(errors: &mut Errors, field: &str, value: Option<&str>) {
+    if value.is_some_and(|d| {
+        d.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    }) {
+        errors.add(
+            field,
+            "must not contain control characters other than line breaks and tabs",
         );
     }
 }

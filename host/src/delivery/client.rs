@@ -1,5 +1,5 @@
-//! The one HTTP client for deliveries: keep-alive, timeouts, no redirects, and the SSRF guard
-//! in its DNS resolver.
+//! The one HTTP client for deliveries: keep-alive, timeouts, no redirects, no proxy, and the SSRF
+//! guard in its DNS resolver.
 //!
 //! Checking the address in the resolver is what makes the guard sound: reqwest connects to
 //! exactly the addresses the resolver returns, so the address that was checked is the one
@@ -64,7 +64,10 @@ pub fn build(
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // HTTP(S)_PROXY from the environment would hand the name to a proxy that resolves it
+        // itself, past the guard below: deliveries connect directly, always.
+        .no_proxy();
     if !allow_private {
         builder = builder.dns_resolver(Arc::new(GuardedResolver));
     }

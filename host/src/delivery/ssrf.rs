@@ -58,6 +58,10 @@ fn v6_reason(ip: Ipv6Addr) -> Option<String> {
             let v4 = embedded_v4(hi, lo);
             return v4_reason(v4).map(|r| format!("{ip} is a NAT64 form of {v4}, which is {r}"));
         }
+        // Local-use NAT64 (RFC 8215): translators inside the network, to anything.
+        [0x64, 0xff9b, 1, ..] => "a local-use NAT64 address (64:ff9b:1::/48)",
+        // Teredo tunnels to an (obfuscated) IPv4 server and client of their own choosing.
+        [0x2001, 0, ..] => "a Teredo tunnel address (2001::/32)",
         [0x2002, hi, lo, ..] => {
             let v4 = embedded_v4(hi, lo);
             return v4_reason(v4).map(|r| format!("{ip} is a 6to4 form of {v4}, which is {r}"));
@@ -118,6 +122,8 @@ mod tests {
             ("64:ff9b::10.0.0.1", "NAT64"),
             ("2002:c0a8:0101::1", "6to4 form of 192.168.1.1"),
             ("::127.0.0.1", "IPv4-compatible"),
+            ("64:ff9b:1::a00:1", "local-use NAT64"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
         ];
         for (ip, rule) in table {
             let reason = refused(ip).unwrap_or_else(|| panic!("{ip} must be refused"));

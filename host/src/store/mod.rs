@@ -820,7 +820,18 @@ struct DeliveryRow<'a> {
     event_id: Uuid,
     subscription: Option<Uuid>,
     connector: Option<&'a str>,
+    /// When the event was created (the delivery's creation time).
     at: DateTime<Utc>,
+    /// When it is first due: at once, or when its subscription's open circuit cools off.
+    due: DateTime<Utc>,
+}
+
+/// A subscription an event type matches, with the end of its circuit's cool-off if it is open
+/// (or half-open): new deliveries wait for it, so a claim never walks past blocked work.
+#[derive(Debug, Clone, Copy)]
+struct Match {
+    id: Uuid,
+    blocked_until: Option<DateTime<Utc>>,
 }
 
 /// Idempotency keys claimed for writing within one group, with the claiming request.
@@ -868,7 +879,7 @@ fn distinct_types<'a>(events: &[&'a NewEvent]) -> Vec<&'a str> {
 /// rows and the number of deliveries per event.
 fn plan_deliveries<'a>(
     events: &[&'a NewEvent],
-    matches: &HashMap<&str, Vec<Uuid>>,
+    matches: &HashMap<&str, Vec<Match>>,
 ) -> (Vec<DeliveryRow<'a>>, HashMap<Uuid, u32>) {
     let mut rows = Vec::new();
     let mut counts = HashMap::with_capacity(events.len());
@@ -877,12 +888,17 @@ fn plan_deliveries<'a>(
             .get(event.event_type.as_str())
             .map(Vec::as_slice)
             .unwrap_or_default();
-        rows.extend(subs.iter().map(|s| DeliveryRow {
-            id: Uuid::now_v7(),
-            event_id: event.id,
-            subscription: Some(*s),
-            connector: None,
-            at: event.created_at,
+        rows.extend(subs.iter().map(|s| {
+            DeliveryRow {
+                id: Uuid::now_v7(),
+                event_id: event.id,
+                subscription: Some(s.id),
+                connector: None,
+                at: event.created_at,
+                due: s
+                    .blocked_until
+                    .map_or(event.created_at, |until| until.max(event.created_at)),
+            }
         }));
         rows.extend(event.connectors.iter().map(|c| DeliveryRow {
             id: Uuid::now_v7(),
@@ -890,6 +906,7 @@ fn plan_deliveries<'a>(
             subscription: None,
             connector: Some(c.as_str()),
             at: event.created_at,
+            due: event.created_at,
         }));
         counts.insert(event.id, (subs.len() + event.connectors.len()) as u32);
     }

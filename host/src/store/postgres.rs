@@ -15,10 +15,10 @@ use uuid::Uuid;
 use super::{
     AttemptRecord, AttemptResult, AttemptView, Backend, Circuit, CircuitState, ClaimedDelivery,
     DeadLetter, Decision, DeliveryStatus, DeliverySummary, Destination, EventDetail,
-    IDEMPOTENCY_TTL, IdempotencyKey, KeyClaims, MAX_BULK_REPLAY, NewSubscription, OutboxStats,
-    PublishOutcome, PublishRequest, PublishedEvent, ReplayFilter, ReplayOutcome, SECRET_GRACE,
-    Skip, Store, StoreError, StoreResult, Subscription, SubscriptionPatch, Target, circuit,
-    decode_headers, decode_ids, distinct_types, encode_ids, encode_json, events_to_write,
+    IDEMPOTENCY_TTL, IdempotencyKey, KeyClaims, MAX_BULK_REPLAY, Match, NewSubscription,
+    OutboxStats, PublishOutcome, PublishRequest, PublishedEvent, ReplayFilter, ReplayOutcome,
+    SECRET_GRACE, Skip, Store, StoreError, StoreResult, Subscription, SubscriptionPatch, Target,
+    circuit, decode_headers, decode_ids, distinct_types, encode_ids, encode_json, events_to_write,
     group_outcomes, in_order, plan_deliveries, rounds_of_distinct_deliveries, split_by_failures,
 };
 
@@ -632,15 +632,20 @@ impl Store for PostgresStore {
         }
 
         let events = events_to_write(&requests, &decisions);
-        let mut matches: HashMap<&str, Vec<Uuid>> = HashMap::new();
+        let mut matches: HashMap<&str, Vec<Match>> = HashMap::new();
         for event_type in distinct_types(&events) {
-            let subs: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT id FROM subscriptions WHERE deleted_at IS NULL AND enabled \
+            let subs: Vec<(Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(
+                "SELECT id, CASE WHEN circuit_state <> 'closed' THEN circuit_open_until END \
+                 FROM subscriptions WHERE deleted_at IS NULL AND enabled \
                  AND ($1 = ANY (events) OR '*' = ANY (events)) ORDER BY id",
             )
             .bind(event_type)
             .fetch_all(&mut *tx)
             .await?;
+            let subs = subs
+                .into_iter()
+                .map(|(id, blocked_until)| Match { id, blocked_until })
+                .collect();
             matches.insert(event_type, subs);
         }
         let (rows, counts) = plan_deliveries(&events, &matches);
@@ -669,14 +674,16 @@ impl Store for PostgresStore {
         if !rows.is_empty() {
             sqlx::query(
                 "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, created_at, updated_at) \
-                 SELECT d.id, d.event_id, CASE WHEN d.sub IS NULL THEN 'connector' ELSE 'webhook' END, d.sub, d.connector, d.at, d.at, d.at \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[]) AS d(id, event_id, sub, connector, at)",
+                 SELECT d.id, d.event_id, CASE WHEN d.sub IS NULL THEN 'connector' ELSE 'webhook' END, d.sub, d.connector, d.due, d.at, d.at \
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[]) \
+                 AS d(id, event_id, sub, connector, at, due)",
             )
             .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.subscription).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.connector).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.due).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }

@@ -20,11 +20,12 @@ use uuid::Uuid;
 use super::{
     AttemptRecord, AttemptResult, AttemptView, Backend, Circuit, CircuitState, ClaimedDelivery,
     DeadLetter, Decision, DeliveryStatus, DeliverySummary, Destination, EventDetail,
-    IDEMPOTENCY_TTL, INSERT_CHUNK, IdempotencyKey, KeyClaims, MAX_BULK_REPLAY, NewSubscription,
-    OutboxStats, PublishOutcome, PublishRequest, PublishedEvent, ReplayFilter, ReplayOutcome,
-    SECRET_GRACE, Skip, Store, StoreError, StoreResult, Subscription, SubscriptionPatch, Target,
-    circuit, decode_headers, decode_ids, distinct_types, encode_ids, encode_json, events_to_write,
-    from_micros, group_outcomes, in_order, plan_deliveries, to_micros,
+    IDEMPOTENCY_TTL, INSERT_CHUNK, IdempotencyKey, KeyClaims, MAX_BULK_REPLAY, Match,
+    NewSubscription, OutboxStats, PublishOutcome, PublishRequest, PublishedEvent, ReplayFilter,
+    ReplayOutcome, SECRET_GRACE, Skip, Store, StoreError, StoreResult, Subscription,
+    SubscriptionPatch, Target, circuit, decode_headers, decode_ids, distinct_types, encode_ids,
+    encode_json, events_to_write, from_micros, group_outcomes, in_order, plan_deliveries,
+    to_micros,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -529,16 +530,26 @@ impl Store for SqliteStore {
 
         let events = events_to_write(&requests, &decisions);
         // Subscriptions matching each distinct event type of the group.
-        let mut matches: HashMap<&str, Vec<Uuid>> = HashMap::new();
+        let mut matches: HashMap<&str, Vec<Match>> = HashMap::new();
         for event_type in distinct_types(&events) {
-            let subs: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT id FROM subscriptions WHERE deleted_at IS NULL AND enabled = 1 \
+            let subs: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
+                "SELECT id, CASE WHEN circuit_state <> 'closed' THEN circuit_open_until END \
+                 FROM subscriptions WHERE deleted_at IS NULL AND enabled = 1 \
                  AND EXISTS (SELECT 1 FROM json_each(subscriptions.events) WHERE value = ? OR value = '*') \
                  ORDER BY id",
             )
             .bind(event_type)
             .fetch_all(&mut *tx)
             .await?;
+            let subs = subs
+                .into_iter()
+                .map(|(id, until)| {
+                    Ok(Match {
+                        id,
+                        blocked_until: until.map(from_micros).transpose()?,
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
             matches.insert(event_type, subs);
         }
         let (rows, counts) = plan_deliveries(&events, &matches);
@@ -569,7 +580,7 @@ impl Store for SqliteStore {
                     })
                     .push_bind(d.subscription)
                     .push_bind(d.connector)
-                    .push_bind(at)
+                    .push_bind(to_micros(d.due))
                     .push_bind(at)
                     .push_bind(at);
             });
