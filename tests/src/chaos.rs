@@ -62,6 +62,18 @@ impl Launch {
     }
 }
 
+/// Writes a hub's log to `$CHAOS_HUB_LOG_DIR/<name>.log` when that variable is set (to look at
+/// what a hub did during a run).
+fn keep_log(hub: &HubProcess, name: &str) {
+    if let Some(dir) = std::env::var_os("CHAOS_HUB_LOG_DIR") {
+        let path = std::path::Path::new(&dir).join(format!("{name}.log"));
+        let _ = std::fs::create_dir_all(&dir);
+        if let Err(e) = std::fs::write(&path, hub.log().join("\n")) {
+            eprintln!("could not write {}: {e}", path.display());
+        }
+    }
+}
+
 /// What a run measured and which guarantees held.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -941,6 +953,10 @@ pub async fn bad_endpoints(options: &BadEndpointsOptions) -> Option<Report> {
             format!("{:.2}×", beside_bad / alone.max(0.001)),
         );
     }
+    keep_log(
+        &hub,
+        &format!("bad-endpoints-{}", backend_name(options.backend)),
+    );
     drop(hub);
     Some(report)
 }

@@ -33,6 +33,7 @@ backend_tests!(
     prune_removes_only_finished_old_events,
     a_publish_group_answers_each_request_as_if_alone,
     a_group_of_attempt_records_applies_each_in_order,
+    concurrent_groups_failing_the_same_subscriptions_never_deadlock,
 );
 
 async fn open(backend: Backend) -> Option<(TestDb, Arc<dyn Store>)> {
@@ -1398,4 +1399,82 @@ async fn a_group_of_attempt_records_applies_each_in_order(backend: Backend) {
         n
     };
     assert_eq!(history, 15, "every record is kept as an attempt");
+}
+
+/// The engine's record writers run concurrently; groups whose failures touch the same
+/// subscriptions in opposite orders must all commit (on PostgreSQL each would otherwise hold a
+/// subscription row the other waits for, and one would be aborted as a deadlock).
+async fn concurrent_groups_failing_the_same_subscriptions_never_deadlock(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    // (`open` gives the hot path two connections: two groups at a time, as in the engine.)
+    let subs: Vec<store::Subscription> = {
+        let mut subs = Vec::new();
+        for _ in 0..8 {
+            subs.push(
+                store
+                    .create_subscription(new_sub(&["a"]))
+                    .await
+                    .expect("sub"),
+            );
+        }
+        subs
+    };
+    let events: Vec<NewEvent> = (0..30).map(|_| event("a", "{}")).collect();
+    store
+        .publish(events, None, store::now())
+        .await
+        .expect("publish");
+    let now = store::now();
+    let claimed = store
+        .claim_deliveries(
+            "me",
+            now,
+            now + TimeDelta::seconds(60),
+            240,
+            &Skip::default(),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 240);
+    let retry = now + TimeDelta::seconds(1);
+    let fail = |d: &store::ClaimedDelivery| {
+        let sub = match &d.target {
+            store::Target::Webhook {
+                subscription_id, ..
+            } => *subscription_id,
+            other => panic!("a webhook delivery, got {other:?}"),
+        };
+        record(d, "me", AttemptResult::Retry(retry), Some(sub))
+    };
+    // Twenty groups of twelve, half of them in reverse order: every group fails most
+    // subscriptions, taking their rows in opposite orders.
+    let mut groups: Vec<Vec<AttemptRecord>> = claimed
+        .chunks(12)
+        .map(|c| c.iter().map(fail).collect())
+        .collect();
+    for group in groups.iter_mut().skip(1).step_by(2) {
+        group.reverse();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for group in groups {
+        let store = store.clone();
+        tasks.spawn(async move { store.record_attempts(group, store::now()).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let moved = done
+            .expect("task")
+            .expect("every group commits, none deadlocks");
+        assert!(moved.iter().all(|m| *m), "every delivery moved on");
+    }
+    for sub in &subs {
+        let s = store
+            .get_subscription(sub.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(s.circuit.state, CircuitState::Open, "30 failures opened it");
+        assert_eq!(s.circuit.consecutive_failures, 30);
+    }
 }

@@ -866,6 +866,20 @@ impl Store for PostgresStore {
             return Self::apply_records(&self.hot, &records, &all_ok, now).await;
         }
         let mut tx = self.hot.begin().await?;
+        // The writers run concurrently, and this transaction updates several subscription rows
+        // (circuit breakers): taking them all first, in id order, is what keeps two groups from
+        // each holding a row the other waits for (PostgreSQL would abort one as a deadlock, and
+        // its attempts would wait for their leases to expire).
+        let mut subscriptions: Vec<Uuid> =
+            records.iter().filter_map(|r| r.subscription_id).collect();
+        subscriptions.sort_unstable();
+        subscriptions.dedup();
+        if !subscriptions.is_empty() {
+            sqlx::query("SELECT 1 FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(&subscriptions)
+                .execute(&mut *tx)
+                .await?;
+        }
         // A delivery recorded twice (a lease lost and won again) is applied in order: each
         // round holds every delivery at most once.
         let mut updated = vec![false; records.len()];
