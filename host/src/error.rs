@@ -70,6 +70,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// The database connection broke during the commit: stored or not, nobody knows.
+    #[error("{0}")]
+    Uncertain(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -121,7 +124,7 @@ impl ApiError {
                 "validation",
                 "Validation failed",
             ),
-            ApiError::Unavailable(_) => (
+            ApiError::Unavailable(_) | ApiError::Uncertain(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
@@ -137,7 +140,9 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
+        if e.is_uncertain() {
+            ApiError::Uncertain(e.to_string())
+        } else if e.is_unavailable() {
             ApiError::Unavailable(e.to_string())
         } else {
             ApiError::Internal(e.to_string())
@@ -164,6 +169,15 @@ impl IntoResponse for ApiError {
                 tracing::warn!(error = %cause, "request failed: storage unavailable");
                 (
                     "the database is unreachable; nothing was stored, retry later".to_owned(),
+                    Vec::new(),
+                )
+            }
+            ApiError::Uncertain(cause) => {
+                tracing::warn!(error = %cause, "request failed: commit outcome unknown");
+                (
+                    "the database connection broke while committing: this may or may not have \
+                     been stored. Retry with the same Idempotency-Key to have it stored exactly once"
+                        .to_owned(),
                     Vec::new(),
                 )
             }
@@ -198,3 +212,43 @@ impl IntoResponse for ApiError {
 
 /// Result of a request handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn detail(e: ApiError) -> (StatusCode, String) {
+        let response = e.into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let problem: serde_json::Value = serde_json::from_slice(&body).expect("problem JSON");
+        (
+            status,
+            problem["detail"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// A database that cannot be reached stored nothing; a connection that broke during the
+    /// commit may have stored everything: the two 503s must not say the same thing.
+    #[tokio::test]
+    async fn a_lost_commit_is_not_reported_as_nothing_stored() {
+        let io = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let refused = StoreError::from(io());
+        let lost = StoreError::Shared(std::sync::Arc::new(StoreError::from_commit(io())));
+        assert!(!refused.is_uncertain() && lost.is_uncertain() && lost.is_unavailable());
+        let (status, said) = detail(refused.into()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(said.contains("nothing was stored"), "{said}");
+        let (status, said) = detail(lost.into()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            said.contains("may or may not") && said.contains("Idempotency-Key"),
+            "{said}"
+        );
+        // A COMMIT the server answered with an error did not commit.
+        let answered = StoreError::from_commit(sqlx::Error::RowNotFound);
+        assert!(!answered.is_uncertain());
+    }
+}

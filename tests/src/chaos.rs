@@ -212,9 +212,11 @@ pub async fn crash(options: &CrashOptions) -> Option<Report> {
     let publishing = tokio::spawn(async move { publisher.open_loop(rate).await });
 
     let mut downtimes = Vec::new();
-    for _ in 0..options.kills {
+    let name = format!("crash-{}", backend_name(options.backend));
+    for kill in 0..options.kills {
         tokio::time::sleep(options.every).await;
         let killed = Instant::now();
+        keep_log(&hub, &format!("{name}-{kill}"));
         hub.kill9();
         hub = options.launch.start(&db, &extra).await;
         downtimes.push(killed.elapsed());
@@ -224,6 +226,7 @@ pub async fn crash(options: &CrashOptions) -> Option<Report> {
     let missing = receiver.wait_none_missing(&refused, STALL).await;
     let settled = last_restart.elapsed();
     let tally = receiver.tally(&refused);
+    keep_log(&hub, &format!("{name}-{}", options.kills));
     drop(hub);
 
     let outcomes = outcomes.snapshot();
@@ -515,6 +518,7 @@ pub async fn db_outage(options: &DbOutageOptions) -> Option<Report> {
     let ready_again = health
         .healthy_after(back_at)
         .map(|t| t.duration_since(back_at));
+    keep_log(&hub, "db-outage");
     drop(hub);
 
     let slowest = outcomes.slowest();

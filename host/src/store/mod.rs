@@ -47,6 +47,9 @@ pub fn now() -> DateTime<Utc> {
 pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The connection broke while a commit was on its way: the write may or may not be stored.
+    #[error("database connection lost while committing; the outcome is unknown: {0}")]
+    CommitUncertain(#[source] sqlx::Error),
     /// A write waited too long for the database and was given up, unwritten.
     #[error("database unavailable: {0}")]
     TimedOut(String),
@@ -65,9 +68,31 @@ impl StoreError {
     /// Whether the database could not be reached (nothing was written; try again later).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Unavailable(_) | StoreError::TimedOut(_) => true,
+            StoreError::Unavailable(_)
+            | StoreError::TimedOut(_)
+            | StoreError::CommitUncertain(_) => true,
             StoreError::Shared(inner) => inner.is_unavailable(),
             _ => false,
+        }
+    }
+
+    /// Whether the write may have been stored although it failed (see `CommitUncertain`).
+    pub fn is_uncertain(&self) -> bool {
+        match self {
+            StoreError::CommitUncertain(_) => true,
+            StoreError::Shared(inner) => inner.is_uncertain(),
+            _ => false,
+        }
+    }
+
+    /// A failed COMMIT: an answer from the server means it did not commit; a broken connection
+    /// means nobody knows.
+    pub fn from_commit(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => {
+                StoreError::CommitUncertain(e)
+            }
+            other => other.into(),
         }
     }
 }

@@ -687,7 +687,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(StoreError::from_commit)?;
         Ok(group_outcomes(&requests, decisions, &counts))
     }
 
