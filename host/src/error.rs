@@ -176,7 +176,8 @@ impl IntoResponse for ApiError {
                 tracing::warn!(error = %cause, "request failed: commit outcome unknown");
                 (
                     "the database connection broke while committing: this may or may not have \
-                     been stored. Retry with the same Idempotency-Key to have it stored exactly once"
+                     been stored. A retry with the same Idempotency-Key stores it exactly once; \
+                     without one, a retry may store it twice"
                         .to_owned(),
                     Vec::new(),
                 )

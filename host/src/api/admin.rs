@@ -159,7 +159,7 @@ async fn list_attempts(
 /// Dead letters, newest first.
 #[utoipa::path(get, path = "/api/v1/admin/dead-letters", tag = "admin",
     params(
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses(

@@ -57,6 +57,7 @@ pub struct PublishEvent {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishBatch {
+    #[schema(min_items = 1, max_items = 1000)]
     pub events: Vec<PublishEvent>,
 }
 

@@ -161,7 +161,9 @@ fn with_common_responses(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::
             add("401", "Missing or wrong API key");
             add(
                 "503",
-                "The database is unreachable; nothing was changed, retry later",
+                "The database is unreachable: nothing was changed, retry later (or, as `detail` \
+                 then says, the connection broke during the commit: retry with the same \
+                 Idempotency-Key)",
             );
             if op.request_body.is_some() {
                 add("400", "Malformed JSON");

@@ -79,8 +79,12 @@ fn default_true() -> bool {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
-    /// Absolute http(s) URL that receives the webhooks.
-    #[schema(example = "https://example.com/webhooks")]
+    /// Absolute http(s) URL that receives the webhooks (no `user:password@`).
+    #[schema(
+        example = "https://example.com/webhooks",
+        pattern = "^https?://[^/@]+(/.*)?$",
+        max_length = 2048
+    )]
     pub url: String,
     /// Signing secret, 16 to 256 characters. Never returned.
     #[schema(
@@ -90,11 +94,12 @@ pub struct CreateSubscription {
     )]
     pub secret: String,
     /// 1 to 100 event types, or `["*"]` for all.
-    #[schema(example = json!(["request_submitted", "request_approved"]))]
+    #[schema(example = json!(["request_submitted", "request_approved"]), min_items = 1, max_items = 100)]
     pub events: Vec<String>,
     #[serde(default = "default_true")]
     pub enabled: bool,
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -180,7 +185,7 @@ async fn create_subscription(
 /// List subscriptions, oldest first.
 #[utoipa::path(get, path = "/api/v1/subscriptions", tag = "subscriptions",
     params(
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
     responses(

@@ -130,6 +130,17 @@ fn possibly_slow(state: &Busy, now: Instant) -> bool {
             .is_some_and(|oldest| now.duration_since(*oldest) >= SLOW_ATTEMPT)
 }
 
+/// Keeps the map of destinations within [`MAX_TRACKED_SUBSCRIPTIONS`]: idle ones go first, those
+/// not known to be fast before those that are.
+fn forget_idle(busy: &mut HashMap<Dest, Busy>) {
+    if busy.len() >= MAX_TRACKED_SUBSCRIPTIONS {
+        busy.retain(|_, state| !state.started.is_empty() || state.fast);
+    }
+    if busy.len() >= MAX_TRACKED_SUBSCRIPTIONS {
+        busy.retain(|_, state| !state.started.is_empty());
+    }
+}
+
 /// Attempts in flight at possibly-slow destinations.
 fn slow_in_flight(busy: &HashMap<Dest, Busy>, now: Instant) -> usize {
     busy.values()
@@ -230,6 +241,12 @@ impl Engine {
             let state = busy.get(&dest);
             let fresh = Busy::default();
             if self.at_cap(state.unwrap_or(&fresh), now, || slow_in_flight(&busy, now)) {
+                // Remembered even without a slot, so that the next claim skips it (see
+                // `saturated`) instead of bringing back the same refused rows.
+                if state.is_none() {
+                    forget_idle(&mut busy);
+                    busy.insert(dest, fresh);
+                }
                 return None;
             }
             busy.entry(dest.clone()).or_default().started.push(now);

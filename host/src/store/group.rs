@@ -13,8 +13,9 @@
 //! - a failed group fails each of its requests with the same error, so none is half-written;
 //!   callers decide whether to retry;
 //! - a request waits at most [`MAX_WAIT`] for a writer: past it, it is answered "unavailable"
-//!   and never written, so an answer of failure always means "not stored". A request whose
-//!   caller has gone (a client that hung up) is dropped unwritten for the same reason.
+//!   and never written, so an answer of failure always means "not stored". A publish whose
+//!   caller has gone (a client that hung up) is dropped unwritten for the same reason; an
+//!   attempt record is written whatever its caller does ([`Abandoned`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,7 +37,8 @@ pub const MAX_PUBLISH_GROUP: usize = 2000;
 pub const MAX_RECORD_GROUP: usize = 512;
 /// Longest a request waits in the queue. With the pools' 5 s wait for a connection, a request
 /// is answered within about 15 s even while the database is down, well inside the API's 30 s
-/// request timeout (whose 503 would not say whether the write happened).
+/// request timeout (whose 503 would not say whether the write happened). (SQLite may also wait
+/// on a lock another process holds, up to its 10 s busy timeout: one hub per file avoids it.)
 pub const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// The committer of the API's publishes ([`Store::publish_group`]).
@@ -45,6 +47,8 @@ pub fn publishes(store: Arc<dyn Store>) -> GroupCommit<PublishRequest, PublishOu
         writers(store.backend()),
         MAX_PUBLISH_GROUP,
         |r: &PublishRequest| r.events.len(),
+        // A publish whose client hung up was never acknowledged: not writing it is the truth.
+        Abandoned::Drop,
         move |requests| {
             let store = store.clone();
             async move { store.publish_group(requests, now()).await }
@@ -58,6 +62,9 @@ pub fn attempt_records(store: Arc<dyn Store>) -> GroupCommit<AttemptRecord, bool
         writers(store.backend()),
         MAX_RECORD_GROUP,
         |_| 1,
+        // An attempt happened whether or not its task is still waiting (a stopping engine):
+        // its record is written.
+        Abandoned::Write,
         move |records| {
             let store = store.clone();
             async move { store.record_attempts(records, now()).await }
@@ -75,6 +82,15 @@ fn writers(backend: Backend) -> usize {
 }
 
 /// A request, where to answer it, and until when it may wait for a writer.
+/// What to do with a queued request whose caller stopped waiting for the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abandoned {
+    /// Leave it unwritten.
+    Drop,
+    /// Write it all the same.
+    Write,
+}
+
 type Job<Req, Out> = (Req, oneshot::Sender<StoreResult<Out>>, Instant);
 
 /// A group committer for requests of type `Req` answered with `Out`.
@@ -102,6 +118,7 @@ where
         writers: usize,
         max_weight: usize,
         weight: fn(&Req) -> usize,
+        abandoned: Abandoned,
         write: W,
     ) -> Self
     where
@@ -114,7 +131,7 @@ where
         for _ in 0..writers.max(1) {
             let (rx, write) = (rx.clone(), write.clone());
             tokio::spawn(async move {
-                while let Some(jobs) = next_group(&rx, max_weight, weight).await {
+                while let Some(jobs) = next_group(&rx, max_weight, weight, abandoned).await {
                     let (requests, replies): (Vec<Req>, Vec<_>) =
                         jobs.into_iter().map(|(req, reply, _)| (req, reply)).unzip();
                     let count = requests.len();
@@ -166,18 +183,19 @@ async fn next_group<Req, Out>(
     rx: &Mutex<mpsc::Receiver<Job<Req, Out>>>,
     max_weight: usize,
     weight: fn(&Req) -> usize,
+    abandoned: Abandoned,
 ) -> Option<Vec<Job<Req, Out>>> {
     let mut rx = rx.lock().await;
     let mut jobs = Vec::new();
     while jobs.is_empty() {
         let first = rx.recv().await?;
-        jobs.extend(live(first));
+        jobs.extend(live(first, abandoned));
     }
     let mut total: usize = jobs.iter().map(|job| weight(&job.0)).sum();
     while total < max_weight {
         match rx.try_recv() {
             Ok(job) => {
-                if let Some(job) = live(job) {
+                if let Some(job) = live(job, abandoned) {
                     total += weight(&job.0);
                     jobs.push(job);
                 }
@@ -189,9 +207,9 @@ async fn next_group<Req, Out>(
 }
 
 /// The job, unless its caller has gone or its wait is over (then it is answered here).
-fn live<Req, Out>(job: Job<Req, Out>) -> Option<Job<Req, Out>> {
+fn live<Req, Out>(job: Job<Req, Out>, abandoned: Abandoned) -> Option<Job<Req, Out>> {
     let (request, reply, deadline) = job;
-    if reply.is_closed() {
+    if reply.is_closed() && abandoned == Abandoned::Drop {
         return None;
     }
     if Instant::now() > deadline {
@@ -217,6 +235,7 @@ mod tests {
             1,
             100,
             |_: &u32| 1,
+            Abandoned::Write,
             move |reqs: Vec<u32>| {
                 seen.fetch_add(1, Ordering::Relaxed);
                 async move {
@@ -245,6 +264,7 @@ mod tests {
             1,
             100,
             |_: &u32| 1,
+            Abandoned::Write,
             |_reqs: Vec<u32>| async {
                 Err::<Vec<u32>, _>(StoreError::Corrupt("disk on fire".into()))
             },
@@ -264,6 +284,7 @@ mod tests {
             1,
             10,
             |r: &usize| *r,
+            Abandoned::Write,
             move |reqs: Vec<usize>| {
                 seen.lock().expect("lock").push(reqs.iter().sum::<usize>());
                 async move {
@@ -294,6 +315,7 @@ mod tests {
             1,
             100,
             |_: &u32| 1,
+            Abandoned::Write,
             move |reqs: Vec<u32>| {
                 seen.lock().expect("lock").extend(reqs.iter().copied());
                 async move {

@@ -851,8 +851,9 @@ struct DeliveryRow<'a> {
     due: DateTime<Utc>,
 }
 
-/// A subscription an event type matches, with the end of its circuit's cool-off if it is open
-/// (or half-open): new deliveries wait for it, so a claim never walks past blocked work.
+/// A subscription an event type matches, with the end of its circuit's cool-off if it is open:
+/// new deliveries wait for it, so a claim never walks past blocked work. (Not while half-open:
+/// the probe's answer comes within one attempt, and a success must not leave them waiting.)
 #[derive(Debug, Clone, Copy)]
 struct Match {
     id: Uuid,

@@ -635,7 +635,7 @@ impl Store for PostgresStore {
         let mut matches: HashMap<&str, Vec<Match>> = HashMap::new();
         for event_type in distinct_types(&events) {
             let subs: Vec<(Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(
-                "SELECT id, CASE WHEN circuit_state <> 'closed' THEN circuit_open_until END \
+                "SELECT id, CASE WHEN circuit_state = 'open' THEN circuit_open_until END \
                  FROM subscriptions WHERE deleted_at IS NULL AND enabled \
                  AND ($1 = ANY (events) OR '*' = ANY (events)) ORDER BY id",
             )

@@ -41,27 +41,24 @@ pub struct SqliteStore {
 
 const SUBSCRIPTION_COLUMNS: &str = "id, url, description, events, headers, enabled, circuit_state, consecutive_failures, created_at, updated_at";
 
-/// Whether the writer connection is back to autocommit, so it may be used again; if not, the
-/// pool closes it (SQLite rolls back whatever was left open) and opens a fresh one.
+/// Whether the writer connection may be used again: only when sqlx has no transaction open on
+/// it; otherwise the pool closes it (SQLite rolls back whatever was left open) and opens a
+/// fresh one.
 ///
 /// Why: on a full or failing disk SQLite may roll a transaction back by itself (SQLITE_FULL,
-/// SQLITE_IOERR). sqlx's own ROLLBACK then fails, its transaction depth stays at 1, and the
-/// next `begin` becomes a SAVEPOINT inside a transaction that is never committed: every later
-/// write would be acknowledged and then lost. A connection whose state is in doubt is
-/// discarded instead.
-async fn outside_transaction(conn: &mut sqlx::SqliteConnection) -> bool {
+/// SQLITE_IOERR). sqlx's own ROLLBACK then fails and its transaction depth stays at 1, so the
+/// next `begin` would become a SAVEPOINT inside a transaction that is never committed: every
+/// later write acknowledged, then lost. A connection whose depth is not back to 0 is discarded
+/// instead. (A transaction dropped on an error path may not have run its queued ROLLBACK yet
+/// when this looks: that connection is discarded too, which costs one reconnect after a failed
+/// write and nothing on the hot path.)
+fn outside_transaction(conn: &sqlx::SqliteConnection) -> bool {
     use sqlx::Connection as _;
-    // A round trip first: a dropped transaction's ROLLBACK is queued on the connection's worker
-    // and has run once this returns.
-    if conn.ping().await.is_err() || conn.is_in_transaction() {
-        return false;
+    let idle = !conn.is_in_transaction();
+    if !idle {
+        tracing::warn!("the SQLite writer was released inside a transaction; reconnecting");
     }
-    // sqlx thinks the connection is idle; ask SQLite: BEGIN fails inside a transaction.
-    if sqlx::query("BEGIN").execute(&mut *conn).await.is_err() {
-        tracing::warn!("the SQLite writer was left inside a transaction; reconnecting");
-        return false;
-    }
-    sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok()
+    idle
 }
 
 impl SqliteStore {
@@ -83,11 +80,12 @@ impl SqliteStore {
         }
         let mut writer_options = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10));
+            // As PostgreSQL's pools: see `group::MAX_WAIT`.
+            .acquire_timeout(Duration::from_secs(5));
         if !in_memory {
             // (An in-memory database lives in its one connection: it cannot be replaced.)
             writer_options = writer_options.after_release(|conn, _| {
-                Box::pin(async move { Ok(outside_transaction(conn).await) })
+                Box::pin(std::future::ready(Ok(outside_transaction(conn))))
             });
         }
         let writer = writer_options.connect_with(options.clone()).await?;
@@ -533,7 +531,7 @@ impl Store for SqliteStore {
         let mut matches: HashMap<&str, Vec<Match>> = HashMap::new();
         for event_type in distinct_types(&events) {
             let subs: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
-                "SELECT id, CASE WHEN circuit_state <> 'closed' THEN circuit_open_until END \
+                "SELECT id, CASE WHEN circuit_state = 'open' THEN circuit_open_until END \
                  FROM subscriptions WHERE deleted_at IS NULL AND enabled = 1 \
                  AND EXISTS (SELECT 1 FROM json_each(subscriptions.events) WHERE value = ? OR value = '*') \
                  ORDER BY id",
