@@ -547,7 +547,7 @@ async fn a_looping_connector_cannot_take_every_slot(backend: Backend) {
     let Some(hub) = TestHub::start_with(
         backend,
         &[
-            ("IH_DELIVERY_CONCURRENCY", "4"),
+            ("IH_DELIVERY_CONCURRENCY", "8"),
             ("IH_DELIVERY_MAX_ATTEMPTS", "1"),
             ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
             ("IH_CONNECTOR_TIMEOUT_SECONDS", "3"),
@@ -559,11 +559,13 @@ async fn a_looping_connector_cannot_take_every_slot(backend: Backend) {
     };
     deploy_fixture_and_healthy(&hub).await;
     let mut loops = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..12 {
         loops.push(publish(&hub, "fixture.loop", json!({})).await.0);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // 4 slots: the looping connector holds at most 3, so this one is delivered at once.
+    // 8 slots: the looping connector holds at most 6 (three quarters); the healthy copy, new and
+    // so not known to be fast yet, is tried at once within the further eighth. (With fewer than
+    // 8 slots there is no such eighth, and a new destination waits for a looping one.)
     let (healthy, _) = publish(&hub, "healthy.ok", json!({})).await;
     wait_status(&hub, &healthy, "succeeded").await;
     let mut running = 0;
@@ -575,7 +577,7 @@ async fn a_looping_connector_cannot_take_every_slot(backend: Backend) {
             running += 1;
         }
     }
-    assert!(running <= 3, "{running} loops ran at once on 4 slots");
+    assert!(running <= 6, "{running} loops ran at once on 8 slots");
 }
 
 async fn connector_http_follows_no_redirects_and_retries_when_asked(backend: Backend) {

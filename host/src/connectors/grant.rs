@@ -268,13 +268,20 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    /// The grant's meaning, written independently of `check`.
+    /// The grant's meaning, written independently of `check`: a name is read as a URL host is
+    /// (so `0` is 0.0.0.0, as in a URL), a `*.` entry covers the subdomains of its domain.
     fn granted_by(entry: &str, host: &str) -> bool {
         let entry = entry.trim().to_ascii_lowercase();
         let name = entry.rsplit_once(':').map_or(entry.as_str(), |(h, _)| h);
+        let as_host = |name: &str| {
+            url::Url::parse(&format!("https://{name}/"))
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| name.to_owned())
+        };
         match name.strip_prefix("*.") {
-            Some(domain) => host.ends_with(&format!(".{domain}")),
-            None => host == name,
+            Some(domain) => host.ends_with(&format!(".{}", as_host(domain))),
+            None => host == as_host(name),
         }
     }
 
