@@ -493,23 +493,15 @@ impl Publisher {
                     "connection error"
                 };
                 self.outcomes.count(kind, started.elapsed(), || {
-                    format!("{kind}: {}", describe(&e))
+                    format!(
+                        "{kind}: {}",
+                        integrations_hub::delivery::client::describe(&e)
+                    )
                 });
                 false
             }
         }
     }
-}
-
-/// An error and its causes on one line.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 pub(crate) const SECRET: &str = "bench-secret-0123456789abcdef";
