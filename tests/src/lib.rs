@@ -451,6 +451,23 @@ impl HubProcess {
         db: &TestDb,
         vars: &[(&str, &str)],
     ) -> Self {
+        Self::try_start_program(program, args, db, vars)
+            .await
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Starts the binary on `db` with `vars`: the serving hub, or, when it exits or does not
+    /// serve within 30 s, why and its whole log (to test a refused start).
+    pub async fn try_start(db: &TestDb, vars: &[(&str, &str)]) -> Result<Self, String> {
+        Self::try_start_program(&hub_binary(), &[], db, vars).await
+    }
+
+    async fn try_start_program(
+        program: &std::path::Path,
+        args: &[String],
+        db: &TestDb,
+        vars: &[(&str, &str)],
+    ) -> Result<Self, String> {
         use std::io::BufRead;
         let connectors = tempfile::tempdir().expect("connectors directory");
         let mut command = std::process::Command::new(program);
@@ -504,16 +521,18 @@ impl HubProcess {
                 } else {
                     "exited"
                 };
+                let _ = child.kill();
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
                 let log = log.lock().expect("log lock").join("\n");
-                panic!("the hub {why}; its log:\n{log}");
+                return Err(format!("the hub {why} ({status}); its log:\n{log}"));
             }
         };
-        Self {
+        Ok(Self {
             base: format!("http://{addr}"),
             child,
             _connectors: connectors,
             log,
-        }
+        })
     }
 
     /// What the hub has logged so far, one JSON object per line.

@@ -6,13 +6,12 @@
 //! ENOSPC and EROFS. Mounting needs root; elsewhere the tests are skipped with a notice, and
 //! under `CI=true` that skip is a failure.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integrations_hub_tests::receiver::{Receiver, Reply};
-use integrations_hub_tests::{HubProcess, TestDb, hub_binary, send};
+use integrations_hub_tests::{HubProcess, TestDb, send};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -270,67 +269,6 @@ async fn a_full_disk_refuses_publishes_with_503_and_the_hub_recovers_when_there_
     );
 }
 
-/// A hub started by hand, so that a failed start can be looked at instead of panicking.
-struct Started {
-    child: std::process::Child,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Started {
-    fn log(&self) -> String {
-        self.log.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary and waits until it serves (`Ok(base)`) or exits (`Err(log)`).
-fn start_or_fail(db: &TestDb, connectors: &Path) -> (Started, Result<String, String>) {
-    let mut child = Command::new(hub_binary())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("IH_DATABASE_URL", &db.url)
-        .env("IH_BIND", "127.0.0.1:0")
-        .env("IH_LOG_FORMAT", "json")
-        .env("IH_CONNECTORS_DIR", connectors)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the hub");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let kept = log.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Ok(entry) = serde_json::from_str::<Value>(&line)
-                && entry["message"] == "integrations hub listening"
-            {
-                let _ = tx.send(entry["addr"].as_str().unwrap_or_default().to_owned());
-            }
-            let mut kept = kept.lock().expect("lock");
-            kept.push_str(&line);
-            kept.push('\n');
-        }
-    });
-    let outcome = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(addr) => Ok(format!("http://{addr}")),
-        Err(_) => {
-            let status = child.wait().expect("wait for the hub");
-            std::thread::sleep(Duration::from_millis(100));
-            Err(format!("{status}\n{}", log.lock().expect("lock")))
-        }
-    };
-    (Started { child, log }, outcome)
-}
-
 fn digest(path: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(path)
         .expect("list the disk")
@@ -360,9 +298,7 @@ async fn a_read_only_disk_is_a_clear_error_and_changes_nothing() {
 
     let before = digest(&disk.path);
     disk.remount("ro");
-    let connectors = tempfile::tempdir().expect("connectors directory");
-    let (started, outcome) = start_or_fail(&db, connectors.path());
-    match outcome {
+    match HubProcess::try_start(&db, &[]).await {
         Err(log) => {
             let lower = log.to_lowercase();
             assert!(
@@ -372,20 +308,22 @@ async fn a_read_only_disk_is_a_clear_error_and_changes_nothing() {
             assert!(!log.contains("panicked"), "{log}");
             eprintln!("read-only disk: the hub refused to start:\n{log}");
         }
-        Ok(base) => {
+        Ok(hub) => {
             // Serving reads is fine; every write must be a clean 503.
             let answered =
-                tokio::time::timeout(Duration::from_secs(30), publish(&client, &base, 1)).await;
-            let log = started.log();
+                tokio::time::timeout(Duration::from_secs(30), publish(&client, &hub.base, 1)).await;
             match answered {
                 Ok(Err(problem)) => {
                     eprintln!("read-only disk: the hub serves and refuses writes: {problem}")
                 }
-                other => panic!("a publish on a read-only disk: {other:?}\nlog:\n{log}"),
+                other => panic!(
+                    "a publish on a read-only disk: {other:?}\nlog:\n{}",
+                    hub.log().join("\n")
+                ),
             }
+            hub.kill9();
         }
     }
-    drop(started);
     assert_eq!(
         digest(&disk.path),
         before,
