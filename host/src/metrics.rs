@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §8), kept in one prometheus-client registry and served at `/metrics`.
+//! Prometheus metrics, kept in one prometheus-client registry and served at `/metrics`.
 //!
 //! Label values that come from clients (event types) are bounded: after
 //! [`MAX_EVENT_TYPE_LABELS`] distinct values, new ones are counted under `other`, so a client
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{AttemptResult, OutboxStats};
+use crate::model::{AttemptResult, OutboxStats};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 

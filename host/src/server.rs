@@ -12,7 +12,8 @@ use tokio::sync::{Notify, watch};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::connectors::Connectors;
-use crate::delivery::{self, Engine, maintenance};
+use crate::delivery::{Engine, maintenance};
+use crate::egress;
 use crate::metrics::Metrics;
 use crate::store;
 
@@ -42,7 +43,7 @@ pub async fn run(
 
     // One HTTP client (keep-alive pool, SSRF guard, no redirects) for webhooks and connectors.
     let user_agent = format!("integrations-hub/{}", env!("CARGO_PKG_VERSION"));
-    let client = delivery::client::build(
+    let client = egress::build(
         config.delivery.timeout,
         config.allow_private_destinations,
         &user_agent,

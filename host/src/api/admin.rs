@@ -12,10 +12,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::parse_id;
+use super::schema::Destination;
 use super::validate::Errors;
 use super::{ApiJson, AppState, Page};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::store::{self, AttemptView, DeadLetter, Destination, ReplayFilter, ReplayOutcome};
+use crate::model::{self, AttemptView, DeadLetter, ReplayFilter, ReplayOutcome};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -56,7 +57,7 @@ impl From<AttemptView> for AttemptOut {
             id: a.id,
             event_id: a.event_id,
             delivery_id: a.delivery_id,
-            destination: a.destination,
+            destination: a.destination.into(),
             attempt: a.attempt,
             outcome: if a.succeeded {
                 AttemptOutcome::Succeeded
@@ -96,7 +97,7 @@ impl From<DeadLetter> for DeadLetterOut {
             id: d.id,
             event_id: d.event_id,
             delivery_id: d.delivery_id,
-            destination: d.destination,
+            destination: d.destination.into(),
             attempts: d.attempts,
             last_error: d.last_error,
             created_at: d.created_at,
@@ -194,7 +195,7 @@ async fn replay_one(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<ReplayedOne>)> {
     let id = parse_id(&id, "dead letter")?;
-    match state.store.replay_dead_letter(id, store::now()).await? {
+    match state.store.replay_dead_letter(id, model::now()).await? {
         ReplayOutcome::Replayed { delivery_id } => {
             wake(&state).await;
             tracing::info!(dead_letter_id = %id, delivery_id = %delivery_id, "dead letter replayed");
@@ -241,7 +242,7 @@ async fn replay_bulk(
     };
     let replayed = state
         .store
-        .replay_dead_letters(filter, store::now())
+        .replay_dead_letters(filter, model::now())
         .await?;
     if replayed > 0 {
         wake(&state).await;

@@ -1,4 +1,4 @@
-//! Bearer-token authentication for `/api/*` (SPEC §4 `IH_API_KEYS`).
+//! Bearer-token authentication for `/api/*` (`IH_API_KEYS`).
 //!
 //! Keys are compared as SHA-256 digests with a constant-time equality, and every configured key
 //! is checked on every request, so neither the position of a match nor the length of a key can

@@ -19,13 +19,13 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::parse_id;
+use super::schema::{DeliveryStatus, Destination};
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState};
 use crate::connectors::Connectors;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::store::{
-    self, DeliveryStatus, Destination, IdempotencyKey, NewEvent, PublishOutcome, PublishRequest,
-    PublishedEvent,
+use crate::model::{
+    self, IdempotencyKey, NewEvent, PublishOutcome, PublishRequest, PublishedEvent,
 };
 
 /// Most events in one batch publish.
@@ -237,7 +237,7 @@ async fn publish_event(
         "",
         body,
         state.config.max_payload_bytes,
-        store::now(),
+        model::now(),
         &state.connectors,
     );
     errors.finish()?;
@@ -277,7 +277,7 @@ async fn publish_batch(
         errors.finish()?;
     }
     let mut errors = Errors::default();
-    let now = store::now();
+    let now = model::now();
     let events: Vec<NewEvent> = body
         .events
         .into_iter()
@@ -332,8 +332,8 @@ async fn get_event(
             .into_iter()
             .map(|d| DeliveryOut {
                 id: d.id,
-                destination: d.destination,
-                status: d.status,
+                destination: d.destination.into(),
+                status: d.status.into(),
                 attempts: d.attempts,
                 next_attempt_at: d.next_attempt_at,
                 last_error: d.last_error,

@@ -134,7 +134,7 @@ fn json_error(path: String, e: serde_json::Error) -> ApiError {
     }
 }
 
-/// `?limit=` and `?cursor=` of a list request (SPEC §5: limit 1–500, default 50).
+/// `?limit=` and `?cursor=` of a list request (limit 1–500, default 50).
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
     pub limit: u32,

@@ -1,4 +1,4 @@
-//! The HTTP surface: REST API (SPEC §5), operations endpoints, OpenAPI document and UI.
+//! The HTTP surface: REST API, operations endpoints, OpenAPI document and UI.
 //!
 //! One file per resource, each exporting an `OpenApiRouter` whose handlers carry their own
 //! OpenAPI annotations, so the published document cannot drift from the code. This module
@@ -14,6 +14,7 @@ mod connectors;
 mod events;
 mod extract;
 mod ops;
+mod schema;
 mod subscriptions;
 pub(crate) mod validate;
 
@@ -40,8 +41,9 @@ use crate::config::Config;
 use crate::connectors::Connectors;
 use crate::error::ApiError;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::model::{PublishOutcome, PublishRequest};
+use crate::store::Store;
 use crate::store::group::{self, GroupCommit};
-use crate::store::{PublishOutcome, PublishRequest, Store};
 
 pub use extract::{ApiJson, Page};
 

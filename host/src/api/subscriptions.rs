@@ -16,10 +16,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::parse_id;
+use super::schema::Circuit;
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState, Page};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::store::{self, Circuit, NewSubscription, Subscription, SubscriptionPatch};
+use crate::model::{self, NewSubscription, Subscription, SubscriptionPatch};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -58,7 +59,7 @@ impl From<Subscription> for SubscriptionOut {
             headers: s.headers,
             created_at: s.created_at,
             updated_at: s.updated_at,
-            circuit: s.circuit,
+            circuit: s.circuit.into(),
         }
     }
 }
@@ -175,7 +176,7 @@ async fn create_subscription(
             enabled: body.enabled,
             description: body.description,
             headers,
-            created_at: store::now(),
+            created_at: model::now(),
         })
         .await?;
     tracing::info!(subscription_id = %created.id, url = %created.url, "subscription created");
@@ -283,7 +284,7 @@ async fn patch_subscription(
     let rotated = patch.secret.is_some();
     let updated = state
         .store
-        .update_subscription(id, patch, store::now())
+        .update_subscription(id, patch, model::now())
         .await?
         .ok_or_else(|| not_found(id))?;
     tracing::info!(subscription_id = %id, secret_rotated = rotated, "subscription updated");
@@ -304,7 +305,7 @@ async fn delete_subscription(
     let id = parse_id(&id, "subscription")?;
     let cancelled = state
         .store
-        .delete_subscription(id, store::now())
+        .delete_subscription(id, model::now())
         .await?
         .ok_or_else(|| not_found(id))?;
     tracing::info!(subscription_id = %id, cancelled_deliveries = cancelled, "subscription deleted");

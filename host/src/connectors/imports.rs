@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use reqwest::header::{HeaderName, HeaderValue};
 
+use super::outcome::bounded;
 use super::runtime::HostState;
 use super::runtime::bindings::integrations_hub::connector::{config, http, log, types};
-use crate::delivery::client;
+use crate::egress::{self, Refusal};
 
 /// Response bytes a connector may receive.
 pub const MAX_RESPONSE_BODY: usize = 1 << 20;
@@ -27,23 +28,6 @@ pub const MAX_REQUEST_HEADERS: usize = 64;
 pub const MAX_LOG_LINES: u32 = 100;
 /// Bytes per log line.
 pub const MAX_LOG_LINE: usize = 4096;
-/// Bytes of a failure reason a connector returns that are kept (attempt records, logs).
-pub const MAX_REASON: usize = 1024;
-
-/// `text` cut to at most `max` bytes on a character boundary, with `…` when it was cut: what a
-/// guest hands the host (log lines, failure reasons) is kept within a bound.
-pub fn bounded(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
-}
-
 impl types::Host for HostState {}
 
 impl http::Host for HostState {
@@ -75,8 +59,8 @@ impl HostState {
         if let Err(denial) = grant.check(&url) {
             return Err(self.denied(denial.0));
         }
-        if let Err(refused) = client::check_url(url.as_str(), self.allow_private) {
-            return Err(self.denied(refused));
+        if let Err(refused) = egress::check_url(url.as_str(), self.allow_private) {
+            return Err(self.denied(refused.to_string()));
         }
         let method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| invalid(format!("bad method {:?}", req.method)))?;
@@ -104,8 +88,8 @@ impl HostState {
             Ok(response) => response,
             Err(e) if e.is_timeout() => return Err(http::HttpError::Timeout),
             Err(e) => {
-                let why = client::describe(&e);
-                if why.contains(client::SSRF_REFUSAL) {
+                let why = egress::describe(&e);
+                if Refusal::find_in(&e).is_some() {
                     return Err(self.denied(why));
                 }
                 return Err(http::HttpError::Connection(why));
@@ -141,7 +125,7 @@ impl HostState {
                 }
                 Ok(None) => break,
                 Err(e) if e.is_timeout() => return Err(http::HttpError::Timeout),
-                Err(e) => return Err(http::HttpError::Connection(client::describe(&e))),
+                Err(e) => return Err(http::HttpError::Connection(egress::describe(&e))),
             }
         }
         Ok(http::Response {
@@ -180,23 +164,5 @@ impl log::Host for HostState {
             log::Level::Error => tracing::error!(connector, "{message}"),
         }
         Ok(())
-    }
-}
-
-/// Property test: whatever text a guest returns, what the host keeps is a bounded prefix of it.
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn guest_text_is_kept_as_a_bounded_prefix(text in "\\PC{0,300}", max in 0usize..200) {
-            let kept = bounded(text.clone(), max);
-            let body = kept.strip_suffix('…').unwrap_or(&kept);
-            prop_assert!(body.len() <= max);
-            prop_assert!(text.starts_with(body));
-            prop_assert_eq!(kept == text, text.len() <= max);
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! Validation of a connector's manifest: what the hub accepts a connector to declare about
 //! itself. A manifest that fails here makes its file `failed`, with the reason as `problem`.
 
-use crate::api::validate::is_event_type;
+use crate::model::names::is_event_type;
 
 use super::grant::Grant;
 

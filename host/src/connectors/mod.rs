@@ -1,10 +1,11 @@
 //! Connectors: WebAssembly components, loaded from `IH_CONNECTORS_DIR` at run time, that receive
-//! events through the same outbox as webhooks (SPEC §7). This is the only module that imports
+//! events through the same outbox as webhooks. This is the only module that imports
 //! wasmtime; the rest of the hub sees [`Connectors`] and plain data.
 //!
 //! - [`registry`]: which connectors exist (files in the directory, plus the built-in Slack
 //!   connector), their status, the directory watcher, routing and invocation;
 //! - [`runtime`]: the engine, the sandbox (deadline, memory cap, empty WASI) and the calls;
+//! - [`outcome`]: what a call came to ([`CallOutcome`]), typed from the WIT result;
 //! - [`imports`]: `http.send`, `config.get` and `log` as the guest sees them;
 //! - [`grant`]: the capability grant `http.send` is checked against;
 //! - [`manifest`]: validation of what a connector declares about itself.
@@ -16,11 +17,12 @@ use crate::config::Secret;
 pub mod grant;
 mod imports;
 pub mod manifest;
+pub mod outcome;
 pub mod registry;
 pub mod runtime;
 
+pub use outcome::{CallOutcome, FailureKind};
 pub use registry::{ConnectorStatus, ConnectorView, Connectors, EventData};
-pub use runtime::{CallOutcome, FailureKind};
 
 /// Where this build left the workspace's connectors as components (`slack_connector.wasm`,
 /// `example_connector.wasm`, and the tests' `fixture_connector.wasm`); empty when `build.rs` could

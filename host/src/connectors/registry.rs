@@ -25,7 +25,8 @@ use utoipa::ToSchema;
 
 use super::grant::Grant;
 use super::manifest::{self, Manifest};
-use super::runtime::{CallOutcome, FailureKind, Prepared, Runtime};
+use super::outcome::{CallOutcome, FailureKind};
+use super::runtime::{Prepared, Runtime};
 use super::{Shared, setting_variable};
 use crate::config::{ConnectorConfig, Secret};
 use crate::metrics::Metrics;

@@ -22,7 +22,8 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::{Shared, imports};
+use super::Shared;
+use super::outcome::{CallOutcome, FailureKind, MAX_REASON, bounded};
 use crate::metrics::Metrics;
 
 /// Generated from `wit/connector.wit`: host traits for the imports, typed calls for the exports.
@@ -53,46 +54,6 @@ pub(super) type Prepared = ConnectorPre<HostState>;
 
 /// The manifest as the guest declared it (not validated yet).
 pub(super) type GuestManifest = types::Manifest;
-
-/// What a call to `handle` came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallOutcome {
-    Delivered,
-    /// The connector asked to be retried, optionally after a delay.
-    Retry {
-        reason: String,
-        after: Option<Duration>,
-    },
-    /// The connector says retrying will not help.
-    Permanent(String),
-    /// The sandbox stopped the guest (trap, timeout, memory) or it could not run at all.
-    Failed(FailureKind, String),
-}
-
-/// Why a call produced no answer from the connector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    Timeout,
-    Memory,
-    Trap,
-    /// Not loaded, inactive, or the instance could not be created.
-    Unavailable,
-}
-
-impl CallOutcome {
-    /// The `outcome` label of `ih_connector_invocations_total`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Delivered => "ok",
-            Self::Retry { .. } => "retry",
-            Self::Permanent(_) => "permanent",
-            Self::Failed(FailureKind::Timeout, _) => "timeout",
-            Self::Failed(FailureKind::Memory, _) => "memory",
-            Self::Failed(FailureKind::Trap, _) => "trap",
-            Self::Failed(FailureKind::Unavailable, _) => "unavailable",
-        }
-    }
-}
 
 /// The event as the guest's `handle` takes it.
 pub(super) fn guest_event(event: super::EventData) -> types::Event {
@@ -227,11 +188,11 @@ impl Runtime {
             Ok(Ok(Ok(()))) => CallOutcome::Delivered,
             // A guest's reason may be megabytes: it is cut before it reaches records and logs.
             Ok(Ok(Err(types::Failure::Retry(r)))) => CallOutcome::Retry {
-                reason: imports::bounded(r.reason, imports::MAX_REASON),
+                reason: bounded(r.reason, MAX_REASON),
                 after: r.after_ms.map(Duration::from_millis),
             },
             Ok(Ok(Err(types::Failure::Permanent(reason)))) => {
-                CallOutcome::Permanent(imports::bounded(reason, imports::MAX_REASON))
+                CallOutcome::Permanent(bounded(reason, MAX_REASON))
             }
             Ok(Err(e)) => {
                 let (kind, why) = self.describe_failure(store.data(), &e);

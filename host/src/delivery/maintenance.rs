@@ -6,7 +6,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::store::{self, Store};
+use crate::model;
+use crate::store::Store;
 
 /// How often the outbox gauges are refreshed.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
@@ -22,7 +23,7 @@ pub async fn refresh_stats(
     mut shutdown: watch::Receiver<bool>,
 ) {
     while !*shutdown.borrow() {
-        let now = store::now();
+        let now = model::now();
         match store.outbox_stats(now).await {
             Ok(stats) => metrics.set_outbox(stats, now),
             Err(e) => tracing::debug!(error = %e, "outbox stats unavailable"),
@@ -50,7 +51,7 @@ pub async fn prune(
         wait = PRUNE_INTERVAL;
         let mut total = 0u64;
         loop {
-            let now = store::now();
+            let now = model::now();
             match store.prune(now - retention, now, PRUNE_BATCH).await {
                 Ok(n) => {
                     total += n;

@@ -1,9 +1,86 @@
-//! When to try again: exponential backoff with jitter, and the endpoint's `Retry-After`.
+//! The retry policy: what an attempt's answer leads to — delivered, retry at a time, or dead —
+//! with exponential backoff, jitter and the destination's `Retry-After`. This is the one place
+//! that decides; the engine (`worker.rs`) asks [`RetryPolicy::next`] after every attempt.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
+
+use crate::config::DeliveryConfig;
+use crate::model::AttemptResult;
+
+/// What a destination answered, as the retry policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Delivered,
+    /// Failed; worth another try, no sooner than `retry_after` if the destination asked.
+    Failed {
+        retry_after: Option<Duration>,
+    },
+    /// `410 Gone`: the endpoint asks never to be called again (its subscription is disabled).
+    Gone,
+    /// The destination says retrying cannot help (a connector's `permanent`).
+    Permanent,
+}
+
+/// What follows an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Delivered,
+    /// Try again after this wait.
+    RetryIn(Duration),
+    /// Failed for good: a dead letter is written.
+    Dead,
+}
+
+impl Next {
+    /// The attempt's result as recorded at `now`.
+    pub fn result(self, now: DateTime<Utc>) -> AttemptResult {
+        match self {
+            Next::Delivered => AttemptResult::Succeeded,
+            Next::RetryIn(wait) => AttemptResult::Retry(
+                now + chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::MAX),
+            ),
+            Next::Dead => AttemptResult::Dead,
+        }
+    }
+}
+
+/// The engine's retry policy, built from the configuration (`IH_DELIVERY_MAX_ATTEMPTS`,
+/// `IH_DELIVERY_BACKOFF_BASE_SECONDS`, `IH_DELIVERY_BACKOFF_MAX_SECONDS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl RetryPolicy {
+    pub fn new(config: &DeliveryConfig) -> Self {
+        Self {
+            max_attempts: config.max_attempts,
+            backoff_base: config.backoff_base,
+            backoff_max: config.backoff_max,
+        }
+    }
+
+    /// What follows attempt number `attempt` (1-based, within the delivery's budget) that was
+    /// answered `answer`: a failure is retried after the backoff (or the destination's longer
+    /// `Retry-After`) until the budget is spent; `410 Gone` and permanent failures are dead at
+    /// once.
+    pub fn next(&self, answer: Answer, attempt: u32) -> Next {
+        match answer {
+            Answer::Delivered => Next::Delivered,
+            Answer::Gone | Answer::Permanent => Next::Dead,
+            Answer::Failed { .. } if attempt >= self.max_attempts => Next::Dead,
+            Answer::Failed { retry_after } => {
+                let backoff = backoff(self.backoff_base, self.backoff_max, attempt);
+                Next::RetryIn(next_delay(backoff, retry_after))
+            }
+        }
+    }
+}
 
 /// Longest wait a `Retry-After` may ask for.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -38,6 +115,44 @@ pub fn next_delay(backoff: Duration, retry_after: Option<Duration>) -> Duration 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn failures_retry_until_the_budget_is_spent() {
+        let failed = Answer::Failed { retry_after: None };
+        let Next::RetryIn(first) = policy().next(failed, 1) else {
+            panic!("the first failure is retried");
+        };
+        assert!(first >= Duration::from_millis(1600) && first <= Duration::from_millis(2400));
+        assert!(matches!(policy().next(failed, 2), Next::RetryIn(_)));
+        assert_eq!(policy().next(failed, 3), Next::Dead);
+        assert_eq!(policy().next(Answer::Delivered, 3), Next::Delivered);
+    }
+
+    #[test]
+    fn gone_and_permanent_are_dead_at_once_and_retry_after_lengthens_the_wait() {
+        assert_eq!(policy().next(Answer::Gone, 1), Next::Dead);
+        assert_eq!(policy().next(Answer::Permanent, 1), Next::Dead);
+        let asked = Answer::Failed {
+            retry_after: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(
+            policy().next(asked, 1),
+            Next::RetryIn(Duration::from_secs(60))
+        );
+        let now = Utc::now();
+        assert_eq!(
+            Next::RetryIn(Duration::from_secs(60)).result(now),
+            AttemptResult::Retry(now + chrono::TimeDelta::seconds(60))
+        );
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_cap() {

@@ -1,4 +1,4 @@
-//! Webhook signatures (SPEC §6): the seed's hex HMAC and the Standard Webhooks scheme.
+//! Webhook signatures: the seed's hex HMAC and the Standard Webhooks scheme.
 //!
 //! Both sign the exact body bytes that are sent. The seed scheme signs with the newest secret
 //! only; the Standard Webhooks header carries one `v1,<base64>` entry per valid secret, so a

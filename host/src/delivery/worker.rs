@@ -23,12 +23,15 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::{client, retry, signing};
+use super::retry::{self, Answer, Next, RetryPolicy};
+use super::signing;
 use crate::config::DeliveryConfig;
 use crate::connectors::{CallOutcome, Connectors, EventData};
+use crate::egress;
 use crate::metrics::Metrics;
+use crate::model::{self, AttemptRecord, AttemptResult, Claim, ClaimedDelivery, Skip, Target};
+use crate::store::Store;
 use crate::store::group::GroupCommit;
-use crate::store::{self, AttemptRecord, AttemptResult, ClaimedDelivery, Skip, Store, Target};
 
 /// How long a lease outlives the attempt timeout: as long again (at least 1 s), so a live worker
 /// always records its attempt before the lease expires, and a crashed instance's work is picked
@@ -49,26 +52,28 @@ pub const SLOW_ATTEMPT: Duration = Duration::from_secs(1);
 /// Extra time in-flight attempts get to finish on shutdown, beyond the attempt timeout.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// What one attempt produced, before the retry policy is applied.
-#[derive(Debug, Default)]
+/// What one attempt produced: the destination's answer, for the retry policy, and what is kept
+/// in the attempt record.
+#[derive(Debug)]
 struct Outcome {
-    success: bool,
+    answer: Answer,
     status: Option<u16>,
     body: Option<String>,
     error: Option<String>,
-    retry_after: Option<Duration>,
-    /// 410 Gone: the endpoint asks never to be called again.
-    gone: bool,
-    /// The destination says retrying cannot help (a connector's `permanent`): dead at once.
-    permanent: bool,
 }
 
 impl Outcome {
-    fn failed(error: impl Into<String>) -> Self {
+    fn answered(answer: Answer, error: Option<String>) -> Self {
         Self {
-            error: Some(error.into()),
-            ..Self::default()
+            answer,
+            status: None,
+            body: None,
+            error,
         }
+    }
+
+    fn failed(error: impl Into<String>) -> Self {
+        Self::answered(Answer::Failed { retry_after: None }, Some(error.into()))
     }
 }
 
@@ -78,6 +83,7 @@ pub struct Engine {
     store: Arc<dyn Store>,
     client: reqwest::Client,
     config: DeliveryConfig,
+    policy: RetryPolicy,
     allow_private: bool,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
@@ -173,7 +179,7 @@ impl Drop for Slot {
 }
 
 impl Engine {
-    /// `client` is the shared, SSRF-guarded client of [`client::build`].
+    /// `client` is the shared, SSRF-guarded client of [`egress::build`].
     pub fn new(
         store: Arc<dyn Store>,
         config: DeliveryConfig,
@@ -184,9 +190,10 @@ impl Engine {
         connectors: Arc<Connectors>,
     ) -> Self {
         Self {
-            recorder: store::group::attempt_records(store.clone()),
+            recorder: crate::store::group::attempt_records(store.clone()),
             store,
             client,
+            policy: RetryPolicy::new(&config),
             config,
             allow_private,
             metrics,
@@ -312,7 +319,7 @@ impl Engine {
             while tasks.try_join_next().is_some() {}
             if Instant::now() >= next_reap {
                 next_reap = Instant::now() + self.config.poll_interval;
-                match self.store.release_expired_leases(store::now()).await {
+                match self.store.release_expired_leases(model::now()).await {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::warn!(released = n, "re-queued deliveries whose lease expired")
@@ -324,14 +331,20 @@ impl Engine {
             let free = semaphore.available_permits().min(MAX_CLAIM_BATCH);
             let mut more = false;
             if free > 0 {
-                let now = store::now();
+                let now = model::now();
                 // Destinations at their share are not claimed for at all, so a hanging endpoint's
                 // (or a looping connector's) backlog stays in the database instead of taking
                 // slots here.
                 let skip = self.saturated();
                 match self
                     .store
-                    .claim_deliveries(&self.owner, now, now + lease, free as u32, &skip)
+                    .claim_deliveries(Claim {
+                        owner: &self.owner,
+                        now,
+                        lease_until: now + lease,
+                        limit: free as u32,
+                        skip: &skip,
+                    })
                     .await
                 {
                     Ok(batch) => {
@@ -349,7 +362,7 @@ impl Engine {
                             more = false;
                             let released = self
                                 .store
-                                .release_deliveries(&self.owner, &overflow, store::now())
+                                .release_deliveries(&self.owner, &overflow, model::now())
                                 .await;
                             if let Err(e) = released {
                                 tracing::warn!(error = %e, "handing back deliveries failed; their leases will expire");
@@ -397,7 +410,7 @@ impl Engine {
             );
             tasks.abort_all();
         }
-        match self.store.release_leases(&self.owner, store::now()).await {
+        match self.store.release_leases(&self.owner, model::now()).await {
             Ok(n) => tracing::info!(released = n, "delivery engine stopped"),
             Err(e) => {
                 tracing::warn!(error = %e, "releasing leases on shutdown failed; they expire by themselves")
@@ -411,7 +424,7 @@ impl Engine {
         _permit: OwnedSemaphorePermit,
         _slot: Slot,
     ) {
-        let started_at = store::now();
+        let started_at = model::now();
         let clock = Instant::now();
         let number = delivery.attempts + 1;
         let (kind, subscription_id, outcome) = match &delivery.target {
@@ -430,27 +443,20 @@ impl Engine {
             }
         };
         let elapsed = clock.elapsed();
-        let now = store::now();
+        let now = model::now();
 
-        let result = if outcome.success {
-            AttemptResult::Succeeded
-        } else if outcome.gone || outcome.permanent || number >= self.config.max_attempts {
-            AttemptResult::Dead
-        } else {
-            let backoff = retry::backoff(self.config.backoff_base, self.config.backoff_max, number);
-            let delay = retry::next_delay(backoff, outcome.retry_after);
-            if delay < self.config.poll_interval {
-                // Wake the loop when this retry falls due, instead of waiting for the poll.
-                let wake = self.wake.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    wake.notify_one();
-                });
-            }
-            AttemptResult::Retry(
-                now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
-            )
-        };
+        let next = self.policy.next(outcome.answer, number);
+        if let Next::RetryIn(delay) = next
+            && delay < self.config.poll_interval
+        {
+            // Wake the loop when this retry falls due, instead of waiting for the poll.
+            let wake = self.wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                wake.notify_one();
+            });
+        }
+        let result = next.result(now);
 
         self.metrics
             .attempt_finished(kind, result, elapsed, delivery.event_created_at, now);
@@ -483,7 +489,7 @@ impl Engine {
             error: outcome.error,
             result,
             subscription_id,
-            gone: outcome.gone,
+            gone: outcome.answer == Answer::Gone,
         };
         // The store may be briefly unreachable: retry a few times; if it stays down, the lease
         // expires and the delivery is attempted again (at-least-once).
@@ -516,20 +522,14 @@ impl Engine {
         };
         let span = tracing::info_span!("connector", connector = %name);
         match self.connectors.invoke(name, event).instrument(span).await {
-            CallOutcome::Delivered => Outcome {
-                success: true,
-                ..Outcome::default()
-            },
-            CallOutcome::Retry { reason, after } => Outcome {
-                error: Some(format!("retry: {reason}")),
-                retry_after: after,
-                ..Outcome::default()
-            },
-            CallOutcome::Permanent(reason) => Outcome {
-                error: Some(format!("permanent: {reason}")),
-                permanent: true,
-                ..Outcome::default()
-            },
+            CallOutcome::Delivered => Outcome::answered(Answer::Delivered, None),
+            CallOutcome::Retry { reason, after } => Outcome::answered(
+                Answer::Failed { retry_after: after },
+                Some(format!("retry: {reason}")),
+            ),
+            CallOutcome::Permanent(reason) => {
+                Outcome::answered(Answer::Permanent, Some(format!("permanent: {reason}")))
+            }
             CallOutcome::Failed(_, why) => Outcome::failed(why),
         }
     }
@@ -541,8 +541,8 @@ impl Engine {
         headers: &std::collections::BTreeMap<String, String>,
         secrets: &[String],
     ) -> Outcome {
-        if let Err(refused) = client::check_url(url, self.allow_private) {
-            return Outcome::failed(refused);
+        if let Err(refused) = egress::check_url(url, self.allow_private) {
+            return Outcome::failed(refused.to_string());
         }
         let Some(newest) = secrets.first() else {
             return Outcome::failed("the subscription has no valid signing secret");
@@ -579,7 +579,7 @@ impl Engine {
                     self.config.timeout.as_secs_f64()
                 ));
             }
-            Err(e) => return Outcome::failed(client::describe(&e)),
+            Err(e) => return Outcome::failed(egress::describe(&e)),
         };
         let status = response.status();
         let retry_after = if status.as_u16() == 429 || status.as_u16() == 503 {
@@ -602,7 +602,7 @@ impl Engine {
                     body_error = Some(if e.is_timeout() {
                         "timed out reading the response body".to_owned()
                     } else {
-                        client::describe(&e)
+                        egress::describe(&e)
                     });
                     break;
                 }
@@ -625,14 +625,18 @@ impl Engine {
         } else {
             Some(body_error.unwrap_or_else(|| format!("HTTP {}", status.as_u16())))
         };
+        let answer = if success {
+            Answer::Delivered
+        } else if status.as_u16() == 410 {
+            Answer::Gone
+        } else {
+            Answer::Failed { retry_after }
+        };
         Outcome {
-            success,
+            answer,
             status: Some(status.as_u16()),
             body,
             error,
-            retry_after,
-            gone: status.as_u16() == 410,
-            permanent: false,
         }
     }
 }

@@ -25,9 +25,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 // Tokio's clock, so tests can let time pass without waiting for it.
 use tokio::time::Instant;
 
-use super::{
-    AttemptRecord, Backend, PublishOutcome, PublishRequest, Store, StoreError, StoreResult, now,
-};
+use super::{Store, StoreError, StoreResult};
+use crate::model::{AttemptRecord, Backend, PublishOutcome, PublishRequest, now};
 
 /// Requests waiting for a writer; beyond this, callers wait for room.
 const QUEUE: usize = 4096;

@@ -3,24 +3,22 @@
 //! Bulk writes use `UNNEST` over array parameters, so a publish of one event or of a thousand is
 //! the same handful of prepared statements, one round trip each.
 
-use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::Postgres;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use uuid::Uuid;
 
-use super::{
-    AttemptRecord, AttemptResult, AttemptView, Backend, Circuit, CircuitState, ClaimedDelivery,
-    DeadLetter, Decision, DeliveryStatus, DeliverySummary, Destination, EventDetail,
-    IDEMPOTENCY_TTL, IdempotencyKey, KeyClaims, MAX_BULK_REPLAY, Match, NewSubscription,
-    OutboxStats, PublishOutcome, PublishRequest, PublishedEvent, ReplayFilter, ReplayOutcome,
-    SECRET_GRACE, Skip, Store, StoreError, StoreResult, Subscription, SubscriptionPatch, Target,
-    circuit, decode_headers, decode_ids, distinct_types, encode_ids, encode_json, events_to_write,
-    group_outcomes, in_order, plan_deliveries, rounds_of_distinct_deliveries, split_by_failures,
-};
+use super::StoreResult;
+use super::common::{admit_probes, apply_to_circuit, commit};
+use super::plan::{DeliveryRow, rounds_of_distinct_deliveries, split_by_failures};
+use super::rows;
+use super::sql::{DbRow, Dialect, driver};
+use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -64,9 +62,6 @@ struct Announcer {
 /// at commit, so one per publish would cost every instance.
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 
-const SUBSCRIPTION_COLUMNS: &str = "id, url, description, events, headers::text AS headers, enabled, circuit_state, \
-     consecutive_failures, created_at, updated_at";
-
 impl PostgresStore {
     /// Connects to `url` with up to `max_connections` connections and applies the migrations
     /// (sqlx takes an advisory lock, so instances starting together migrate once).
@@ -101,89 +96,310 @@ impl PostgresStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
 
-    async fn live_subscription(
-        tx: &mut Transaction<'_, Postgres>,
-        id: Uuid,
-    ) -> StoreResult<Option<Subscription>> {
-        let row = sqlx::query(&format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1 AND deleted_at IS NULL"
-        ))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        row.as_ref().map(subscription_from_row).transpose()
+/// One array parameter of an `UNNEST` statement: `f` of every item.
+fn column<'a, T, U>(items: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+    items.iter().map(f).collect()
+}
+
+/// How the hub's values travel to PostgreSQL: native types, array parameters for lists.
+mod repr {
+    use chrono::{DateTime, Utc};
+    use serde_json::value::RawValue;
+    use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
+    use sqlx::query::Query;
+    use sqlx::types::Json;
+    use sqlx::{Column, Postgres, Row, TypeInfo};
+    use uuid::Uuid;
+
+    use crate::store::sql::Arg;
+    use crate::store::{StoreError, StoreResult};
+
+    /// An array parameter takes any number of ids.
+    pub const IDS_PER_STATEMENT: usize = usize::MAX;
+
+    pub fn bind<'q>(
+        q: Query<'q, Postgres, PgArguments>,
+        arg: Arg<'q>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        match arg {
+            Arg::Uuid(v) => q.bind(v),
+            Arg::OptUuid(v) => q.bind(v),
+            Arg::Text(v) => q.bind(v),
+            Arg::OptText(v) => q.bind(v),
+            Arg::Int(v) => q.bind(v),
+            Arg::OptInt(v) => q.bind(v),
+            Arg::Bool(v) => q.bind(v),
+            Arg::Time(v) => q.bind(v),
+            Arg::OptTime(v) => q.bind(v),
+            // JSONB, sent as the store encoded it.
+            Arg::Json(v) => q.bind(Json(RawValue::from_string(v.to_owned()).ok())),
+            Arg::Names(v) => q.bind(v),
+            Arg::Uuids(v) => q.bind(v),
+        }
     }
 
-    async fn published_events(
-        conn: &mut sqlx::PgConnection,
-        ids: &[Uuid],
-    ) -> StoreResult<Vec<PublishedEvent>> {
-        let rows = sqlx::query(
-            "SELECT e.id, e.event_type, e.created_at, \
-             (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id) AS deliveries \
-             FROM events e WHERE e.id = ANY($1)",
-        )
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        let found = rows
-            .iter()
-            .map(|row| {
-                Ok(PublishedEvent {
-                    id: row.try_get("id")?,
-                    event_type: row.try_get("event_type")?,
-                    created_at: row.try_get("created_at")?,
-                    deliveries: row.try_get::<i64, _>("deliveries")? as u32,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        in_order(ids, found)
+    pub fn id_list(first: usize, ids: &[Uuid]) -> (String, Vec<Arg<'_>>) {
+        (format!("SELECT UNNEST(${first})"), vec![Arg::Uuids(ids)])
+    }
+
+    pub fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    /// INTEGER columns are `int4`; counts are `int8`.
+    fn is_int4(row: &PgRow, col: &str) -> StoreResult<bool> {
+        Ok(row.try_column(col)?.type_info().name() == "INT4")
+    }
+
+    pub fn int(row: &PgRow, col: &str) -> StoreResult<i64> {
+        if is_int4(row, col)? {
+            Ok(row.try_get::<i32, _>(col)?.into())
+        } else {
+            Ok(row.try_get(col)?)
+        }
+    }
+
+    pub fn opt_int(row: &PgRow, col: &str) -> StoreResult<Option<i64>> {
+        if is_int4(row, col)? {
+            Ok(row.try_get::<Option<i32>, _>(col)?.map(i64::from))
+        } else {
+            Ok(row.try_get(col)?)
+        }
+    }
+
+    pub fn time(row: &PgRow, col: &str) -> StoreResult<DateTime<Utc>> {
+        Ok(row.try_get(col)?)
+    }
+
+    pub fn opt_time(row: &PgRow, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(row.try_get(col)?)
+    }
+
+    pub fn names(row: &PgRow, col: &str) -> StoreResult<Vec<String>> {
+        row.try_get(col)
+            .map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
     }
 }
 
-impl PostgresStore {
-    /// Claims an idempotency key for a publish of `ids`: `None` when claimed (new, or expired
-    /// and taken over), otherwise what the request is answered instead.
-    async fn claim_key(
-        tx: &mut Transaction<'_, Postgres>,
-        key: &IdempotencyKey,
-        ids: &[Uuid],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<PublishOutcome>> {
-        // A concurrent request with the same key waits here for the first to commit, then
-        // sees its live record and replays it.
-        let claimed = sqlx::query(
-            "INSERT INTO idempotency_keys (key, fingerprint, event_ids, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, \
-             event_ids = excluded.event_ids, created_at = excluded.created_at, expires_at = excluded.expires_at \
-             WHERE idempotency_keys.expires_at <= $4",
+driver!(Postgres, PgConnection, PgRow, repr);
+
+impl Dialect for PostgresStore {
+    type Db = Postgres;
+    type Conn = PgConnection;
+
+    const BACKEND: Backend = Backend::Postgres;
+    const MATCHING_SUBSCRIPTIONS: &'static str = "SELECT id, CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until \
+         FROM subscriptions WHERE deleted_at IS NULL AND enabled \
+         AND ($1 = ANY (events) OR '*' = ANY (events)) ORDER BY id";
+    const ROW_LOCKS: bool = true;
+
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn insert_events<'a>(
+        conn: &'a mut PgConnection,
+        events: &'a [&'a NewEvent],
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO events (id, event_type, payload, created_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]::json[], $4::timestamptz[])",
         )
-        .bind(&key.key)
-        .bind(&key.fingerprint)
-        .bind(encode_ids(ids))
-        .bind(now)
-        .bind(now + IDEMPOTENCY_TTL)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if claimed {
-            return Ok(None);
-        }
-        let row = sqlx::query("SELECT fingerprint, event_ids FROM idempotency_keys WHERE key = $1")
-            .bind(&key.key)
-            .fetch_one(&mut **tx)
+        .bind(column(events, |e| e.id))
+        .bind(column(events, |e| e.event_type.as_str()))
+        .bind(column(events, |e| e.payload.as_str()))
+        .bind(column(events, |e| e.created_at))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_deliveries<'a>(
+        conn: &'a mut PgConnection,
+        rows: &'a [DeliveryRow<'a>],
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, created_at, updated_at) \
+             SELECT d.id, d.event_id, CASE WHEN d.sub IS NULL THEN 'connector' ELSE 'webhook' END, d.sub, d.connector, d.due, d.at, d.at \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[]) \
+             AS d(id, event_id, sub, connector, at, due)",
+        )
+        .bind(column(rows, |r| r.id))
+        .bind(column(rows, |r| r.event_id))
+        .bind(column(rows, |r| r.subscription))
+        .bind(column(rows, |r| r.connector))
+        .bind(column(rows, |r| r.at))
+        .bind(column(rows, |r| r.due))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
+        // The common case in one statement (no transaction, one round trip): due work of closed
+        // circuits and connectors, SKIP LOCKED so instances take disjoint rows, leased and read
+        // back with everything the attempts need. It also says whether some circuit's cool-off
+        // is over; only then is the probe-aware claim below needed.
+        let rows = sqlx::query(&FAST_CLAIM)
+            .bind(claim.now)
+            .bind(i64::from(claim.limit))
+            .bind(&claim.skip.subscriptions)
+            .bind(&claim.skip.connectors)
+            .bind(claim.owner)
+            .bind(claim.lease_until)
+            .fetch_all(&self.hot)
             .await?;
-        let fingerprint: String = row.try_get("fingerprint")?;
-        if fingerprint != key.fingerprint {
-            return Ok(Some(PublishOutcome::KeyMismatch));
+        let probes_due = rows
+            .first()
+            .map(|r| r.try_get::<bool, _>("probes_due"))
+            .transpose()?
+            .unwrap_or(false);
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // The one row of an empty claim carries only the flag.
+            if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+                claimed.push(claimed_from_row(row)?);
+            }
         }
-        let first = decode_ids(&row.try_get::<String, _>("event_ids")?)?;
-        Ok(Some(PublishOutcome::Replayed(
-            Self::published_events(tx, &first).await?,
-        )))
+        let room = claim.limit.saturating_sub(claimed.len() as u32);
+        if probes_due && room > 0 {
+            let rest = Claim {
+                limit: room,
+                ..claim
+            };
+            claimed.extend(self.claim_with_probes(rest).await?);
+        }
+        Ok(claimed)
+    }
+
+    /// The common group (no failures, each delivery once) is one statement; otherwise rounds
+    /// of it in a transaction, then the circuit transitions of failing subscriptions in order.
+    async fn record(
+        &self,
+        records: Vec<AttemptRecord>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        let (all_ok, failing) = split_by_failures(&records);
+        let rounds = rounds_of_distinct_deliveries(&records);
+        if failing.is_empty() && rounds.len() == 1 {
+            // The common case: one statement, one round trip, atomic on its own.
+            return Self::apply_records(&self.hot, &records, &all_ok, now).await;
+        }
+        let mut tx = self.hot.begin().await?;
+        // The writers run concurrently, and this transaction updates several subscription rows
+        // (circuit breakers): taking them all first, in id order, is what keeps two groups from
+        // each holding a row the other waits for (PostgreSQL would abort one as a deadlock, and
+        // its attempts would wait for their leases to expire).
+        let mut subscriptions: Vec<Uuid> =
+            records.iter().filter_map(|r| r.subscription_id).collect();
+        subscriptions.sort_unstable();
+        subscriptions.dedup();
+        if !subscriptions.is_empty() {
+            sqlx::query("SELECT 1 FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(&subscriptions)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // A delivery recorded twice (a lease lost and won again) is applied in order: each
+        // round holds every delivery at most once.
+        let mut updated = vec![false; records.len()];
+        for round in rounds {
+            let subset: Vec<AttemptRecord> = round.iter().map(|&i| records[i].clone()).collect();
+            let moved = Self::apply_records(&mut *tx, &subset, &all_ok, now).await?;
+            for (&i, moved) in round.iter().zip(moved) {
+                updated[i] = moved;
+            }
+        }
+
+        // Circuit breakers of subscriptions with a failure: their attempts one by one, in the
+        // order they happened (those with only successes were reset above).
+        for record in records
+            .iter()
+            .filter(|r| r.subscription_id.is_some_and(|s| failing.contains(&s)))
+        {
+            apply_to_circuit(&mut *tx, record, now).await?;
+        }
+        commit::<Self>(tx).await?;
+        Ok(updated)
+    }
+
+    async fn notify_peers(&self) {
+        use std::sync::atomic::Ordering;
+        let announcer = &self.announcing;
+        announcer.dirty.store(true, Ordering::Release);
+        if announcer.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (pool, announcer) = (self.pool.clone(), self.announcing.clone());
+        tokio::spawn(async move {
+            loop {
+                // Cleared before sending: anything committed from here on is covered by this
+                // NOTIFY or by the next round.
+                while announcer.dirty.swap(false, Ordering::AcqRel) {
+                    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(WORK_CHANNEL)
+                        .execute(&pool)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "NOTIFY failed; peers fall back to polling");
+                    }
+                    tokio::time::sleep(ANNOUNCE_EVERY).await;
+                }
+                announcer.running.store(false, Ordering::Release);
+                // A publish that found `running` still set just before it was cleared.
+                if !announcer.dirty.load(Ordering::Acquire)
+                    || announcer.running.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    async fn wait_for_peers(
+        &self,
+        wake: Arc<tokio::sync::Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        while !*stop.borrow() {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection failed; relying on polling for now");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                        _ = stop.changed() => return,
+                    }
+                }
+            };
+            if let Err(e) = listener.listen(WORK_CHANNEL).await {
+                tracing::warn!(error = %e, "LISTEN failed; relying on polling for now");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+            loop {
+                tokio::select! {
+                    received = listener.recv() => match received {
+                        Ok(_) => wake.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+            // A wake after reconnecting catches anything announced while we were away.
+            wake.notify_one();
+        }
     }
 }
 
@@ -230,31 +446,21 @@ impl PostgresStore {
                WHERE id = ANY($17) AND (consecutive_failures <> 0 OR circuit_state <> 'closed')) \
              SELECT id FROM u",
         )
-        .bind(records.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(column(records, |_| Uuid::now_v7()))
         .bind(&delivery_ids)
-        .bind(records.iter().map(|r| r.event_id).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
-        .bind(records.iter().map(AttemptRecord::outcome).collect::<Vec<_>>())
-        .bind(
-            records
-                .iter()
-                .map(|r| r.response_status.map(i32::from))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            records
-                .iter()
-                .map(|r| r.response_body.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(records.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.duration_ms as i64).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.started_at).collect::<Vec<_>>())
-        .bind(changes.iter().map(|c| c.0).collect::<Vec<_>>())
-        .bind(changes.iter().map(|c| c.1).collect::<Vec<_>>())
-        .bind(changes.iter().map(|c| c.2.as_deref()).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.owner.as_str()).collect::<Vec<_>>())
-        .bind(records.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(column(records, |r| r.event_id))
+        .bind(column(records, |r| r.attempt as i32))
+        .bind(column(records, AttemptRecord::outcome))
+        .bind(column(records, |r| r.response_status.map(i32::from)))
+        .bind(column(records, |r| r.response_body.as_deref()))
+        .bind(column(records, |r| r.error.as_deref()))
+        .bind(column(records, |r| r.duration_ms as i64))
+        .bind(column(records, |r| r.started_at))
+        .bind(column(&changes, |c| c.0))
+        .bind(column(&changes, |c| c.1))
+        .bind(column(&changes, |c| c.2.as_deref()))
+        .bind(column(records, |r| r.owner.as_str()))
+        .bind(column(records, |_| Uuid::now_v7()))
         .bind(now)
         .bind(succeeded_subscriptions)
         .fetch_all(executor)
@@ -271,14 +477,8 @@ impl PostgresStore {
     /// The claim when some circuit's cool-off is over: due work of every live subscription,
     /// with at most one probe per subscription whose circuit is not closed (the conditional
     /// UPDATE admits exactly one across instances), in one transaction.
-    async fn claim_with_probes(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-        skip: &Skip,
-    ) -> StoreResult<Vec<ClaimedDelivery>> {
+    async fn claim_with_probes(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
+        let (now, lease_until, skip) = (claim.now, claim.lease_until, claim.skip);
         let mut tx = self.hot.begin().await?;
         // SKIP LOCKED: instances claiming at the same moment take disjoint rows, never wait.
         let rows = sqlx::query(
@@ -291,56 +491,30 @@ impl PostgresStore {
              ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
         )
         .bind(now)
-        .bind(i64::from(limit))
+        .bind(i64::from(claim.limit))
         .bind(&skip.subscriptions)
         .bind(&skip.connectors)
         .fetch_all(&mut *tx)
         .await?;
 
-        let mut probes: HashMap<Uuid, bool> = HashMap::new();
-        let mut ids = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let sub: Option<Uuid> = row.try_get("subscription_id")?;
-            let state: Option<String> = row.try_get("circuit_state")?;
-            if let (Some(sub), Some(state)) = (sub, state.as_deref())
-                && state != "closed"
-            {
-                // Cool-off over: exactly one probe across all instances (the conditional
-                // UPDATE serialises them); the rest wait for its verdict.
-                if probes.contains_key(&sub) {
-                    continue;
-                }
-                let took = sqlx::query(
-                    "UPDATE subscriptions SET circuit_state = 'half_open', circuit_open_until = $1 \
-                     WHERE id = $2 AND (circuit_open_until IS NULL OR circuit_open_until <= $3)",
-                )
-                .bind(lease_until)
-                .bind(sub)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                probes.insert(sub, took);
-                if !took {
-                    continue;
-                }
-            }
-            ids.push(row.try_get::<Uuid, _>("id")?);
-        }
+        let chosen = admit_probes(&mut *tx, &rows, now, lease_until).await?;
+        let ids = chosen
+            .iter()
+            .map(|r| r.uuid("id"))
+            .collect::<StoreResult<Vec<_>>>()?;
         if ids.is_empty() {
-            tx.commit().await?;
+            commit::<Self>(tx).await?;
             return Ok(Vec::new());
         }
         // Leases taken and everything the attempts need read back, in one round trip.
         let claimed = sqlx::query(&LEASE_AND_READ)
-            .bind(owner)
+            .bind(claim.owner)
             .bind(lease_until)
             .bind(now)
             .bind(&ids)
             .fetch_all(&mut *tx)
             .await?;
-        tx.commit().await?;
+        commit::<Self>(tx).await?;
 
         claimed.iter().map(claimed_from_row).collect()
     }
@@ -390,823 +564,5 @@ const CLAIMED_ROWS: &str = "SELECT c.id, c.event_id, c.kind, c.subscription_id, 
      LEFT JOIN subscriptions s ON s.id = c.subscription_id";
 
 fn claimed_from_row(row: &PgRow) -> StoreResult<ClaimedDelivery> {
-    let target = Target::from_parts(
-        &row.try_get::<String, _>("kind")?,
-        row.try_get("subscription_id")?,
-        row.try_get("url")?,
-        row.try_get("headers")?,
-        row.try_get("connector")?,
-        row.try_get("secrets")?,
-    )?;
-    Ok(ClaimedDelivery {
-        id: row.try_get("id")?,
-        event_id: row.try_get("event_id")?,
-        event_type: row.try_get("event_type")?,
-        event_created_at: row.try_get("event_created_at")?,
-        payload: row.try_get("payload")?,
-        attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
-        target,
-    })
-}
-
-fn subscription_from_row(row: &PgRow) -> StoreResult<Subscription> {
-    let headers: String = row.try_get("headers")?;
-    let circuit_state: String = row.try_get("circuit_state")?;
-    Ok(Subscription {
-        id: row.try_get("id")?,
-        url: row.try_get("url")?,
-        events: row.try_get("events")?,
-        enabled: row.try_get("enabled")?,
-        description: row.try_get("description")?,
-        headers: decode_headers(&headers)?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        circuit: Circuit {
-            state: CircuitState::parse(&circuit_state)?,
-            consecutive_failures: row.try_get::<i32, _>("consecutive_failures")?.max(0) as u32,
-        },
-    })
-}
-
-#[async_trait::async_trait]
-impl Store for PostgresStore {
-    fn backend(&self) -> Backend {
-        Backend::Postgres
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn create_subscription(&self, new: NewSubscription) -> StoreResult<Subscription> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO subscriptions (id, url, description, events, headers, enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $7)",
-        )
-        .bind(new.id)
-        .bind(&new.url)
-        .bind(&new.description)
-        .bind(&new.events)
-        .bind(encode_json(&new.headers))
-        .bind(new.enabled)
-        .bind(new.created_at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO subscription_secrets (subscription_id, secret, created_at) VALUES ($1, $2, $3)")
-            .bind(new.id)
-            .bind(&new.secret)
-            .bind(new.created_at)
-            .execute(&mut *tx)
-            .await?;
-        let created = Self::live_subscription(&mut tx, new.id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("subscription vanished after insert".into()))?;
-        tx.commit().await?;
-        Ok(created)
-    }
-
-    async fn get_subscription(&self, id: Uuid) -> StoreResult<Option<Subscription>> {
-        let row = sqlx::query(&format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1 AND deleted_at IS NULL"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(subscription_from_row).transpose()
-    }
-
-    async fn list_subscriptions(
-        &self,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Vec<Subscription>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions \
-             WHERE deleted_at IS NULL AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
-        ))
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(subscription_from_row).collect()
-    }
-
-    async fn update_subscription(
-        &self,
-        id: Uuid,
-        patch: SubscriptionPatch,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Subscription>> {
-        let mut tx = self.pool.begin().await?;
-        // FOR UPDATE: two concurrent patches apply one after the other, neither is lost.
-        let locked: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM subscriptions WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if locked.is_none() {
-            return Ok(None);
-        }
-        let Some(current) = Self::live_subscription(&mut tx, id).await? else {
-            return Ok(None);
-        };
-        let enabled = patch.enabled.unwrap_or(current.enabled);
-        sqlx::query(
-            "UPDATE subscriptions SET url = $1, events = $2, enabled = $3, description = $4, headers = $5::jsonb, \
-             disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END, updated_at = $6 WHERE id = $7",
-        )
-        .bind(patch.url.as_ref().unwrap_or(&current.url))
-        .bind(patch.events.as_ref().unwrap_or(&current.events))
-        .bind(enabled)
-        .bind(patch.description.clone().unwrap_or(current.description.clone()))
-        .bind(encode_json(patch.headers.as_ref().unwrap_or(&current.headers)))
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(secret) = &patch.secret {
-            let current_secret: Option<String> = sqlx::query_scalar(
-                "SELECT secret FROM subscription_secrets WHERE subscription_id = $1 AND expires_at IS NULL",
-            )
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if current_secret.as_deref() != Some(secret.as_str()) {
-                sqlx::query("DELETE FROM subscription_secrets WHERE subscription_id = $1 AND expires_at <= $2")
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE subscription_secrets SET expires_at = $1 WHERE subscription_id = $2 AND expires_at IS NULL",
-                )
-                .bind(now + SECRET_GRACE)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("INSERT INTO subscription_secrets (subscription_id, secret, created_at) VALUES ($1, $2, $3)")
-                    .bind(id)
-                    .bind(secret)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        let updated = Self::live_subscription(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(updated)
-    }
-
-    async fn delete_subscription(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<u64>> {
-        let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query(
-            "UPDATE subscriptions SET deleted_at = $1, enabled = FALSE, updated_at = $1 \
-             WHERE id = $2 AND deleted_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if deleted.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let cancelled = sqlx::query(
-            "UPDATE deliveries SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, \
-             last_error = 'subscription deleted', updated_at = $1 \
-             WHERE subscription_id = $2 AND status IN ('pending', 'in_flight')",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // Nothing will be signed for a deleted subscription again: its secrets go now.
-        sqlx::query("DELETE FROM subscription_secrets WHERE subscription_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(cancelled))
-    }
-
-    async fn subscription_secrets(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<String>> {
-        let secrets = sqlx::query_scalar(
-            "SELECT secret FROM subscription_secrets \
-             WHERE subscription_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY id DESC",
-        )
-        .bind(id)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(secrets)
-    }
-
-    async fn publish_group(
-        &self,
-        requests: Vec<PublishRequest>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<PublishOutcome>> {
-        let mut tx = self.pool.begin().await?;
-        let mut decisions = Vec::with_capacity(requests.len());
-        let mut claims = KeyClaims::default();
-        for (i, request) in requests.iter().enumerate() {
-            let Some(key) = &request.idempotency else {
-                decisions.push(Decision::Write);
-                continue;
-            };
-            if let Some(first) = claims.claimed_by(key) {
-                decisions.push(Decision::SameKeyAs(first));
-                continue;
-            }
-            let ids: Vec<Uuid> = request.events.iter().map(|e| e.id).collect();
-            match Self::claim_key(&mut tx, key, &ids, now).await? {
-                None => {
-                    claims.claim(key, i);
-                    decisions.push(Decision::Write);
-                }
-                Some(answer) => decisions.push(Decision::Answered(answer)),
-            }
-        }
-
-        let events = events_to_write(&requests, &decisions);
-        let mut matches: HashMap<&str, Vec<Match>> = HashMap::new();
-        for event_type in distinct_types(&events) {
-            let subs: Vec<(Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(
-                "SELECT id, CASE WHEN circuit_state = 'open' THEN circuit_open_until END \
-                 FROM subscriptions WHERE deleted_at IS NULL AND enabled \
-                 AND ($1 = ANY (events) OR '*' = ANY (events)) ORDER BY id",
-            )
-            .bind(event_type)
-            .fetch_all(&mut *tx)
-            .await?;
-            let subs = subs
-                .into_iter()
-                .map(|(id, blocked_until)| Match { id, blocked_until })
-                .collect();
-            matches.insert(event_type, subs);
-        }
-        let (rows, counts) = plan_deliveries(&events, &matches);
-        if !events.is_empty() {
-            sqlx::query(
-                "INSERT INTO events (id, event_type, payload, created_at) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]::json[], $4::timestamptz[])",
-            )
-            .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.payload.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !rows.is_empty() {
-            sqlx::query(
-                "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, created_at, updated_at) \
-                 SELECT d.id, d.event_id, CASE WHEN d.sub IS NULL THEN 'connector' ELSE 'webhook' END, d.sub, d.connector, d.due, d.at, d.at \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[]) \
-                 AS d(id, event_id, sub, connector, at, due)",
-            )
-            .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.subscription).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.connector).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.at).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.due).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await.map_err(StoreError::from_commit)?;
-        Ok(group_outcomes(&requests, decisions, &counts))
-    }
-
-    async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventDetail>> {
-        let mut conn = self.pool.acquire().await?;
-        let Some(event) = sqlx::query(
-            "SELECT id, event_type, payload::text AS payload, created_at FROM events WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let rows = sqlx::query(
-            "SELECT d.id, d.kind, d.subscription_id, s.url, d.connector, d.status, d.attempts, \
-             d.next_attempt_at, d.last_error, d.updated_at \
-             FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE d.event_id = $1 ORDER BY d.id",
-        )
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let deliveries = rows
-            .iter()
-            .map(|row| {
-                let status = DeliveryStatus::parse(&row.try_get::<String, _>("status")?)?;
-                Ok(DeliverySummary {
-                    id: row.try_get("id")?,
-                    destination: destination_from_row(row)?,
-                    status,
-                    attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
-                    next_attempt_at: match status {
-                        DeliveryStatus::Pending => Some(row.try_get("next_attempt_at")?),
-                        _ => None,
-                    },
-                    last_error: row.try_get("last_error")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Some(EventDetail {
-            id: event.try_get("id")?,
-            event_type: event.try_get("event_type")?,
-            payload: event.try_get("payload")?,
-            created_at: event.try_get("created_at")?,
-            deliveries,
-        }))
-    }
-
-    async fn announce_work(&self) {
-        use std::sync::atomic::Ordering;
-        let announcer = &self.announcing;
-        announcer.dirty.store(true, Ordering::Release);
-        if announcer.running.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (pool, announcer) = (self.pool.clone(), self.announcing.clone());
-        tokio::spawn(async move {
-            loop {
-                // Cleared before sending: anything committed from here on is covered by this
-                // NOTIFY or by the next round.
-                while announcer.dirty.swap(false, Ordering::AcqRel) {
-                    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-                        .bind(WORK_CHANNEL)
-                        .execute(&pool)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "NOTIFY failed; peers fall back to polling");
-                    }
-                    tokio::time::sleep(ANNOUNCE_EVERY).await;
-                }
-                announcer.running.store(false, Ordering::Release);
-                // A publish that found `running` still set just before it was cleared.
-                if !announcer.dirty.load(Ordering::Acquire)
-                    || announcer.running.swap(true, Ordering::AcqRel)
-                {
-                    return;
-                }
-            }
-        });
-    }
-
-    async fn listen_for_work(
-        &self,
-        wake: std::sync::Arc<tokio::sync::Notify>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        while !*stop.borrow() {
-            let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN connection failed; relying on polling for now");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(5)) => continue,
-                        _ = stop.changed() => return,
-                    }
-                }
-            };
-            if let Err(e) = listener.listen(WORK_CHANNEL).await {
-                tracing::warn!(error = %e, "LISTEN failed; relying on polling for now");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(5)) => continue,
-                    _ = stop.changed() => return,
-                }
-            }
-            loop {
-                tokio::select! {
-                    received = listener.recv() => match received {
-                        Ok(_) => wake.notify_one(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                            break;
-                        }
-                    },
-                    _ = stop.changed() => return,
-                }
-            }
-            // A wake after reconnecting catches anything announced while we were away.
-            wake.notify_one();
-        }
-    }
-
-    async fn claim_deliveries(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-        skip: &Skip,
-    ) -> StoreResult<Vec<ClaimedDelivery>> {
-        // The common case in one statement (no transaction, one round trip): due work of closed
-        // circuits and connectors, SKIP LOCKED so instances take disjoint rows, leased and read
-        // back with everything the attempts need. It also says whether some circuit's cool-off
-        // is over; only then is the probe-aware claim below needed.
-        let rows = sqlx::query(&FAST_CLAIM)
-            .bind(now)
-            .bind(i64::from(limit))
-            .bind(&skip.subscriptions)
-            .bind(&skip.connectors)
-            .bind(owner)
-            .bind(lease_until)
-            .fetch_all(&self.hot)
-            .await?;
-        let probes_due = rows
-            .first()
-            .map(|r| r.try_get::<bool, _>("probes_due"))
-            .transpose()?
-            .unwrap_or(false);
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            // The one row of an empty claim carries only the flag.
-            if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
-                claimed.push(claimed_from_row(row)?);
-            }
-        }
-        let room = limit.saturating_sub(claimed.len() as u32);
-        if probes_due && room > 0 {
-            claimed.extend(
-                self.claim_with_probes(owner, now, lease_until, room, skip)
-                    .await?,
-            );
-        }
-        Ok(claimed)
-    }
-
-    async fn record_attempts(
-        &self,
-        records: Vec<AttemptRecord>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<bool>> {
-        let (all_ok, failing) = split_by_failures(&records);
-        let rounds = rounds_of_distinct_deliveries(&records);
-        if failing.is_empty() && rounds.len() == 1 {
-            // The common case: one statement, one round trip, atomic on its own.
-            return Self::apply_records(&self.hot, &records, &all_ok, now).await;
-        }
-        let mut tx = self.hot.begin().await?;
-        // The writers run concurrently, and this transaction updates several subscription rows
-        // (circuit breakers): taking them all first, in id order, is what keeps two groups from
-        // each holding a row the other waits for (PostgreSQL would abort one as a deadlock, and
-        // its attempts would wait for their leases to expire).
-        let mut subscriptions: Vec<Uuid> =
-            records.iter().filter_map(|r| r.subscription_id).collect();
-        subscriptions.sort_unstable();
-        subscriptions.dedup();
-        if !subscriptions.is_empty() {
-            sqlx::query("SELECT 1 FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-                .bind(&subscriptions)
-                .execute(&mut *tx)
-                .await?;
-        }
-        // A delivery recorded twice (a lease lost and won again) is applied in order: each
-        // round holds every delivery at most once.
-        let mut updated = vec![false; records.len()];
-        for round in rounds {
-            let subset: Vec<AttemptRecord> = round.iter().map(|&i| records[i].clone()).collect();
-            let moved = Self::apply_records(&mut *tx, &subset, &all_ok, now).await?;
-            for (&i, moved) in round.iter().zip(moved) {
-                updated[i] = moved;
-            }
-        }
-
-        // Circuit breakers of subscriptions with a failure: their attempts one by one, in the
-        // order they happened (those with only successes were reset above).
-        for record in records
-            .iter()
-            .filter(|r| r.subscription_id.is_some_and(|s| failing.contains(&s)))
-        {
-            let succeeded = record.result == AttemptResult::Succeeded;
-            if let Some(sub) = record.subscription_id {
-                if succeeded {
-                    sqlx::query(
-                        "UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \
-                         circuit_open_until = NULL, circuit_trips = 0 \
-                         WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_state <> 'closed')",
-                    )
-                    .bind(sub)
-                    .execute(&mut *tx)
-                    .await?;
-                } else {
-                    let row = sqlx::query(
-                        "UPDATE subscriptions SET consecutive_failures = consecutive_failures + 1 WHERE id = $1 \
-                         RETURNING consecutive_failures, circuit_state, circuit_trips",
-                    )
-                    .bind(sub)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(row) = row {
-                        let failures = row.try_get::<i32, _>("consecutive_failures")?.max(0) as u32;
-                        let state: String = row.try_get("circuit_state")?;
-                        let trips = row.try_get::<i32, _>("circuit_trips")?.max(0) as u32;
-                        if circuit::opens(&state, failures) {
-                            let open_until = now + circuit::cooloff(trips + 1);
-                            sqlx::query(
-                                "UPDATE subscriptions SET circuit_state = 'open', circuit_open_until = $1, \
-                                 circuit_trips = circuit_trips + 1 WHERE id = $2",
-                            )
-                            .bind(open_until)
-                            .bind(sub)
-                            .execute(&mut *tx)
-                            .await?;
-                            // Waiting work moves past the cool-off, so claims never wade through it.
-                            sqlx::query(
-                                "UPDATE deliveries SET next_attempt_at = $1 \
-                                 WHERE subscription_id = $2 AND status = 'pending' AND next_attempt_at < $1",
-                            )
-                            .bind(open_until)
-                            .bind(sub)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                    }
-                    if record.gone {
-                        sqlx::query(
-                            "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $1, updated_at = $2 WHERE id = $3",
-                        )
-                        .bind("the endpoint answered 410 Gone")
-                        .bind(now)
-                        .bind(sub)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(updated)
-    }
-
-    async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        let released = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
-             next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight' AND lease_expires_at <= $1",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(released.rows_affected())
-    }
-
-    async fn release_deliveries(
-        &self,
-        owner: &str,
-        ids: &[Uuid],
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        let released = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
-             WHERE status = 'in_flight' AND lease_owner = $2 AND id = ANY($3)",
-        )
-        .bind(now)
-        .bind(owner)
-        .bind(ids)
-        .execute(&self.pool)
-        .await?;
-        Ok(released.rows_affected())
-    }
-
-    async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<u64> {
-        let released = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
-             next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight' AND lease_owner = $2",
-        )
-        .bind(now)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(released.rows_affected())
-    }
-
-    async fn list_attempts(&self, event_id: Uuid) -> StoreResult<Vec<AttemptView>> {
-        let rows = sqlx::query(
-            "SELECT a.id, a.event_id, a.delivery_id, d.kind, d.subscription_id, s.url, d.connector, a.attempt, \
-             a.outcome, a.response_status, a.response_body, a.error, a.duration_ms, a.started_at \
-             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE a.event_id = $1 ORDER BY a.started_at, a.id LIMIT 1000",
-        )
-        .bind(event_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AttemptView {
-                    id: row.try_get("id")?,
-                    event_id: row.try_get("event_id")?,
-                    delivery_id: row.try_get("delivery_id")?,
-                    destination: destination_from_row(row)?,
-                    attempt: row.try_get::<i32, _>("attempt")?.max(0) as u32,
-                    succeeded: row.try_get::<String, _>("outcome")? == "succeeded",
-                    response_status: row
-                        .try_get::<Option<i32>, _>("response_status")?
-                        .map(|s| s as u16),
-                    response_body: row.try_get("response_body")?,
-                    error: row.try_get("error")?,
-                    duration_ms: row.try_get::<i64, _>("duration_ms")?.max(0) as u64,
-                    started_at: row.try_get("started_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn list_dead_letters(
-        &self,
-        before: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Vec<DeadLetter>> {
-        let rows = sqlx::query(
-            "SELECT dl.id, dl.event_id, dl.delivery_id, d.kind, d.subscription_id, s.url, d.connector, \
-             dl.attempts, dl.last_error, dl.created_at, dl.replayed_at \
-             FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
-             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE ($1::uuid IS NULL OR dl.id < $1) ORDER BY dl.id DESC LIMIT $2",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DeadLetter {
-                    id: row.try_get("id")?,
-                    event_id: row.try_get("event_id")?,
-                    delivery_id: row.try_get("delivery_id")?,
-                    destination: destination_from_row(row)?,
-                    attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
-                    last_error: row.try_get("last_error")?,
-                    created_at: row.try_get("created_at")?,
-                    replayed_at: row.try_get("replayed_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn replay_dead_letter(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<ReplayOutcome> {
-        let mut tx = self.pool.begin().await?;
-        // FOR UPDATE OF dl: two concurrent replays of one dead letter serialise; the second sees
-        // replayed_at set and gets 409.
-        let Some(row) = sqlx::query(
-            "SELECT dl.delivery_id, dl.replayed_at, d.kind, s.deleted_at FROM dead_letters dl \
-             JOIN deliveries d ON d.id = dl.delivery_id LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE dl.id = $1 FOR UPDATE OF dl",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(ReplayOutcome::NotFound);
-        };
-        if row
-            .try_get::<Option<DateTime<Utc>>, _>("replayed_at")?
-            .is_some()
-        {
-            return Ok(ReplayOutcome::AlreadyReplayed);
-        }
-        if row.try_get::<String, _>("kind")? == "webhook"
-            && row
-                .try_get::<Option<DateTime<Utc>>, _>("deleted_at")?
-                .is_some()
-        {
-            return Ok(ReplayOutcome::SubscriptionDeleted);
-        }
-        let delivery_id: Uuid = row.try_get("delivery_id")?;
-        sqlx::query("UPDATE dead_letters SET replayed_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL, \
-             lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 WHERE id = $2 AND status = 'dead'",
-        )
-        .bind(now)
-        .bind(delivery_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(ReplayOutcome::Replayed { delivery_id })
-    }
-
-    async fn replay_dead_letters(
-        &self,
-        filter: ReplayFilter,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "SELECT dl.id, dl.delivery_id FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
-             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE dl.replayed_at IS NULL AND ($1::timestamptz IS NULL OR dl.created_at >= $1) \
-             AND ($2::timestamptz IS NULL OR dl.created_at < $2) \
-             AND ($3::uuid IS NULL OR d.subscription_id = $3) AND ($4::text IS NULL OR d.connector = $4) \
-             AND (d.kind = 'connector' OR s.deleted_at IS NULL) ORDER BY dl.id LIMIT $5 FOR UPDATE OF dl SKIP LOCKED",
-        )
-        .bind(filter.since)
-        .bind(filter.until)
-        .bind(filter.subscription_id)
-        .bind(&filter.connector)
-        .bind(i64::from(MAX_BULK_REPLAY))
-        .fetch_all(&mut *tx)
-        .await?;
-        let ids: Vec<Uuid> = rows
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
-        let deliveries: Vec<Uuid> = rows
-            .iter()
-            .map(|r| r.try_get("delivery_id"))
-            .collect::<Result<_, _>>()?;
-        if !ids.is_empty() {
-            sqlx::query("UPDATE dead_letters SET replayed_at = $1 WHERE id = ANY($2)")
-                .bind(now)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, last_error = NULL, lease_owner = NULL, \
-                 lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'dead' AND id = ANY($2)",
-            )
-            .bind(now)
-            .bind(&deliveries)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(ids.len() as u64)
-    }
-
-    async fn outbox_stats(&self, _now: DateTime<Utc>) -> StoreResult<OutboxStats> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest FROM deliveries \
-             WHERE status IN ('pending', 'in_flight')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM subscriptions WHERE deleted_at IS NULL AND circuit_state <> 'closed'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(OutboxStats {
-            pending: row.try_get::<i64, _>("pending")?.max(0) as u64,
-            oldest_pending_created_at: row.try_get("oldest")?,
-            open_circuits: open.max(0) as u64,
-        })
-    }
-
-    async fn prune(
-        &self,
-        before: DateTime<Utc>,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query(
-            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < $1 \
-             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'in_flight')) \
-             ORDER BY e.created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(deleted)
-    }
-}
-
-fn destination_from_row(row: &PgRow) -> StoreResult<Destination> {
-    Destination::from_parts(
-        &row.try_get::<String, _>("kind")?,
-        row.try_get("subscription_id")?,
-        row.try_get("url")?,
-        row.try_get("connector")?,
-    )
+    rows::claimed(row, row.names("secrets")?)
 }

@@ -4,40 +4,21 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use integrations_hub_tests::receiver::{Receiver, Reply};
-use integrations_hub_tests::{Backend, HubProcess, TestDb, TestHub, backend_tests, send};
+use integrations_hub_testkit::receiver::{Receiver, Reply};
+use integrations_hub_testkit::{Api, Backend, HubProcess, TestDb, TestHub, backend_tests};
 use serde_json::{Value, json};
 
 backend_tests!(kill_9_mid_delivery_loses_no_accepted_event);
 
-const SECRET: &str = "resilience-secret-0123456789";
-
-async fn publish_batches(
-    client: &reqwest::Client,
-    base: &str,
-    from: usize,
-    count: usize,
-) -> Vec<String> {
+/// Publishes events `from..from + count` (type `n`, payload `{"i": i}`) in batches of 50.
+async fn publish_batches(hub: &Api, from: usize, count: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for chunk in (from..from + count).collect::<Vec<_>>().chunks(50) {
         let events: Vec<Value> = chunk
             .iter()
             .map(|i| json!({"event_type": "n", "payload": {"i": i}}))
             .collect();
-        let (status, body) = send(
-            client
-                .post(format!("{base}/api/v1/events/batch"))
-                .json(&json!({"events": events})),
-        )
-        .await;
-        assert_eq!(status, 202, "{body}");
-        ids.extend(
-            body["data"]
-                .as_array()
-                .expect("data")
-                .iter()
-                .map(|e| e["id"].as_str().expect("id").to_owned()),
-        );
+        ids.extend(hub.publish_batch(&events).await);
     }
     ids
 }
@@ -63,18 +44,9 @@ async fn kill_9_mid_delivery_loses_no_accepted_event(backend: Backend) {
         ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
         ("IH_DELIVERY_CONCURRENCY", "8"),
     ];
-    let client = reqwest::Client::new();
     let hub = HubProcess::start(&db, &vars).await;
-    let (status, _) = send(
-        client
-            .post(format!("{}/api/v1/subscriptions", hub.base))
-            .json(&json!({
-                "url": receiver.url("/k"), "secret": SECRET, "events": ["*"],
-            })),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let mut accepted = publish_batches(&client, &hub.base, 0, 300).await;
+    hub.subscribe(&receiver.url("/k"), json!(["*"])).await;
+    let mut accepted = publish_batches(&hub, 0, 300).await;
     receiver.wait_for("/k", 20, Duration::from_secs(15)).await;
     hub.kill9();
     let before_restart = receiver.requests().len();
@@ -84,7 +56,7 @@ async fn kill_9_mid_delivery_loses_no_accepted_event(backend: Backend) {
     );
 
     let hub = HubProcess::start(&db, &vars).await;
-    accepted.extend(publish_batches(&client, &hub.base, 300, 100).await);
+    accepted.extend(publish_batches(&hub, 300, 100).await);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         // Settled: nothing left to do, including the re-attempts of what was in flight at the kill.
@@ -128,16 +100,12 @@ async fn two_instances_on_one_postgres_deliver_everything_once() {
     let shared = db.share();
     let one = TestHub::start_on(db, &vars).await;
     let two = TestHub::start_on(shared, &vars).await;
-    let (status, _) = send(one.post("/api/v1/subscriptions").json(&json!({
-        "url": receiver.url("/two"), "secret": SECRET, "events": ["*"],
-    })))
-    .await;
-    assert_eq!(status, 201);
+    one.subscribe(&receiver.url("/two"), json!(["*"])).await;
     // Both instances take publishes; both deliver.
     let started = Instant::now();
     let (a, b) = tokio::join!(
-        publish_batches(&one.client, &one.base, 0, 1000),
-        publish_batches(&two.client, &two.base, 1000, 1000)
+        publish_batches(&one, 0, 1000),
+        publish_batches(&two, 1000, 1000)
     );
     let accepted: Vec<String> = a.into_iter().chain(b).collect();
     assert_eq!(accepted.len(), 2000);

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::bench::{BenchReceiver, Phase, Publisher, SECRET};
-use crate::{Backend, HubProcess, TestDb};
+use integrations_hub_testkit::{Backend, HubProcess, TestDb};
 
 const EVENT_TYPE: &str = "bench.event";
 /// Payload size of every event the runs publish.
@@ -43,7 +43,7 @@ impl Launch {
     /// The hub binary built beside the test executable.
     pub fn hub_binary() -> Self {
         Self {
-            program: crate::hub_binary(),
+            program: integrations_hub_testkit::hub_binary(),
             args: Vec::new(),
             vars: Vec::new(),
         }

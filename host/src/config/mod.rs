@@ -1,6 +1,7 @@
 //! Configuration: one typed struct, read once from the `IH_*` environment and validated.
 //!
-//! Every variable of SPEC §4 is here with its default. A bad value stops start-up with a
+//! Every variable is declared once in [`settings`] (name, default, parser, help). A bad value
+//! stops start-up with a
 //! [`ConfigError`] that names the variable, so an operator never has to guess which of twenty
 //! settings is wrong. Secrets (API keys, the database password, connector settings) are wrapped in
 //! [`Secret`] or redacted by hand so they never reach `Debug` output or logs.
@@ -11,8 +12,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The prefix of every variable the hub reads.
-pub const PREFIX: &str = "IH_";
+pub mod settings;
+
+pub use settings::PREFIX;
+use settings::Vars;
 
 /// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -83,7 +86,7 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Settings of the delivery engine (SPEC §4, §6).
+/// Settings of the delivery engine.
 #[derive(Clone, Debug)]
 pub struct DeliveryConfig {
     pub poll_interval: Duration,
@@ -94,7 +97,7 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
 }
 
-/// Settings of the connector runtime (SPEC §7).
+/// Settings of the connector runtime.
 #[derive(Clone, Debug)]
 pub struct ConnectorConfig {
     pub dir: PathBuf,
@@ -133,120 +136,10 @@ pub struct ConfigError {
     pub message: String,
 }
 
-fn err(variable: &str, message: impl Into<String>) -> ConfigError {
+fn err(setting: &settings::Setting, message: impl Into<String>) -> ConfigError {
     ConfigError {
-        variable: variable.to_owned(),
+        variable: setting.variable(),
         message: message.into(),
-    }
-}
-
-/// The hub's own variables (without prefix). Anything else under `IH_` is a connector setting.
-const KNOWN: &[&str] = &[
-    "DATABASE_URL",
-    "DATABASE_MAX_CONNECTIONS",
-    "BIND",
-    "API_KEYS",
-    "DELIVERY_POLL_INTERVAL_SECONDS",
-    "DELIVERY_MAX_ATTEMPTS",
-    "DELIVERY_BACKOFF_BASE_SECONDS",
-    "DELIVERY_BACKOFF_MAX_SECONDS",
-    "DELIVERY_TIMEOUT_SECONDS",
-    "DELIVERY_CONCURRENCY",
-    "ALLOW_PRIVATE_DESTINATIONS",
-    "CONNECTORS_DIR",
-    "CONNECTOR_TIMEOUT_SECONDS",
-    "CONNECTOR_MEMORY_MB",
-    "MAX_PAYLOAD_BYTES",
-    "MAX_BATCH_BYTES",
-    "RETENTION_DAYS",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-];
-
-/// Prefixes that belong to the hub; an unknown variable under one of them is almost certainly a
-/// typo, so it earns a warning instead of silently becoming a connector setting.
-const OWN_PREFIXES: &[&str] = &[
-    "DATABASE_",
-    "DELIVERY_",
-    "CONNECTOR_",
-    "MAX_",
-    "LOG_",
-    "RETENTION_",
-];
-
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/integrations-hub.db";
-pub const DEFAULT_CONNECTORS_DIR: &str = "data/connectors";
-
-struct Vars(BTreeMap<String, String>);
-
-impl Vars {
-    fn raw(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
-    }
-
-    fn string(&self, key: &str, default: &str) -> String {
-        self.raw(key).unwrap_or(default).to_owned()
-    }
-
-    fn seconds(
-        &self,
-        key: &str,
-        default: f64,
-        min: f64,
-        max: f64,
-    ) -> Result<Duration, ConfigError> {
-        let name = format!("{PREFIX}{key}");
-        let value = match self.raw(key) {
-            None => default,
-            Some(raw) => raw.parse::<f64>().map_err(|_| {
-                err(
-                    &name,
-                    format!("expected a number of seconds such as {default}, got {raw:?}"),
-                )
-            })?,
-        };
-        if !value.is_finite() || value < min || value > max {
-            return Err(err(
-                &name,
-                format!("must be between {min} and {max} seconds, got {value}"),
-            ));
-        }
-        Ok(Duration::from_secs_f64(value))
-    }
-
-    fn integer<T>(&self, key: &str, default: T, min: T, max: T) -> Result<T, ConfigError>
-    where
-        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-    {
-        let name = format!("{PREFIX}{key}");
-        let value = match self.raw(key) {
-            None => default,
-            Some(raw) => raw.parse::<T>().map_err(|_| {
-                err(
-                    &name,
-                    format!("expected a whole number such as {default}, got {raw:?}"),
-                )
-            })?,
-        };
-        if value < min || value > max {
-            return Err(err(
-                &name,
-                format!("must be between {min} and {max}, got {value}"),
-            ));
-        }
-        Ok(value)
-    }
-
-    fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.raw(key).map(str::to_ascii_lowercase).as_deref() {
-            None => Ok(default),
-            Some("true" | "1" | "yes" | "on") => Ok(true),
-            Some("false" | "0" | "no" | "off") => Ok(false),
-            Some(other) => Err(err(
-                &format!("{PREFIX}{key}"),
-                format!("expected true or false, got {other:?}"),
-            )),
-        }
     }
 }
 
@@ -271,12 +164,13 @@ impl Config {
                 })
                 .collect(),
         );
+        use settings as s;
         let mut warnings = Vec::new();
 
-        let database_url = DatabaseUrl::new(vars.string("DATABASE_URL", DEFAULT_DATABASE_URL));
+        let database_url = DatabaseUrl::new(vars.text(&s::DATABASE_URL));
         if !(database_url.is_postgres() || database_url.as_str().starts_with("sqlite:")) {
             return Err(err(
-                "IH_DATABASE_URL",
+                &s::DATABASE_URL,
                 format!(
                     "unsupported scheme in {:?}: use sqlite://path/to/file.db or postgres://user:password@host/db",
                     database_url.redacted()
@@ -285,80 +179,44 @@ impl Config {
         }
         if database_url.is_postgres() {
             url::Url::parse(database_url.as_str())
-                .map_err(|e| err("IH_DATABASE_URL", format!("not a valid postgres URL: {e}")))?;
+                .map_err(|e| err(&s::DATABASE_URL, format!("not a valid postgres URL: {e}")))?;
         }
-        let database_max_connections = vars.integer("DATABASE_MAX_CONNECTIONS", 16u32, 1, 1000)?;
 
-        let bind_raw = vars.string("BIND", "127.0.0.1:8000");
+        let bind_raw = vars.text(&s::BIND);
         let bind: SocketAddr = bind_raw.parse().map_err(|_| {
             err(
-                "IH_BIND",
+                &s::BIND,
                 format!("expected an address with a port such as 127.0.0.1:8000 or 0.0.0.0:8000, got {bind_raw:?}"),
             )
         })?;
+        let api_keys = api_keys(&vars, bind)?;
 
-        let api_keys: Vec<Secret> = vars
-            .raw("API_KEYS")
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(Secret::new)
-            .collect();
-        if api_keys.iter().any(|k| k.expose().len() < 16) {
-            return Err(err(
-                "IH_API_KEYS",
-                "every key must be at least 16 characters long (generate one with `openssl rand -hex 32`)",
-            ));
-        }
-        if api_keys.iter().any(|k| {
-            k.expose()
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        }) {
-            return Err(err(
-                "IH_API_KEYS",
-                "keys may not contain spaces or control characters",
-            ));
-        }
-        if api_keys.is_empty() && !bind.ip().is_loopback() {
-            return Err(err(
-                "IH_API_KEYS",
-                format!(
-                    "is empty but IH_BIND={bind} is reachable from other machines, so anyone could publish events \
-                     and read subscriptions; set IH_API_KEYS=<key>[,<key>...] or bind to 127.0.0.1"
-                ),
-            ));
-        }
-
-        let backoff_max =
-            vars.seconds("DELIVERY_BACKOFF_MAX_SECONDS", 3600.0, 0.0, 7.0 * 86400.0)?;
-        let backoff_base = vars.seconds("DELIVERY_BACKOFF_BASE_SECONDS", 2.0, 0.0, 86400.0)?;
+        let backoff_max = vars.seconds(&s::DELIVERY_BACKOFF_MAX)?;
+        let backoff_base = vars.seconds(&s::DELIVERY_BACKOFF_BASE)?;
         if backoff_base > backoff_max {
             return Err(err(
-                "IH_DELIVERY_BACKOFF_BASE_SECONDS",
+                &s::DELIVERY_BACKOFF_BASE,
                 "may not exceed IH_DELIVERY_BACKOFF_MAX_SECONDS",
             ));
         }
         let delivery = DeliveryConfig {
-            poll_interval: vars.seconds("DELIVERY_POLL_INTERVAL_SECONDS", 2.0, 0.01, 3600.0)?,
-            max_attempts: vars.integer("DELIVERY_MAX_ATTEMPTS", 5u32, 1, 100)?,
+            poll_interval: vars.seconds(&s::DELIVERY_POLL_INTERVAL)?,
+            max_attempts: vars.integer(&s::DELIVERY_MAX_ATTEMPTS)?,
             backoff_base,
             backoff_max,
-            timeout: vars.seconds("DELIVERY_TIMEOUT_SECONDS", 10.0, 0.05, 300.0)?,
-            concurrency: vars.integer("DELIVERY_CONCURRENCY", 64usize, 1, 10_000)?,
+            timeout: vars.seconds(&s::DELIVERY_TIMEOUT)?,
+            concurrency: vars.integer(&s::DELIVERY_CONCURRENCY)?,
         };
 
-        let known = |k: &str| KNOWN.contains(&k);
         let settings: BTreeMap<String, Secret> = vars
             .0
             .iter()
-            .filter(|(k, _)| !known(k))
+            .filter(|(k, _)| !settings::is_known(k))
             // An empty value counts as unset (compose files pass `${IH_SLACK_BOT_TOKEN:-}`), so a
             // connector missing it is `inactive` instead of calling out with an empty token.
             .filter(|(_, v)| !v.is_empty())
             .filter(|(k, _)| {
-                if OWN_PREFIXES.iter().any(|p| k.starts_with(p)) {
+                if settings::is_own_prefix(k) {
                     warnings.push(format!(
                         "{PREFIX}{k} is not a setting of the hub and was ignored (a typo?)"
                     ));
@@ -370,40 +228,36 @@ impl Config {
             .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
             .collect();
         let connectors = ConnectorConfig {
-            dir: PathBuf::from(vars.string("CONNECTORS_DIR", DEFAULT_CONNECTORS_DIR)),
-            timeout: vars.seconds("CONNECTOR_TIMEOUT_SECONDS", 10.0, 0.01, 300.0)?,
-            memory_mb: vars.integer("CONNECTOR_MEMORY_MB", 64u64, 1, 4096)?,
+            dir: PathBuf::from(vars.text(&s::CONNECTORS_DIR)),
+            timeout: vars.seconds(&s::CONNECTOR_TIMEOUT)?,
+            memory_mb: vars.integer(&s::CONNECTOR_MEMORY_MB)?,
             settings,
         };
 
-        let max_payload_bytes = vars.integer("MAX_PAYLOAD_BYTES", 262_144usize, 1024, 64 << 20)?;
-        let max_batch_bytes = vars.integer("MAX_BATCH_BYTES", 8usize << 20, 1024, 256 << 20)?;
+        let max_payload_bytes = vars.integer(&s::MAX_PAYLOAD_BYTES)?;
+        let max_batch_bytes: usize = vars.integer(&s::MAX_BATCH_BYTES)?;
         if max_batch_bytes < max_payload_bytes {
             return Err(err(
-                "IH_MAX_BATCH_BYTES",
+                &s::MAX_BATCH_BYTES,
                 "may not be smaller than IH_MAX_PAYLOAD_BYTES",
             ));
         }
 
-        let log_level = vars.string("LOG_LEVEL", "info").to_ascii_lowercase();
+        let log_level = vars.text(&s::LOG_LEVEL).to_ascii_lowercase();
         if let Err(e) = log_level.parse::<tracing_subscriber::EnvFilter>() {
             return Err(err(
-                "IH_LOG_LEVEL",
+                &s::LOG_LEVEL,
                 format!(
                     "expected trace, debug, info, warn or error (or a tracing filter), got {log_level:?}: {e}"
                 ),
             ));
         }
-        let log_format = match vars
-            .string("LOG_FORMAT", "json")
-            .to_ascii_lowercase()
-            .as_str()
-        {
+        let log_format = match vars.text(&s::LOG_FORMAT).to_ascii_lowercase().as_str() {
             "json" => LogFormat::Json,
             "pretty" | "text" => LogFormat::Pretty,
             other => {
                 return Err(err(
-                    "IH_LOG_FORMAT",
+                    &s::LOG_FORMAT,
                     format!("expected json or pretty, got {other:?}"),
                 ));
             }
@@ -411,20 +265,58 @@ impl Config {
 
         Ok(Config {
             database_url,
-            database_max_connections,
+            database_max_connections: vars.integer(&s::DATABASE_MAX_CONNECTIONS)?,
             bind,
             api_keys,
             delivery,
-            allow_private_destinations: vars.boolean("ALLOW_PRIVATE_DESTINATIONS", false)?,
+            allow_private_destinations: vars.boolean(&s::ALLOW_PRIVATE_DESTINATIONS)?,
             connectors,
             max_payload_bytes,
             max_batch_bytes,
-            retention_days: vars.integer("RETENTION_DAYS", 30u32, 1, 3650)?,
+            retention_days: vars.integer(&s::RETENTION_DAYS)?,
             log_level,
             log_format,
             warnings,
         })
     }
+}
+
+/// `IH_API_KEYS`: comma-separated, each long enough and printable; required beyond loopback.
+fn api_keys(vars: &Vars, bind: SocketAddr) -> Result<Vec<Secret>, ConfigError> {
+    let setting = &settings::API_KEYS;
+    let keys: Vec<Secret> = vars
+        .text(setting)
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(Secret::new)
+        .collect();
+    if keys.iter().any(|k| k.expose().len() < 16) {
+        return Err(err(
+            setting,
+            "every key must be at least 16 characters long (generate one with `openssl rand -hex 32`)",
+        ));
+    }
+    if keys.iter().any(|k| {
+        k.expose()
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    }) {
+        return Err(err(
+            setting,
+            "keys may not contain spaces or control characters",
+        ));
+    }
+    if keys.is_empty() && !bind.ip().is_loopback() {
+        return Err(err(
+            setting,
+            format!(
+                "is empty but IH_BIND={bind} is reachable from other machines, so anyone could publish events \
+                 and read subscriptions; set IH_API_KEYS=<key>[,<key>...] or bind to 127.0.0.1"
+            ),
+        ));
+    }
+    Ok(keys)
 }
 
 #[cfg(test)]

@@ -3,14 +3,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use integrations_hub::Config;
-use integrations_hub::store::{
-    self, AttemptRecord, AttemptResult, CircuitState, DeliveryStatus, Destination, IdempotencyKey,
-    NewEvent, NewSubscription, PublishOutcome, PublishRequest, ReplayFilter, ReplayOutcome, Skip,
-    Store, SubscriptionPatch, Target,
+use integrations_hub::model::{
+    self, AttemptRecord, AttemptResult, CircuitState, Claim, ClaimedDelivery, DeliveryStatus,
+    Destination, IdempotencyKey, NewEvent, NewSubscription, PublishOutcome, PublishRequest,
+    ReplayFilter, ReplayOutcome, Skip, SubscriptionPatch, Target,
 };
-use integrations_hub_tests::{Backend, TestDb, backend_tests};
+use integrations_hub::store::{self, Store};
+use integrations_hub_testkit::{Backend, TestDb, backend_tests};
 use uuid::Uuid;
 
 backend_tests!(
@@ -49,8 +50,8 @@ async fn open(backend: Backend) -> Option<(TestDb, Arc<dyn Store>)> {
     assert_eq!(
         store.backend(),
         match backend {
-            Backend::Sqlite => store::Backend::Sqlite,
-            Backend::Postgres => store::Backend::Postgres,
+            Backend::Sqlite => model::Backend::Sqlite,
+            Backend::Postgres => model::Backend::Postgres,
         }
     );
     Some((db, store))
@@ -65,7 +66,7 @@ fn new_sub(events: &[&str]) -> NewSubscription {
         enabled: true,
         description: Some("billing team".into()),
         headers: BTreeMap::from([("x-team".to_string(), "billing".to_string())]),
-        created_at: store::now(),
+        created_at: model::now(),
     }
 }
 
@@ -74,12 +75,31 @@ fn event(event_type: &str, payload: &str) -> NewEvent {
         id: Uuid::now_v7(),
         event_type: event_type.into(),
         payload: payload.into(),
-        created_at: store::now(),
+        created_at: model::now(),
         connectors: Vec::new(),
     }
 }
 
-fn created(outcome: PublishOutcome) -> Vec<store::PublishedEvent> {
+/// Claims up to `limit` deliveries due at `at` for `owner`, leased for 30 s, skipping nothing.
+async fn claim(
+    store: &dyn Store,
+    owner: &str,
+    at: DateTime<Utc>,
+    limit: u32,
+) -> Vec<ClaimedDelivery> {
+    store
+        .claim_deliveries(Claim {
+            owner,
+            now: at,
+            lease_until: at + TimeDelta::seconds(30),
+            limit,
+            skip: &Skip::default(),
+        })
+        .await
+        .expect("claim")
+}
+
+fn created(outcome: PublishOutcome) -> Vec<model::PublishedEvent> {
     match outcome {
         PublishOutcome::Created(events) => events,
         other => panic!("expected Created, got {other:?}"),
@@ -236,7 +256,7 @@ async fn secret_rotation_keeps_the_old_secret_for_24_hours(backend: Backend) {
             .len(),
         2
     );
-    let after_grace = t1 + store::SECRET_GRACE + TimeDelta::seconds(1);
+    let after_grace = t1 + model::SECRET_GRACE + TimeDelta::seconds(1);
     assert_eq!(
         store
             .subscription_secrets(sub.id, after_grace)
@@ -270,7 +290,7 @@ async fn publish_matches_enabled_live_subscriptions_and_connectors(backend: Back
         .await
         .expect("deleted");
     store
-        .delete_subscription(deleted.id, store::now())
+        .delete_subscription(deleted.id, model::now())
         .await
         .expect("delete");
 
@@ -278,7 +298,7 @@ async fn publish_matches_enabled_live_subscriptions_and_connectors(backend: Back
     e.connectors = vec!["slack".into()];
     let published = created(
         store
-            .publish(vec![e.clone()], None, store::now())
+            .publish(vec![e.clone()], None, model::now())
             .await
             .expect("publish"),
     );
@@ -318,7 +338,7 @@ async fn publish_matches_enabled_live_subscriptions_and_connectors(backend: Back
 
     let unmatched = created(
         store
-            .publish(vec![event("nobody_listens", "{}")], None, store::now())
+            .publish(vec![event("nobody_listens", "{}")], None, model::now())
             .await
             .expect("publish"),
     );
@@ -344,7 +364,7 @@ async fn batch_publish_keeps_order_and_is_atomic(backend: Backend) {
     let ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
     let published = created(
         store
-            .publish(batch, None, store::now())
+            .publish(batch, None, model::now())
             .await
             .expect("publish 1000"),
     );
@@ -356,7 +376,7 @@ async fn batch_publish_keeps_order_and_is_atomic(backend: Backend) {
     let mut dup = event("a", "{}");
     dup.id = ids[0];
     let result = store
-        .publish(vec![fresh.clone(), dup], None, store::now())
+        .publish(vec![fresh.clone(), dup], None, model::now())
         .await;
     assert!(result.is_err(), "duplicate id must fail");
     assert!(
@@ -372,7 +392,7 @@ async fn payload_bytes_are_stored_exactly(backend: Backend) {
     let payload = "{\"z\": 1,\n  \"a\": [1.50, \"é\\u00e9\"], \"nested\": {\"k\": null}}";
     let e = event("a", payload);
     store
-        .publish(vec![e.clone()], None, store::now())
+        .publish(vec![e.clone()], None, model::now())
         .await
         .expect("publish");
     let detail = store.get_event(e.id).await.expect("get").expect("exists");
@@ -396,7 +416,7 @@ async fn idempotency_key_replays_refuses_mismatch_and_expires(backend: Backend) 
             fingerprint: fp.into(),
         })
     };
-    let t0 = store::now();
+    let t0 = model::now();
     let first = created(
         store
             .publish(vec![event("a", "{}")], key("fp1"), t0)
@@ -426,7 +446,7 @@ async fn idempotency_key_replays_refuses_mismatch_and_expires(backend: Backend) 
         .await
         .expect("third");
     assert_eq!(mismatch, PublishOutcome::KeyMismatch);
-    let later = t0 + store::IDEMPOTENCY_TTL + TimeDelta::seconds(1);
+    let later = t0 + model::IDEMPOTENCY_TTL + TimeDelta::seconds(1);
     let renewed = created(
         store
             .publish(vec![event("a", "{}")], key("fp2"), later)
@@ -440,7 +460,7 @@ async fn concurrent_publishes_with_one_key_create_once(backend: Backend) {
     let Some((_db, store)) = open(backend).await else {
         return;
     };
-    let now = store::now();
+    let now = model::now();
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let store = store.clone();
@@ -483,12 +503,12 @@ async fn delete_cancels_open_deliveries_and_hides_the_subscription(backend: Back
         .expect("other sub");
     let e = event("a", "{}");
     store
-        .publish(vec![e.clone()], None, store::now())
+        .publish(vec![e.clone()], None, model::now())
         .await
         .expect("publish");
     assert_eq!(
         store
-            .delete_subscription(sub.id, store::now())
+            .delete_subscription(sub.id, model::now())
             .await
             .expect("delete"),
         Some(1)
@@ -504,7 +524,7 @@ async fn delete_cancels_open_deliveries_and_hides_the_subscription(backend: Back
     );
     assert!(
         store
-            .subscription_secrets(sub.id, store::now())
+            .subscription_secrets(sub.id, model::now())
             .await
             .expect("secrets")
             .is_empty()
@@ -533,7 +553,7 @@ async fn delete_cancels_open_deliveries_and_hides_the_subscription(backend: Back
     }
     assert_eq!(
         store
-            .delete_subscription(sub.id, store::now())
+            .delete_subscription(sub.id, model::now())
             .await
             .expect("again"),
         None
@@ -560,7 +580,7 @@ async fn unknown_ids_are_none(backend: Backend) {
     );
     assert!(
         store
-            .delete_subscription(Uuid::now_v7(), store::now())
+            .delete_subscription(Uuid::now_v7(), model::now())
             .await
             .expect("delete")
             .is_none()
@@ -568,7 +588,7 @@ async fn unknown_ids_are_none(backend: Backend) {
 }
 
 fn record(
-    d: &store::ClaimedDelivery,
+    d: &model::ClaimedDelivery,
     owner: &str,
     result: AttemptResult,
     sub: Option<Uuid>,
@@ -578,7 +598,7 @@ fn record(
         event_id: d.event_id,
         owner: owner.into(),
         attempt: d.attempts + 1,
-        started_at: store::now(),
+        started_at: model::now(),
         duration_ms: 12,
         response_status: Some(if result == AttemptResult::Succeeded {
             200
@@ -612,25 +632,28 @@ async fn claims_leave_skipped_connectors_alone(backend: Backend) {
     let mut to_both = event("request_submitted", "{}");
     to_both.connectors = vec!["slack".into(), "example".into()];
     store
-        .publish(vec![to_slack, to_both], None, store::now())
+        .publish(vec![to_slack, to_both], None, model::now())
         .await
         .expect("publish");
-    let now = store::now();
+    let now = model::now();
     let lease = now + TimeDelta::seconds(30);
     let skip_slack = Skip {
         connectors: vec!["slack".into()],
         ..Skip::default()
     };
     let claimed = store
-        .claim_deliveries("one", now, lease, 10, &skip_slack)
+        .claim_deliveries(Claim {
+            owner: "one",
+            now,
+            lease_until: lease,
+            limit: 10,
+            skip: &skip_slack,
+        })
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 1, "only the example delivery: {claimed:?}");
     assert!(matches!(&claimed[0].target, Target::Connector { name } if name == "example"));
-    let rest = store
-        .claim_deliveries("one", now, lease, 10, &Skip::default())
-        .await
-        .expect("claim the rest");
+    let rest = claim(store.as_ref(), "one", now, 10).await;
     assert_eq!(rest.len(), 2);
     assert!(
         rest.iter()
@@ -650,19 +673,13 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
         .map(|i| event("a", &format!("{{\"i\":{i}}}")))
         .collect();
     store
-        .publish(batch, None, store::now())
+        .publish(batch, None, model::now())
         .await
         .expect("publish");
-    let now = store::now();
+    let now = model::now();
     let lease = now + TimeDelta::seconds(30);
-    let first = store
-        .claim_deliveries("one", now, lease, 15, &Skip::default())
-        .await
-        .expect("claim 1");
-    let second = store
-        .claim_deliveries("two", now, lease, 15, &Skip::default())
-        .await
-        .expect("claim 2");
+    let first = claim(store.as_ref(), "one", now, 15).await;
+    let second = claim(store.as_ref(), "two", now, 15).await;
     assert_eq!(first.len(), 15);
     assert_eq!(second.len(), 5, "only what the first left");
     let mut ids: Vec<Uuid> = first.iter().chain(&second).map(|d| d.id).collect();
@@ -686,13 +703,7 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
         }
         Target::Connector { .. } => panic!("webhook expected"),
     }
-    assert!(
-        store
-            .claim_deliveries("three", now, lease, 10, &Skip::default())
-            .await
-            .expect("claim 3")
-            .is_empty()
-    );
+    assert!(claim(store.as_ref(), "three", now, 10).await.is_empty());
     // Handing back specific deliveries, and skipping a subscription, work as the engine needs.
     let handed_back: Vec<Uuid> = first.iter().take(3).map(|d| d.id).collect();
     assert_eq!(
@@ -711,25 +722,22 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
     );
     assert!(
         store
-            .claim_deliveries(
-                "three",
+            .claim_deliveries(Claim {
+                owner: "three",
                 now,
-                lease,
-                10,
-                &Skip {
+                lease_until: lease,
+                limit: 10,
+                skip: &Skip {
                     subscriptions: vec![sub.id],
                     ..Skip::default()
-                }
-            )
+                },
+            })
             .await
             .expect("skip")
             .is_empty(),
         "a skipped subscription's work is left alone"
     );
-    let back = store
-        .claim_deliveries("one", now, lease, 10, &Skip::default())
-        .await
-        .expect("reclaim 3");
+    let back = claim(store.as_ref(), "one", now, 10).await;
     assert_eq!(back.len(), 3);
     // Expired leases come back; graceful release hands back what an owner holds.
     assert_eq!(
@@ -748,13 +756,13 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
         15
     );
     let again = store
-        .claim_deliveries(
-            "four",
-            lease + TimeDelta::seconds(1),
-            lease + TimeDelta::seconds(60),
-            50,
-            &Skip::default(),
-        )
+        .claim_deliveries(Claim {
+            owner: "four",
+            now: lease + TimeDelta::seconds(1),
+            lease_until: lease + TimeDelta::seconds(60),
+            limit: 50,
+            skip: &Skip::default(),
+        })
         .await
         .expect("reclaim");
     assert_eq!(again.len(), 20);
@@ -770,20 +778,11 @@ async fn attempts_move_deliveries_only_under_the_lease(backend: Backend) {
         .expect("sub");
     let e = event("a", "{}");
     store
-        .publish(vec![e.clone()], None, store::now())
+        .publish(vec![e.clone()], None, model::now())
         .await
         .expect("publish");
-    let now = store::now();
-    let claimed = store
-        .claim_deliveries(
-            "me",
-            now,
-            now + TimeDelta::seconds(30),
-            10,
-            &Skip::default(),
-        )
-        .await
-        .expect("claim");
+    let now = model::now();
+    let claimed = claim(store.as_ref(), "me", now, 10).await;
     let d = &claimed[0];
     let retry_at = now + TimeDelta::seconds(5);
     let lost = store
@@ -815,29 +814,10 @@ async fn attempts_move_deliveries_only_under_the_lease(backend: Backend) {
     assert_eq!(detail.deliveries[0].next_attempt_at, Some(retry_at));
     assert_eq!(detail.deliveries[0].last_error.as_deref(), Some("HTTP 500"));
     assert!(
-        store
-            .claim_deliveries(
-                "me",
-                now,
-                now + TimeDelta::seconds(30),
-                10,
-                &Skip::default()
-            )
-            .await
-            .expect("claim")
-            .is_empty(),
+        claim(store.as_ref(), "me", now, 10).await.is_empty(),
         "not due yet"
     );
-    let claimed = store
-        .claim_deliveries(
-            "me",
-            retry_at,
-            retry_at + TimeDelta::seconds(30),
-            10,
-            &Skip::default(),
-        )
-        .await
-        .expect("claim");
+    let claimed = claim(store.as_ref(), "me", retry_at, 10).await;
     assert_eq!(claimed[0].attempts, 1);
     assert!(
         store
@@ -878,21 +858,11 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
         .expect("sub");
     let events: Vec<NewEvent> = (0..3).map(|_| event("a", "{}")).collect();
     store
-        .publish(events.clone(), None, store::now())
+        .publish(events.clone(), None, model::now())
         .await
         .expect("publish");
-    let now = store::now();
-    for d in store
-        .claim_deliveries(
-            "me",
-            now,
-            now + TimeDelta::seconds(30),
-            10,
-            &Skip::default(),
-        )
-        .await
-        .expect("claim")
-    {
+    let now = model::now();
+    for d in claim(store.as_ref(), "me", now, 10).await {
         assert!(
             store
                 .record_attempt(record(&d, "me", AttemptResult::Dead, Some(sub.id)), now)
@@ -957,16 +927,7 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
             .expect("bulk again"),
         0
     );
-    let claimed = store
-        .claim_deliveries(
-            "me",
-            now,
-            now + TimeDelta::seconds(30),
-            10,
-            &Skip::default(),
-        )
-        .await
-        .expect("claim");
+    let claimed = claim(store.as_ref(), "me", now, 10).await;
     assert_eq!(claimed.len(), 3);
     assert!(claimed.iter().all(|d| d.attempts == 0), "a fresh budget");
     // A deleted subscription's dead letters cannot be replayed.
@@ -1000,20 +961,11 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
         .expect("sub");
     let events: Vec<NewEvent> = (0..15).map(|_| event("a", "{}")).collect();
     store
-        .publish(events, None, store::now())
+        .publish(events, None, model::now())
         .await
         .expect("publish");
-    let now = store::now();
-    let claimed = store
-        .claim_deliveries(
-            "me",
-            now,
-            now + TimeDelta::seconds(30),
-            10,
-            &Skip::default(),
-        )
-        .await
-        .expect("claim");
+    let now = model::now();
+    let claimed = claim(store.as_ref(), "me", now, 10).await;
     assert_eq!(claimed.len(), 10);
     let retry = now + TimeDelta::milliseconds(1);
     for d in &claimed {
@@ -1034,17 +986,7 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
     assert_eq!(s.circuit.consecutive_failures, 10);
     let later = now + TimeDelta::seconds(5);
     assert!(
-        store
-            .claim_deliveries(
-                "me",
-                later,
-                later + TimeDelta::seconds(30),
-                50,
-                &Skip::default()
-            )
-            .await
-            .expect("claim")
-            .is_empty(),
+        claim(store.as_ref(), "me", later, 50).await.is_empty(),
         "open: nothing is tried"
     );
     let stats = store.outbox_stats(later).await.expect("stats");
@@ -1065,22 +1007,13 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
         .expect("stored");
     let due = detail.deliveries[0].next_attempt_at.expect("pending");
     assert!(
-        due >= now + store::circuit::cooloff(1),
+        due >= now + model::circuit::cooloff(1),
         "due at the end of the cool-off, not at once: {due} vs {now}"
     );
     let stats = store.outbox_stats(later).await.expect("stats");
     assert_eq!(stats.pending, 16);
-    let after = now + store::circuit::cooloff(1) + TimeDelta::seconds(1);
-    let probe = store
-        .claim_deliveries(
-            "me",
-            after,
-            after + TimeDelta::seconds(30),
-            50,
-            &Skip::default(),
-        )
-        .await
-        .expect("claim");
+    let after = now + model::circuit::cooloff(1) + TimeDelta::seconds(1);
+    let probe = claim(store.as_ref(), "me", after, 50).await;
     assert_eq!(probe.len(), 1, "exactly one probe after the cool-off");
     assert_eq!(
         store
@@ -1092,19 +1025,7 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
             .state,
         CircuitState::HalfOpen
     );
-    assert!(
-        store
-            .claim_deliveries(
-                "other",
-                after,
-                after + TimeDelta::seconds(30),
-                50,
-                &Skip::default()
-            )
-            .await
-            .expect("claim")
-            .is_empty()
-    );
+    assert!(claim(store.as_ref(), "other", after, 50).await.is_empty());
     store
         .record_attempt(
             record(&probe[0], "me", AttemptResult::Succeeded, Some(sub.id)),
@@ -1119,16 +1040,7 @@ async fn circuit_opens_after_ten_failures_and_admits_one_probe(backend: Backend)
         .expect("exists");
     assert_eq!(s.circuit.state, CircuitState::Closed);
     assert_eq!(s.circuit.consecutive_failures, 0);
-    let rest = store
-        .claim_deliveries(
-            "me",
-            after,
-            after + TimeDelta::seconds(30),
-            50,
-            &Skip::default(),
-        )
-        .await
-        .expect("claim");
+    let rest = claim(store.as_ref(), "me", after, 50).await;
     assert_eq!(
         rest.len(),
         15,
@@ -1151,21 +1063,12 @@ async fn prune_removes_only_finished_old_events(backend: Backend) {
         .publish(
             vec![done.clone(), waiting.clone(), unrouted.clone()],
             None,
-            store::now(),
+            model::now(),
         )
         .await
         .expect("publish");
-    let now = store::now();
-    let claimed = store
-        .claim_deliveries(
-            "me",
-            now,
-            now + TimeDelta::seconds(30),
-            10,
-            &Skip::default(),
-        )
-        .await
-        .expect("claim");
+    let now = model::now();
+    let claimed = claim(store.as_ref(), "me", now, 10).await;
     let finished = claimed
         .iter()
         .find(|d| d.event_id == done.id)
@@ -1223,7 +1126,7 @@ async fn a_publish_group_answers_each_request_as_if_alone(backend: Backend) {
             fingerprint: fp.into(),
         })
     };
-    let now = store::now();
+    let now = model::now();
     // A key already used by an earlier, separate publish.
     let earlier = created(
         store
@@ -1301,22 +1204,13 @@ async fn a_group_of_attempt_records_applies_each_in_order(backend: Backend) {
     let mut events: Vec<NewEvent> = (0..11).map(|_| event("f", "{}")).collect();
     events.extend((0..3).map(|_| event("h", "{}")));
     store
-        .publish(events, None, store::now())
+        .publish(events, None, model::now())
         .await
         .expect("publish");
-    let now = store::now();
-    let claimed = store
-        .claim_deliveries(
-            "me",
-            now,
-            now + TimeDelta::seconds(30),
-            50,
-            &Skip::default(),
-        )
-        .await
-        .expect("claim");
+    let now = model::now();
+    let claimed = claim(store.as_ref(), "me", now, 50).await;
     assert_eq!(claimed.len(), 14);
-    let sub_of = |d: &store::ClaimedDelivery| match &d.target {
+    let sub_of = |d: &model::ClaimedDelivery| match &d.target {
         Target::Webhook {
             subscription_id, ..
         } => *subscription_id,
@@ -1409,7 +1303,7 @@ async fn concurrent_groups_failing_the_same_subscriptions_never_deadlock(backend
         return;
     };
     // (`open` gives the hot path two connections: two groups at a time, as in the engine.)
-    let subs: Vec<store::Subscription> = {
+    let subs: Vec<model::Subscription> = {
         let mut subs = Vec::new();
         for _ in 0..8 {
             subs.push(
@@ -1423,25 +1317,25 @@ async fn concurrent_groups_failing_the_same_subscriptions_never_deadlock(backend
     };
     let events: Vec<NewEvent> = (0..30).map(|_| event("a", "{}")).collect();
     store
-        .publish(events, None, store::now())
+        .publish(events, None, model::now())
         .await
         .expect("publish");
-    let now = store::now();
+    let now = model::now();
     let claimed = store
-        .claim_deliveries(
-            "me",
+        .claim_deliveries(Claim {
+            owner: "me",
             now,
-            now + TimeDelta::seconds(60),
-            240,
-            &Skip::default(),
-        )
+            lease_until: now + TimeDelta::seconds(60),
+            limit: 240,
+            skip: &Skip::default(),
+        })
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 240);
     let retry = now + TimeDelta::seconds(1);
-    let fail = |d: &store::ClaimedDelivery| {
+    let fail = |d: &model::ClaimedDelivery| {
         let sub = match &d.target {
-            store::Target::Webhook {
+            model::Target::Webhook {
                 subscription_id, ..
             } => *subscription_id,
             other => panic!("a webhook delivery, got {other:?}"),
@@ -1460,7 +1354,7 @@ async fn concurrent_groups_failing_the_same_subscriptions_never_deadlock(backend
     let mut tasks = tokio::task::JoinSet::new();
     for group in groups {
         let store = store.clone();
-        tasks.spawn(async move { store.record_attempts(group, store::now()).await });
+        tasks.spawn(async move { store.record_attempts(group, model::now()).await });
     }
     while let Some(done) = tasks.join_next().await {
         let moved = done

@@ -1,14 +1,14 @@
 //! Bounded versions of the `chaos` runs (see `RELIABILITY.md`): the same code as
-//! `cargo run --release -p integrations-hub-tests --bin chaos -- all`, smaller, so CI proves
+//! `cargo run --release -p integrations-hub-tools --bin chaos -- all`, smaller, so CI proves
 //! each guarantee on every change. Each fails when its guarantee breaks.
 
 use std::time::Duration;
 
-use integrations_hub_tests::chaos::{
+use integrations_hub_testkit::{Backend, backend_tests};
+use integrations_hub_tools::chaos::{
     self, BadEndpointsOptions, CrashOptions, DbOutageOptions, InstancesOptions, Launch, Outage,
     Report,
 };
-use integrations_hub_tests::{Backend, backend_tests};
 
 backend_tests!(
     kill_9_twice_under_load_loses_no_accepted_event,

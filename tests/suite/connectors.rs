@@ -5,10 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use integrations_hub_tests::receiver::{Receiver, Reply};
-use integrations_hub_tests::{
-    Backend, TestHub, attempts, backend_tests, built_wasm, deploy, fixture_wasm, send, wait_status,
-};
+use integrations_hub_testkit::receiver::{Receiver, Reply};
+use integrations_hub_testkit::{Backend, TestHub, backend_tests, built_wasm, deploy, fixture_wasm};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -43,13 +41,9 @@ async fn slack_hub(backend: Backend, fake: &Receiver, extra: &[(&str, &str)]) ->
     TestHub::start_with(backend, &vars).await
 }
 
+/// Publishes one event: its id and how many destinations got a delivery.
 async fn publish(hub: &TestHub, event_type: &str, payload: Value) -> (String, u64) {
-    let (status, body) = send(
-        hub.post("/api/v1/events")
-            .json(&json!({"event_type": event_type, "payload": payload})),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    let body = hub.publish(event_type, payload).await;
     (
         body["id"].as_str().expect("id").to_owned(),
         body["deliveries"].as_u64().expect("deliveries"),
@@ -73,8 +67,7 @@ async fn deploy_fixture_and_healthy(hub: &TestHub) {
 }
 
 async fn connectors(hub: &TestHub) -> Vec<Value> {
-    let (status, body) = send(hub.get("/api/v1/connectors")).await;
-    assert_eq!(status, 200, "{body}");
+    let body = hub.expect(hub.get("/api/v1/connectors"), 200).await;
     body["data"].as_array().expect("data").clone()
 }
 
@@ -123,7 +116,7 @@ async fn slack_posts_block_kit_messages_to_a_fake_slack(backend: Backend) {
 
     let (id, deliveries) = publish(&hub, "request_submitted", request_submitted()).await;
     assert_eq!(deliveries, 1, "routed to the slack connector");
-    let event = wait_status(&hub, &id, "succeeded").await;
+    let event = hub.wait_status(&id, "succeeded").await;
     assert_eq!(event["deliveries"][0]["destination"]["kind"], "connector");
     assert_eq!(event["deliveries"][0]["destination"]["connector"], "slack");
 
@@ -150,7 +143,7 @@ async fn slack_posts_block_kit_messages_to_a_fake_slack(backend: Backend) {
     let mut payload = request_submitted();
     payload["slack_channel"] = json!("#access-requests");
     let (id, _) = publish(&hub, "request_submitted", payload).await;
-    wait_status(&hub, &id, "succeeded").await;
+    hub.wait_status(&id, "succeeded").await;
     let posted = fake.wait_for("/api/chat.postMessage", 2, WAIT).await;
     assert_eq!(posted[1].json()["channel"], "#access-requests");
 
@@ -158,7 +151,7 @@ async fn slack_posts_block_kit_messages_to_a_fake_slack(backend: Backend) {
     let (_, deliveries) = publish(&hub, "something_else", json!({})).await;
     assert_eq!(deliveries, 0);
     // The token is a secret: never in the API, never in metrics.
-    let listing = send(hub.get("/api/v1/connectors")).await.1.to_string();
+    let listing = hub.get_json("/api/v1/connectors", 200).await.to_string();
     assert!(!listing.contains(TOKEN));
     assert!(
         hub.metric("ih_connector_invocations_total{connector=\"slack\",outcome=\"ok\"}")
@@ -179,8 +172,8 @@ async fn slack_retries_after_a_429(backend: Backend) {
         return;
     };
     let (id, _) = publish(&hub, "request_submitted", request_submitted()).await;
-    wait_status(&hub, &id, "succeeded").await;
-    let tries = attempts(&hub, &id).await;
+    hub.wait_status(&id, "succeeded").await;
+    let tries = hub.attempts(&id).await;
     assert_eq!(tries.len(), 2, "{tries:?}");
     assert_eq!(tries[0]["outcome"], "failed");
     assert!(
@@ -207,8 +200,8 @@ async fn slack_channel_not_found_is_dead_after_one_attempt_and_replays(backend: 
         return;
     };
     let (id, _) = publish(&hub, "request_submitted", request_submitted()).await;
-    wait_status(&hub, &id, "dead").await;
-    let tries = attempts(&hub, &id).await;
+    hub.wait_status(&id, "dead").await;
+    let tries = hub.attempts(&id).await;
     assert_eq!(tries.len(), 1, "permanent: no retries: {tries:?}");
     assert!(
         tries[0]["error"]
@@ -221,8 +214,7 @@ async fn slack_channel_not_found_is_dead_after_one_attempt_and_replays(backend: 
         json!({"kind": "connector", "connector": "slack"})
     );
 
-    let (status, dead) = send(hub.get("/api/v1/admin/dead-letters")).await;
-    assert_eq!(status, 200);
+    let dead = hub.expect(hub.get("/api/v1/admin/dead-letters"), 200).await;
     let letter = dead["data"]
         .as_array()
         .expect("data")
@@ -239,14 +231,16 @@ async fn slack_channel_not_found_is_dead_after_one_attempt_and_replays(backend: 
 
     // Fixed on Slack's side (the bot was invited): replay delivers it.
     fake.set_default(Reply::Json(200, json!({"ok": true})));
-    let (status, body) = send(hub.post(&format!(
-        "/api/v1/admin/dead-letters/{}/replay",
-        letter["id"].as_str().expect("id")
-    )))
+    hub.expect(
+        hub.post(&format!(
+            "/api/v1/admin/dead-letters/{}/replay",
+            letter["id"].as_str().expect("id")
+        )),
+        202,
+    )
     .await;
-    assert_eq!(status, 202, "{body}");
-    wait_status(&hub, &id, "succeeded").await;
-    assert_eq!(attempts(&hub, &id).await.len(), 2);
+    hub.wait_status(&id, "succeeded").await;
+    assert_eq!(hub.attempts(&id).await.len(), 2);
 }
 
 async fn slack_invalid_token_is_permanent(backend: Backend) {
@@ -259,8 +253,8 @@ async fn slack_invalid_token_is_permanent(backend: Backend) {
         return;
     };
     let (id, _) = publish(&hub, "request_submitted", request_submitted()).await;
-    wait_status(&hub, &id, "dead").await;
-    let tries = attempts(&hub, &id).await;
+    hub.wait_status(&id, "dead").await;
+    let tries = hub.attempts(&id).await;
     assert_eq!(tries.len(), 1);
     assert!(
         tries[0]["error"]
@@ -323,7 +317,7 @@ async fn the_directory_is_watched_add_replace_remove_and_garbage(backend: Backen
     );
     let (id, deliveries) = publish(&hub, "fixture.ok", json!({})).await;
     assert_eq!(deliveries, 1);
-    wait_status(&hub, &id, "succeeded").await;
+    hub.wait_status(&id, "succeeded").await;
 
     // Replace with a new version.
     deploy(&dir, "fixture.wasm", &fixture_wasm("fixture", "2.0.0"));
@@ -378,7 +372,7 @@ async fn the_directory_is_watched_add_replace_remove_and_garbage(backend: Backen
         .expect("the first fixture keeps its name");
     assert_eq!(holder["version"], "2.0.0");
     let (id, _) = publish(&hub, "fixture.ok", json!({})).await;
-    wait_status(&hub, &id, "succeeded").await;
+    hub.wait_status(&id, "succeeded").await;
 
     // Remove.
     std::fs::remove_file(dir.join("copy.wasm")).expect("remove copy");
@@ -421,15 +415,14 @@ async fn hostile_connectors_are_contained(backend: Backend) {
     ];
     tokio::time::sleep(Duration::from_millis(300)).await;
     let asked = Instant::now();
-    let (status, _) = send(hub.get("/health")).await;
+    hub.get_json("/health", 200).await;
     let health_latency = asked.elapsed();
-    assert_eq!(status, 200);
     assert!(
         health_latency < Duration::from_secs(1),
         "the hub answers while guests spin: {health_latency:?}"
     );
     let (healthy, _) = publish(&hub, "healthy.ok", json!({})).await;
-    wait_status(&hub, &healthy, "succeeded").await;
+    hub.wait_status(&healthy, "succeeded").await;
 
     let bomb = publish(&hub, "fixture.bomb", json!({})).await.0;
     let trap = publish(&hub, "fixture.trap", json!({})).await.0;
@@ -441,8 +434,8 @@ async fn hostile_connectors_are_contained(backend: Backend) {
     let error_of = |id: String| {
         let hub = &hub;
         async move {
-            wait_status(hub, &id, "dead").await;
-            let tries = attempts(hub, &id).await;
+            hub.wait_status(&id, "dead").await;
+            let tries = hub.attempts(&id).await;
             assert_eq!(tries.len(), 1);
             tries[0]["error"].as_str().expect("error").to_owned()
         }
@@ -486,9 +479,9 @@ async fn hostile_connectors_are_contained(backend: Backend) {
     // Afterwards: still healthy, still delivering, on both connectors.
     for name in ["healthy", "fixture"] {
         let (id, _) = publish(&hub, &format!("{name}.ok"), json!({})).await;
-        wait_status(&hub, &id, "succeeded").await;
+        hub.wait_status(&id, "succeeded").await;
     }
-    assert_eq!(send(hub.get("/health")).await.0, 200);
+    hub.get_json("/health", 200).await;
 }
 
 async fn a_connector_cannot_reach_files_environment_or_sockets(backend: Backend) {
@@ -513,8 +506,8 @@ async fn a_connector_cannot_reach_files_environment_or_sockets(backend: Backend)
     };
     deploy_fixture_and_healthy(&hub).await;
     let (id, _) = publish(&hub, "fixture.escape", json!({ "port": port })).await;
-    wait_status(&hub, &id, "dead").await;
-    let tries = attempts(&hub, &id).await;
+    hub.wait_status(&id, "dead").await;
+    let tries = hub.attempts(&id).await;
     let report = tries[0]["error"].as_str().expect("error").to_owned();
     eprintln!("sandbox escape attempts ({backend:?}):\n{report}");
     assert!(
@@ -567,10 +560,12 @@ async fn a_looping_connector_cannot_take_every_slot(backend: Backend) {
     // so not known to be fast yet, is tried at once within the further eighth. (With fewer than
     // 8 slots there is no such eighth, and a new destination waits for a looping one.)
     let (healthy, _) = publish(&hub, "healthy.ok", json!({})).await;
-    wait_status(&hub, &healthy, "succeeded").await;
+    hub.wait_status(&healthy, "succeeded").await;
     let mut running = 0;
     for id in &loops {
-        let (_, e) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
+        let e = hub
+            .expect(hub.get(&format!("/api/v1/events/{id}")), 200)
+            .await;
         let status = &e["deliveries"][0]["status"];
         assert_ne!(status, "dead", "no loop had used up its budget yet: {e}");
         if status == "in_flight" {
@@ -618,8 +613,8 @@ async fn connector_http_follows_no_redirects_and_retries_when_asked(backend: Bac
     .await;
 
     let (id, _) = publish(&hub, "fixture.fetch", json!({"url": redirector.url("/go")})).await;
-    wait_status(&hub, &id, "dead").await;
-    let tries = attempts(&hub, &id).await;
+    hub.wait_status(&id, "dead").await;
+    let tries = hub.attempts(&id).await;
     assert!(
         tries[0]["error"]
             .as_str()
@@ -636,8 +631,8 @@ async fn connector_http_follows_no_redirects_and_retries_when_asked(backend: Bac
 
     // `retry` with after-ms: failed, then retried no sooner than asked, then dead (2 attempts).
     let (id, _) = publish(&hub, "fixture.retry", json!({"after_ms": 700})).await;
-    wait_status(&hub, &id, "dead").await;
-    let tries = attempts(&hub, &id).await;
+    hub.wait_status(&id, "dead").await;
+    let tries = hub.attempts(&id).await;
     assert_eq!(tries.len(), 2, "{tries:?}");
     assert!(
         tries[0]["error"]
@@ -696,7 +691,7 @@ async fn the_example_connector_dropped_into_a_running_hub_receives_events(backen
 
     let (id, deliveries) = publish(&hub, "example.ping", json!({"hello": "world"})).await;
     assert_eq!(deliveries, 1);
-    wait_status(&hub, &id, "succeeded").await;
+    hub.wait_status(&id, "succeeded").await;
     let got = target.wait_for("/inbox", 1, WAIT).await;
     let body = got[0].json();
     assert_eq!(body["id"], id.as_str());

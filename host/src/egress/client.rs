@@ -1,5 +1,5 @@
-//! The one HTTP client for deliveries: keep-alive, timeouts, no redirects, no proxy, and the SSRF
-//! guard in its DNS resolver.
+//! The one outbound HTTP client (webhooks and connectors' calls): keep-alive, timeouts, no
+//! redirects, no proxy, and the SSRF guard in its DNS resolver.
 //!
 //! Checking the address in the resolver is what makes the guard sound: reqwest connects to
 //! exactly the addresses the resolver returns, so the address that was checked is the one
@@ -12,10 +12,36 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use super::ssrf;
+use super::policy;
 
-/// How every refusal by the guard begins, so callers can tell it from other connection errors.
-pub const SSRF_REFUSAL: &str = "blocked by the SSRF guard";
+/// A destination the SSRF guard refused, with the rule that matched. It travels as the error
+/// of the resolver, so it is found by type in a failed request's cause chain ([`Refusal::find_in`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("blocked by the SSRF guard: {0}")]
+pub struct Refusal(pub String);
+
+impl Refusal {
+    /// The refusal that caused `error`, if the guard is why it failed.
+    pub fn find_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refusal> {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(refusal) = e.downcast_ref::<Refusal>() {
+                return Some(refusal);
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
+/// Why [`check_url`] refused a URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlProblem {
+    #[error("invalid URL: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
 
 /// Resolves names and drops every address the SSRF policy refuses.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +56,7 @@ impl Resolve for GuardedResolver {
             let mut refused = Vec::new();
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()
-                .filter(|addr| match ssrf::refusal_reason(addr.ip()) {
+                .filter(|addr| match policy::refusal_reason(addr.ip()) {
                     Some(reason) => {
                         refused.push(reason);
                         false
@@ -44,7 +70,7 @@ impl Resolve for GuardedResolver {
                 } else {
                     refused.join("; ")
                 };
-                return Err(format!("{SSRF_REFUSAL}: {host} resolves to {why}").into());
+                return Err(Box::new(Refusal(format!("{host} resolves to {why}"))) as _);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -75,14 +101,16 @@ pub fn build(
 }
 
 /// Refuses a URL whose host is a literal address (or `localhost`) the policy forbids.
-pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
+pub fn check_url(url: &str, allow_private: bool) -> Result<(), UrlProblem> {
     if allow_private {
         return Ok(());
     }
-    let parsed = url::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
-    let host = parsed.host().ok_or("URL has no host")?;
-    match ssrf::host_refusal(&host) {
-        Some(reason) => Err(format!("{SSRF_REFUSAL}: {reason}")),
+    let parsed = url::Url::parse(url).map_err(|e| UrlProblem::Invalid(e.to_string()))?;
+    let host = parsed
+        .host()
+        .ok_or_else(|| UrlProblem::Invalid("URL has no host".into()))?;
+    match policy::host_refusal(&host) {
+        Some(reason) => Err(Refusal(reason).into()),
         None => Ok(()),
     }
 }
@@ -133,13 +161,30 @@ mod tests {
             ("https://0.0.0.0/", "unspecified"),
         ];
         for (url, rule) in refused {
-            let error = check_url(url, false).expect_err(url);
-            assert!(error.starts_with(SSRF_REFUSAL), "{url}: {error}");
+            let error = match check_url(url, false) {
+                Err(UrlProblem::Refused(refusal)) => refusal.to_string(),
+                other => panic!("{url}: {other:?}"),
+            };
             assert!(
                 error.contains(rule),
                 "{url}: {error:?} should name {rule:?}"
             );
         }
+    }
+
+    /// A name that resolves to a refused address fails inside the client's resolver, and the
+    /// refusal is found by type in the request's error.
+    #[tokio::test]
+    async fn the_resolver_refuses_and_the_refusal_is_typed() {
+        let client = build(Duration::from_secs(5), false, "test").expect("client");
+        let error = client
+            .get("http://localhost:9/hook")
+            .send()
+            .await
+            .expect_err("localhost resolves to loopback");
+        let refusal = Refusal::find_in(&error).expect("the refusal is in the cause chain");
+        assert!(refusal.0.contains("loopback"), "{refusal}");
+        assert!(describe(&error).contains("blocked by the SSRF guard"));
     }
 
     #[test]

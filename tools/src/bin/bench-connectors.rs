@@ -1,7 +1,7 @@
 //! Connector benchmark: prints what one hub's connector runtime does on this machine.
 //!
 //! ```text
-//! cargo run --release -p integrations-hub-tests --bin bench-connectors -- [seconds] [concurrency]
+//! cargo run --release -p integrations-hub-tools --bin bench-connectors -- [seconds] [concurrency]
 //! ```
 //!
 //! It loads the built connectors exactly as the hub does (the registry, the pooling engine, the
@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use integrations_hub::config::{ConnectorConfig, Secret};
 use integrations_hub::connectors::{CallOutcome, Connectors, EventData};
 use integrations_hub::metrics::Metrics;
-use integrations_hub_tests::receiver::{Receiver, Reply};
-use integrations_hub_tests::{deploy, fixture_wasm};
+use integrations_hub_testkit::receiver::{Receiver, Reply};
+use integrations_hub_testkit::{deploy, fixture_wasm};
 
 const COPIES: usize = 20;
 
@@ -62,7 +62,7 @@ async fn main() {
         memory_mb: 64,
         settings,
     };
-    let client = integrations_hub::delivery::client::build(Duration::from_secs(10), true, "bench")
+    let client = integrations_hub::egress::build(Duration::from_secs(10), true, "bench")
         .expect("HTTP client");
     let started = Instant::now();
     let connectors = Connectors::start(

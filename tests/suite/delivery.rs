@@ -2,10 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use integrations_hub_tests::receiver::{
+use integrations_hub_testkit::fixtures::{SECRET, fast};
+use integrations_hub_testkit::receiver::{
     Receiver, Reply, verify_seed_signature, verify_standard_signature,
 };
-use integrations_hub_tests::{Backend, TestHub, attempts, backend_tests, send, wait_status};
+use integrations_hub_testkit::{Backend, TestHub, backend_tests};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -27,57 +28,16 @@ backend_tests!(
     hanging_endpoints_cannot_take_every_slot,
 );
 
-const SECRET: &str = "whsec-like-but-plain-secret-0123";
 const WAIT: Duration = Duration::from_secs(15);
-
-/// Fast retries and private destinations (the receiver is on 127.0.0.1).
-const FAST: &[(&str, &str)] = &[
-    ("IH_ALLOW_PRIVATE_DESTINATIONS", "true"),
-    ("IH_DELIVERY_BACKOFF_BASE_SECONDS", "0.05"),
-    ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
-    ("IH_DELIVERY_TIMEOUT_SECONDS", "2"),
-];
-
-fn vars<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut all: Vec<(&str, &str)> = FAST.to_vec();
-    all.extend_from_slice(extra);
-    all
-}
-
-async fn subscribe(hub: &TestHub, url: &str, events: Value) -> Value {
-    let (status, body) = send(hub.post("/api/v1/subscriptions").json(&json!({
-        "url": url,
-        "secret": SECRET,
-        "events": events,
-        "headers": {"X-Team": "ops"},
-    })))
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body
-}
-
-async fn publish(hub: &TestHub, event_type: &str, payload: Value) -> String {
-    let (status, body) = send(
-        hub.post("/api/v1/events")
-            .json(&json!({"event_type": event_type, "payload": payload})),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    body["id"].as_str().expect("id").to_owned()
-}
-
-async fn event(hub: &TestHub, id: &str) -> Value {
-    let (status, body) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
 
 async fn delivers_signed_webhooks_verifiable_both_ways(backend: Backend) {
     let receiver = Receiver::start(Reply::Status(200)).await;
-    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
         return;
     };
-    let sub = subscribe(&hub, &receiver.url("/hook"), json!(["request_submitted"])).await;
+    let sub = hub
+        .subscribe(&receiver.url("/hook"), json!(["request_submitted"]))
+        .await;
     let raw_payload = "{\"title\": \"Access to production DB\",\n \"requester\": \"alice@company.com\", \"n\": 1.50}";
     let response = hub
         .post("/api/v1/events")
@@ -125,9 +85,9 @@ async fn delivers_signed_webhooks_verifiable_both_ways(backend: Backend) {
     assert_eq!(parsed["event_type"], "request_submitted");
     assert_eq!(parsed["created_at"], published["created_at"]);
 
-    let detail = wait_status(&hub, id, "succeeded").await;
+    let detail = hub.wait_status(id, "succeeded").await;
     assert_eq!(detail["deliveries"][0]["attempts"], 1);
-    let list = attempts(&hub, id).await;
+    let list = hub.attempts(id).await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["outcome"], "succeeded");
     assert_eq!(list[0]["response_status"], 200);
@@ -148,26 +108,28 @@ async fn delivers_signed_webhooks_verifiable_both_ways(backend: Backend) {
 
 async fn filters_by_event_type_and_skips_disabled_subscriptions(backend: Backend) {
     let receiver = Receiver::start(Reply::Status(204)).await;
-    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
         return;
     };
-    subscribe(&hub, &receiver.url("/x"), json!(["x"])).await;
-    subscribe(&hub, &receiver.url("/y"), json!(["y"])).await;
-    subscribe(&hub, &receiver.url("/all"), json!(["*"])).await;
-    let disabled = subscribe(&hub, &receiver.url("/disabled"), json!(["x"])).await;
-    let (status, _) = send(
+    hub.subscribe(&receiver.url("/x"), json!(["x"])).await;
+    hub.subscribe(&receiver.url("/y"), json!(["y"])).await;
+    hub.subscribe(&receiver.url("/all"), json!(["*"])).await;
+    let disabled = hub
+        .subscribe(&receiver.url("/disabled"), json!(["x"]))
+        .await;
+    hub.expect(
         hub.patch(&format!(
             "/api/v1/subscriptions/{}",
             disabled["id"].as_str().expect("id")
         ))
         .json(&json!({"enabled": false})),
+        200,
     )
     .await;
-    assert_eq!(status, 200);
-    let id = publish(&hub, "x", json!({})).await;
+    let id = hub.publish_id("x", json!({})).await;
     receiver.wait_for("/x", 1, WAIT).await;
     receiver.wait_for("/all", 1, WAIT).await;
-    let e = event(&hub, &id).await;
+    let e = hub.event(&id).await;
     assert_eq!(e["deliveries"].as_array().map(Vec::len), Some(2));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(receiver.requests_to("/y").is_empty());
@@ -177,15 +139,15 @@ async fn filters_by_event_type_and_skips_disabled_subscriptions(backend: Backend
 async fn retries_then_succeeds_with_attempts_in_order(backend: Backend) {
     let receiver = Receiver::start(Reply::Status(200)).await;
     receiver.script([Reply::Status(500), Reply::Status(502)]);
-    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
         return;
     };
-    subscribe(&hub, &receiver.url("/flaky"), json!(["*"])).await;
-    let id = publish(&hub, "order.created", json!({"order": 1})).await;
+    hub.subscribe(&receiver.url("/flaky"), json!(["*"])).await;
+    let id = hub.publish_id("order.created", json!({"order": 1})).await;
     receiver.wait_for("/flaky", 3, WAIT).await;
-    let detail = wait_status(&hub, &id, "succeeded").await;
+    let detail = hub.wait_status(&id, "succeeded").await;
     assert_eq!(detail["deliveries"][0]["attempts"], 3);
-    let list = attempts(&hub, &id).await;
+    let list = hub.attempts(&id).await;
     let summary: Vec<(u64, &str, u64)> = list
         .iter()
         .map(|a| {
@@ -232,19 +194,18 @@ async fn retries_then_succeeds_with_attempts_in_order(backend: Backend) {
 
 async fn dead_letters_then_replays_once(backend: Backend) {
     let receiver = Receiver::start(Reply::Status(500)).await;
-    let Some(hub) = TestHub::start_with(backend, &vars(&[("IH_DELIVERY_MAX_ATTEMPTS", "3")])).await
+    let Some(hub) = TestHub::start_with(backend, &fast(&[("IH_DELIVERY_MAX_ATTEMPTS", "3")])).await
     else {
         return;
     };
-    subscribe(&hub, &receiver.url("/down"), json!(["*"])).await;
-    let id = publish(&hub, "a", json!({"k": "v"})).await;
-    let detail = wait_status(&hub, &id, "dead").await;
+    hub.subscribe(&receiver.url("/down"), json!(["*"])).await;
+    let id = hub.publish_id("a", json!({"k": "v"})).await;
+    let detail = hub.wait_status(&id, "dead").await;
     assert_eq!(detail["deliveries"][0]["attempts"], 3);
     assert_eq!(detail["deliveries"][0]["last_error"], "HTTP 500");
     assert_eq!(receiver.requests().len(), 3);
 
-    let (status, letters) = send(hub.get("/api/v1/admin/dead-letters")).await;
-    assert_eq!(status, 200, "{letters}");
+    let letters = hub.expect(hub.get("/api/v1/admin/dead-letters"), 200).await;
     let letter = &letters["data"][0];
     assert_eq!(letter["event_id"], id.as_str());
     assert_eq!(letter["attempts"], 3);
@@ -259,44 +220,51 @@ async fn dead_letters_then_replays_once(backend: Backend) {
 
     receiver.set_default(Reply::Status(200));
     let letter_id = letter["id"].as_str().expect("id");
-    let (status, replayed) =
-        send(hub.post(&format!("/api/v1/admin/dead-letters/{letter_id}/replay"))).await;
-    assert_eq!(status, 202, "{replayed}");
+    let replayed = hub
+        .expect(
+            hub.post(&format!("/api/v1/admin/dead-letters/{letter_id}/replay")),
+            202,
+        )
+        .await;
     assert_eq!(replayed["delivery_id"], detail["deliveries"][0]["id"]);
-    let done = wait_status(&hub, &id, "succeeded").await;
+    let done = hub.wait_status(&id, "succeeded").await;
     assert_eq!(done["deliveries"][0]["attempts"], 1, "a fresh budget");
-    let list = attempts(&hub, &id).await;
+    let list = hub.attempts(&id).await;
     assert_eq!(list.len(), 4, "history keeps the failed attempts");
     assert_eq!(list[3]["outcome"], "succeeded");
 
-    let (status, problem) =
-        send(hub.post(&format!("/api/v1/admin/dead-letters/{letter_id}/replay"))).await;
-    assert_eq!(status, 409, "{problem}");
-    let (status, _) = send(hub.post(&format!(
-        "/api/v1/admin/dead-letters/{}/replay",
-        uuid::Uuid::now_v7()
-    )))
+    hub.expect(
+        hub.post(&format!("/api/v1/admin/dead-letters/{letter_id}/replay")),
+        409,
+    )
     .await;
-    assert_eq!(status, 404);
-    let (_, letters) = send(hub.get("/api/v1/admin/dead-letters")).await;
+    hub.expect(
+        hub.post(&format!(
+            "/api/v1/admin/dead-letters/{}/replay",
+            uuid::Uuid::now_v7()
+        )),
+        404,
+    )
+    .await;
+    let letters = hub.expect(hub.get("/api/v1/admin/dead-letters"), 200).await;
     assert!(letters["data"][0]["replayed_at"].is_string());
 }
 
 async fn bulk_replay_requeues_by_subscription(backend: Backend) {
     let receiver = Receiver::start(Reply::Status(500)).await;
-    let Some(hub) = TestHub::start_with(backend, &vars(&[("IH_DELIVERY_MAX_ATTEMPTS", "1")])).await
+    let Some(hub) = TestHub::start_with(backend, &fast(&[("IH_DELIVERY_MAX_ATTEMPTS", "1")])).await
     else {
         return;
     };
-    let first = subscribe(&hub, &receiver.url("/first"), json!(["*"])).await;
-    subscribe(&hub, &receiver.url("/second"), json!(["*"])).await;
+    let first = hub.subscribe(&receiver.url("/first"), json!(["*"])).await;
+    hub.subscribe(&receiver.url("/second"), json!(["*"])).await;
     let ids = [
-        publish(&hub, "a", json!({})).await,
-        publish(&hub, "a", json!({})).await,
+        hub.publish_id("a", json!({})).await,
+        hub.publish_id("a", json!({})).await,
     ];
     for id in &ids {
         let deadline = Instant::now() + WAIT;
-        while event(&hub, id).await["deliveries"]
+        while hub.event(id).await["deliveries"]
             .as_array()
             .expect("deliveries")
             .iter()
@@ -307,41 +275,43 @@ async fn bulk_replay_requeues_by_subscription(backend: Backend) {
         }
     }
     receiver.set_default(Reply::Status(200));
-    let (status, body) = send(
-        hub.post("/api/v1/admin/dead-letters/replay")
-            .json(&json!({"subscription_id": first["id"], "since": "2000-01-01T00:00:00Z"})),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    let body = hub
+        .expect(
+            hub.post("/api/v1/admin/dead-letters/replay")
+                .json(&json!({"subscription_id": first["id"], "since": "2000-01-01T00:00:00Z"})),
+            202,
+        )
+        .await;
     assert_eq!(
         body["replayed"], 2,
         "only the first subscription's dead letters"
     );
     receiver.wait_for("/first", 4, WAIT).await;
-    let (status, body) = send(
-        hub.post("/api/v1/admin/dead-letters/replay")
-            .json(&json!({})),
-    )
-    .await;
-    assert_eq!(status, 202);
+    let body = hub
+        .expect(
+            hub.post("/api/v1/admin/dead-letters/replay")
+                .json(&json!({})),
+            202,
+        )
+        .await;
     assert_eq!(body["replayed"], 2, "the rest");
     receiver.wait_for("/second", 4, WAIT).await;
-    let (status, problem) = send(
+    hub.expect(
         hub.post("/api/v1/admin/dead-letters/replay")
             .json(&json!({"since": "2030-01-01T00:00:00Z", "until": "2020-01-01T00:00:00Z"})),
+        422,
     )
     .await;
-    assert_eq!(status, 422, "{problem}");
 }
 
 async fn honours_retry_after(backend: Backend) {
     let receiver = Receiver::start(Reply::Status(200)).await;
     receiver.script([Reply::WithHeaders(429, vec![("retry-after", "1".into())])]);
-    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
         return;
     };
-    subscribe(&hub, &receiver.url("/limited"), json!(["*"])).await;
-    let id = publish(&hub, "a", json!({})).await;
+    hub.subscribe(&receiver.url("/limited"), json!(["*"])).await;
+    let id = hub.publish_id("a", json!({})).await;
     let got = receiver.wait_for("/limited", 2, WAIT).await;
     let gap = got[1].at - got[0].at;
     assert!(
@@ -352,15 +322,15 @@ async fn honours_retry_after(backend: Backend) {
         gap < Duration::from_secs(4),
         "not much later either: {gap:?}"
     );
-    wait_status(&hub, &id, "succeeded").await;
-    assert_eq!(attempts(&hub, &id).await[0]["response_status"], 429);
+    hub.wait_status(&id, "succeeded").await;
+    assert_eq!(hub.attempts(&id).await[0]["response_status"], 429);
 }
 
 async fn records_a_timeout_as_such(backend: Backend) {
     let receiver = Receiver::start(Reply::Slow(Duration::from_secs(3), 200)).await;
     let Some(hub) = TestHub::start_with(
         backend,
-        &vars(&[
+        &fast(&[
             ("IH_DELIVERY_TIMEOUT_SECONDS", "0.3"),
             ("IH_DELIVERY_MAX_ATTEMPTS", "1"),
         ]),
@@ -369,14 +339,14 @@ async fn records_a_timeout_as_such(backend: Backend) {
     else {
         return;
     };
-    subscribe(&hub, &receiver.url("/slow"), json!(["*"])).await;
-    let id = publish(&hub, "a", json!({})).await;
-    let detail = wait_status(&hub, &id, "dead").await;
+    hub.subscribe(&receiver.url("/slow"), json!(["*"])).await;
+    let id = hub.publish_id("a", json!({})).await;
+    let detail = hub.wait_status(&id, "dead").await;
     let error = detail["deliveries"][0]["last_error"]
         .as_str()
         .expect("error");
     assert!(error.contains("timed out after 0.3s"), "{error}");
-    let list = attempts(&hub, &id).await;
+    let list = hub.attempts(&id).await;
     assert_eq!(list[0]["response_status"], Value::Null);
     let ms = list[0]["duration_ms"].as_u64().expect("duration");
     assert!((250..2000).contains(&ms), "bounded by the timeout: {ms} ms");
@@ -384,19 +354,19 @@ async fn records_a_timeout_as_such(backend: Backend) {
 
 async fn delivers_a_batch_of_100_exactly_once_each(backend: Backend) {
     let receiver = Receiver::start(Reply::Status(200)).await;
-    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
         return;
     };
-    subscribe(&hub, &receiver.url("/batch"), json!(["*"])).await;
+    hub.subscribe(&receiver.url("/batch"), json!(["*"])).await;
     let events: Vec<Value> = (0..100)
         .map(|i| json!({"event_type": "n", "payload": {"i": i}}))
         .collect();
-    let (status, body) = send(
+    hub.expect(
         hub.post("/api/v1/events/batch")
             .json(&json!({"events": events})),
+        202,
     )
     .await;
-    assert_eq!(status, 202, "{body}");
     let got = receiver.wait_for("/batch", 100, WAIT).await;
     let mut seen: Vec<i64> = got
         .iter()
@@ -445,14 +415,10 @@ async fn refuses_names_that_resolve_to_private_addresses(backend: Backend) {
     };
     let name = loopback_name().await;
     let port = receiver.base.rsplit(':').next().expect("port");
-    subscribe(
-        &hub,
-        &format!("http://{name}:{port}/internal"),
-        json!(["*"]),
-    )
-    .await;
-    let id = publish(&hub, "a", json!({})).await;
-    let detail = wait_status(&hub, &id, "dead").await;
+    hub.subscribe(&format!("http://{name}:{port}/internal"), json!(["*"]))
+        .await;
+    let id = hub.publish_id("a", json!({})).await;
+    let detail = hub.wait_status(&id, "dead").await;
     let error = detail["deliveries"][0]["last_error"]
         .as_str()
         .expect("error");
@@ -466,24 +432,24 @@ async fn refuses_names_that_resolve_to_private_addresses(backend: Backend) {
 
 async fn gone_disables_the_subscription(backend: Backend) {
     let receiver = Receiver::start(Reply::Status(410)).await;
-    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
         return;
     };
-    let sub = subscribe(&hub, &receiver.url("/gone"), json!(["*"])).await;
-    let id = publish(&hub, "a", json!({})).await;
-    let detail = wait_status(&hub, &id, "dead").await;
+    let sub = hub.subscribe(&receiver.url("/gone"), json!(["*"])).await;
+    let id = hub.publish_id("a", json!({})).await;
+    let detail = hub.wait_status(&id, "dead").await;
     assert_eq!(detail["deliveries"][0]["attempts"], 1, "410 is final");
-    let (_, sub) = send(hub.get(&format!(
-        "/api/v1/subscriptions/{}",
-        sub["id"].as_str().expect("id")
-    )))
-    .await;
+    let sub = hub
+        .expect(
+            hub.get(&format!(
+                "/api/v1/subscriptions/{}",
+                sub["id"].as_str().expect("id")
+            )),
+            200,
+        )
+        .await;
     assert_eq!(sub["enabled"], false);
-    let (_, published) = send(
-        hub.post("/api/v1/events")
-            .json(&json!({"event_type": "a", "payload": {}})),
-    )
-    .await;
+    let published = hub.publish("a", json!({})).await;
     assert_eq!(
         published["deliveries"], 0,
         "a disabled subscription receives nothing new"
@@ -495,7 +461,7 @@ async fn a_dead_endpoint_opens_its_circuit_without_slowing_a_healthy_one(backend
     let healthy = Receiver::start(Reply::Status(200)).await;
     let Some(hub) = TestHub::start_with(
         backend,
-        &vars(&[
+        &fast(&[
             ("IH_DELIVERY_MAX_ATTEMPTS", "50"),
             ("IH_DELIVERY_BACKOFF_BASE_SECONDS", "0.01"),
             ("IH_DELIVERY_BACKOFF_MAX_SECONDS", "0.05"),
@@ -505,10 +471,10 @@ async fn a_dead_endpoint_opens_its_circuit_without_slowing_a_healthy_one(backend
     else {
         return;
     };
-    let broken = subscribe(&hub, &dead.url("/dead"), json!(["dead"])).await;
-    subscribe(&hub, &healthy.url("/ok"), json!(["ok"])).await;
+    let broken = hub.subscribe(&dead.url("/dead"), json!(["dead"])).await;
+    hub.subscribe(&healthy.url("/ok"), json!(["ok"])).await;
     for _ in 0..3 {
-        publish(&hub, "dead", json!({})).await;
+        hub.publish_id("dead", json!({})).await;
     }
     dead.wait_for("/dead", 10, WAIT).await;
     let path = format!(
@@ -517,7 +483,7 @@ async fn a_dead_endpoint_opens_its_circuit_without_slowing_a_healthy_one(backend
     );
     let deadline = Instant::now() + WAIT;
     loop {
-        let (_, sub) = send(hub.get(&path)).await;
+        let sub = hub.expect(hub.get(&path), 200).await;
         if sub["circuit"]["state"] == "open" {
             assert!(
                 sub["circuit"]["consecutive_failures"]
@@ -536,7 +502,7 @@ async fn a_dead_endpoint_opens_its_circuit_without_slowing_a_healthy_one(backend
     let mut latencies = Vec::new();
     for i in 0..10 {
         let started = Instant::now();
-        publish(&hub, "ok", json!({"i": i})).await;
+        hub.publish_id("ok", json!({"i": i})).await;
         healthy.wait_for("/ok", i + 1, WAIT).await;
         latencies.push(started.elapsed());
     }
@@ -554,21 +520,21 @@ async fn a_dead_endpoint_opens_its_circuit_without_slowing_a_healthy_one(backend
 
 async fn rotated_secrets_sign_during_the_grace_period(backend: Backend) {
     let receiver = Receiver::start(Reply::Status(200)).await;
-    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
         return;
     };
-    let sub = subscribe(&hub, &receiver.url("/rot"), json!(["*"])).await;
+    let sub = hub.subscribe(&receiver.url("/rot"), json!(["*"])).await;
     let new_secret = "the-rotated-secret-0123456789";
-    let (status, _) = send(
+    hub.expect(
         hub.patch(&format!(
             "/api/v1/subscriptions/{}",
             sub["id"].as_str().expect("id")
         ))
         .json(&json!({"secret": new_secret})),
+        200,
     )
     .await;
-    assert_eq!(status, 200);
-    publish(&hub, "a", json!({})).await;
+    hub.publish_id("a", json!({})).await;
     let got = receiver.wait_for("/rot", 1, WAIT).await;
     assert!(
         verify_seed_signature(new_secret, &got[0]),
@@ -584,16 +550,16 @@ async fn rotated_secrets_sign_during_the_grace_period(backend: Backend) {
 
 async fn graceful_stop_finishes_in_flight_attempts(backend: Backend) {
     let receiver = Receiver::start(Reply::Slow(Duration::from_millis(700), 200)).await;
-    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
         return;
     };
-    subscribe(&hub, &receiver.url("/slow"), json!(["*"])).await;
-    let id = publish(&hub, "a", json!({})).await;
+    hub.subscribe(&receiver.url("/slow"), json!(["*"])).await;
+    let id = hub.publish_id("a", json!({})).await;
     receiver.wait_for("/slow", 1, WAIT).await;
     let (result, db) = hub.stop().await;
     result.expect("graceful stop");
-    let hub = TestHub::start_on(db, &vars(&[])).await;
-    let detail = event(&hub, &id).await;
+    let hub = TestHub::start_on(db, &fast(&[])).await;
+    let detail = hub.event(&id).await;
     assert_eq!(
         detail["deliveries"][0]["status"], "succeeded",
         "the in-flight attempt finished: {detail}"
@@ -604,20 +570,20 @@ async fn graceful_stop_finishes_in_flight_attempts(backend: Backend) {
 
 async fn a_crash_loses_nothing(backend: Backend) {
     let receiver = Receiver::start(Reply::Slow(Duration::from_millis(300), 200)).await;
-    let crashy = vars(&[("IH_DELIVERY_TIMEOUT_SECONDS", "1")]);
+    let crashy = fast(&[("IH_DELIVERY_TIMEOUT_SECONDS", "1")]);
     let Some(hub) = TestHub::start_with(backend, &crashy).await else {
         return;
     };
-    subscribe(&hub, &receiver.url("/c"), json!(["*"])).await;
+    hub.subscribe(&receiver.url("/c"), json!(["*"])).await;
     let events: Vec<Value> = (0..50)
         .map(|i| json!({"event_type": "n", "payload": {"i": i}}))
         .collect();
-    let (status, _) = send(
+    hub.expect(
         hub.post("/api/v1/events/batch")
             .json(&json!({"events": events})),
+        202,
     )
     .await;
-    assert_eq!(status, 202);
     receiver.wait_for("/c", 1, WAIT).await;
     // Crash with attempts in flight: their leases stay behind and must expire and be re-claimed.
     let db = hub.crash().await;
@@ -652,13 +618,13 @@ async fn redirects_are_failures_and_bodies_are_capped(backend: Backend) {
         ),
         Reply::Big(500, 100_000),
     ]);
-    let Some(hub) = TestHub::start_with(backend, &vars(&[])).await else {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
         return;
     };
-    subscribe(&hub, &receiver.url("/r"), json!(["*"])).await;
-    let id = publish(&hub, "a", json!({})).await;
-    wait_status(&hub, &id, "succeeded").await;
-    let list = attempts(&hub, &id).await;
+    hub.subscribe(&receiver.url("/r"), json!(["*"])).await;
+    let id = hub.publish_id("a", json!({})).await;
+    hub.wait_status(&id, "succeeded").await;
+    let list = hub.attempts(&id).await;
     assert_eq!(list.len(), 3);
     assert_eq!(list[0]["response_status"], 302);
     assert_eq!(list[0]["error"], "HTTP 302 (redirects are not followed)");
@@ -686,7 +652,7 @@ async fn hanging_endpoints_cannot_take_every_slot(backend: Backend) {
     // 4 slots: the hanging endpoints may hold 3 of them, never the fourth.
     let Some(hub) = TestHub::start_with(
         backend,
-        &vars(&[
+        &fast(&[
             ("IH_DELIVERY_CONCURRENCY", "4"),
             ("IH_DELIVERY_TIMEOUT_SECONDS", "5"),
         ]),
@@ -696,13 +662,15 @@ async fn hanging_endpoints_cannot_take_every_slot(backend: Backend) {
         return;
     };
     // The healthy endpoint has proven fast before the others start hanging.
-    subscribe(&hub, &healthy.url("/ok"), json!(["ok"])).await;
-    publish(&hub, "ok", json!({})).await;
+    hub.subscribe(&healthy.url("/ok"), json!(["ok"])).await;
+    hub.publish_id("ok", json!({})).await;
     healthy.wait_for("/ok", 1, WAIT).await;
-    subscribe(&hub, &hanging[0].url("/hang"), json!(["hang"])).await;
-    subscribe(&hub, &hanging[1].url("/hang"), json!(["hang"])).await;
+    hub.subscribe(&hanging[0].url("/hang"), json!(["hang"]))
+        .await;
+    hub.subscribe(&hanging[1].url("/hang"), json!(["hang"]))
+        .await;
     for _ in 0..10 {
-        publish(&hub, "hang", json!({})).await;
+        hub.publish_id("hang", json!({})).await;
     }
     let deadline = Instant::now() + WAIT;
     while hanging.iter().map(|r| r.requests().len()).sum::<usize>() < 3 {
@@ -713,7 +681,7 @@ async fn hanging_endpoints_cannot_take_every_slot(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let started = Instant::now();
-    publish(&hub, "ok", json!({})).await;
+    hub.publish_id("ok", json!({})).await;
     healthy.wait_for("/ok", 2, WAIT).await;
     let latency = started.elapsed();
     assert!(

@@ -3,11 +3,11 @@
 //! figures and the command for each.
 //!
 //! ```text
-//! cargo run --release -p integrations-hub-tests --bin chaos -- <run> [options]
+//! cargo run --release -p integrations-hub-tools --bin chaos -- <run> [options]
 //! ```
 //!
 //! The hubs it starts are this same executable re-run as `serve-hub` (see
-//! [`integrations_hub_tests::serve_hub`]). CI runs bounded versions in `tests/tests/chaos.rs`.
+//! [`integrations_hub_testkit::serve_hub`]). CI runs bounded versions in `tests/suite/chaos.rs`.
 
 // A fault run's output is its report.
 #![allow(clippy::print_stdout)]
@@ -15,8 +15,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use integrations_hub_tests::Backend;
-use integrations_hub_tests::chaos::{
+use integrations_hub_testkit::Backend;
+use integrations_hub_tools::chaos::{
     self, BadEndpointsOptions, CrashOptions, DbOutageOptions, InstancesOptions, Launch, Outage,
     Report,
 };
@@ -76,7 +76,7 @@ struct Plan {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve-hub") {
-        return integrations_hub_tests::serve_hub();
+        return integrations_hub_testkit::serve_hub();
     }
     let plan = match parse(&args) {
         Ok(Some(plan)) => plan,
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    println!("machine: {}", integrations_hub_tests::bench::machine());
+    println!("machine: {}", integrations_hub_tools::bench::machine());
     let mut passed = true;
     for run in &plan.runs {
         let reports: Vec<Option<Report>> = runtime.block_on(async {

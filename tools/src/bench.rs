@@ -32,7 +32,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::{Backend, HubProcess, TestDb};
+use integrations_hub_testkit::{Backend, HubProcess, TestDb};
 
 const EVENT_TYPE: &str = "bench.event";
 /// A delivery that has not arrived this long after the last one did is reported missing.
@@ -493,10 +493,7 @@ impl Publisher {
                     "connection error"
                 };
                 self.outcomes.count(kind, started.elapsed(), || {
-                    format!(
-                        "{kind}: {}",
-                        integrations_hub::delivery::client::describe(&e)
-                    )
+                    format!("{kind}: {}", integrations_hub::egress::describe(&e))
                 });
                 false
             }

@@ -2,10 +2,10 @@
 //! figures of the README's Performance section.
 //!
 //! ```text
-//! cargo run --release -p integrations-hub-tests --bin bench-load -- [options]
+//! cargo run --release -p integrations-hub-tools --bin bench-load -- [options]
 //! ```
 //!
-//! See `--help` for the options and [`integrations_hub_tests::bench`] for what each phase does.
+//! See `--help` for the options and [`integrations_hub_tools::bench`] for what each phase does.
 //! The hub it starts is this same executable re-run as `serve-hub`, which runs exactly what the
 //! `integrations-hub` binary's `serve` runs (same library, same release profile), so one
 //! `cargo run` builds and measures everything.
@@ -15,8 +15,8 @@
 
 use std::process::ExitCode;
 
-use integrations_hub_tests::Backend;
-use integrations_hub_tests::bench::{self, Options};
+use integrations_hub_testkit::Backend;
+use integrations_hub_tools::bench::{self, Options};
 
 const USAGE: &str = "\
 bench-load: publishes events to a real hub and measures delivery end to end.
@@ -45,7 +45,7 @@ signature verification.";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve-hub") {
-        return integrations_hub_tests::serve_hub();
+        return integrations_hub_testkit::serve_hub();
     }
     let options = match parse(&args) {
         Ok(Some(o)) => o,

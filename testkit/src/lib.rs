@@ -1,4 +1,6 @@
-//! Shared harness of the end-to-end and storage contract tests.
+//! The test harness: the real hub (in-process on port 0, or as a process of its own), a fresh
+//! database per test, a webhook receiver ([`receiver`]), and [`Api`], a client whose every call
+//! states the status it expects.
 //!
 //! Every test runs against both backends through [`backend_tests!`]: SQLite in a temporary
 //! directory, and PostgreSQL in a fresh database created for that test alone (dropped afterwards).
@@ -16,9 +18,11 @@ use tokio::sync::oneshot;
 
 pub use integrations_hub;
 
-pub mod bench;
-pub mod chaos;
+pub mod client;
+pub mod fixtures;
 pub mod receiver;
+
+pub use client::{Api, send};
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,11 +198,11 @@ impl Drop for TestDb {
     }
 }
 
-/// A real hub serving on 127.0.0.1:0, stopped when dropped.
+/// A real hub serving on 127.0.0.1:0, stopped when dropped. Its API is reached through
+/// [`Api`] (`hub.post_json(…)`, `hub.subscribe(…)`, …).
 #[derive(Debug)]
 pub struct TestHub {
-    pub base: String,
-    pub client: reqwest::Client,
+    pub api: Api,
     db: Option<TestDb>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -245,8 +249,7 @@ impl TestHub {
             let _ = rx.await;
         }));
         let hub = Self {
-            base,
-            client: reqwest::Client::new(),
+            api: Api::new(base),
             db: Some(db),
             shutdown: Some(tx),
             task: Some(task),
@@ -276,7 +279,7 @@ impl TestHub {
 
     async fn wait_healthy(&self) {
         for _ in 0..200 {
-            if let Ok(r) = self.client.get(self.url("/health")).send().await
+            if let Ok(r) = self.http.get(self.url("/health")).send().await
                 && r.status().is_success()
             {
                 return;
@@ -284,42 +287,6 @@ impl TestHub {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("hub at {} did not become healthy", self.base);
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client.get(self.url(path))
-    }
-
-    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client.post(self.url(path))
-    }
-
-    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client.patch(self.url(path))
-    }
-
-    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client.delete(self.url(path))
-    }
-
-    /// Sum of every `/metrics` sample whose line starts with `prefix` (name and labels).
-    pub async fn metric(&self, prefix: &str) -> f64 {
-        let text = self
-            .get("/metrics")
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
     }
 
     /// Stops the hub gracefully; returns what `run` returned and the database.
@@ -335,6 +302,14 @@ impl TestHub {
     }
 }
 
+impl std::ops::Deref for TestHub {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
 impl Drop for TestHub {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -344,30 +319,6 @@ impl Drop for TestHub {
             task.abort();
         }
     }
-}
-
-/// Polls `GET /api/v1/events/{id}` until its first delivery reaches `status` (20 s at most).
-pub async fn wait_status(hub: &TestHub, id: &str, status: &str) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, event) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
-        assert_eq!(code, 200, "{event}");
-        if event["deliveries"][0]["status"] == status {
-            return event;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "delivery never became {status}: {event}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The attempts of an event, oldest first (`GET /api/v1/admin/events/{id}/attempts`).
-pub async fn attempts(hub: &TestHub, id: &str) -> Vec<serde_json::Value> {
-    let (status, body) = send(hub.get(&format!("/api/v1/admin/events/{id}/attempts"))).await;
-    assert_eq!(status, 200, "{body}");
-    body["data"].as_array().expect("data").clone()
 }
 
 /// A connector component this build produced (`slack_connector`, `example_connector`,
@@ -427,7 +378,7 @@ pub fn hub_binary() -> std::path::PathBuf {
 /// A hub running as its own process (so it can be killed with SIGKILL).
 #[derive(Debug)]
 pub struct HubProcess {
-    pub base: String,
+    pub api: Api,
     child: std::process::Child,
     _connectors: tempfile::TempDir,
     /// Everything the hub logged (JSON lines), up to [`LOG_LINES`].
@@ -528,7 +479,7 @@ impl HubProcess {
             }
         };
         Ok(Self {
-            base: format!("http://{addr}"),
+            api: Api::new(format!("http://{addr}")),
             child,
             _connectors: connectors,
             log,
@@ -552,24 +503,19 @@ impl HubProcess {
     }
 }
 
+impl std::ops::Deref for HubProcess {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
 impl Drop for HubProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Sends a request and returns the status and the JSON body (`Null` when the body is empty).
-pub async fn send(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
-    let response = request.send().await.expect("request reaches the hub");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("response body");
-    let body = if text.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"))
-    };
-    (status, body)
 }
 
 /// Generates a `sqlite` and a `postgres` test for each `async fn name(backend: Backend)`.

@@ -1,6 +1,7 @@
 //! End to end: the real hub on port 0, over real HTTP, on both backends.
 
-use integrations_hub_tests::{Backend, TestHub, backend_tests, send};
+use integrations_hub_testkit::fixtures::SECRET;
+use integrations_hub_testkit::{Backend, TestHub, backend_tests};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -16,35 +17,19 @@ backend_tests!(
     request_ids_are_set_and_propagated,
 );
 
-const SECRET: &str = "your-webhook-secret-key-min-16-chars";
-
-async fn create_sub(hub: &TestHub, events: Value) -> Value {
-    let (status, body) = send(hub.post("/api/v1/subscriptions").json(&json!({
-        "url": "https://your-service.example.com/webhook",
-        "secret": SECRET,
-        "events": events,
-    })))
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body
-}
+const HOOK: &str = "https://your-service.example.com/webhook";
 
 async fn publish(hub: &TestHub, event_type: &str) -> Value {
-    let (status, body) =
-        send(hub.post("/api/v1/events").json(
-            &json!({"event_type": event_type, "payload": {"title": "Access to production DB"}}),
-        ))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    body
+    hub.publish(event_type, json!({"title": "Access to production DB"}))
+        .await
 }
 
 async fn events_published(hub: &TestHub) -> u64 {
     hub.metric("ih_events_published_total").await as u64
 }
 
-fn assert_problem(status: u16, body: &Value, expected: u16) {
-    assert_eq!(status, expected, "{body}");
+/// A problem document (RFC 9457) for `expected` (the status itself was stated to `expect`).
+fn assert_problem(body: &Value, expected: u16) {
     assert_eq!(body["status"], expected, "{body}");
     for field in ["type", "title", "detail"] {
         assert!(body[field].is_string(), "problem lacks {field}: {body}");
@@ -55,7 +40,9 @@ async fn readme_flow_create_publish_read_back(backend: Backend) {
     let Some(hub) = TestHub::start(backend).await else {
         return;
     };
-    let sub = create_sub(&hub, json!(["request_submitted", "request_approved"])).await;
+    let sub = hub
+        .subscribe(HOOK, json!(["request_submitted", "request_approved"]))
+        .await;
     assert_eq!(sub["enabled"], true);
     assert_eq!(
         sub["circuit"],
@@ -68,12 +55,13 @@ async fn readme_flow_create_publish_read_back(backend: Backend) {
         "requester": "alice@company.com",
         "description": "Need read access for quarterly report"
     });
-    let (status, published) = send(
-        hub.post("/api/v1/events")
-            .json(&json!({"event_type": "request_submitted", "payload": payload})),
-    )
-    .await;
-    assert_eq!(status, 202, "{published}");
+    let published = hub
+        .expect(
+            hub.post("/api/v1/events")
+                .json(&json!({"event_type": "request_submitted", "payload": payload})),
+            202,
+        )
+        .await;
     assert_eq!(published["event_type"], "request_submitted");
     assert_eq!(published["deliveries"], 1);
     let id = published["id"].as_str().expect("id");
@@ -82,8 +70,9 @@ async fn readme_flow_create_publish_read_back(backend: Backend) {
         7
     );
 
-    let (status, event) = send(hub.get(&format!("/api/v1/events/{id}"))).await;
-    assert_eq!(status, 200, "{event}");
+    let event = hub
+        .expect(hub.get(&format!("/api/v1/events/{id}")), 200)
+        .await;
     assert_eq!(event["payload"], payload);
     assert_eq!(event["created_at"], published["created_at"]);
     let deliveries = event["deliveries"].as_array().expect("deliveries");
@@ -107,7 +96,7 @@ async fn bad_input_gets_its_status_and_changes_nothing(backend: Backend) {
     let Some(hub) = TestHub::start_with(backend, &[("IH_MAX_PAYLOAD_BYTES", "2048")]).await else {
         return;
     };
-    let sub = create_sub(&hub, json!(["a"])).await;
+    let sub = hub.subscribe(HOOK, json!(["a"])).await;
     let sub_id = sub["id"].as_str().expect("id");
     let valid_sub = json!({"url": "https://example.com/h", "secret": SECRET, "events": ["a"]});
     let big = "x".repeat(4096);
@@ -176,7 +165,7 @@ async fn bad_input_gets_its_status_and_changes_nothing(backend: Backend) {
             .unwrap_or_else(|e| panic!("{name}: body is not JSON: {e}"));
         assert_eq!(status, expected, "{name}: {body}");
         assert_eq!(content_type, "application/problem+json", "{name}");
-        assert_problem(status, &body, expected);
+        assert_problem(&body, expected);
         if let Some(field) = field {
             let fields: Vec<&str> = body["errors"]
                 .as_array()
@@ -192,7 +181,7 @@ async fn bad_input_gets_its_status_and_changes_nothing(backend: Backend) {
     }
 
     // Nothing changed: one subscription (the one made above), untouched; no event stored.
-    let (_, list) = send(hub.get("/api/v1/subscriptions")).await;
+    let list = hub.expect(hub.get("/api/v1/subscriptions"), 200).await;
     assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(list["data"][0], sub);
     assert_eq!(events_published(&hub).await, 0);
@@ -204,7 +193,7 @@ async fn subscriptions_paginate_with_cursors(backend: Backend) {
     };
     let mut ids = Vec::new();
     for _ in 0..5 {
-        ids.push(create_sub(&hub, json!(["*"])).await["id"].clone());
+        ids.push(hub.subscribe(HOOK, json!(["*"])).await["id"].clone());
     }
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -214,8 +203,7 @@ async fn subscriptions_paginate_with_cursors(backend: Backend) {
             Some(c) => format!("/api/v1/subscriptions?limit=2&cursor={c}"),
             None => "/api/v1/subscriptions?limit=2".to_owned(),
         };
-        let (status, page) = send(hub.get(&path)).await;
-        assert_eq!(status, 200, "{page}");
+        let page = hub.expect(hub.get(&path), 200).await;
         pages += 1;
         seen.extend(
             page["data"]
@@ -232,7 +220,7 @@ async fn subscriptions_paginate_with_cursors(backend: Backend) {
     }
     assert_eq!(seen, ids, "every subscription once, oldest first");
     assert_eq!(pages, 3);
-    let (_, all) = send(hub.get("/api/v1/subscriptions")).await;
+    let all = hub.expect(hub.get("/api/v1/subscriptions"), 200).await;
     assert_eq!(all["data"].as_array().map(Vec::len), Some(5));
     assert_eq!(all["next_cursor"], Value::Null);
 }
@@ -241,14 +229,19 @@ async fn patch_is_partial_and_secrets_are_never_returned(backend: Backend) {
     let Some(hub) = TestHub::start(backend).await else {
         return;
     };
-    let (_, sub) = send(hub.post("/api/v1/subscriptions").json(&json!({
-        "url": "https://example.com/hook",
-        "secret": SECRET,
-        "events": ["a", "a", "b"],
-        "description": "first",
-        "headers": {"X-Team": "billing"}
-    })))
-    .await;
+    let sub = hub
+        .post_json(
+            "/api/v1/subscriptions",
+            &json!({
+                "url": "https://example.com/hook",
+                "secret": SECRET,
+                "events": ["a", "a", "b"],
+                "description": "first",
+                "headers": {"X-Team": "billing"}
+            }),
+            201,
+        )
+        .await;
     assert_eq!(sub["events"], json!(["a", "b"]), "duplicates dropped");
     assert_eq!(sub["headers"], json!({"x-team": "billing"}));
     let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().expect("id"));
@@ -274,8 +267,7 @@ async fn patch_is_partial_and_secrets_are_never_returned(backend: Backend) {
     assert_eq!(patched["created_at"], sub["created_at"]);
     assert_ne!(patched["updated_at"], sub["updated_at"]);
 
-    let (status, got) = send(hub.get(&path)).await;
-    assert_eq!(status, 200);
+    let got = hub.expect(hub.get(&path), 200).await;
     assert_eq!(got, patched);
     for listing in [hub.get("/api/v1/subscriptions"), hub.get(&path)] {
         let text = listing
@@ -290,33 +282,36 @@ async fn patch_is_partial_and_secrets_are_never_returned(backend: Backend) {
             "secret leaked: {text}"
         );
     }
-    let (status, _) = send(
+    hub.expect(
         hub.patch(&format!("/api/v1/subscriptions/{}", uuid::Uuid::now_v7()))
             .json(&json!({})),
+        404,
     )
     .await;
-    assert_eq!(status, 404);
 }
 
 async fn delete_cancels_pending_deliveries(backend: Backend) {
     let Some(hub) = TestHub::start(backend).await else {
         return;
     };
-    let sub = create_sub(&hub, json!(["a"])).await;
+    let sub = hub.subscribe(HOOK, json!(["a"])).await;
     let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().expect("id"));
     let event = publish(&hub, "a").await;
-    let (status, body) = send(hub.delete(&path)).await;
-    assert_eq!(status, 204, "{body}");
+    let body = hub.expect(hub.delete(&path), 204).await;
     assert_eq!(body, Value::Null, "204 has no body");
-    let (status, body) = send(hub.get(&path)).await;
-    assert_problem(status, &body, 404);
-    let (status, body) = send(hub.delete(&path)).await;
-    assert_problem(status, &body, 404);
-    let (_, detail) = send(hub.get(&format!(
-        "/api/v1/events/{}",
-        event["id"].as_str().expect("id")
-    )))
-    .await;
+    let body = hub.expect(hub.get(&path), 404).await;
+    assert_problem(&body, 404);
+    let body = hub.expect(hub.delete(&path), 404).await;
+    assert_problem(&body, 404);
+    let detail = hub
+        .expect(
+            hub.get(&format!(
+                "/api/v1/events/{}",
+                event["id"].as_str().expect("id")
+            )),
+            200,
+        )
+        .await;
     assert_eq!(detail["deliveries"][0]["status"], "cancelled", "{detail}");
     assert_eq!(
         publish(&hub, "a").await["deliveries"],
@@ -329,7 +324,7 @@ async fn idempotency_key_returns_the_first_response(backend: Backend) {
     let Some(hub) = TestHub::start(backend).await else {
         return;
     };
-    create_sub(&hub, json!(["*"])).await;
+    hub.subscribe(HOOK, json!(["*"])).await;
     let body = json!({"event_type": "order.created", "payload": {"order": 42}});
     let first = hub
         .post("/api/v1/events")
@@ -363,20 +358,22 @@ async fn idempotency_key_returns_the_first_response(backend: Backend) {
         "the replay created nothing"
     );
 
-    let (status, problem) = send(
-        hub.post("/api/v1/events")
-            .header("Idempotency-Key", "order-42-created")
-            .json(&json!({"event_type": "order.created", "payload": {"order": 43}})),
-    )
-    .await;
-    assert_problem(status, &problem, 422);
-    let (status, _) = send(
+    let problem = hub
+        .expect(
+            hub.post("/api/v1/events")
+                .header("Idempotency-Key", "order-42-created")
+                .json(&json!({"event_type": "order.created", "payload": {"order": 43}})),
+            422,
+        )
+        .await;
+    assert_problem(&problem, 422);
+    hub.expect(
         hub.post("/api/v1/events")
             .header("Idempotency-Key", "order-43-created")
             .json(&body),
+        202,
     )
     .await;
-    assert_eq!(status, 202, "a new key is a new event");
     assert_eq!(events_published(&hub).await, 2);
 }
 
@@ -384,16 +381,17 @@ async fn batch_publish_is_ordered_bounded_and_atomic(backend: Backend) {
     let Some(hub) = TestHub::start(backend).await else {
         return;
     };
-    create_sub(&hub, json!(["a"])).await;
+    hub.subscribe(HOOK, json!(["a"])).await;
     let events: Vec<Value> = (0..3)
         .map(|i| json!({"event_type": if i == 1 { "b" } else { "a" }, "payload": {"n": i}}))
         .collect();
-    let (status, body) = send(
-        hub.post("/api/v1/events/batch")
-            .json(&json!({"events": events})),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    let body = hub
+        .expect(
+            hub.post("/api/v1/events/batch")
+                .json(&json!({"events": events})),
+            202,
+        )
+        .await;
     let data = body["data"].as_array().expect("data");
     assert_eq!(data.len(), 3);
     let types: Vec<&str> = data
@@ -406,29 +404,37 @@ async fn batch_publish_is_ordered_bounded_and_atomic(backend: Backend) {
         .filter_map(|e| e["deliveries"].as_u64())
         .collect();
     assert_eq!(deliveries, [1, 0, 1]);
-    let (_, second) = send(hub.get(&format!(
-        "/api/v1/events/{}",
-        data[1]["id"].as_str().expect("id")
-    )))
-    .await;
+    let second = hub
+        .expect(
+            hub.get(&format!(
+                "/api/v1/events/{}",
+                data[1]["id"].as_str().expect("id")
+            )),
+            200,
+        )
+        .await;
     assert_eq!(second["payload"], json!({"n": 1}));
 
     let too_many: Vec<Value> = (0..1001)
         .map(|_| json!({"event_type": "a", "payload": {}}))
         .collect();
-    let (status, problem) = send(
-        hub.post("/api/v1/events/batch")
-            .json(&json!({"events": too_many})),
-    )
-    .await;
-    assert_problem(status, &problem, 422);
+    let problem = hub
+        .expect(
+            hub.post("/api/v1/events/batch")
+                .json(&json!({"events": too_many})),
+            422,
+        )
+        .await;
+    assert_problem(&problem, 422);
 
     let one_bad = json!({"events": [
         {"event_type": "a", "payload": {}},
         {"event_type": "a", "payload": "not an object"},
     ]});
-    let (status, problem) = send(hub.post("/api/v1/events/batch").json(&one_bad)).await;
-    assert_problem(status, &problem, 422);
+    let problem = hub
+        .expect(hub.post("/api/v1/events/batch").json(&one_bad), 422)
+        .await;
+    assert_problem(&problem, 422);
     assert_eq!(
         problem["errors"][0]["field"], "events[1].payload",
         "{problem}"
@@ -451,7 +457,7 @@ async fn api_keys_guard_every_api_route(backend: Backend) {
         return;
     };
     // Every route of the OpenAPI document that declares security must refuse a missing or wrong key.
-    let (_, doc) = send(hub.get("/openapi.json")).await;
+    let doc = hub.expect(hub.get("/openapi.json"), 200).await;
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("path item") {
@@ -463,7 +469,7 @@ async fn api_keys_guard_every_api_route(backend: Backend) {
             let method =
                 reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             for auth in [None, Some("Bearer wrong-key-0000000000000000"), Some(key)] {
-                let mut request = hub.client.request(method.clone(), hub.url(&concrete));
+                let mut request = hub.http.request(method.clone(), hub.url(&concrete));
                 if let Some(a) = auth {
                     request = request.header(
                         "authorization",
@@ -493,12 +499,12 @@ async fn api_keys_guard_every_api_route(backend: Backend) {
         }
     }
     assert!(checked >= 9, "the document lists the routes ({checked})");
-    let (status, _) = send(
+    hub.expect(
         hub.get("/api/v1/subscriptions")
             .header("authorization", format!("bearer {key}")),
+        200,
     )
     .await;
-    assert_eq!(status, 200, "the scheme is case-insensitive");
 }
 
 async fn ops_endpoints_work_without_a_key(backend: Backend) {
@@ -507,8 +513,7 @@ async fn ops_endpoints_work_without_a_key(backend: Backend) {
     else {
         return;
     };
-    let (status, health) = send(hub.get("/health")).await;
-    assert_eq!(status, 200);
+    let health = hub.expect(hub.get("/health"), 200).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(
         health["database"],
@@ -528,8 +533,7 @@ async fn ops_endpoints_work_without_a_key(backend: Backend) {
         text.contains("ih_http_request_duration_seconds_bucket"),
         "{text}"
     );
-    let (status, doc) = send(hub.get("/openapi.json")).await;
-    assert_eq!(status, 200);
+    let doc = hub.expect(hub.get("/openapi.json"), 200).await;
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
     for path in [
         "/api/v1/subscriptions",
@@ -563,16 +567,17 @@ async fn ops_endpoints_work_without_a_key(backend: Backend) {
     if backend == Backend::Postgres {
         // The database goes away: health says so and publishing fails cleanly with 503.
         hub.db().drop_now().await;
-        let (status, health) = send(hub.get("/health")).await;
-        assert_eq!(status, 503, "{health}");
+        let health = hub.expect(hub.get("/health"), 503).await;
         assert_eq!(health["status"], "unavailable");
-        let (status, problem) = send(
-            hub.post("/api/v1/events")
-                .header("authorization", "Bearer test-api-key-0123456789abcdef")
-                .json(&json!({"event_type": "a", "payload": {}})),
-        )
-        .await;
-        assert_problem(status, &problem, 503);
+        let problem = hub
+            .expect(
+                hub.post("/api/v1/events")
+                    .header("authorization", "Bearer test-api-key-0123456789abcdef")
+                    .json(&json!({"event_type": "a", "payload": {}})),
+                503,
+            )
+            .await;
+        assert_problem(&problem, 503);
         assert!(
             !problem["detail"]
                 .as_str()

@@ -1,10 +1,10 @@
 //! The load benchmark, small: a few hundred events through every phase on both backends, so
 //! the benchmark cannot rot and a lost, duplicated or badly signed delivery under concurrent
 //! load fails the suite. The figures it prints mean nothing at this size; the README's come
-//! from `cargo run --release -p integrations-hub-tests --bin bench-load`.
+//! from `cargo run --release -p integrations-hub-tools --bin bench-load`.
 
-use integrations_hub_tests::bench::{self, Options};
-use integrations_hub_tests::hub_binary;
+use integrations_hub_testkit::hub_binary;
+use integrations_hub_tools::bench::{self, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_benchmark_delivers_every_event_exactly_once() {

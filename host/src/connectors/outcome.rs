@@ -1,0 +1,79 @@
+//! What a connector call came to, typed from the guest's WIT result up to the engine's retry
+//! policy (`delivery/retry.rs`), and the bound on text a guest hands the host.
+
+use std::time::Duration;
+
+/// Bytes of a failure reason a connector returns that are kept (attempt records, logs).
+pub const MAX_REASON: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, with `…` when it was cut: what a
+/// guest hands the host (log lines, failure reasons) is kept within a bound.
+pub fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// What a call to `handle` came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutcome {
+    Delivered,
+    /// The connector asked to be retried, optionally after a delay.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// The connector says retrying will not help.
+    Permanent(String),
+    /// The sandbox stopped the guest (trap, timeout, memory) or it could not run at all.
+    Failed(FailureKind, String),
+}
+
+/// Why a call produced no answer from the connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Timeout,
+    Memory,
+    Trap,
+    /// Not loaded, inactive, or the instance could not be created.
+    Unavailable,
+}
+
+impl CallOutcome {
+    /// The `outcome` label of `ih_connector_invocations_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Delivered => "ok",
+            Self::Retry { .. } => "retry",
+            Self::Permanent(_) => "permanent",
+            Self::Failed(FailureKind::Timeout, _) => "timeout",
+            Self::Failed(FailureKind::Memory, _) => "memory",
+            Self::Failed(FailureKind::Trap, _) => "trap",
+            Self::Failed(FailureKind::Unavailable, _) => "unavailable",
+        }
+    }
+}
+
+/// Property test: whatever text a guest returns, what the host keeps is a bounded prefix of it.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn guest_text_is_kept_as_a_bounded_prefix(text in "\\PC{0,300}", max in 0usize..200) {
+            let kept = bounded(text.clone(), max);
+            let body = kept.strip_suffix('…').unwrap_or(&kept);
+            prop_assert!(body.len() <= max);
+            prop_assert!(text.starts_with(body));
+            prop_assert_eq!(kept == text, text.len() <= max);
+        }
+    }
+}

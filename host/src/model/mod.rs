@@ -1,0 +1,417 @@
+//! The hub's domain: subscriptions, events, deliveries, attempts and dead letters, as every
+//! layer speaks of them. Nothing here knows about SQL or HTTP: the store maps these to rows, the
+//! API to its response types (`api/`), so neither leaks into the other.
+
+pub mod circuit;
+pub mod names;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use uuid::Uuid;
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// How long a rotated-out subscription secret stays valid for signatures.
+pub const SECRET_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// The current time at the precision every backend stores (microseconds), so what is written
+/// reads back equal.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// State of a subscription's circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Closed, Self::Open, Self::HalfOpen]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
+/// The circuit breaker as shown on a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Circuit {
+    pub state: CircuitState,
+    pub consecutive_failures: u32,
+}
+
+/// A webhook subscription. The secret is deliberately not a field: it is only read by the
+/// delivery engine through [`Store::subscription_secrets`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub id: Uuid,
+    pub url: String,
+    pub events: Vec<String>,
+    pub enabled: bool,
+    pub description: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub circuit: Circuit,
+}
+
+/// A validated subscription to create.
+#[derive(Clone)]
+pub struct NewSubscription {
+    pub id: Uuid,
+    pub url: String,
+    pub secret: String,
+    pub events: Vec<String>,
+    pub enabled: bool,
+    pub description: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for NewSubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewSubscription")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("secret", &"[redacted]")
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated partial update; `None` leaves a field as it is.
+#[derive(Clone, Default)]
+pub struct SubscriptionPatch {
+    pub url: Option<String>,
+    /// A new secret rotates: the previous one stays valid for [`SECRET_GRACE`].
+    pub secret: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+    /// `Some(None)` clears the description.
+    pub description: Option<Option<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+impl fmt::Debug for SubscriptionPatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionPatch")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("events", &self.events)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An event to store, with its payload exactly as the client sent it (a JSON object), so the
+/// bytes that are signed later are the bytes that were accepted.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: Uuid,
+    pub event_type: String,
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    /// Active connectors that take this event type; each gets a delivery.
+    pub connectors: Vec<String>,
+}
+
+/// A stored event as returned by a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedEvent {
+    pub id: Uuid,
+    pub event_type: String,
+    pub created_at: DateTime<Utc>,
+    /// How many destinations (subscriptions and connectors) got a delivery.
+    pub deliveries: u32,
+}
+
+/// One publish request: its events (one, or a batch) and its idempotency key.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub events: Vec<NewEvent>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// The idempotency key of a publish request and a fingerprint of the request it came with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// Hash of the route and body: a key reused for a different request is refused.
+    pub fingerprint: String,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// The events were stored, with their deliveries.
+    Created(Vec<PublishedEvent>),
+    /// The idempotency key was used within 24 h for the same request: nothing was created and
+    /// these are the events the first request created.
+    Replayed(Vec<PublishedEvent>),
+    /// The idempotency key is live but was used for a different request.
+    KeyMismatch,
+}
+
+/// Where a delivery goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Webhook { subscription_id: Uuid, url: String },
+    Connector { connector: String },
+}
+
+/// Lifecycle of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    InFlight,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::InFlight => "in_flight",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::InFlight,
+            Self::Succeeded,
+            Self::Dead,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
+}
+
+/// One delivery of an event, as shown with the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySummary {
+    pub id: Uuid,
+    pub destination: Destination,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An event with its payload and deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventDetail {
+    pub id: Uuid,
+    pub event_type: String,
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub deliveries: Vec<DeliverySummary>,
+}
+
+/// A delivery claimed by a worker, with everything needed to attempt it.
+#[derive(Clone)]
+pub struct ClaimedDelivery {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_created_at: DateTime<Utc>,
+    /// The payload exactly as accepted.
+    pub payload: String,
+    /// Attempts already spent from the current budget.
+    pub attempts: u32,
+    pub target: Target,
+}
+
+impl fmt::Debug for ClaimedDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClaimedDelivery")
+            .field("id", &self.id)
+            .field("event_id", &self.event_id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a claimed delivery goes, with what the attempt needs.
+#[derive(Clone)]
+pub enum Target {
+    Webhook {
+        subscription_id: Uuid,
+        url: String,
+        headers: BTreeMap<String, String>,
+        /// Valid secrets, newest first (rotation).
+        secrets: Vec<String>,
+    },
+    Connector {
+        name: String,
+    },
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Webhook {
+                subscription_id,
+                url,
+                ..
+            } => f
+                .debug_struct("Webhook")
+                .field("subscription_id", subscription_id)
+                .field("url", url)
+                .finish_non_exhaustive(),
+            Target::Connector { name } => f.debug_struct("Connector").field("name", name).finish(),
+        }
+    }
+}
+
+/// How an attempt ended, as decided by the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    Succeeded,
+    /// Failed; try again at this time.
+    Retry(DateTime<Utc>),
+    /// Failed for good: budget spent or a permanent failure. Writes a dead letter.
+    Dead,
+}
+
+/// One finished attempt, to record with its effect on the delivery (and subscription).
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: Uuid,
+    pub event_id: Uuid,
+    /// The lease owner that ran the attempt; a lost lease records the attempt but leaves the
+    /// delivery to its new owner.
+    pub owner: String,
+    /// 1-based number of this attempt within the current budget.
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub result: AttemptResult,
+    /// For webhooks: the subscription, whose circuit breaker this attempt feeds.
+    pub subscription_id: Option<Uuid>,
+    /// The endpoint answered 410 Gone: disable the subscription.
+    pub gone: bool,
+}
+
+/// An attempt as shown by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptView {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub delivery_id: Uuid,
+    pub destination: Destination,
+    pub attempt: u32,
+    pub succeeded: bool,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A dead letter as shown by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub delivery_id: Uuid,
+    pub destination: Destination,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+/// What replaying one dead letter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    Replayed {
+        delivery_id: Uuid,
+    },
+    NotFound,
+    AlreadyReplayed,
+    /// The delivery's subscription was deleted: there is nowhere to deliver to.
+    SubscriptionDeleted,
+}
+
+/// Which dead letters a bulk replay takes (all filters combine).
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub subscription_id: Option<Uuid>,
+    pub connector: Option<String>,
+}
+
+/// Most dead letters one bulk replay takes; call again for more.
+pub const MAX_BULK_REPLAY: u32 = 10_000;
+
+/// Backlog figures for the outbox gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStats {
+    /// Deliveries not finished (pending or in flight).
+    pub pending: u64,
+    pub oldest_pending_created_at: Option<DateTime<Utc>>,
+    /// Live subscriptions whose circuit is not closed.
+    pub open_circuits: u64,
+}
+
+/// A claim of due deliveries by one engine (see `Store::claim_deliveries`).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The lease owner: the claiming engine.
+    pub owner: &'a str,
+    pub now: DateTime<Utc>,
+    /// When the leases expire unless the attempts are recorded first.
+    pub lease_until: DateTime<Utc>,
+    /// Most deliveries to take.
+    pub limit: u32,
+    /// Destinations to leave alone (those the engine already runs at their cap).
+    pub skip: &'a Skip,
+}
+
+/// Destinations a claim leaves alone: those the engine already runs at their cap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skip {
+    pub subscriptions: Vec<Uuid>,
+    pub connectors: Vec<String>,
+}

@@ -1,0 +1,291 @@
+//! Steps shared by the store's operations (`ops.rs`) and by the backends' own paths: claiming an
+//! idempotency key, applying an attempt record and its circuit-breaker transition, admitting
+//! probes, requeueing dead letters. Written once, over [`Conn`].
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::plan::{decode_ids, encode_ids, in_order};
+use super::rows::{self, subscription_columns};
+use super::sql::{Arg, Conn, DbRow, Dialect};
+use super::{StoreError, StoreResult};
+use crate::model::{
+    AttemptRecord, AttemptResult, IDEMPOTENCY_TTL, IdempotencyKey, PublishOutcome, PublishedEvent,
+    Subscription, circuit,
+};
+
+type Tx<D> = sqlx::Transaction<'static, <D as Dialect>::Db>;
+
+/// Commits `tx`. A broken connection during the commit leaves its outcome unknown
+/// ([`StoreError::CommitUncertain`]).
+pub(super) async fn commit<D: Dialect>(tx: Tx<D>) -> StoreResult<()> {
+    tx.commit().await.map_err(StoreError::from_commit)
+}
+
+pub(super) async fn live_subscription<D: Dialect>(
+    conn: &mut D::Conn,
+    id: Uuid,
+    lock: &str,
+) -> StoreResult<Option<Subscription>> {
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            subscription_columns!(),
+            " FROM subscriptions WHERE id = $1 AND deleted_at IS NULL{}"
+        ),
+        lock
+    );
+    conn.row(&sql, &[Arg::Uuid(id)])
+        .await?
+        .as_ref()
+        .map(rows::subscription)
+        .transpose()
+}
+
+pub(super) async fn published_events<C: Conn>(
+    conn: &mut C,
+    ids: &[Uuid],
+) -> StoreResult<Vec<PublishedEvent>> {
+    let found = conn
+        .rows_in(
+            "SELECT e.id, e.event_type, e.created_at, \
+             (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id) AS deliveries \
+             FROM events e WHERE e.id IN ({ids})",
+            &[],
+            ids,
+        )
+        .await?
+        .iter()
+        .map(rows::published_event)
+        .collect::<StoreResult<Vec<_>>>()?;
+    in_order(ids, found)
+}
+
+/// Claims an idempotency key for a publish of `ids`: `None` when claimed (new, or expired and
+/// taken over), otherwise what the request is answered instead. On PostgreSQL a concurrent
+/// request with the same key waits here for the first to commit, then replays it.
+pub(super) async fn claim_key<C: Conn>(
+    conn: &mut C,
+    key: &IdempotencyKey,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> StoreResult<Option<PublishOutcome>> {
+    let encoded = encode_ids(ids);
+    let claimed = conn
+        .exec(
+            "INSERT INTO idempotency_keys (key, fingerprint, event_ids, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             event_ids = excluded.event_ids, created_at = excluded.created_at, expires_at = excluded.expires_at \
+             WHERE idempotency_keys.expires_at <= $4",
+            &[
+                Arg::Text(&key.key),
+                Arg::Text(&key.fingerprint),
+                Arg::Text(&encoded),
+                Arg::Time(now),
+                Arg::Time(now + IDEMPOTENCY_TTL),
+            ],
+        )
+        .await?
+        == 1;
+    if claimed {
+        return Ok(None);
+    }
+    let row = conn
+        .row(
+            "SELECT fingerprint, event_ids FROM idempotency_keys WHERE key = $1",
+            &[Arg::Text(&key.key)],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("idempotency key vanished while claimed".into()))?;
+    if row.text("fingerprint")? != key.fingerprint {
+        return Ok(Some(PublishOutcome::KeyMismatch));
+    }
+    let first = decode_ids(&row.text("event_ids")?)?;
+    Ok(Some(PublishOutcome::Replayed(
+        published_events(conn, &first).await?,
+    )))
+}
+
+/// Applies one attempt record (see [`Store::record_attempt`]): the attempt row, the delivery's
+/// move when `owner` still holds its lease, its dead letter, and the circuit breaker.
+pub(super) async fn record_one<C: Conn>(
+    conn: &mut C,
+    record: &AttemptRecord,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    conn.exec(
+        "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
+         response_body, error, duration_ms, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            Arg::Uuid(Uuid::now_v7()),
+            Arg::Uuid(record.delivery_id),
+            Arg::Uuid(record.event_id),
+            Arg::Int(record.attempt.into()),
+            Arg::Text(record.outcome()),
+            Arg::OptInt(record.response_status.map(i64::from)),
+            Arg::OptText(record.response_body.as_deref()),
+            Arg::OptText(record.error.as_deref()),
+            Arg::Int(record.duration_ms as i64),
+            Arg::Time(record.started_at),
+        ],
+    )
+    .await?;
+    let (status, next_at, error) = record.delivery_change();
+    let updated = conn
+        .exec(
+            "UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = COALESCE($3, next_attempt_at), \
+             last_error = $4, lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
+             WHERE id = $6 AND status = 'in_flight' AND lease_owner = $7",
+            &[
+                Arg::Text(status),
+                Arg::Int(record.attempt.into()),
+                Arg::OptTime(next_at),
+                Arg::OptText(error.as_deref()),
+                Arg::Time(now),
+                Arg::Uuid(record.delivery_id),
+                Arg::Text(&record.owner),
+            ],
+        )
+        .await?
+        == 1;
+    if updated && record.result == AttemptResult::Dead {
+        conn.exec(
+            "INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                Arg::Uuid(Uuid::now_v7()),
+                Arg::Uuid(record.delivery_id),
+                Arg::Uuid(record.event_id),
+                Arg::Int(record.attempt.into()),
+                Arg::OptText(error.as_deref()),
+                Arg::Time(now),
+            ],
+        )
+        .await?;
+    }
+    apply_to_circuit(conn, record, now).await?;
+    Ok(updated)
+}
+
+/// Resets the circuit breakers of `subscriptions` (their attempts all succeeded).
+pub(super) const CLOSE_CIRCUITS: &str = "UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \
+     circuit_open_until = NULL, circuit_trips = 0 \
+     WHERE id IN ({ids}) AND (consecutive_failures <> 0 OR circuit_state <> 'closed')";
+
+/// What one attempt does to its subscription's circuit breaker (policy: `model/circuit.rs`), and
+/// a `410 Gone` disables the subscription.
+pub(super) async fn apply_to_circuit<C: Conn>(
+    conn: &mut C,
+    record: &AttemptRecord,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let Some(sub) = record.subscription_id else {
+        return Ok(());
+    };
+    if record.result == AttemptResult::Succeeded {
+        conn.exec_in(CLOSE_CIRCUITS, &[], &[sub]).await?;
+        return Ok(());
+    }
+    let row = conn
+        .row(
+            "UPDATE subscriptions SET consecutive_failures = consecutive_failures + 1 WHERE id = $1 \
+             RETURNING consecutive_failures, circuit_state, circuit_trips",
+            &[Arg::Uuid(sub)],
+        )
+        .await?;
+    if let Some(row) = row {
+        let state = rows::circuit_state(&row.text("circuit_state")?)?;
+        if circuit::opens(state, row.count("consecutive_failures")?) {
+            let open_until = now + circuit::cooloff(row.count("circuit_trips")? + 1);
+            conn.exec(
+                "UPDATE subscriptions SET circuit_state = 'open', circuit_open_until = $1, \
+                 circuit_trips = circuit_trips + 1 WHERE id = $2",
+                &[Arg::Time(open_until), Arg::Uuid(sub)],
+            )
+            .await?;
+            // Waiting work moves past the cool-off, so claims never wade through it.
+            conn.exec(
+                "UPDATE deliveries SET next_attempt_at = $1 \
+                 WHERE subscription_id = $2 AND status = 'pending' AND next_attempt_at < $1",
+                &[Arg::Time(open_until), Arg::Uuid(sub)],
+            )
+            .await?;
+        }
+    }
+    if record.gone {
+        conn.exec(
+            "UPDATE subscriptions SET enabled = FALSE, disabled_reason = $1, updated_at = $2 WHERE id = $3",
+            &[
+                Arg::Text("the endpoint answered 410 Gone"),
+                Arg::Time(now),
+                Arg::Uuid(sub),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Of claim candidates (`subscription_id`, `circuit_state` columns), those to lease: everything
+/// of closed circuits and connectors, and one probe per subscription whose cool-off is over.
+/// The conditional UPDATE admits exactly one probe across instances; the rest wait for its
+/// verdict.
+pub(super) async fn admit_probes<'r, C: Conn>(
+    conn: &mut C,
+    candidates: &'r [C::Row],
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> StoreResult<Vec<&'r C::Row>> {
+    let mut probes: HashMap<Uuid, bool> = HashMap::new();
+    let mut chosen = Vec::with_capacity(candidates.len());
+    for row in candidates {
+        let state = row.opt_text("circuit_state")?;
+        if let (Some(sub), Some(state)) = (row.opt_uuid("subscription_id")?, state.as_deref())
+            && state != "closed"
+        {
+            if probes.contains_key(&sub) {
+                continue;
+            }
+            let took = conn
+                .exec(
+                    "UPDATE subscriptions SET circuit_state = 'half_open', circuit_open_until = $1 \
+                     WHERE id = $2 AND (circuit_open_until IS NULL OR circuit_open_until <= $3)",
+                    &[Arg::Time(lease_until), Arg::Uuid(sub), Arg::Time(now)],
+                )
+                .await?
+                == 1;
+            probes.insert(sub, took);
+            if !took {
+                continue;
+            }
+        }
+        chosen.push(row);
+    }
+    Ok(chosen)
+}
+
+/// Marks dead letters replayed and queues their deliveries again with a fresh attempt budget.
+pub(super) async fn requeue_dead<C: Conn>(
+    conn: &mut C,
+    dead_letters: &[Uuid],
+    deliveries: &[Uuid],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    conn.exec_in(
+        "UPDATE dead_letters SET replayed_at = $1 WHERE id IN ({ids})",
+        &[Arg::Time(now)],
+        dead_letters,
+    )
+    .await?;
+    conn.exec_in(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, last_error = NULL, lease_owner = NULL, \
+         lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'dead' AND id IN ({ids})",
+        &[Arg::Time(now)],
+        deliveries,
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Storage failures and how they are classified: "the database cannot serve now" (503, nothing
+//! stored), "the commit's outcome is unknown", or a bug (500). Classified by sqlx's error types
+//! and the databases' codes, never by message text.
+
+use std::sync::Arc;
+
+/// A storage failure. `Unavailable` means the database could not be reached (the API answers
+/// 503 and nothing was stored); anything else is a bug or corruption (500).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The connection broke while a commit was on its way: the write may or may not be stored.
+    #[error("database connection lost while committing; the outcome is unknown: {0}")]
+    CommitUncertain(#[source] sqlx::Error),
+    /// A write waited too long for the database and was given up, unwritten.
+    #[error("database unavailable: {0}")]
+    TimedOut(String),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// The failure of a group commit, shared by every request of the group.
+    #[error("{0}")]
+    Shared(Arc<StoreError>),
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (nothing was written; try again later).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_)
+            | StoreError::TimedOut(_)
+            | StoreError::CommitUncertain(_) => true,
+            StoreError::Shared(inner) => inner.is_unavailable(),
+            _ => false,
+        }
+    }
+
+    /// Whether the write may have been stored although it failed (see `CommitUncertain`).
+    pub fn is_uncertain(&self) -> bool {
+        match self {
+            StoreError::CommitUncertain(_) => true,
+            StoreError::Shared(inner) => inner.is_uncertain(),
+            _ => false,
+        }
+    }
+
+    /// A failed COMMIT: an answer from the server means it did not commit; a broken connection
+    /// means nobody knows.
+    pub fn from_commit(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => {
+                StoreError::CommitUncertain(e)
+            }
+            other => other.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            sqlx::Error::Database(ref db) if is_unavailable_code(db.as_ref()) => {
+                StoreError::Unavailable(e)
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// Whether a database error means "the database cannot serve now" rather than "the statement
+/// is wrong": Postgres SQLSTATEs, and SQLite's primary result codes.
+fn is_unavailable_code(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = error.code() else {
+        return false;
+    };
+    if error
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        // SQLite reports extended codes (778 = IOERR_WRITE): the low byte is the primary code.
+        // BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN.
+        return code
+            .parse::<i32>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 8 | 10 | 13 | 14));
+    }
+    // Postgres: connection exceptions, shutdown, too many connections, read-only, disk full,
+    // database missing, login refused.
+    matches!(
+        code.as_ref(),
+        "08000"
+            | "08001"
+            | "08003"
+            | "08004"
+            | "08006"
+            | "57P01"
+            | "57P02"
+            | "57P03"
+            | "53300"
+            | "53100"
+            | "25006"
+            | "3D000"
+            | "28000"
+            | "28P01"
+    )
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;

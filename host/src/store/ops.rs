@@ -1,0 +1,517 @@
+//! The store's operations, each algorithm written once for both backends: every [`Dialect`] is
+//! a [`Store`]. Statements are shared text with `$n` placeholders; where a backend's text or
+//! method differs, the dialect supplies it (`sql.rs`). A new store operation starts here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::common::{claim_key, commit, live_subscription, requeue_dead};
+use super::plan::{
+    Decision, KeyClaims, Match, distinct_types, encode_json, events_to_write, group_outcomes,
+    plan_deliveries,
+};
+use super::rows::{self, destination_columns, subscription_columns};
+use super::sql::{Arg, Conn, DbRow, Dialect};
+use super::{Store, StoreError, StoreResult};
+use crate::model::{
+    AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, DeadLetter, EventDetail,
+    MAX_BULK_REPLAY, NewSubscription, OutboxStats, PublishOutcome, PublishRequest, ReplayFilter,
+    ReplayOutcome, SECRET_GRACE, Subscription, SubscriptionPatch,
+};
+
+/// Hands `owner`'s in-flight deliveries back to `pending`; `only` narrows them down (`{ids}`).
+const RELEASE: &str = "UPDATE deliveries SET status = 'pending', lease_owner = NULL, \
+     lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight'";
+
+#[async_trait::async_trait]
+impl<D: Dialect> Store for D {
+    fn backend(&self) -> Backend {
+        D::BACKEND
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.reader().acquire().await?.exec("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    async fn create_subscription(&self, new: NewSubscription) -> StoreResult<Subscription> {
+        let mut tx = self.writer().begin().await?;
+        let headers = encode_json(&new.headers);
+        tx.exec(
+            "INSERT INTO subscriptions (id, url, description, events, headers, enabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            &[
+                Arg::Uuid(new.id),
+                Arg::Text(&new.url),
+                Arg::OptText(new.description.as_deref()),
+                Arg::Names(&new.events),
+                Arg::Json(&headers),
+                Arg::Bool(new.enabled),
+                Arg::Time(new.created_at),
+            ],
+        )
+        .await?;
+        tx.exec(
+            "INSERT INTO subscription_secrets (subscription_id, secret, created_at) VALUES ($1, $2, $3)",
+            &[
+                Arg::Uuid(new.id),
+                Arg::Text(&new.secret),
+                Arg::Time(new.created_at),
+            ],
+        )
+        .await?;
+        let created = live_subscription::<D>(&mut tx, new.id, "")
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("subscription vanished after insert".into()))?;
+        commit::<D>(tx).await?;
+        Ok(created)
+    }
+
+    async fn get_subscription(&self, id: Uuid) -> StoreResult<Option<Subscription>> {
+        live_subscription::<D>(&mut *self.reader().acquire().await?, id, "").await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<Subscription>> {
+        self.reader()
+            .acquire()
+            .await?
+            .rows(
+                concat!(
+                    "SELECT ",
+                    subscription_columns!(),
+                    " FROM subscriptions WHERE deleted_at IS NULL AND ($1 IS NULL OR id > $1) \
+                     ORDER BY id LIMIT $2"
+                ),
+                &[Arg::OptUuid(after), Arg::Int(limit.into())],
+            )
+            .await?
+            .iter()
+            .map(rows::subscription)
+            .collect()
+    }
+
+    async fn update_subscription(
+        &self,
+        id: Uuid,
+        patch: SubscriptionPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Subscription>> {
+        let mut tx = self.writer().begin().await?;
+        // Locked: two concurrent patches apply one after the other, neither is lost.
+        let Some(current) = live_subscription::<D>(&mut tx, id, D::lock(" FOR UPDATE")).await?
+        else {
+            return Ok(None);
+        };
+        let enabled = patch.enabled.unwrap_or(current.enabled);
+        let headers = encode_json(patch.headers.as_ref().unwrap_or(&current.headers));
+        let description = patch.description.clone().unwrap_or(current.description);
+        tx.exec(
+            "UPDATE subscriptions SET url = $1, events = $2, enabled = $3, description = $4, headers = $5, \
+             disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END, updated_at = $6 WHERE id = $7",
+            &[
+                Arg::Text(patch.url.as_ref().unwrap_or(&current.url)),
+                Arg::Names(patch.events.as_ref().unwrap_or(&current.events)),
+                Arg::Bool(enabled),
+                Arg::OptText(description.as_deref()),
+                Arg::Json(&headers),
+                Arg::Time(now),
+                Arg::Uuid(id),
+            ],
+        )
+        .await?;
+        if let Some(secret) = &patch.secret {
+            let current_secret = tx
+                .row(
+                    "SELECT secret FROM subscription_secrets WHERE subscription_id = $1 AND expires_at IS NULL",
+                    &[Arg::Uuid(id)],
+                )
+                .await?
+                .map(|row| row.text("secret"))
+                .transpose()?;
+            if current_secret.as_deref() != Some(secret.as_str()) {
+                tx.exec(
+                    "DELETE FROM subscription_secrets WHERE subscription_id = $1 AND expires_at <= $2",
+                    &[Arg::Uuid(id), Arg::Time(now)],
+                )
+                .await?;
+                tx.exec(
+                    "UPDATE subscription_secrets SET expires_at = $1 WHERE subscription_id = $2 AND expires_at IS NULL",
+                    &[Arg::Time(now + SECRET_GRACE), Arg::Uuid(id)],
+                )
+                .await?;
+                tx.exec(
+                    "INSERT INTO subscription_secrets (subscription_id, secret, created_at) VALUES ($1, $2, $3)",
+                    &[Arg::Uuid(id), Arg::Text(secret), Arg::Time(now)],
+                )
+                .await?;
+            }
+        }
+        let updated = live_subscription::<D>(&mut tx, id, "").await?;
+        commit::<D>(tx).await?;
+        Ok(updated)
+    }
+
+    async fn delete_subscription(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<u64>> {
+        let mut tx = self.writer().begin().await?;
+        let deleted = tx
+            .exec(
+                "UPDATE subscriptions SET deleted_at = $1, enabled = FALSE, updated_at = $1 \
+                 WHERE id = $2 AND deleted_at IS NULL",
+                &[Arg::Time(now), Arg::Uuid(id)],
+            )
+            .await?;
+        if deleted == 0 {
+            return Ok(None);
+        }
+        let cancelled = tx
+            .exec(
+                "UPDATE deliveries SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, \
+                 last_error = 'subscription deleted', updated_at = $1 \
+                 WHERE subscription_id = $2 AND status IN ('pending', 'in_flight')",
+                &[Arg::Time(now), Arg::Uuid(id)],
+            )
+            .await?;
+        // Nothing will be signed for a deleted subscription again: its secrets go now.
+        tx.exec(
+            "DELETE FROM subscription_secrets WHERE subscription_id = $1",
+            &[Arg::Uuid(id)],
+        )
+        .await?;
+        commit::<D>(tx).await?;
+        Ok(Some(cancelled))
+    }
+
+    async fn subscription_secrets(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<String>> {
+        self.reader()
+            .acquire()
+            .await?
+            .rows(
+                "SELECT secret FROM subscription_secrets \
+                 WHERE subscription_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY id DESC",
+                &[Arg::Uuid(id), Arg::Time(now)],
+            )
+            .await?
+            .iter()
+            .map(|row| row.text("secret"))
+            .collect()
+    }
+
+    async fn publish_group(
+        &self,
+        requests: Vec<PublishRequest>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PublishOutcome>> {
+        let mut tx = self.writer().begin().await?;
+        let mut decisions = Vec::with_capacity(requests.len());
+        let mut claims = KeyClaims::default();
+        for (i, request) in requests.iter().enumerate() {
+            let Some(key) = &request.idempotency else {
+                decisions.push(Decision::Write);
+                continue;
+            };
+            if let Some(first) = claims.claimed_by(key) {
+                decisions.push(Decision::SameKeyAs(first));
+                continue;
+            }
+            let ids: Vec<Uuid> = request.events.iter().map(|e| e.id).collect();
+            match claim_key(&mut *tx, key, &ids, now).await? {
+                None => {
+                    claims.claim(key, i);
+                    decisions.push(Decision::Write);
+                }
+                Some(answer) => decisions.push(Decision::Answered(answer)),
+            }
+        }
+
+        let events = events_to_write(&requests, &decisions);
+        // Subscriptions matching each distinct event type of the group.
+        let mut matches: HashMap<&str, Vec<Match>> = HashMap::new();
+        for event_type in distinct_types(&events) {
+            let subs = tx
+                .rows(D::MATCHING_SUBSCRIPTIONS, &[Arg::Text(event_type)])
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(Match {
+                        id: row.uuid("id")?,
+                        blocked_until: row.opt_time("blocked_until")?,
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            matches.insert(event_type, subs);
+        }
+        let (rows, counts) = plan_deliveries(&events, &matches);
+        if !events.is_empty() {
+            D::insert_events(&mut tx, &events).await?;
+        }
+        if !rows.is_empty() {
+            D::insert_deliveries(&mut tx, &rows).await?;
+        }
+        commit::<D>(tx).await?;
+        Ok(group_outcomes(&requests, decisions, &counts))
+    }
+
+    async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventDetail>> {
+        let mut conn = self.reader().acquire().await?;
+        let Some(event) = conn
+            .row(
+                "SELECT id, event_type, CAST(payload AS TEXT) AS payload, created_at FROM events WHERE id = $1",
+                &[Arg::Uuid(id)],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let deliveries = conn
+            .rows(
+                concat!(
+                    "SELECT d.id, ",
+                    destination_columns!(),
+                    ", d.status, d.attempts, d.next_attempt_at, d.last_error, d.updated_at \
+                     FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+                     WHERE d.event_id = $1 ORDER BY d.id"
+                ),
+                &[Arg::Uuid(id)],
+            )
+            .await?
+            .iter()
+            .map(rows::delivery_summary)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some(EventDetail {
+            id: event.uuid("id")?,
+            event_type: event.text("event_type")?,
+            payload: event.text("payload")?,
+            created_at: event.time("created_at")?,
+            deliveries,
+        }))
+    }
+
+    async fn claim_deliveries(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.claim(claim).await
+    }
+
+    async fn release_deliveries(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        // Unattempted: they keep their due time.
+        self.writer()
+            .acquire()
+            .await?
+            .exec_in(
+                "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+                 updated_at = $1 WHERE status = 'in_flight' AND lease_owner = $2 AND id IN ({ids})",
+                &[Arg::Time(now), Arg::Text(owner)],
+                ids,
+            )
+            .await
+    }
+
+    async fn record_attempts(
+        &self,
+        records: Vec<AttemptRecord>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        self.record(records, now).await
+    }
+
+    async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let sql = format!("{RELEASE} AND lease_expires_at <= $1");
+        self.writer()
+            .acquire()
+            .await?
+            .exec(&sql, &[Arg::Time(now)])
+            .await
+    }
+
+    async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+        let sql = format!("{RELEASE} AND lease_owner = $2");
+        self.writer()
+            .acquire()
+            .await?
+            .exec(&sql, &[Arg::Time(now), Arg::Text(owner)])
+            .await
+    }
+
+    async fn list_attempts(&self, event_id: Uuid) -> StoreResult<Vec<AttemptView>> {
+        self.reader()
+            .acquire()
+            .await?
+            .rows(
+                concat!(
+                    "SELECT a.id, a.event_id, a.delivery_id, ",
+                    destination_columns!(),
+                    ", a.attempt, a.outcome, a.response_status, a.response_body, a.error, \
+                     a.duration_ms, a.started_at \
+                     FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+                     LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+                     WHERE a.event_id = $1 ORDER BY a.started_at, a.id LIMIT 1000"
+                ),
+                &[Arg::Uuid(event_id)],
+            )
+            .await?
+            .iter()
+            .map(rows::attempt_view)
+            .collect()
+    }
+
+    async fn list_dead_letters(
+        &self,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        self.reader()
+            .acquire()
+            .await?
+            .rows(
+                concat!(
+                    "SELECT dl.id, dl.event_id, dl.delivery_id, ",
+                    destination_columns!(),
+                    ", dl.attempts, dl.last_error, dl.created_at, dl.replayed_at \
+                     FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
+                     LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+                     WHERE ($1 IS NULL OR dl.id < $1) ORDER BY dl.id DESC LIMIT $2"
+                ),
+                &[Arg::OptUuid(before), Arg::Int(limit.into())],
+            )
+            .await?
+            .iter()
+            .map(rows::dead_letter)
+            .collect()
+    }
+
+    async fn replay_dead_letter(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<ReplayOutcome> {
+        let mut tx = self.writer().begin().await?;
+        // Locked: of two concurrent replays of one dead letter, the second sees `replayed_at`.
+        let sql = format!(
+            "SELECT dl.delivery_id, dl.replayed_at, d.kind, s.deleted_at FROM dead_letters dl \
+             JOIN deliveries d ON d.id = dl.delivery_id LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE dl.id = $1{}",
+            D::lock(" FOR UPDATE OF dl")
+        );
+        let Some(row) = tx.row(&sql, &[Arg::Uuid(id)]).await? else {
+            return Ok(ReplayOutcome::NotFound);
+        };
+        if row.opt_time("replayed_at")?.is_some() {
+            return Ok(ReplayOutcome::AlreadyReplayed);
+        }
+        if row.text("kind")? == "webhook" && row.opt_time("deleted_at")?.is_some() {
+            return Ok(ReplayOutcome::SubscriptionDeleted);
+        }
+        let delivery_id = row.uuid("delivery_id")?;
+        requeue_dead(&mut *tx, &[id], &[delivery_id], now).await?;
+        commit::<D>(tx).await?;
+        Ok(ReplayOutcome::Replayed { delivery_id })
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        filter: ReplayFilter,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.writer().begin().await?;
+        let sql = format!(
+            "SELECT dl.id, dl.delivery_id FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE dl.replayed_at IS NULL AND ($1 IS NULL OR dl.created_at >= $1) \
+             AND ($2 IS NULL OR dl.created_at < $2) \
+             AND ($3 IS NULL OR d.subscription_id = $3) AND ($4 IS NULL OR d.connector = $4) \
+             AND (d.kind = 'connector' OR s.deleted_at IS NULL) ORDER BY dl.id LIMIT $5{}",
+            D::lock(" FOR UPDATE OF dl SKIP LOCKED")
+        );
+        let rows = tx
+            .rows(
+                &sql,
+                &[
+                    Arg::OptTime(filter.since),
+                    Arg::OptTime(filter.until),
+                    Arg::OptUuid(filter.subscription_id),
+                    Arg::OptText(filter.connector.as_deref()),
+                    Arg::Int(MAX_BULK_REPLAY.into()),
+                ],
+            )
+            .await?;
+        let ids = rows
+            .iter()
+            .map(|r| r.uuid("id"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let deliveries = rows
+            .iter()
+            .map(|r| r.uuid("delivery_id"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        requeue_dead(&mut *tx, &ids, &deliveries, now).await?;
+        commit::<D>(tx).await?;
+        Ok(ids.len() as u64)
+    }
+
+    async fn outbox_stats(&self, _now: DateTime<Utc>) -> StoreResult<OutboxStats> {
+        let mut conn = self.reader().acquire().await?;
+        let backlog = conn
+            .row(
+                "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest FROM deliveries \
+                 WHERE status IN ('pending', 'in_flight')",
+                &[],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an aggregate returned no row".into()))?;
+        let open = conn
+            .row(
+                "SELECT COUNT(*) AS open FROM subscriptions \
+                 WHERE deleted_at IS NULL AND circuit_state <> 'closed'",
+                &[],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an aggregate returned no row".into()))?;
+        Ok(OutboxStats {
+            pending: backlog.int("pending")?.max(0) as u64,
+            oldest_pending_created_at: backlog.opt_time("oldest")?,
+            open_circuits: open.int("open")?.max(0) as u64,
+        })
+    }
+
+    async fn prune(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let mut tx = self.writer().begin().await?;
+        let sql = format!(
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'in_flight')) \
+             ORDER BY e.created_at LIMIT $2{})",
+            D::lock(" FOR UPDATE SKIP LOCKED")
+        );
+        let deleted = tx
+            .exec(&sql, &[Arg::Time(before), Arg::Int(limit.into())])
+            .await?;
+        tx.exec(
+            "DELETE FROM idempotency_keys WHERE expires_at <= $1",
+            &[Arg::Time(now)],
+        )
+        .await?;
+        commit::<D>(tx).await?;
+        Ok(deleted)
+    }
+
+    async fn announce_work(&self) {
+        self.notify_peers().await;
+    }
+
+    async fn listen_for_work(
+        &self,
+        wake: Arc<tokio::sync::Notify>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        self.wait_for_peers(wake, stop).await;
+    }
+}

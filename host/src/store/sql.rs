@@ -1,0 +1,289 @@
+//! The seam between the store's algorithms (`common.rs`) and its two backends (`sqlite.rs`,
+//! `postgres.rs`).
+//!
+//! Shared statements are written once with `$n` placeholders, which both drivers accept, and
+//! bind [`Arg`]s: values in the hub's terms that each backend stores its own way (SQLite keeps
+//! timestamps as integer microseconds and name lists as JSON text; PostgreSQL has native types).
+//! Rows come back through [`DbRow`], which decodes those representations again. A backend
+//! supplies a [`Dialect`]: its pools, the few statements whose text differs, and the operations
+//! that truly differ (claims, bulk inserts, the wake-ups between instances).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::StoreResult;
+use super::plan::DeliveryRow;
+use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent};
+
+/// A value bound to a shared statement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    Uuid(Uuid),
+    OptUuid(Option<Uuid>),
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Int(i64),
+    OptInt(Option<i64>),
+    Bool(bool),
+    Time(DateTime<Utc>),
+    OptTime(Option<DateTime<Utc>>),
+    /// A JSON object (JSONB in PostgreSQL, TEXT in SQLite).
+    Json(&'a str),
+    /// A list of names (TEXT[] in PostgreSQL, a JSON array in SQLite).
+    Names(&'a [String]),
+    /// A list of ids: an array parameter in PostgreSQL. SQLite has no array parameters, so
+    /// [`Conn::id_list`] expands lists there into one placeholder per id.
+    Uuids(&'a [Uuid]),
+}
+
+/// Decoding of the columns shared statements read, whatever the backend stores them as.
+pub(crate) trait DbRow: Send + Sync {
+    fn uuid(&self, col: &str) -> StoreResult<Uuid>;
+    fn opt_uuid(&self, col: &str) -> StoreResult<Option<Uuid>>;
+    fn text(&self, col: &str) -> StoreResult<String>;
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>>;
+    fn bool(&self, col: &str) -> StoreResult<bool>;
+    fn int(&self, col: &str) -> StoreResult<i64>;
+    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>>;
+    fn time(&self, col: &str) -> StoreResult<DateTime<Utc>>;
+    fn opt_time(&self, col: &str) -> StoreResult<Option<DateTime<Utc>>>;
+    fn names(&self, col: &str) -> StoreResult<Vec<String>>;
+
+    /// A count or counter, never negative.
+    fn count(&self, col: &str) -> StoreResult<u32> {
+        Ok(u32::try_from(self.int(col)?.max(0)).unwrap_or(u32::MAX))
+    }
+}
+
+/// A connection (or a transaction, through `DerefMut`) running shared statements.
+pub(crate) trait Conn: Send {
+    type Row: DbRow;
+
+    /// Most ids one statement takes in a `{ids}` list.
+    const IDS_PER_STATEMENT: usize;
+
+    /// What replaces `{ids}` for `count` ids bound from placeholder `$first` on, and the
+    /// arguments that bind them.
+    fn id_list<'a>(first: usize, ids: &'a [Uuid]) -> (String, Vec<Arg<'a>>);
+
+    fn exec<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg<'a>],
+    ) -> impl Future<Output = StoreResult<u64>> + Send + 'a;
+
+    fn rows<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg<'a>],
+    ) -> impl Future<Output = StoreResult<Vec<Self::Row>>> + Send + 'a;
+
+    fn row<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg<'a>],
+    ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send + 'a;
+
+    /// Runs `sql`, in which `{ids}` stands for the list `ids` (bound after `args`), in as many
+    /// statements as the backend needs; returns the rows affected.
+    fn exec_in<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg<'a>],
+        ids: &'a [Uuid],
+    ) -> impl Future<Output = StoreResult<u64>> + Send + 'a {
+        async move {
+            let mut affected = 0;
+            for chunk in ids.chunks(Self::IDS_PER_STATEMENT) {
+                let (list, id_args) = Self::id_list(args.len() + 1, chunk);
+                let sql = sql.replace("{ids}", &list);
+                let all: Vec<Arg<'_>> = args.iter().copied().chain(id_args).collect();
+                affected += self.exec(&sql, &all).await?;
+            }
+            Ok(affected)
+        }
+    }
+
+    /// As [`Conn::exec_in`], returning the rows read.
+    fn rows_in<'a>(
+        &'a mut self,
+        sql: &'a str,
+        args: &'a [Arg<'a>],
+        ids: &'a [Uuid],
+    ) -> impl Future<Output = StoreResult<Vec<Self::Row>>> + Send + 'a {
+        async move {
+            let mut rows = Vec::new();
+            for chunk in ids.chunks(Self::IDS_PER_STATEMENT) {
+                let (list, id_args) = Self::id_list(args.len() + 1, chunk);
+                let sql = sql.replace("{ids}", &list);
+                let all: Vec<Arg<'_>> = args.iter().copied().chain(id_args).collect();
+                rows.extend(self.rows(&sql, &all).await?);
+            }
+            Ok(rows)
+        }
+    }
+}
+
+/// Implements [`Conn`]'s statement runners and [`DbRow`] for one sqlx driver. `$repr` is the
+/// backend's module of representation functions: `bind`, `rows_affected`, `int`, `opt_int`,
+/// `time`, `opt_time`, `names`.
+macro_rules! driver {
+    ($db:ty, $conn:ty, $row:ty, $repr:ident) => {
+        impl $crate::store::sql::DbRow for $row {
+            fn uuid(&self, col: &str) -> $crate::store::StoreResult<uuid::Uuid> {
+                Ok(sqlx::Row::try_get(self, col)?)
+            }
+            fn opt_uuid(&self, col: &str) -> $crate::store::StoreResult<Option<uuid::Uuid>> {
+                Ok(sqlx::Row::try_get(self, col)?)
+            }
+            fn text(&self, col: &str) -> $crate::store::StoreResult<String> {
+                Ok(sqlx::Row::try_get(self, col)?)
+            }
+            fn opt_text(&self, col: &str) -> $crate::store::StoreResult<Option<String>> {
+                Ok(sqlx::Row::try_get(self, col)?)
+            }
+            fn bool(&self, col: &str) -> $crate::store::StoreResult<bool> {
+                Ok(sqlx::Row::try_get(self, col)?)
+            }
+            fn int(&self, col: &str) -> $crate::store::StoreResult<i64> {
+                $repr::int(self, col)
+            }
+            fn opt_int(&self, col: &str) -> $crate::store::StoreResult<Option<i64>> {
+                $repr::opt_int(self, col)
+            }
+            fn time(&self, col: &str) -> $crate::store::StoreResult<chrono::DateTime<chrono::Utc>> {
+                $repr::time(self, col)
+            }
+            fn opt_time(
+                &self,
+                col: &str,
+            ) -> $crate::store::StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+                $repr::opt_time(self, col)
+            }
+            fn names(&self, col: &str) -> $crate::store::StoreResult<Vec<String>> {
+                $repr::names(self, col)
+            }
+        }
+
+        impl $crate::store::sql::Conn for $conn {
+            type Row = $row;
+            const IDS_PER_STATEMENT: usize = $repr::IDS_PER_STATEMENT;
+
+            fn id_list<'a>(
+                first: usize,
+                ids: &'a [uuid::Uuid],
+            ) -> (String, Vec<$crate::store::sql::Arg<'a>>) {
+                $repr::id_list(first, ids)
+            }
+
+            async fn exec<'a>(
+                &'a mut self,
+                sql: &'a str,
+                args: &'a [$crate::store::sql::Arg<'a>],
+            ) -> $crate::store::StoreResult<u64> {
+                let query = args
+                    .iter()
+                    .fold(sqlx::query::<$db>(sql), |q, a| $repr::bind(q, *a));
+                Ok($repr::rows_affected(&query.execute(&mut *self).await?))
+            }
+
+            async fn rows<'a>(
+                &'a mut self,
+                sql: &'a str,
+                args: &'a [$crate::store::sql::Arg<'a>],
+            ) -> $crate::store::StoreResult<Vec<$row>> {
+                let query = args
+                    .iter()
+                    .fold(sqlx::query::<$db>(sql), |q, a| $repr::bind(q, *a));
+                Ok(query.fetch_all(&mut *self).await?)
+            }
+
+            async fn row<'a>(
+                &'a mut self,
+                sql: &'a str,
+                args: &'a [$crate::store::sql::Arg<'a>],
+            ) -> $crate::store::StoreResult<Option<$row>> {
+                let query = args
+                    .iter()
+                    .fold(sqlx::query::<$db>(sql), |q, a| $repr::bind(q, *a));
+                Ok(query.fetch_optional(&mut *self).await?)
+            }
+        }
+    };
+}
+pub(crate) use driver;
+
+/// One backend: its pools, the statements whose text differs, and the operations that do.
+pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
+    type Db: sqlx::Database<Connection = Self::Conn>;
+    type Conn: Conn + sqlx::Connection<Database = Self::Db>;
+
+    const BACKEND: Backend;
+
+    /// Live, enabled subscriptions taking event type `$1`: `id`, and `blocked_until` (the end
+    /// of an open circuit's cool-off), in id order.
+    const MATCHING_SUBSCRIPTIONS: &'static str;
+
+    /// Whether statements take row locks (`FOR UPDATE …`). PostgreSQL's concurrent writers
+    /// need them; SQLite's single writer serialises every write transaction anyway.
+    const ROW_LOCKS: bool;
+
+    /// `clause` where the backend takes row locks, nothing elsewhere.
+    fn lock(clause: &'static str) -> &'static str {
+        if Self::ROW_LOCKS { clause } else { "" }
+    }
+
+    /// Connections for reads.
+    fn reader(&self) -> &sqlx::Pool<Self::Db>;
+    /// Connections for writes.
+    fn writer(&self) -> &sqlx::Pool<Self::Db>;
+
+    fn insert_events<'a>(
+        conn: &'a mut Self::Conn,
+        events: &'a [&'a NewEvent],
+    ) -> impl Future<Output = StoreResult<()>> + Send + 'a;
+
+    fn insert_deliveries<'a>(
+        conn: &'a mut Self::Conn,
+        rows: &'a [DeliveryRow<'a>],
+    ) -> impl Future<Output = StoreResult<()>> + Send + 'a;
+
+    /// See [`super::Store::claim_deliveries`].
+    fn claim<'a>(
+        &'a self,
+        claim: Claim<'a>,
+    ) -> impl Future<Output = StoreResult<Vec<ClaimedDelivery>>> + Send + 'a;
+
+    /// See [`super::Store::record_attempts`].
+    fn record<'a>(
+        &'a self,
+        records: Vec<AttemptRecord>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send + 'a;
+
+    /// Tells peers that work was committed (see [`super::Store::announce_work`]).
+    fn notify_peers(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Wakes `wake` when a peer announces work, until `stop` (see
+    /// [`super::Store::listen_for_work`]). Without peers it only waits for `stop`.
+    fn wait_for_peers(
+        &self,
+        wake: Arc<tokio::sync::Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            let _ = wake;
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

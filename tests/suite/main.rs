@@ -1,0 +1,22 @@
+//! The hub's test suite, one binary (each test binary costs a link on two cores):
+//!
+//! - [`store_contract`]: every `Store` operation, identically on SQLite and PostgreSQL;
+//! - [`api`]: the HTTP API end to end (bad input, pagination, auth over every route, ops);
+//! - [`delivery`]: the engine end to end into a real receiver (signatures, retries, dead
+//!   letters, circuit breaker, crash recovery);
+//! - [`connectors`]: real `.wasm` components in a real hub, hostile ones included;
+//! - [`security`]: secrets never in responses or logs; sandbox escapes refused;
+//! - [`resilience`], [`disk_faults`]: `kill -9`, instances sharing PostgreSQL, a full disk;
+//! - [`bench_smoke`], [`chaos`]: bounded runs of the benchmark and the fault runs.
+//!
+//! Most tests are `async fn name(backend: Backend)`, run on both backends by `backend_tests!`.
+
+mod api;
+mod bench_smoke;
+mod chaos;
+mod connectors;
+mod delivery;
+mod disk_faults;
+mod resilience;
+mod security;
+mod store_contract;
