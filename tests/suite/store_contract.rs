@@ -7,8 +7,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use integrations_hub::Config;
 use integrations_hub::model::{
     self, AttemptRecord, AttemptResult, CircuitState, Claim, ClaimedDelivery, DeliveryStatus,
-    Destination, IdempotencyKey, NewEvent, NewSubscription, PublishOutcome, PublishRequest,
-    ReplayFilter, ReplayOutcome, Skip, SubscriptionPatch, Target,
+    Destination, IdempotencyKey, NewEvent, NewSubscription, PageRequest, PublishOutcome,
+    PublishRequest, ReplayFilter, ReplayOutcome, Skip, SubscriptionPatch, Target,
 };
 use integrations_hub::store::{self, Store};
 use integrations_hub_testkit::{Backend, TestDb, backend_tests};
@@ -151,13 +151,25 @@ async fn list_paginates_in_creation_order(backend: Backend) {
                 .id,
         );
     }
-    let first = store.list_subscriptions(None, 2).await.expect("page 1");
+    let first = store
+        .list_subscriptions(PageRequest {
+            after: None,
+            limit: 2,
+        })
+        .await
+        .expect("page 1");
     let second = store
-        .list_subscriptions(Some(first[1].id), 2)
+        .list_subscriptions(PageRequest {
+            after: Some(first[1].id),
+            limit: 2,
+        })
         .await
         .expect("page 2");
     let third = store
-        .list_subscriptions(Some(second[1].id), 2)
+        .list_subscriptions(PageRequest {
+            after: Some(second[1].id),
+            limit: 2,
+        })
         .await
         .expect("page 3");
     let seen: Vec<Uuid> = first
@@ -169,7 +181,10 @@ async fn list_paginates_in_creation_order(backend: Backend) {
     assert_eq!(seen, ids);
     assert!(
         store
-            .list_subscriptions(Some(ids[4]), 2)
+            .list_subscriptions(PageRequest {
+                after: Some(ids[4]),
+                limit: 2
+            })
             .await
             .expect("past the end")
             .is_empty()
@@ -516,7 +531,10 @@ async fn delete_cancels_open_deliveries_and_hides_the_subscription(backend: Back
     assert!(store.get_subscription(sub.id).await.expect("get").is_none());
     assert_eq!(
         store
-            .list_subscriptions(None, 10)
+            .list_subscriptions(PageRequest {
+                after: None,
+                limit: 10
+            })
             .await
             .expect("list")
             .len(),
@@ -870,7 +888,13 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
                 .expect("record")
         );
     }
-    let letters = store.list_dead_letters(None, 10).await.expect("list");
+    let letters = store
+        .list_dead_letters(PageRequest {
+            after: None,
+            limit: 10,
+        })
+        .await
+        .expect("list");
     assert_eq!(letters.len(), 3);
     assert!(
         letters.windows(2).all(|w| w[0].id > w[1].id),
@@ -878,7 +902,10 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
     );
     assert_eq!(
         store
-            .list_dead_letters(Some(letters[0].id), 10)
+            .list_dead_letters(PageRequest {
+                after: Some(letters[0].id),
+                limit: 10
+            })
             .await
             .expect("page")
             .len(),
@@ -941,7 +968,13 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
         .delete_subscription(sub.id, now)
         .await
         .expect("delete");
-    let newest = store.list_dead_letters(None, 1).await.expect("list");
+    let newest = store
+        .list_dead_letters(PageRequest {
+            after: None,
+            limit: 1,
+        })
+        .await
+        .expect("list");
     assert_eq!(
         store
             .replay_dead_letter(newest[0].id, now)
@@ -1264,7 +1297,13 @@ async fn a_group_of_attempt_records_applies_each_in_order(backend: Backend) {
         .expect("get")
         .expect("exists");
     assert_eq!(healthy_now.circuit.state, CircuitState::Closed);
-    let dead = store.list_dead_letters(None, 50).await.expect("dead");
+    let dead = store
+        .list_dead_letters(PageRequest {
+            after: None,
+            limit: 50,
+        })
+        .await
+        .expect("dead");
     assert_eq!(dead.len(), 1, "exactly the dead attempt left a dead letter");
     for d in &claimed {
         let expected = if sub_of(d) == healthy.id {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::extract::parse_id;
 use super::schema::Destination;
 use super::validate::Errors;
-use super::{ApiJson, AppState, Page};
+use super::{ApiJson, AppState, Page, PageQuery};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::model::{self, AttemptView, DeadLetter, ReplayFilter, ReplayOutcome};
 
@@ -159,27 +159,17 @@ async fn list_attempts(
 
 /// Dead letters, newest first.
 #[utoipa::path(get, path = "/api/v1/admin/dead-letters", tag = "admin",
-    params(
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-    ),
+    params(PageQuery),
     responses(
         (status = 200, description = "A page of dead letters", body = DeadLetterList),
-        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_dead_letters(
     State(state): State<AppState>,
     page: Page,
 ) -> ApiResult<Json<DeadLetterList>> {
-    let letters = state
-        .store
-        .list_dead_letters(page.after, page.limit)
-        .await?;
-    let next_cursor = page.next_cursor(letters.last().map(|d| d.id), letters.len());
-    Ok(Json(DeadLetterList {
-        data: letters.into_iter().map(Into::into).collect(),
-        next_cursor,
-    }))
+    let letters = state.store.list_dead_letters(page.request()).await?;
+    let (data, next_cursor) = page.answer(letters, |d| d.id);
+    Ok(Json(DeadLetterList { data, next_cursor }))
 }
 
 /// Queue a dead letter's delivery again with a fresh attempt budget.

@@ -19,11 +19,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::parse_id;
-use super::schema::{DeliveryStatus, Destination};
+use super::schema::Destination;
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState};
 use crate::connectors::Connectors;
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::model::DeliveryStatus;
 use crate::model::{
     self, IdempotencyKey, NewEvent, PublishOutcome, PublishRequest, PublishedEvent,
 };
@@ -221,10 +222,7 @@ fn accepted<T: Serialize>(body: T, replayed: bool) -> Response {
     responses(
         (status = 202, description = "Stored; deliveries are queued", body = PublishedOut),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or a reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unreachable: nothing was stored", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn publish_event(
     State(state): State<AppState>,
@@ -256,9 +254,7 @@ async fn publish_event(
     responses(
         (status = 202, description = "All stored, in request order", body = BatchOut),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields; nothing was stored", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unreachable: nothing was stored", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn publish_batch(
     State(state): State<AppState>,
@@ -333,7 +329,7 @@ async fn get_event(
             .map(|d| DeliveryOut {
                 id: d.id,
                 destination: d.destination.into(),
-                status: d.status.into(),
+                status: d.status,
                 attempts: d.attempts,
                 next_attempt_at: d.next_attempt_at,
                 last_error: d.last_error,

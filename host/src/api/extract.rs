@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::error::{ApiError, FieldError};
+use crate::model::PageRequest;
 
 /// A JSON request body of type `T`. `BATCH` selects the larger batch size cap
 /// (`IH_MAX_BATCH_BYTES`) instead of `IH_MAX_PAYLOAD_BYTES`.
@@ -134,6 +135,18 @@ fn json_error(path: String, e: serde_json::Error) -> ApiError {
     }
 }
 
+/// The query of a list request as the OpenAPI document shows it (`params(PageQuery)`); [`Page`]
+/// is what parses it.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
 /// `?limit=` and `?cursor=` of a list request (limit 1–500, default 50).
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -146,8 +159,27 @@ pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 500;
 
 impl Page {
+    /// The page as the store takes it.
+    pub fn request(&self) -> PageRequest {
+        PageRequest {
+            after: self.after,
+            limit: self.limit,
+        }
+    }
+
+    /// A page of `items` as the API answers it: each mapped to its response type, and the
+    /// cursor to the next page (by `id`) when the page is full.
+    pub fn answer<T, O: From<T>>(
+        &self,
+        items: Vec<T>,
+        id: impl Fn(&T) -> Uuid,
+    ) -> (Vec<O>, Option<String>) {
+        let next_cursor = self.next_cursor(items.last().map(id), items.len());
+        (items.into_iter().map(O::from).collect(), next_cursor)
+    }
+
     /// The cursor that continues after `last`, when a full page was returned.
-    pub fn next_cursor(&self, last: Option<Uuid>, returned: usize) -> Option<String> {
+    fn next_cursor(&self, last: Option<Uuid>, returned: usize) -> Option<String> {
         (returned >= self.limit as usize)
             .then_some(last)
             .flatten()

@@ -45,7 +45,7 @@ use crate::model::{PublishOutcome, PublishRequest};
 use crate::store::Store;
 use crate::store::group::{self, GroupCommit};
 
-pub use extract::{ApiJson, Page};
+pub use extract::{ApiJson, Page, PageQuery};
 
 /// Longest time a request may take before the hub answers 503 itself.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -127,7 +127,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Documents the answers every operation can give whatever its handler does, so no handler has
 /// to list them: 401 from the auth layer on `/api/*`, 400/413/415 from [`ApiJson`] wherever a
-/// body is read, and 503 when the database is unreachable.
+/// body is read, 400 from [`Page`] wherever a list is paged, and 503 when the database is
+/// unreachable.
 fn with_common_responses(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
     let problem = |description: &str| -> RefOr<Response> {
@@ -167,6 +168,10 @@ fn with_common_responses(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::
                  then says, the connection broke during the commit: retry with the same \
                  Idempotency-Key)",
             );
+            let paged = op.parameters.iter().flatten().any(|p| p.name == "limit");
+            if paged {
+                add("400", "Bad limit or cursor");
+            }
             if op.request_body.is_some() {
                 add("400", "Malformed JSON");
                 add("413", "Body too large");

@@ -30,54 +30,75 @@ impl From<model::Destination> for Destination {
     }
 }
 
-/// Lifecycle of a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryStatus {
-    Pending,
-    InFlight,
-    Succeeded,
-    Dead,
-    Cancelled,
-}
-
-impl From<model::DeliveryStatus> for DeliveryStatus {
-    fn from(s: model::DeliveryStatus) -> Self {
-        match s {
-            model::DeliveryStatus::Pending => DeliveryStatus::Pending,
-            model::DeliveryStatus::InFlight => DeliveryStatus::InFlight,
-            model::DeliveryStatus::Succeeded => DeliveryStatus::Succeeded,
-            model::DeliveryStatus::Dead => DeliveryStatus::Dead,
-            model::DeliveryStatus::Cancelled => DeliveryStatus::Cancelled,
+/// The domain's named states (`model::DeliveryStatus`, `model::CircuitState`) appear in
+/// responses as their names: a string enum in the OpenAPI document, listing `ALL`.
+macro_rules! named_states {
+    ($($state:ident: $doc:literal),*) => {$(
+        impl Serialize for model::$state {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
         }
-    }
+
+        impl utoipa::PartialSchema for model::$state {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some($doc))
+                    .enum_values(Some(model::$state::ALL.map(model::$state::as_str)))
+                    .into()
+            }
+        }
+
+        impl ToSchema for model::$state {
+            fn name() -> std::borrow::Cow<'static, str> {
+                stringify!($state).into()
+            }
+        }
+    )*};
 }
 
-/// State of a subscription's circuit breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CircuitState {
-    Closed,
-    Open,
-    HalfOpen,
-}
+named_states!(
+    DeliveryStatus: "Lifecycle of a delivery.",
+    CircuitState: "State of a subscription's circuit breaker."
+);
 
 /// The circuit breaker as shown on a subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Circuit {
-    pub state: CircuitState,
+    pub state: model::CircuitState,
     pub consecutive_failures: u32,
 }
 
 impl From<model::Circuit> for Circuit {
     fn from(c: model::Circuit) -> Self {
         Self {
-            state: match c.state {
-                model::CircuitState::Closed => CircuitState::Closed,
-                model::CircuitState::Open => CircuitState::Open,
-                model::CircuitState::HalfOpen => CircuitState::HalfOpen,
-            },
+            state: c.state,
             consecutive_failures: c.consecutive_failures,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `$ref` in the OpenAPI document names a schema it defines; the domain's named states
+    /// are string enums of their names.
+    #[test]
+    fn the_document_defines_every_schema_it_references() {
+        let doc = serde_json::to_value(super::super::openapi()).expect("OpenAPI as JSON");
+        let text = doc.to_string();
+        let schemas = &doc["components"]["schemas"];
+        for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = reference.split('"').next().unwrap_or_default();
+            assert!(schemas.get(name).is_some(), "{name} is referenced, not defined");
+        }
+        assert_eq!(
+            schemas["DeliveryStatus"]["enum"],
+            serde_json::json!(["pending", "in_flight", "succeeded", "dead", "cancelled"])
+        );
+        assert_eq!(
+            schemas["CircuitState"]["enum"],
+            serde_json::json!(["closed", "open", "half_open"])
+        );
     }
 }

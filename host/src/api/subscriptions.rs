@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::extract::parse_id;
 use super::schema::Circuit;
 use super::validate::{self, Errors};
-use super::{ApiJson, AppState, Page};
+use super::{ApiJson, AppState, Page, PageQuery};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::model::{self, NewSubscription, Subscription, SubscriptionPatch};
 
@@ -145,8 +145,6 @@ pub struct PatchSubscription {
         (status = 201, description = "Created", body = SubscriptionOut),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_subscription(
@@ -185,27 +183,17 @@ async fn create_subscription(
 
 /// List subscriptions, oldest first.
 #[utoipa::path(get, path = "/api/v1/subscriptions", tag = "subscriptions",
-    params(
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-    ),
+    params(PageQuery),
     responses(
         (status = 200, description = "A page of subscriptions", body = SubscriptionList),
-        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_subscriptions(
     State(state): State<AppState>,
     page: Page,
 ) -> ApiResult<Json<SubscriptionList>> {
-    let subs = state
-        .store
-        .list_subscriptions(page.after, page.limit)
-        .await?;
-    let next_cursor = page.next_cursor(subs.last().map(|s| s.id), subs.len());
-    Ok(Json(SubscriptionList {
-        data: subs.into_iter().map(Into::into).collect(),
-        next_cursor,
-    }))
+    let subs = state.store.list_subscriptions(page.request()).await?;
+    let (data, next_cursor) = page.answer(subs, |s| s.id);
+    Ok(Json(SubscriptionList { data, next_cursor }))
 }
 
 /// Get one subscription.

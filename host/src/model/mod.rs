@@ -55,10 +55,10 @@ impl CircuitState {
         }
     }
 
+    pub const ALL: [Self; 3] = [Self::Closed, Self::Open, Self::HalfOpen];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Closed, Self::Open, Self::HalfOpen]
-            .into_iter()
-            .find(|state| state.as_str() == s)
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
     }
 }
 
@@ -209,16 +209,16 @@ impl DeliveryStatus {
         }
     }
 
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::InFlight,
+        Self::Succeeded,
+        Self::Dead,
+        Self::Cancelled,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Pending,
-            Self::InFlight,
-            Self::Succeeded,
-            Self::Dead,
-            Self::Cancelled,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == s)
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
     }
 }
 
@@ -393,6 +393,14 @@ pub struct OutboxStats {
     pub oldest_pending_created_at: Option<DateTime<Utc>>,
     /// Live subscriptions whose circuit is not closed.
     pub open_circuits: u64,
+}
+
+/// One page of a list ordered by id: at most `limit` items after the id `after` (the last one
+/// of the previous page, in the list's order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub after: Option<Uuid>,
+    pub limit: u32,
 }
 
 /// A claim of due deliveries by one engine (see `Store::claim_deliveries`).

@@ -38,8 +38,8 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, DeadLetter, EventDetail,
-    IdempotencyKey, NewEvent, NewSubscription, OutboxStats, PublishOutcome, PublishRequest,
-    ReplayFilter, ReplayOutcome, Subscription, SubscriptionPatch,
+    IdempotencyKey, NewEvent, NewSubscription, OutboxStats, PageRequest, PublishOutcome,
+    PublishRequest, ReplayFilter, ReplayOutcome, Subscription, SubscriptionPatch,
 };
 
 pub use error::{StoreError, StoreResult};
@@ -59,12 +59,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A subscription that exists and is not deleted.
     async fn get_subscription(&self, id: Uuid) -> StoreResult<Option<Subscription>>;
 
-    /// Live subscriptions in id (= creation) order, starting after `after`.
-    async fn list_subscriptions(
-        &self,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Vec<Subscription>>;
+    /// Live subscriptions in id (= creation) order.
+    async fn list_subscriptions(&self, page: PageRequest) -> StoreResult<Vec<Subscription>>;
 
     /// Applies a partial update; `None` when there is no such live subscription.
     async fn update_subscription(
@@ -95,10 +91,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
             events,
             idempotency,
         };
-        self.publish_group(vec![request], now)
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("a publish was not answered".into()))
+        only(self.publish_group(vec![request], now).await?)
     }
 
     /// Several publish requests in one transaction (group commit): each outcome, in request
@@ -133,10 +126,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// holds the lease) and to the subscription's circuit breaker, in one transaction. Returns
     /// whether the delivery was updated.
     async fn record_attempt(&self, record: AttemptRecord, now: DateTime<Utc>) -> StoreResult<bool> {
-        self.record_attempts(vec![record], now)
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("an attempt record was not answered".into()))
+        only(self.record_attempts(vec![record], now).await?)
     }
 
     /// Records several attempts in one transaction, each as [`Store::record_attempt`] would,
@@ -157,12 +147,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Attempts of an event, oldest first (at most 1,000).
     async fn list_attempts(&self, event_id: Uuid) -> StoreResult<Vec<AttemptView>>;
 
-    /// Dead letters, newest first, starting after `before` (a dead letter id).
-    async fn list_dead_letters(
-        &self,
-        before: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Vec<DeadLetter>>;
+    /// Dead letters, newest first.
+    async fn list_dead_letters(&self, page: PageRequest) -> StoreResult<Vec<DeadLetter>>;
 
     /// Queues a dead letter's delivery again with a fresh attempt budget.
     async fn replay_dead_letter(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<ReplayOutcome>;
@@ -203,6 +189,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
             }
         }
     }
+}
+
+/// The one answer of a group of one.
+fn only<T>(mut answers: Vec<T>) -> StoreResult<T> {
+    answers
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("a request of a group was not answered".into()))
 }
 
 /// Opens the database named by the configuration, creating it (SQLite) if needed, and applies

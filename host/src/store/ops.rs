@@ -18,13 +18,24 @@ use super::sql::{Arg, Conn, DbRow, Dialect};
 use super::{Store, StoreError, StoreResult};
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, DeadLetter, EventDetail,
-    MAX_BULK_REPLAY, NewSubscription, OutboxStats, PublishOutcome, PublishRequest, ReplayFilter,
-    ReplayOutcome, SECRET_GRACE, Subscription, SubscriptionPatch,
+    MAX_BULK_REPLAY, NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest,
+    ReplayFilter, ReplayOutcome, SECRET_GRACE, Subscription, SubscriptionPatch,
 };
 
 /// Hands `owner`'s in-flight deliveries back to `pending`; `only` narrows them down (`{ids}`).
 const RELEASE: &str = "UPDATE deliveries SET status = 'pending', lease_owner = NULL, \
      lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight'";
+
+/// Runs a read on a reader connection and decodes every row with `decode`.
+async fn read_all<D: Dialect, T>(
+    store: &D,
+    sql: &str,
+    args: &[Arg<'_>],
+    decode: impl Fn(&<D::Conn as Conn>::Row) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let rows = store.reader().acquire().await?.rows(sql, args).await?;
+    rows.iter().map(decode).collect()
+}
 
 #[async_trait::async_trait]
 impl<D: Dialect> Store for D {
@@ -74,27 +85,15 @@ impl<D: Dialect> Store for D {
         live_subscription::<D>(&mut *self.reader().acquire().await?, id, "").await
     }
 
-    async fn list_subscriptions(
-        &self,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Vec<Subscription>> {
-        self.reader()
-            .acquire()
-            .await?
-            .rows(
-                concat!(
-                    "SELECT ",
-                    subscription_columns!(),
-                    " FROM subscriptions WHERE deleted_at IS NULL AND ($1 IS NULL OR id > $1) \
-                     ORDER BY id LIMIT $2"
-                ),
-                &[Arg::OptUuid(after), Arg::Int(limit.into())],
-            )
-            .await?
-            .iter()
-            .map(rows::subscription)
-            .collect()
+    async fn list_subscriptions(&self, page: PageRequest) -> StoreResult<Vec<Subscription>> {
+        let sql = concat!(
+            "SELECT ",
+            subscription_columns!(),
+            " FROM subscriptions WHERE deleted_at IS NULL AND ($1 IS NULL OR id > $1) \
+             ORDER BY id LIMIT $2"
+        );
+        let args = [Arg::OptUuid(page.after), Arg::Int(page.limit.into())];
+        read_all(self, sql, &args, rows::subscription).await
     }
 
     async fn update_subscription(
@@ -189,18 +188,10 @@ impl<D: Dialect> Store for D {
     }
 
     async fn subscription_secrets(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<String>> {
-        self.reader()
-            .acquire()
-            .await?
-            .rows(
-                "SELECT secret FROM subscription_secrets \
-                 WHERE subscription_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY id DESC",
-                &[Arg::Uuid(id), Arg::Time(now)],
-            )
-            .await?
-            .iter()
-            .map(|row| row.text("secret"))
-            .collect()
+        let sql = "SELECT secret FROM subscription_secrets \
+             WHERE subscription_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY id DESC";
+        let args = [Arg::Uuid(id), Arg::Time(now)];
+        read_all(self, sql, &args, |row| row.text("secret")).await
     }
 
     async fn publish_group(
@@ -326,67 +317,40 @@ impl<D: Dialect> Store for D {
 
     async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         let sql = format!("{RELEASE} AND lease_expires_at <= $1");
-        self.writer()
-            .acquire()
-            .await?
-            .exec(&sql, &[Arg::Time(now)])
-            .await
+        let mut conn = self.writer().acquire().await?;
+        conn.exec(&sql, &[Arg::Time(now)]).await
     }
 
     async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         let sql = format!("{RELEASE} AND lease_owner = $2");
-        self.writer()
-            .acquire()
-            .await?
-            .exec(&sql, &[Arg::Time(now), Arg::Text(owner)])
-            .await
+        let mut conn = self.writer().acquire().await?;
+        conn.exec(&sql, &[Arg::Time(now), Arg::Text(owner)]).await
     }
 
     async fn list_attempts(&self, event_id: Uuid) -> StoreResult<Vec<AttemptView>> {
-        self.reader()
-            .acquire()
-            .await?
-            .rows(
-                concat!(
-                    "SELECT a.id, a.event_id, a.delivery_id, ",
-                    destination_columns!(),
-                    ", a.attempt, a.outcome, a.response_status, a.response_body, a.error, \
-                     a.duration_ms, a.started_at \
-                     FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-                     LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-                     WHERE a.event_id = $1 ORDER BY a.started_at, a.id LIMIT 1000"
-                ),
-                &[Arg::Uuid(event_id)],
-            )
-            .await?
-            .iter()
-            .map(rows::attempt_view)
-            .collect()
+        let sql = concat!(
+            "SELECT a.id, a.event_id, a.delivery_id, ",
+            destination_columns!(),
+            ", a.attempt, a.outcome, a.response_status, a.response_body, a.error, \
+             a.duration_ms, a.started_at \
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE a.event_id = $1 ORDER BY a.started_at, a.id LIMIT 1000"
+        );
+        read_all(self, sql, &[Arg::Uuid(event_id)], rows::attempt_view).await
     }
 
-    async fn list_dead_letters(
-        &self,
-        before: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Vec<DeadLetter>> {
-        self.reader()
-            .acquire()
-            .await?
-            .rows(
-                concat!(
-                    "SELECT dl.id, dl.event_id, dl.delivery_id, ",
-                    destination_columns!(),
-                    ", dl.attempts, dl.last_error, dl.created_at, dl.replayed_at \
-                     FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
-                     LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-                     WHERE ($1 IS NULL OR dl.id < $1) ORDER BY dl.id DESC LIMIT $2"
-                ),
-                &[Arg::OptUuid(before), Arg::Int(limit.into())],
-            )
-            .await?
-            .iter()
-            .map(rows::dead_letter)
-            .collect()
+    async fn list_dead_letters(&self, page: PageRequest) -> StoreResult<Vec<DeadLetter>> {
+        let sql = concat!(
+            "SELECT dl.id, dl.event_id, dl.delivery_id, ",
+            destination_columns!(),
+            ", dl.attempts, dl.last_error, dl.created_at, dl.replayed_at \
+             FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE ($1 IS NULL OR dl.id < $1) ORDER BY dl.id DESC LIMIT $2"
+        );
+        let args = [Arg::OptUuid(page.after), Arg::Int(page.limit.into())];
+        read_all(self, sql, &args, rows::dead_letter).await
     }
 
     async fn replay_dead_letter(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<ReplayOutcome> {

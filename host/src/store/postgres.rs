@@ -17,7 +17,7 @@ use super::StoreResult;
 use super::common::{admit_probes, apply_to_circuit, commit};
 use super::plan::{DeliveryRow, rounds_of_distinct_deliveries, split_by_failures};
 use super::rows;
-use super::sql::{DbRow, Dialect, driver};
+use super::sql::{Arg, DbRow, Dialect, Pools, driver};
 use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -38,9 +38,10 @@ const HOT_PATH_SETTINGS: [(&str, &str); 3] = [
 /// The channel instances use to wake each other (`LISTEN`/`NOTIFY`).
 const WORK_CHANNEL: &str = "ih_work";
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PostgresStore {
-    pool: PgPool,
+    /// Reads and writes share one pool.
+    pools: Pools<Postgres>,
     /// Set while a NOTIFY is queued, so a burst of publishes sends one.
     announcing: std::sync::Arc<Announcer>,
     /// Connections of the delivery hot path (claims, attempt records): see [`HOT_PATH_SETTINGS`].
@@ -86,15 +87,13 @@ impl PostgresStore {
             .connect_with(options.options(HOT_PATH_SETTINGS.iter().copied()))
             .await?;
         Ok(Self {
-            pool,
+            pools: Pools {
+                reader: pool.clone(),
+                writer: pool,
+            },
             hot,
             announcing: Default::default(),
         })
-    }
-
-    /// The pool, for tests and tools that need raw access.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 }
 
@@ -195,18 +194,11 @@ impl Dialect for PostgresStore {
          AND ($1 = ANY (events) OR '*' = ANY (events)) ORDER BY id";
     const ROW_LOCKS: bool = true;
 
-    fn reader(&self) -> &PgPool {
-        &self.pool
+    fn pools(&self) -> &Pools<Postgres> {
+        &self.pools
     }
 
-    fn writer(&self) -> &PgPool {
-        &self.pool
-    }
-
-    async fn insert_events<'a>(
-        conn: &'a mut PgConnection,
-        events: &'a [&'a NewEvent],
-    ) -> StoreResult<()> {
+    async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO events (id, event_type, payload, created_at) \
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]::json[], $4::timestamptz[])",
@@ -220,9 +212,9 @@ impl Dialect for PostgresStore {
         Ok(())
     }
 
-    async fn insert_deliveries<'a>(
-        conn: &'a mut PgConnection,
-        rows: &'a [DeliveryRow<'a>],
+    async fn insert_deliveries(
+        conn: &mut PgConnection,
+        rows: &[DeliveryRow<'_>],
     ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, created_at, updated_at) \
@@ -336,7 +328,7 @@ impl Dialect for PostgresStore {
         if announcer.running.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (pool, announcer) = (self.pool.clone(), self.announcing.clone());
+        let (pool, announcer) = (self.writer().clone(), self.announcing.clone());
         tokio::spawn(async move {
             loop {
                 // Cleared before sending: anything committed from here on is covered by this
@@ -368,7 +360,7 @@ impl Dialect for PostgresStore {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         while !*stop.borrow() {
-            let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(self.reader()).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, "LISTEN connection failed; relying on polling for now");

@@ -82,11 +82,14 @@ pub(crate) trait Conn: Send {
         args: &'a [Arg<'a>],
     ) -> impl Future<Output = StoreResult<Vec<Self::Row>>> + Send + 'a;
 
+    /// The first row `sql` returns, if any (for statements that return at most one).
     fn row<'a>(
         &'a mut self,
         sql: &'a str,
         args: &'a [Arg<'a>],
-    ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send + 'a;
+    ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send + 'a {
+        async move { Ok(self.rows(sql, args).await?.into_iter().next()) }
+    }
 
     /// Runs `sql`, in which `{ids}` stands for the list `ids` (bound after `args`), in as many
     /// statements as the backend needs; returns the rows affected.
@@ -129,42 +132,40 @@ pub(crate) trait Conn: Send {
 }
 
 /// Implements [`Conn`]'s statement runners and [`DbRow`] for one sqlx driver. `$repr` is the
-/// backend's module of representation functions: `bind`, `rows_affected`, `int`, `opt_int`,
-/// `time`, `opt_time`, `names`.
+/// backend's module of representation functions: `bind`, `id_list`, `rows_affected`, `int`,
+/// `opt_int`, `time`, `opt_time`, `names`. The backend file imports `Arg`, `StoreResult`,
+/// `DateTime` and `Utc`, which the expansion names.
 macro_rules! driver {
     ($db:ty, $conn:ty, $row:ty, $repr:ident) => {
         impl $crate::store::sql::DbRow for $row {
-            fn uuid(&self, col: &str) -> $crate::store::StoreResult<uuid::Uuid> {
+            fn uuid(&self, col: &str) -> StoreResult<uuid::Uuid> {
                 Ok(sqlx::Row::try_get(self, col)?)
             }
-            fn opt_uuid(&self, col: &str) -> $crate::store::StoreResult<Option<uuid::Uuid>> {
+            fn opt_uuid(&self, col: &str) -> StoreResult<Option<uuid::Uuid>> {
                 Ok(sqlx::Row::try_get(self, col)?)
             }
-            fn text(&self, col: &str) -> $crate::store::StoreResult<String> {
+            fn text(&self, col: &str) -> StoreResult<String> {
                 Ok(sqlx::Row::try_get(self, col)?)
             }
-            fn opt_text(&self, col: &str) -> $crate::store::StoreResult<Option<String>> {
+            fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
                 Ok(sqlx::Row::try_get(self, col)?)
             }
-            fn bool(&self, col: &str) -> $crate::store::StoreResult<bool> {
+            fn bool(&self, col: &str) -> StoreResult<bool> {
                 Ok(sqlx::Row::try_get(self, col)?)
             }
-            fn int(&self, col: &str) -> $crate::store::StoreResult<i64> {
+            fn int(&self, col: &str) -> StoreResult<i64> {
                 $repr::int(self, col)
             }
-            fn opt_int(&self, col: &str) -> $crate::store::StoreResult<Option<i64>> {
+            fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
                 $repr::opt_int(self, col)
             }
-            fn time(&self, col: &str) -> $crate::store::StoreResult<chrono::DateTime<chrono::Utc>> {
+            fn time(&self, col: &str) -> StoreResult<DateTime<Utc>> {
                 $repr::time(self, col)
             }
-            fn opt_time(
-                &self,
-                col: &str,
-            ) -> $crate::store::StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+            fn opt_time(&self, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
                 $repr::opt_time(self, col)
             }
-            fn names(&self, col: &str) -> $crate::store::StoreResult<Vec<String>> {
+            fn names(&self, col: &str) -> StoreResult<Vec<String>> {
                 $repr::names(self, col)
             }
         }
@@ -173,18 +174,11 @@ macro_rules! driver {
             type Row = $row;
             const IDS_PER_STATEMENT: usize = $repr::IDS_PER_STATEMENT;
 
-            fn id_list<'a>(
-                first: usize,
-                ids: &'a [uuid::Uuid],
-            ) -> (String, Vec<$crate::store::sql::Arg<'a>>) {
+            fn id_list<'a>(first: usize, ids: &'a [uuid::Uuid]) -> (String, Vec<Arg<'a>>) {
                 $repr::id_list(first, ids)
             }
 
-            async fn exec<'a>(
-                &'a mut self,
-                sql: &'a str,
-                args: &'a [$crate::store::sql::Arg<'a>],
-            ) -> $crate::store::StoreResult<u64> {
+            async fn exec<'a>(&'a mut self, sql: &'a str, args: &'a [Arg<'a>]) -> StoreResult<u64> {
                 let query = args
                     .iter()
                     .fold(sqlx::query::<$db>(sql), |q, a| $repr::bind(q, *a));
@@ -194,28 +188,24 @@ macro_rules! driver {
             async fn rows<'a>(
                 &'a mut self,
                 sql: &'a str,
-                args: &'a [$crate::store::sql::Arg<'a>],
-            ) -> $crate::store::StoreResult<Vec<$row>> {
+                args: &'a [Arg<'a>],
+            ) -> StoreResult<Vec<$row>> {
                 let query = args
                     .iter()
                     .fold(sqlx::query::<$db>(sql), |q, a| $repr::bind(q, *a));
                 Ok(query.fetch_all(&mut *self).await?)
             }
-
-            async fn row<'a>(
-                &'a mut self,
-                sql: &'a str,
-                args: &'a [$crate::store::sql::Arg<'a>],
-            ) -> $crate::store::StoreResult<Option<$row>> {
-                let query = args
-                    .iter()
-                    .fold(sqlx::query::<$db>(sql), |q, a| $repr::bind(q, *a));
-                Ok(query.fetch_optional(&mut *self).await?)
-            }
         }
     };
 }
 pub(crate) use driver;
+
+/// Where a backend's reads and writes go (the same pool where the database takes both alike).
+#[derive(Debug)]
+pub(crate) struct Pools<Db: sqlx::Database> {
+    pub reader: sqlx::Pool<Db>,
+    pub writer: sqlx::Pool<Db>,
+}
 
 /// One backend: its pools, the statements whose text differs, and the operations that do.
 pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
@@ -237,33 +227,39 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
         if Self::ROW_LOCKS { clause } else { "" }
     }
 
-    /// Connections for reads.
-    fn reader(&self) -> &sqlx::Pool<Self::Db>;
-    /// Connections for writes.
-    fn writer(&self) -> &sqlx::Pool<Self::Db>;
+    /// Connections for reads and for writes.
+    fn pools(&self) -> &Pools<Self::Db>;
 
-    fn insert_events<'a>(
-        conn: &'a mut Self::Conn,
-        events: &'a [&'a NewEvent],
-    ) -> impl Future<Output = StoreResult<()>> + Send + 'a;
+    fn reader(&self) -> &sqlx::Pool<Self::Db> {
+        &self.pools().reader
+    }
 
-    fn insert_deliveries<'a>(
-        conn: &'a mut Self::Conn,
-        rows: &'a [DeliveryRow<'a>],
-    ) -> impl Future<Output = StoreResult<()>> + Send + 'a;
+    fn writer(&self) -> &sqlx::Pool<Self::Db> {
+        &self.pools().writer
+    }
+
+    fn insert_events(
+        conn: &mut Self::Conn,
+        events: &[&NewEvent],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn insert_deliveries(
+        conn: &mut Self::Conn,
+        rows: &[DeliveryRow<'_>],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// See [`super::Store::claim_deliveries`].
-    fn claim<'a>(
-        &'a self,
-        claim: Claim<'a>,
-    ) -> impl Future<Output = StoreResult<Vec<ClaimedDelivery>>> + Send + 'a;
+    fn claim(
+        &self,
+        claim: Claim<'_>,
+    ) -> impl Future<Output = StoreResult<Vec<ClaimedDelivery>>> + Send;
 
     /// See [`super::Store::record_attempts`].
-    fn record<'a>(
-        &'a self,
+    fn record(
+        &self,
         records: Vec<AttemptRecord>,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send + 'a;
+    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send;
 
     /// Tells peers that work was committed (see [`super::Store::announce_work`]).
     fn notify_peers(&self) -> impl Future<Output = ()> + Send {

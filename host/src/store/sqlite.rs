@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::common::{admit_probes, commit, record_one};
 use super::plan::DeliveryRow;
 use super::rows;
-use super::sql::{Arg, Conn, DbRow, Dialect, driver};
+use super::sql::{Arg, Conn, DbRow, Dialect, Pools, driver};
 use super::{StoreError, StoreResult};
 use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent};
 
@@ -29,10 +29,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 /// Readers beside the single writer.
 const READERS: u32 = 4;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    /// A single writer connection beside the readers.
+    pools: Pools<Sqlite>,
 }
 
 /// Whether the writer connection may be used again: only when sqlx has no transaction open on
@@ -94,7 +94,9 @@ impl SqliteStore {
                 .connect_with(options.read_only(true))
                 .await?
         };
-        Ok(Self { writer, reader })
+        Ok(Self {
+            pools: Pools { reader, writer },
+        })
     }
 }
 
@@ -187,18 +189,11 @@ impl Dialect for SqliteStore {
          ORDER BY id";
     const ROW_LOCKS: bool = false;
 
-    fn reader(&self) -> &SqlitePool {
-        &self.reader
+    fn pools(&self) -> &Pools<Sqlite> {
+        &self.pools
     }
 
-    fn writer(&self) -> &SqlitePool {
-        &self.writer
-    }
-
-    async fn insert_events<'a>(
-        conn: &'a mut SqliteConnection,
-        events: &'a [&'a NewEvent],
-    ) -> StoreResult<()> {
+    async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> StoreResult<()> {
         for chunk in events.chunks(repr::IDS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (id, event_type, payload, created_at) ",
@@ -214,9 +209,9 @@ impl Dialect for SqliteStore {
         Ok(())
     }
 
-    async fn insert_deliveries<'a>(
-        conn: &'a mut SqliteConnection,
-        rows: &'a [DeliveryRow<'a>],
+    async fn insert_deliveries(
+        conn: &mut SqliteConnection,
+        rows: &[DeliveryRow<'_>],
     ) -> StoreResult<()> {
         for chunk in rows.chunks(repr::IDS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
@@ -247,7 +242,7 @@ impl Dialect for SqliteStore {
     async fn claim(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
         let (now, lease_until, skip) = (claim.now, claim.lease_until, claim.skip);
         let at = now.timestamp_micros();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT d.id, d.event_id, d.kind, d.subscription_id, d.connector, d.attempts, \
              e.event_type, e.payload, e.created_at AS event_created_at, s.url, s.headers, s.circuit_state \
@@ -342,7 +337,7 @@ impl Dialect for SqliteStore {
         records: Vec<AttemptRecord>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut moved = Vec::with_capacity(records.len());
         for record in &records {
             moved.push(record_one(&mut *tx, record, now).await?);
