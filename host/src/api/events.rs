@@ -170,12 +170,24 @@ fn idempotency(
     }))
 }
 
-async fn store_events(
+/// Validates events (each one's fields named under its prefix, every problem collected) and
+/// stores them as one publish; answers what was published and whether it was a replay.
+async fn validate_and_store(
     state: &AppState,
     headers: &HeaderMap,
     route: &str,
-    events: Vec<NewEvent>,
+    events: impl IntoIterator<Item = (String, PublishEvent)>,
 ) -> ApiResult<(Vec<PublishedEvent>, bool)> {
+    let mut errors = Errors::default();
+    let now = model::now();
+    let events: Vec<NewEvent> = events
+        .into_iter()
+        .map(|(prefix, e)| {
+            let max_payload = state.config.max_payload_bytes;
+            new_event(&mut errors, &prefix, e, max_payload, now, &state.connectors)
+        })
+        .collect();
+    errors.finish()?;
     let idempotency = idempotency(headers, route, &events)?;
     let request = PublishRequest {
         events,
@@ -229,18 +241,9 @@ async fn publish_event(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PublishEvent>,
 ) -> ApiResult<Response> {
-    let mut errors = Errors::default();
-    let event = new_event(
-        &mut errors,
-        "",
-        body,
-        state.config.max_payload_bytes,
-        model::now(),
-        &state.connectors,
-    );
-    errors.finish()?;
+    let one = [(String::new(), body)];
     let (mut published, replayed) =
-        store_events(&state, &headers, "POST /api/v1/events", vec![event]).await?;
+        validate_and_store(&state, &headers, "POST /api/v1/events", one).await?;
     let one = published
         .pop()
         .ok_or_else(|| ApiError::internal("publish returned no event"))?;
@@ -272,26 +275,9 @@ async fn publish_batch(
         );
         errors.finish()?;
     }
-    let mut errors = Errors::default();
-    let now = model::now();
-    let events: Vec<NewEvent> = body
-        .events
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| {
-            new_event(
-                &mut errors,
-                &format!("events[{i}]."),
-                e,
-                state.config.max_payload_bytes,
-                now,
-                &state.connectors,
-            )
-        })
-        .collect();
-    errors.finish()?;
+    let events = (body.events.into_iter().enumerate()).map(|(i, e)| (format!("events[{i}]."), e));
     let (published, replayed) =
-        store_events(&state, &headers, "POST /api/v1/events/batch", events).await?;
+        validate_and_store(&state, &headers, "POST /api/v1/events/batch", events).await?;
     Ok(accepted(
         BatchOut {
             data: published.into_iter().map(Into::into).collect(),

@@ -90,7 +90,10 @@ mod tests {
         let schemas = &doc["components"]["schemas"];
         for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
             let name = reference.split('"').next().unwrap_or_default();
-            assert!(schemas.get(name).is_some(), "{name} is referenced, not defined");
+            assert!(
+                schemas.get(name).is_some(),
+                "{name} is referenced, not defined"
+            );
         }
         assert_eq!(
             schemas["DeliveryStatus"]["enum"],

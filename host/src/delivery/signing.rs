@@ -1,4 +1,5 @@
-//! Webhook signatures: the seed's hex HMAC and the Standard Webhooks scheme.
+//! What a webhook carries and how it is signed: the body assembled around the stored payload
+//! bytes, the seed's hex HMAC and the Standard Webhooks scheme.
 //!
 //! Both sign the exact body bytes that are sent. The seed scheme signs with the newest secret
 //! only; the Standard Webhooks header carries one `v1,<base64>` entry per valid secret, so a
@@ -8,6 +9,26 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::model::ClaimedDelivery;
+
+/// The webhook body: `{"id", "event_type", "created_at", "payload"}` with the payload's stored
+/// bytes spliced in unchanged (never re-serialised).
+pub fn webhook_body(delivery: &ClaimedDelivery) -> String {
+    let event_type = serde_json::to_string(&delivery.event_type).unwrap_or_default();
+    let created_at = serde_json::to_string(&delivery.event_created_at).unwrap_or_default();
+    let mut body = String::with_capacity(delivery.payload.len() + 160);
+    body.push_str("{\"id\":\"");
+    body.push_str(&delivery.event_id.to_string());
+    body.push_str("\",\"event_type\":");
+    body.push_str(&event_type);
+    body.push_str(",\"created_at\":");
+    body.push_str(&created_at);
+    body.push_str(",\"payload\":");
+    body.push_str(&delivery.payload);
+    body.push('}');
+    body
+}
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -63,6 +84,31 @@ pub fn standard_webhooks_secret(secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Target;
+    use chrono::{DateTime, Utc};
+
+    #[test]
+    fn body_splices_the_stored_payload_bytes() {
+        let delivery = ClaimedDelivery {
+            id: uuid::Uuid::nil(),
+            event_id: uuid::Uuid::nil(),
+            event_type: "request_submitted".into(),
+            event_created_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
+                .expect("date")
+                .with_timezone(&Utc),
+            payload: "{\"b\": 1, \"a\": [true]}".into(),
+            attempts: 0,
+            target: Target::Connector { name: "x".into() },
+        };
+        let body = webhook_body(&delivery);
+        assert_eq!(
+            body,
+            "{\"id\":\"00000000-0000-0000-0000-000000000000\",\"event_type\":\"request_submitted\",\
+             \"created_at\":\"2026-01-02T03:04:05.123456Z\",\"payload\":{\"b\": 1, \"a\": [true]}}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
+        assert_eq!(parsed["payload"]["a"][0], true);
+    }
 
     #[test]
     fn seed_signature_matches_the_python_snippet() {

@@ -15,8 +15,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[cfg(test)]
-use chrono::DateTime;
 use chrono::Utc;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
@@ -547,7 +545,7 @@ impl Engine {
         let Some(newest) = secrets.first() else {
             return Outcome::failed("the subscription has no valid signing secret");
         };
-        let body = webhook_body(delivery);
+        let body = signing::webhook_body(delivery);
         let timestamp = Utc::now().timestamp();
         let event_id = delivery.event_id.to_string();
         let mut request = self.client.post(url);
@@ -641,24 +639,6 @@ impl Engine {
     }
 }
 
-/// The webhook body: `{"id", "event_type", "created_at", "payload"}` with the payload's stored
-/// bytes spliced in unchanged (never re-serialised).
-pub fn webhook_body(delivery: &ClaimedDelivery) -> String {
-    let event_type = serde_json::to_string(&delivery.event_type).unwrap_or_default();
-    let created_at = serde_json::to_string(&delivery.event_created_at).unwrap_or_default();
-    let mut body = String::with_capacity(delivery.payload.len() + 160);
-    body.push_str("{\"id\":\"");
-    body.push_str(&delivery.event_id.to_string());
-    body.push_str("\",\"event_type\":");
-    body.push_str(&event_type);
-    body.push_str(",\"created_at\":");
-    body.push_str(&created_at);
-    body.push_str(",\"payload\":");
-    body.push_str(&delivery.payload);
-    body.push('}');
-    body
-}
-
 fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -670,32 +650,4 @@ fn hostname() -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "hub".to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn body_splices_the_stored_payload_bytes() {
-        let delivery = ClaimedDelivery {
-            id: uuid::Uuid::nil(),
-            event_id: uuid::Uuid::nil(),
-            event_type: "request_submitted".into(),
-            event_created_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
-                .expect("date")
-                .with_timezone(&Utc),
-            payload: "{\"b\": 1, \"a\": [true]}".into(),
-            attempts: 0,
-            target: Target::Connector { name: "x".into() },
-        };
-        let body = webhook_body(&delivery);
-        assert_eq!(
-            body,
-            "{\"id\":\"00000000-0000-0000-0000-000000000000\",\"event_type\":\"request_submitted\",\
-             \"created_at\":\"2026-01-02T03:04:05.123456Z\",\"payload\":{\"b\": 1, \"a\": [true]}}"
-        );
-        let parsed: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
-        assert_eq!(parsed["payload"]["a"][0], true);
-    }
 }
