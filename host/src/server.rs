@@ -55,6 +55,7 @@ pub async fn run(
         client.clone(),
         config.allow_private_destinations,
         metrics.clone(),
+        Some(store.clone()),
     )
     .await
     .map_err(anyhow::Error::msg)

@@ -16,6 +16,8 @@ backend_tests!(
     slack_invalid_token_is_permanent,
     slack_without_a_token_is_inactive_and_routed_nothing,
     the_directory_is_watched_add_replace_remove_and_garbage,
+    a_bad_file_over_a_working_connector_loses_no_event,
+    slack_made_inactive_after_it_was_bound_keeps_its_events_waiting,
     hostile_connectors_are_contained,
     a_connector_cannot_reach_files_environment_or_sockets,
     a_looping_connector_cannot_take_every_slot,
@@ -89,6 +91,14 @@ async fn wait_listing(hub: &TestHub, what: &str, ok: impl Fn(&[Value]) -> bool) 
         assert!(Instant::now() < deadline, "never saw {what}: {list:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until connector `name` is listed with `status`; returns the listing.
+async fn wait_connector(hub: &TestHub, name: &str, status: &str) -> Vec<Value> {
+    wait_listing(hub, &format!("{name} {status}"), |l| {
+        l.iter().any(|c| c["name"] == name && c["status"] == status)
+    })
+    .await
 }
 
 fn request_submitted() -> Value {
@@ -298,11 +308,7 @@ async fn the_directory_is_watched_add_replace_remove_and_garbage(backend: Backen
 
     // Add.
     deploy(&dir, "fixture.wasm", &fixture_wasm("fixture", "1.0.0"));
-    let list = wait_listing(&hub, "fixture 1.0.0 active", |l| {
-        l.iter()
-            .any(|c| c["name"] == "fixture" && c["status"] == "active")
-    })
-    .await;
+    let list = wait_connector(&hub, "fixture", "active").await;
     let v1 = list
         .iter()
         .find(|c| c["name"] == "fixture")
@@ -374,15 +380,31 @@ async fn the_directory_is_watched_add_replace_remove_and_garbage(backend: Backen
     let (id, _) = publish(&hub, "fixture.ok", json!({})).await;
     hub.wait_status(&id, "succeeded").await;
 
-    // Remove.
+    // Remove: the connector stays bound, and what is published meanwhile waits for it.
     std::fs::remove_file(dir.join("copy.wasm")).expect("remove copy");
     std::fs::remove_file(dir.join("fixture.wasm")).expect("remove fixture");
-    wait_listing(&hub, "fixture gone", |l| {
-        !l.iter().any(|c| c["name"] == "fixture")
-    })
-    .await;
+    wait_connector(&hub, "fixture", "missing").await;
+    let (id, deliveries) = publish(&hub, "fixture.ok", json!({})).await;
+    assert_eq!(deliveries, 1, "a removed connector's events wait for it");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(hub.event(&id).await["deliveries"][0]["status"], "pending");
+    assert!(hub.attempts(&id).await.is_empty(), "nothing was attempted");
+    let missing = connector(&hub, "fixture").await.expect("listed");
+    assert_eq!(missing["pending"], 1, "{missing}");
+    // Restored: what waited is delivered.
+    deploy(&dir, "fixture.wasm", &fixture_wasm("fixture", "2.0.0"));
+    hub.wait_status(&id, "succeeded").await;
+
+    // Unbound for good once its file is gone: nothing more is routed to it.
+    hub.delete_path("/api/v1/connectors/fixture", 409).await;
+    std::fs::remove_file(dir.join("fixture.wasm")).expect("remove fixture");
+    wait_connector(&hub, "fixture", "missing").await;
+    let unbound = hub.delete_path("/api/v1/connectors/fixture", 200).await;
+    assert_eq!(unbound["cancelled"], 0);
+    hub.delete_path("/api/v1/connectors/fixture", 404).await;
+    assert!(connector(&hub, "fixture").await.is_none());
     let (_, deliveries) = publish(&hub, "fixture.ok", json!({})).await;
-    assert_eq!(deliveries, 0, "a removed connector is routed nothing");
+    assert_eq!(deliveries, 0, "an unbound connector is routed nothing");
     assert!(connector(&hub, "junk").await.is_some());
     assert_eq!(
         connector(&hub, "slack").await.expect("slack")["status"],
@@ -606,11 +628,7 @@ async fn connector_http_follows_no_redirects_and_retries_when_asked(backend: Bac
         "fixture.wasm",
         &fixture_wasm("fixture", "1.0.0"),
     );
-    wait_listing(&hub, "fixture active", |l| {
-        l.iter()
-            .any(|c| c["name"] == "fixture" && c["status"] == "active")
-    })
-    .await;
+    wait_connector(&hub, "fixture", "active").await;
 
     let (id, _) = publish(&hub, "fixture.fetch", json!({"url": redirector.url("/go")})).await;
     hub.wait_status(&id, "dead").await;
@@ -675,11 +693,7 @@ async fn the_example_connector_dropped_into_a_running_hub_receives_events(backen
         hub.connectors_dir.join("example.wasm"),
     )
     .expect("copy the example into the directory");
-    let list = wait_listing(&hub, "example active", |l| {
-        l.iter()
-            .any(|c| c["name"] == "example" && c["status"] == "active")
-    })
-    .await;
+    let list = wait_connector(&hub, "example", "active").await;
     let example = list
         .iter()
         .find(|c| c["name"] == "example")
@@ -697,4 +711,134 @@ async fn the_example_connector_dropped_into_a_running_hub_receives_events(backen
     assert_eq!(body["id"], id.as_str());
     assert_eq!(body["event_type"], "example.ping");
     assert_eq!(body["payload"], json!({"hello": "world"}));
+}
+
+/// Garbage copied over a working connector: the last good version keeps serving (listed with
+/// the new file's problem beside it), and events published meanwhile are delivered.
+async fn a_bad_file_over_a_working_connector_loses_no_event(backend: Backend) {
+    let Some(hub) = TestHub::start(backend).await else {
+        return;
+    };
+    let dir = hub.connectors_dir.clone();
+    deploy(&dir, "fixture.wasm", &fixture_wasm("fixture", "1.0.0"));
+    wait_connector(&hub, "fixture", "active").await;
+    let (before, _) = publish(&hub, "fixture.ok", json!({})).await;
+    hub.wait_status(&before, "succeeded").await;
+
+    deploy(&dir, "fixture.wasm", b"\0asm a broken build");
+    let list = wait_listing(&hub, "the rejected file named", |l| {
+        l.iter().any(|c| {
+            c["name"] == "fixture"
+                && c["problem"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("serving the previous version"))
+        })
+    })
+    .await;
+    let fixture = list
+        .iter()
+        .find(|c| c["name"] == "fixture")
+        .expect("listed");
+    assert_eq!(fixture["status"], "active", "{fixture}");
+    assert_eq!(fixture["version"], "1.0.0");
+    let (during, deliveries) = publish(&hub, "fixture.ok", json!({})).await;
+    assert_eq!(deliveries, 1);
+    hub.wait_status(&during, "succeeded").await;
+
+    // The good file back: the problem goes.
+    deploy(&dir, "fixture.wasm", &fixture_wasm("fixture", "1.0.0"));
+    wait_listing(&hub, "no problem", |l| {
+        l.iter()
+            .any(|c| c["name"] == "fixture" && c["problem"].is_null())
+    })
+    .await;
+    let (after, _) = publish(&hub, "fixture.ok", json!({})).await;
+    hub.wait_status(&after, "succeeded").await;
+}
+
+/// Two instances on one PostgreSQL, one whose connectors directory lags (the connector is not
+/// there yet): events published through either are delivered, by the instance that has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_the_connector_loses_no_event() {
+    let Some(db) = integrations_hub_testkit::TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let vars = [("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2")];
+    let shared = db.share();
+    let has = TestHub::start_on(db, &vars).await;
+    let lags = TestHub::start_on(shared, &vars).await;
+    deploy(
+        &has.connectors_dir,
+        "fixture.wasm",
+        &fixture_wasm("fixture", "1.0.0"),
+    );
+    wait_connector(&has, "fixture", "active").await;
+    let lagging = connector(&lags, "fixture")
+        .await
+        .expect("listed where it lags");
+    assert_eq!(lagging["status"], "missing", "{lagging}");
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let (id, deliveries) = publish(&lags, "fixture.ok", json!({})).await;
+        assert_eq!(
+            deliveries, 1,
+            "routed by the binding, not by what this instance loaded"
+        );
+        ids.push(id);
+        ids.push(publish(&has, "fixture.ok", json!({})).await.0);
+    }
+    for id in &ids {
+        has.wait_status(id, "succeeded").await;
+    }
+    // The lagging instance catches up and delivers too.
+    deploy(
+        &lags.connectors_dir,
+        "fixture.wasm",
+        &fixture_wasm("fixture", "1.0.0"),
+    );
+    wait_connector(&lags, "fixture", "active").await;
+    let (id, _) = publish(&lags, "fixture.ok", json!({})).await;
+    lags.wait_status(&id, "succeeded").await;
+}
+
+/// Slack bound (it was active), then restarted without its token: `inactive`, and what is
+/// published meanwhile waits; with the token back, it is delivered.
+async fn slack_made_inactive_after_it_was_bound_keeps_its_events_waiting(backend: Backend) {
+    let fake = Receiver::start(Reply::Json(200, json!({"ok": true, "ts": "1.2"}))).await;
+    let Some(hub) = slack_hub(backend, &fake, &[]).await else {
+        return;
+    };
+    let (first, _) = publish(&hub, "request_submitted", request_submitted()).await;
+    hub.wait_status(&first, "succeeded").await;
+    let (stopped, db) = hub.stop().await;
+    stopped.expect("clean stop");
+
+    let without_token =
+        TestHub::start_on(db, &[("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2")]).await;
+    wait_connector(&without_token, "slack", "inactive").await;
+    let (waiting, deliveries) =
+        publish(&without_token, "request_submitted", request_submitted()).await;
+    assert_eq!(deliveries, 1, "bound: routed although inactive");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let event = without_token.event(&waiting).await;
+    assert_eq!(event["deliveries"][0]["status"], "pending", "{event}");
+    assert!(without_token.attempts(&waiting).await.is_empty());
+    let (stopped, db) = without_token.stop().await;
+    stopped.expect("clean stop");
+
+    let base = fake.url("/api");
+    let host = fake.base.trim_start_matches("http://").to_owned();
+    let vars = [
+        ("IH_ALLOW_PRIVATE_DESTINATIONS", "true"),
+        ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
+        ("IH_SLACK_BOT_TOKEN", TOKEN),
+        ("IH_SLACK_API_BASE_URL", base.as_str()),
+        ("IH_SLACK_ALLOWED_HOSTS", host.as_str()),
+    ];
+    let with_token = TestHub::start_on(db, &vars).await;
+    with_token.wait_status(&waiting, "succeeded").await;
+    assert_eq!(
+        fake.wait_for("/api/chat.postMessage", 2, WAIT).await.len(),
+        2
+    );
 }

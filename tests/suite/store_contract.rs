@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 backend_tests!(
     claims_leave_skipped_connectors_alone,
+    connector_deliveries_wait_for_their_connector_and_unbinding_cancels_them,
     subscriptions_round_trip,
     list_paginates_in_creation_order,
     patch_changes_only_given_fields,
@@ -76,8 +77,12 @@ fn event(event_type: &str, payload: &str) -> NewEvent {
         event_type: event_type.into(),
         payload: payload.into(),
         created_at: model::now(),
-        connectors: Vec::new(),
     }
+}
+
+/// The connectors the claims of these tests can run.
+fn running() -> Vec<String> {
+    vec!["slack".into(), "example".into()]
 }
 
 /// Claims up to `limit` deliveries due at `at` for `owner`, leased for 30 s, skipping nothing.
@@ -94,6 +99,7 @@ async fn claim(
             lease_until: at + TimeDelta::seconds(30),
             limit,
             skip: &Skip::default(),
+            connectors: &running(),
         })
         .await
         .expect("claim")
@@ -309,8 +315,15 @@ async fn publish_matches_enabled_live_subscriptions_and_connectors(backend: Back
         .await
         .expect("delete");
 
-    let mut e = event("request_submitted", r#"{"title":"x"}"#);
-    e.connectors = vec!["slack".into()];
+    let now = model::now();
+    let bind = |name: &'static str, events: &[&str]| {
+        let events: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+        let store = store.clone();
+        async move { store.bind_connector(name, &events, now).await }
+    };
+    bind("slack", &["request_submitted"]).await.expect("bind");
+    bind("other", &["order.created"]).await.expect("bind");
+    let e = event("request_submitted", r#"{"title":"x"}"#);
     let published = created(
         store
             .publish(vec![e.clone()], None, model::now())
@@ -645,12 +658,23 @@ async fn claims_leave_skipped_connectors_alone(backend: Backend) {
     let Some((_db, store)) = open(backend).await else {
         return;
     };
-    let mut to_slack = event("request_submitted", "{}");
-    to_slack.connectors = vec!["slack".into()];
-    let mut to_both = event("request_submitted", "{}");
-    to_both.connectors = vec!["slack".into(), "example".into()];
+    let now = model::now();
+    let types = |t: &str| vec![t.to_owned()];
     store
-        .publish(vec![to_slack, to_both], None, model::now())
+        .bind_connector("slack", &types("request_submitted"), now)
+        .await
+        .expect("bind");
+    store
+        .bind_connector("example", &types("order.created"), now)
+        .await
+        .expect("bind");
+    let events = vec![
+        event("request_submitted", "{}"),
+        event("request_submitted", "{}"),
+        event("order.created", "{}"),
+    ];
+    store
+        .publish(events, None, model::now())
         .await
         .expect("publish");
     let now = model::now();
@@ -666,6 +690,7 @@ async fn claims_leave_skipped_connectors_alone(backend: Backend) {
             lease_until: lease,
             limit: 10,
             skip: &skip_slack,
+            connectors: &running(),
         })
         .await
         .expect("claim");
@@ -749,6 +774,7 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
                     subscriptions: vec![sub.id],
                     ..Skip::default()
                 },
+                connectors: &running(),
             })
             .await
             .expect("skip")
@@ -780,6 +806,7 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
             lease_until: lease + TimeDelta::seconds(60),
             limit: 50,
             skip: &Skip::default(),
+            connectors: &running(),
         })
         .await
         .expect("reclaim");
@@ -1367,6 +1394,7 @@ async fn concurrent_groups_failing_the_same_subscriptions_never_deadlock(backend
             lease_until: now + TimeDelta::seconds(60),
             limit: 240,
             skip: &Skip::default(),
+            connectors: &running(),
         })
         .await
         .expect("claim");
@@ -1410,4 +1438,134 @@ async fn concurrent_groups_failing_the_same_subscriptions_never_deadlock(backend
         assert_eq!(s.circuit.state, CircuitState::Open, "30 failures opened it");
         assert_eq!(s.circuit.consecutive_failures, 30);
     }
+}
+
+/// A bound connector gets deliveries whether or not any engine runs it; claims take them only
+/// where it runs; elsewhere they are deferred (not attempted, still counted); unbinding cancels
+/// those waiting and routes nothing more.
+async fn connector_deliveries_wait_for_their_connector_and_unbinding_cancels_them(
+    backend: Backend,
+) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let bound_at = model::now();
+    store
+        .bind_connector("slack", &["*".to_owned()], bound_at)
+        .await
+        .expect("bind");
+    // Binding again changes the event types, not the binding's age.
+    store
+        .bind_connector(
+            "slack",
+            &["a".to_owned(), "b".to_owned()],
+            bound_at + TimeDelta::seconds(1),
+        )
+        .await
+        .expect("bind again");
+    let e = event("a", "{}");
+    let published = created(
+        store
+            .publish(vec![e.clone()], None, model::now())
+            .await
+            .expect("publish"),
+    );
+    assert_eq!(
+        published[0].deliveries, 1,
+        "bound, though no engine runs it"
+    );
+    // Due from the event's creation.
+    let now = model::now();
+    let nobody: Vec<String> = Vec::new();
+    let claim_with = |running: &[String], at| {
+        let store = store.clone();
+        let running = running.to_vec();
+        async move {
+            store
+                .claim_deliveries(Claim {
+                    owner: "me",
+                    now: at,
+                    lease_until: at + TimeDelta::seconds(30),
+                    limit: 10,
+                    skip: &Skip::default(),
+                    connectors: &running,
+                })
+                .await
+                .expect("claim")
+        }
+    };
+    assert!(
+        claim_with(&nobody, now).await.is_empty(),
+        "not claimed where it does not run"
+    );
+    let until = now + TimeDelta::seconds(5);
+    assert_eq!(
+        store
+            .defer_waiting_connectors(&nobody, until, now)
+            .await
+            .expect("defer"),
+        1
+    );
+    let waiting = &store
+        .get_event(e.id)
+        .await
+        .expect("get")
+        .expect("event")
+        .deliveries[0];
+    assert_eq!(waiting.status, DeliveryStatus::Pending);
+    assert_eq!(waiting.attempts, 0, "waiting costs no attempt");
+    assert_eq!(waiting.next_attempt_at, Some(until));
+    assert!(
+        waiting
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("waiting")),
+        "{waiting:?}"
+    );
+    assert_eq!(
+        store
+            .defer_waiting_connectors(&["slack".to_owned()], until, until)
+            .await
+            .expect("defer"),
+        0,
+        "an instance running it defers nothing"
+    );
+    let bindings = store.connector_bindings().await.expect("bindings");
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(bindings[0].name, "slack");
+    assert_eq!(bindings[0].events, vec!["a".to_owned(), "b".to_owned()]);
+    assert_eq!(bindings[0].created_at, bound_at);
+    assert_eq!(bindings[0].pending, 1);
+    assert_eq!(claim_with(&["slack".to_owned()], until).await.len(), 1);
+
+    // Unbinding cancels what waits and routes nothing more.
+    let e2 = event("b", "{}");
+    store
+        .publish(vec![e2.clone()], None, now)
+        .await
+        .expect("publish");
+    assert_eq!(
+        store.unbind_connector("slack", now).await.expect("unbind"),
+        Some(1),
+        "the waiting delivery (the claimed one is in flight and finishes)"
+    );
+    assert_eq!(status_of(&store, e2.id).await, DeliveryStatus::Cancelled);
+    assert_eq!(
+        store.unbind_connector("slack", now).await.expect("again"),
+        None
+    );
+    assert!(
+        store
+            .connector_bindings()
+            .await
+            .expect("bindings")
+            .is_empty()
+    );
+    let after = created(
+        store
+            .publish(vec![event("a", "{}")], None, now)
+            .await
+            .expect("publish"),
+    );
+    assert_eq!(after[0].deliveries, 0);
 }

@@ -22,7 +22,6 @@ use super::extract::parse_id;
 use super::schema::Destination;
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState};
-use crate::connectors::Connectors;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::model::DeliveryStatus;
 use crate::model::{
@@ -120,7 +119,6 @@ fn new_event(
     event: PublishEvent,
     max_payload: usize,
     now: DateTime<Utc>,
-    connectors: &Connectors,
 ) -> NewEvent {
     validate::event_type(errors, &format!("{at}event_type"), &event.event_type);
     let payload = event.payload.get();
@@ -137,8 +135,6 @@ fn new_event(
     }
     NewEvent {
         id: Uuid::now_v7(),
-        // Routed now, so the connector deliveries are written in the event's transaction.
-        connectors: connectors.route(&event.event_type),
         event_type: event.event_type,
         payload: String::from(Box::<str>::from(event.payload)),
         created_at: now,
@@ -184,7 +180,7 @@ async fn validate_and_store(
         .into_iter()
         .map(|(prefix, e)| {
             let max_payload = state.config.max_payload_bytes;
-            new_event(&mut errors, &prefix, e, max_payload, now, &state.connectors)
+            new_event(&mut errors, &prefix, e, max_payload, now)
         })
         .collect();
     errors.finish()?;

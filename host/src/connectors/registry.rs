@@ -30,6 +30,8 @@ use super::runtime::{Prepared, Runtime};
 use super::{Shared, setting_variable};
 use crate::config::{ConnectorConfig, Secret};
 use crate::metrics::Metrics;
+use crate::model;
+use crate::store::Store;
 
 /// Files considered in the directory (the rest are ignored, with a warning).
 pub const MAX_FILES: usize = 256;
@@ -54,6 +56,9 @@ pub enum ConnectorStatus {
     Inactive,
     /// Could not be loaded (see `problem`).
     Failed,
+    /// Bound to its event types (it was active once), but no file of this instance loads under
+    /// its name: its deliveries wait until one does, or until it is unbound.
+    Missing,
 }
 
 /// A connector as `GET /api/v1/connectors` shows it.
@@ -68,13 +73,20 @@ pub struct ConnectorView {
     /// The hosts `http.send` may reach (the manifest's, or `IH_<NAME>_ALLOWED_HOSTS`).
     pub allowed_hosts: Vec<String>,
     pub status: ConnectorStatus,
-    /// Why it is `inactive` or `failed`.
+    /// Why it is `inactive` or `failed`; for an `active` one, why a newer file at its source
+    /// was not loaded (the version listed keeps serving).
     pub problem: Option<String>,
     /// The file it came from, or `builtin`.
     pub source: String,
     /// SHA-256 of the component, hex.
     pub sha256: String,
-    pub loaded_at: DateTime<Utc>,
+    /// When the listed version was loaded (absent for a `missing` one).
+    pub loaded_at: Option<DateTime<Utc>>,
+    /// Its deliveries not finished yet (waiting, due or in flight), when it is bound.
+    pub pending: u64,
+    /// Since when its event types get deliveries whether or not it is loaded (see `Missing`);
+    /// absent for a connector that has never been active.
+    pub bound_since: Option<DateTime<Utc>>,
 }
 
 /// One event as a connector receives it.
@@ -120,6 +132,9 @@ struct Candidate {
     /// after it is replaced by a new version.
     first_seen: u64,
     result: Result<Arc<Compiled>, String>,
+    /// Why the file now at `source` was not loaded, when this candidate keeps serving the last
+    /// good version from there (a bad deploy over a working connector).
+    rejected: Option<String>,
 }
 
 /// A compiled component and its validated manifest (not yet bound to configuration).
@@ -139,6 +154,10 @@ pub struct Connectors {
     files: tokio::sync::Mutex<HashMap<PathBuf, Candidate>>,
     builtins: Vec<Candidate>,
     seen: std::sync::atomic::AtomicU64,
+    /// Where bindings are kept; `None` runs connectors without routing (benchmarks).
+    store: Option<Arc<dyn Store>>,
+    /// The event types each connector was last bound to.
+    bound: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl std::fmt::Debug for Connectors {
@@ -158,6 +177,7 @@ impl Connectors {
         client: reqwest::Client,
         allow_private: bool,
         metrics: Arc<Metrics>,
+        store: Option<Arc<dyn Store>>,
     ) -> Result<Arc<Self>, String> {
         std::fs::create_dir_all(&config.dir).map_err(|e| {
             format!(
@@ -199,6 +219,8 @@ impl Connectors {
             files: tokio::sync::Mutex::new(HashMap::new()),
             builtins,
             seen: std::sync::atomic::AtomicU64::new(0),
+            store,
+            bound: std::sync::Mutex::new(HashMap::new()),
         });
         connectors.rescan().await;
         Ok(connectors)
@@ -218,15 +240,14 @@ impl Connectors {
             .collect()
     }
 
-    /// Names of the active connectors that take events of `event_type`.
-    pub fn route(&self, event_type: &str) -> Vec<String> {
+    /// Names of the connectors this instance can run now (active): the engine claims
+    /// deliveries for these only; those of others wait.
+    pub fn running(&self) -> Vec<String> {
         self.current()
             .entries
             .values()
-            .filter(|e| e.view.status == ConnectorStatus::Active)
-            .filter_map(|e| e.loaded.as_ref())
-            .filter(|l| l.manifest.wants(event_type))
-            .map(|l| l.manifest.name.clone())
+            .filter(|e| e.view.status == ConnectorStatus::Active && e.loaded.is_some())
+            .map(|e| e.view.name.clone())
             .collect()
     }
 
@@ -288,13 +309,28 @@ impl Connectors {
         for path in paths {
             let previous = files.get(&path);
             let mut candidate = self.load_file(&path, previous).await;
+            if let (Err(problem), Some(good)) = (&candidate.result, previous)
+                && good.result.is_ok()
+            {
+                // A bad file over a working connector: the last good version keeps serving.
+                candidate = Candidate {
+                    stamp: candidate.stamp,
+                    rejected: Some(format!(
+                        "the file now at {} was not loaded ({problem}); serving the previous version",
+                        candidate.source
+                    )),
+                    ..good.clone()
+                };
+            }
             candidate.first_seen = match previous {
                 Some(p) => p.first_seen,
                 None => self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             };
-            if previous
-                .is_none_or(|p| p.sha256 != candidate.sha256 || p.loaded_at != candidate.loaded_at)
-            {
+            if previous.is_none_or(|p| {
+                p.sha256 != candidate.sha256
+                    || p.loaded_at != candidate.loaded_at
+                    || p.rejected != candidate.rejected
+            }) {
                 changed = true;
             }
             next.insert(path, candidate);
@@ -302,6 +338,7 @@ impl Connectors {
         *files = next;
         if changed || self.current().entries.is_empty() {
             let snapshot = self.assemble(&files);
+            self.bind_active(&snapshot).await;
             let previous = self.current();
             for (key, entry) in &snapshot.entries {
                 let v = &entry.view;
@@ -320,7 +357,7 @@ impl Connectors {
                     ConnectorStatus::Inactive => {
                         tracing::warn!(connector = %v.name, source = %v.source, problem = v.problem.as_deref(), "connector inactive")
                     }
-                    ConnectorStatus::Failed => {
+                    ConnectorStatus::Failed | ConnectorStatus::Missing => {
                         tracing::warn!(connector = %v.name, source = %v.source, problem = v.problem.as_deref(), "connector failed to load")
                     }
                 }
@@ -331,6 +368,46 @@ impl Connectors {
                 }
             }
             *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        }
+        // A binding that failed before (database unavailable) is tried again.
+        self.bind_active(&self.current()).await;
+    }
+
+    /// Binds every active connector to its event types (before its snapshot is served, so a
+    /// connector listed as active is routed to), when that changed since it was last bound.
+    async fn bind_active(&self, snapshot: &Snapshot) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        for entry in snapshot.entries.values() {
+            let Some(loaded) = entry.loaded.as_ref() else {
+                continue;
+            };
+            if entry.view.status != ConnectorStatus::Active {
+                continue;
+            }
+            let (name, events) = (&loaded.manifest.name, &loaded.manifest.events);
+            let known = self
+                .bound
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                == Some(events);
+            if known {
+                continue;
+            }
+            match store.bind_connector(name, events, model::now()).await {
+                Ok(()) => {
+                    tracing::info!(connector = %name, events = ?events, "connector bound to its event types");
+                    self.bound
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.clone(), events.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(connector = %name, error = %e, "binding the connector failed; retried at the next rescan")
+                }
+            }
         }
     }
 
@@ -360,6 +437,7 @@ impl Connectors {
                     // Touched but not changed: keep the compiled component.
                     Some(previous) if previous.sha256 == sha => Candidate {
                         stamp,
+                        rejected: None,
                         ..previous.clone()
                     },
                     _ => load(&self.runtime, source, bytes, sha, stamp).await,
@@ -372,6 +450,7 @@ impl Connectors {
                 stamp,
                 first_seen: 0,
                 result: Err(problem),
+                rejected: None,
             },
         }
     }
@@ -460,7 +539,7 @@ impl Connectors {
                 Some(format!("missing required config: {}", missing.join(", "))),
                 grant,
             ),
-            Ok(grant) => (ConnectorStatus::Active, None, grant),
+            Ok(grant) => (ConnectorStatus::Active, candidate.rejected.clone(), grant),
         };
         let view = ConnectorView {
             name: m.name.clone(),
@@ -472,7 +551,9 @@ impl Connectors {
             problem,
             source: candidate.source.clone(),
             sha256: candidate.sha256.clone(),
-            loaded_at: candidate.loaded_at,
+            loaded_at: Some(candidate.loaded_at),
+            pending: 0,
+            bound_since: None,
         };
         let loaded = (status != ConnectorStatus::Failed).then(|| {
             Arc::new(Loaded {
@@ -555,6 +636,7 @@ async fn load(
         stamp,
         first_seen: 0,
         result,
+        rejected: None,
     }
 }
 
@@ -599,7 +681,33 @@ fn failed_view(candidate: &Candidate, name: String, problem: String) -> Connecto
         problem: Some(problem),
         source: candidate.source.clone(),
         sha256: candidate.sha256.clone(),
-        loaded_at: candidate.loaded_at,
+        loaded_at: Some(candidate.loaded_at),
+        pending: 0,
+        bound_since: None,
+    }
+}
+
+impl ConnectorView {
+    /// A bound connector that no file of this instance loads.
+    pub fn missing(binding: &model::ConnectorBinding) -> Self {
+        Self {
+            name: binding.name.clone(),
+            version: None,
+            description: None,
+            events: binding.events.clone(),
+            allowed_hosts: Vec::new(),
+            status: ConnectorStatus::Missing,
+            problem: Some(
+                "bound to its event types, but no file of this instance loads under this name: \
+                 its deliveries wait until one does (or until it is unbound)"
+                    .into(),
+            ),
+            source: String::new(),
+            sha256: String::new(),
+            loaded_at: None,
+            pending: binding.pending,
+            bound_since: Some(binding.created_at),
+        }
     }
 }
 

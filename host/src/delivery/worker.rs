@@ -47,6 +47,8 @@ pub const MAX_RESPONSE_BODY: usize = 4096;
 pub const MAX_TRACKED_SUBSCRIPTIONS: usize = 10_000;
 /// An attempt running this long marks its endpoint as slow: see [`Engine::per_subscription_cap`].
 pub const SLOW_ATTEMPT: Duration = Duration::from_secs(1);
+/// How long a delivery to a connector not running here waits before it is looked at again.
+pub const WAITING_RECHECK: Duration = Duration::from_secs(5);
 /// Extra time in-flight attempts get to finish on shutdown, beyond the attempt timeout.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -303,6 +305,26 @@ impl Engine {
         skip
     }
 
+    /// Deliveries to connectors this instance cannot run (missing, failed or inactive here) wait
+    /// for [`WAITING_RECHECK`] at a time: claims here never wade through them, and an instance
+    /// that has the connector picks them up when they fall due again.
+    async fn defer_waiting_connectors(&self) {
+        let now = model::now();
+        let until = now + chrono::TimeDelta::from_std(WAITING_RECHECK).unwrap_or_default();
+        let running = self.connectors.running();
+        match self
+            .store
+            .defer_waiting_connectors(&running, until, now)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deferred = n, "deliveries wait for their connector"),
+            Err(e) => {
+                tracing::warn!(error = %e, "deferring deliveries to absent connectors failed")
+            }
+        }
+    }
+
     /// Runs until `shutdown` turns true, then drains and releases leases.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
@@ -324,6 +346,7 @@ impl Engine {
                     }
                     Err(e) => tracing::warn!(error = %e, "releasing expired leases failed"),
                 }
+                self.defer_waiting_connectors().await;
             }
 
             let free = semaphore.available_permits().min(MAX_CLAIM_BATCH);
@@ -334,6 +357,7 @@ impl Engine {
                 // (or a looping connector's) backlog stays in the database instead of taking
                 // slots here.
                 let skip = self.saturated();
+                let running = self.connectors.running();
                 match self
                     .store
                     .claim_deliveries(Claim {
@@ -342,6 +366,7 @@ impl Engine {
                         lease_until: now + lease,
                         limit: free as u32,
                         skip: &skip,
+                        connectors: &running,
                     })
                     .await
                 {

@@ -140,8 +140,6 @@ pub struct NewEvent {
     pub event_type: String,
     pub payload: String,
     pub created_at: DateTime<Utc>,
-    /// Active connectors that take this event type; each gets a delivery.
-    pub connectors: Vec<String>,
 }
 
 /// A stored event as returned by a publish.
@@ -415,6 +413,23 @@ pub struct Claim<'a> {
     pub limit: u32,
     /// Destinations to leave alone (those the engine already runs at their cap).
     pub skip: &'a Skip,
+    /// The connectors this engine can run now; deliveries to others wait (pending) for an
+    /// instance that has them.
+    pub connectors: &'a [String],
+}
+
+/// A connector's durable claim on the event types it takes: once a connector has been active,
+/// its events get deliveries whether or not it is loaded at that moment (they wait while it is
+/// missing, failed or inactive), until an operator unbinds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorBinding {
+    pub name: String,
+    /// Event types, or `*`.
+    pub events: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Its deliveries not finished yet (waiting, due or in flight).
+    pub pending: u64,
 }
 
 /// Destinations a claim leaves alone: those the engine already runs at their cap.

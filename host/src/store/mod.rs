@@ -37,9 +37,9 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::model::{
-    AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, DeadLetter, EventDetail,
-    IdempotencyKey, NewEvent, NewSubscription, OutboxStats, PageRequest, PublishOutcome,
-    PublishRequest, ReplayFilter, ReplayOutcome, Subscription, SubscriptionPatch,
+    AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding, DeadLetter,
+    EventDetail, IdempotencyKey, NewEvent, NewSubscription, OutboxStats, PageRequest,
+    PublishOutcome, PublishRequest, ReplayFilter, ReplayOutcome, Subscription, SubscriptionPatch,
 };
 
 pub use error::{StoreError, StoreResult};
@@ -161,6 +161,32 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> StoreResult<u64>;
 
     async fn outbox_stats(&self, now: DateTime<Utc>) -> StoreResult<OutboxStats>;
+
+    /// Binds connector `name` to `events` (or changes what it is bound to): from now on every
+    /// publish of those types gets a delivery for it, whether or not it is loaded then.
+    async fn bind_connector(
+        &self,
+        name: &str,
+        events: &[String],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Every binding, by name, with its unfinished deliveries counted.
+    async fn connector_bindings(&self) -> StoreResult<Vec<ConnectorBinding>>;
+
+    /// Removes a binding and cancels its pending deliveries, in one transaction. Returns the
+    /// number cancelled, or `None` when there is no such binding.
+    async fn unbind_connector(&self, name: &str, now: DateTime<Utc>) -> StoreResult<Option<u64>>;
+
+    /// Moves due deliveries to connectors other than `running` (those this instance can run) to
+    /// `until`, unattempted, noting why they wait: claims then never wade through them, and an
+    /// instance that has the connector still gets them once they fall due again.
+    async fn defer_waiting_connectors(
+        &self,
+        running: &[String],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
 
     /// Deletes up to `limit` finished events created before `before` (with their deliveries,
     /// attempts and dead letters) and expired idempotency keys. Returns the events deleted.

@@ -10,16 +10,16 @@ use uuid::Uuid;
 
 use super::common::{claim_key, commit, live_subscription, requeue_dead};
 use super::plan::{
-    Decision, KeyClaims, Match, distinct_types, encode_json, events_to_write, group_outcomes,
-    plan_deliveries,
+    Decision, KeyClaims, Match, Matches, distinct_types, encode_json, events_to_write,
+    group_outcomes, plan_deliveries,
 };
 use super::rows::{self, destination_columns, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 use super::{Store, StoreError, StoreResult};
 use crate::model::{
-    AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, DeadLetter, EventDetail,
-    MAX_BULK_REPLAY, NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest,
-    ReplayFilter, ReplayOutcome, SECRET_GRACE, Subscription, SubscriptionPatch,
+    AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding, DeadLetter,
+    EventDetail, MAX_BULK_REPLAY, NewSubscription, OutboxStats, PageRequest, PublishOutcome,
+    PublishRequest, ReplayFilter, ReplayOutcome, SECRET_GRACE, Subscription, SubscriptionPatch,
 };
 
 /// Hands `owner`'s in-flight deliveries back to `pending`; `only` narrows them down (`{ids}`).
@@ -222,21 +222,22 @@ impl<D: Dialect> Store for D {
         }
 
         let events = events_to_write(&requests, &decisions);
-        // Subscriptions matching each distinct event type of the group.
-        let mut matches: HashMap<&str, Vec<Match>> = HashMap::new();
+        // Destinations of each distinct event type of the group, in one query per type.
+        let mut matches: HashMap<&str, Matches> = HashMap::new();
         for event_type in distinct_types(&events) {
-            let subs = tx
-                .rows(D::MATCHING_SUBSCRIPTIONS, &[Arg::Text(event_type)])
+            let found = matches.entry(event_type).or_default();
+            for row in tx
+                .rows(D::MATCHING_DESTINATIONS, &[Arg::Text(event_type)])
                 .await?
-                .iter()
-                .map(|row| {
-                    Ok(Match {
+            {
+                match row.opt_text("connector")? {
+                    Some(name) => found.connectors.push(name),
+                    None => found.subscriptions.push(Match {
                         id: row.uuid("id")?,
                         blocked_until: row.opt_time("blocked_until")?,
-                    })
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            matches.insert(event_type, subs);
+                    }),
+                }
+            }
         }
         let (rows, counts) = plan_deliveries(&events, &matches);
         if !events.is_empty() {
@@ -465,6 +466,72 @@ impl<D: Dialect> Store for D {
         .await?;
         commit::<D>(tx).await?;
         Ok(deleted)
+    }
+
+    async fn bind_connector(
+        &self,
+        name: &str,
+        events: &[String],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut conn = self.writer().acquire().await?;
+        conn.exec(
+            "INSERT INTO connector_bindings (name, events, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (name) DO UPDATE SET events = excluded.events, updated_at = excluded.updated_at",
+            &[Arg::Text(name), Arg::Names(events), Arg::Time(now)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn connector_bindings(&self) -> StoreResult<Vec<ConnectorBinding>> {
+        let sql = "SELECT b.name, b.events, b.created_at, b.updated_at, \
+             (SELECT COUNT(*) FROM deliveries d WHERE d.connector = b.name \
+              AND d.status IN ('pending', 'in_flight')) AS pending \
+             FROM connector_bindings b ORDER BY b.name";
+        read_all(self, sql, &[], rows::connector_binding).await
+    }
+
+    async fn unbind_connector(&self, name: &str, now: DateTime<Utc>) -> StoreResult<Option<u64>> {
+        let mut tx = self.writer().begin().await?;
+        let removed = tx
+            .exec(
+                "DELETE FROM connector_bindings WHERE name = $1",
+                &[Arg::Text(name)],
+            )
+            .await?;
+        if removed == 0 {
+            return Ok(None);
+        }
+        let cancelled = tx
+            .exec(
+                "UPDATE deliveries SET status = 'cancelled', last_error = 'connector unbound', \
+                 updated_at = $1 WHERE connector = $2 AND status = 'pending'",
+                &[Arg::Time(now), Arg::Text(name)],
+            )
+            .await?;
+        commit::<D>(tx).await?;
+        Ok(Some(cancelled))
+    }
+
+    async fn defer_waiting_connectors(
+        &self,
+        running: &[String],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let sql = format!(
+            "UPDATE deliveries SET next_attempt_at = $1, updated_at = $2, \
+             last_error = 'waiting: connector ' || connector || ' is not active on the instance that looked' \
+             WHERE status = 'pending' AND connector IS NOT NULL AND next_attempt_at <= $2 AND {}",
+            D::connector_not_in(3)
+        );
+        let mut conn = self.writer().acquire().await?;
+        conn.exec(
+            &sql,
+            &[Arg::Time(until), Arg::Time(now), Arg::Names(running)],
+        )
+        .await
     }
 
     async fn announce_work(&self) {

@@ -104,19 +104,28 @@ pub(super) fn distinct_types<'a>(events: &[&'a NewEvent]) -> Vec<&'a str> {
     types
 }
 
-/// One delivery per matching subscription and per routed connector of each event; returns the
+/// The destinations an event type matches: live subscriptions, and bound connectors.
+#[derive(Debug, Default)]
+pub(super) struct Matches {
+    pub subscriptions: Vec<Match>,
+    pub connectors: Vec<String>,
+}
+
+/// One delivery per matching subscription and per bound connector of each event; returns the
 /// rows and the number of deliveries per event.
 pub(super) fn plan_deliveries<'a>(
     events: &[&'a NewEvent],
-    matches: &HashMap<&str, Vec<Match>>,
+    matches: &'a HashMap<&str, Matches>,
 ) -> (Vec<DeliveryRow<'a>>, HashMap<Uuid, u32>) {
+    const NONE: &Matches = &Matches {
+        subscriptions: Vec::new(),
+        connectors: Vec::new(),
+    };
     let mut rows = Vec::new();
     let mut counts = HashMap::with_capacity(events.len());
     for event in events {
-        let subs = matches
-            .get(event.event_type.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let matched = matches.get(event.event_type.as_str()).unwrap_or(NONE);
+        let subs = &matched.subscriptions;
         rows.extend(subs.iter().map(|s| {
             DeliveryRow {
                 id: Uuid::now_v7(),
@@ -129,7 +138,7 @@ pub(super) fn plan_deliveries<'a>(
                     .map_or(event.created_at, |until| until.max(event.created_at)),
             }
         }));
-        rows.extend(event.connectors.iter().map(|c| DeliveryRow {
+        rows.extend(matched.connectors.iter().map(|c| DeliveryRow {
             id: Uuid::now_v7(),
             event_id: event.id,
             subscription: None,
@@ -137,7 +146,7 @@ pub(super) fn plan_deliveries<'a>(
             at: event.created_at,
             due: event.created_at,
         }));
-        counts.insert(event.id, (subs.len() + event.connectors.len()) as u32);
+        counts.insert(event.id, (subs.len() + matched.connectors.len()) as u32);
     }
     (rows, counts)
 }

@@ -189,10 +189,17 @@ impl Dialect for PostgresStore {
     type Conn = PgConnection;
 
     const BACKEND: Backend = Backend::Postgres;
-    const MATCHING_SUBSCRIPTIONS: &'static str = "SELECT id, CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until \
+    const MATCHING_DESTINATIONS: &'static str = "SELECT id, NULL::text AS connector, \
+         CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until \
          FROM subscriptions WHERE deleted_at IS NULL AND enabled \
-         AND ($1 = ANY (events) OR '*' = ANY (events)) ORDER BY id";
+         AND ($1 = ANY (events) OR '*' = ANY (events)) \
+         UNION ALL SELECT NULL, name, NULL FROM connector_bindings \
+         WHERE $1 = ANY (events) OR '*' = ANY (events) ORDER BY id, connector";
     const ROW_LOCKS: bool = true;
+
+    fn connector_not_in(n: usize) -> String {
+        format!("NOT (connector = ANY (${n}))")
+    }
 
     fn pools(&self) -> &Pools<Postgres> {
         &self.pools
@@ -245,6 +252,7 @@ impl Dialect for PostgresStore {
             .bind(&claim.skip.connectors)
             .bind(claim.owner)
             .bind(claim.lease_until)
+            .bind(claim.connectors)
             .fetch_all(&self.hot)
             .await?;
         let probes_due = rows
@@ -477,7 +485,8 @@ impl PostgresStore {
             "SELECT d.id, d.subscription_id, s.circuit_state \
              FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
-             AND (d.kind = 'connector' OR (s.enabled AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1))) \
+             AND ((d.kind = 'connector' AND d.connector = ANY ($5)) \
+               OR (s.enabled AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1))) \
              AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
              AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
              ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
@@ -486,6 +495,7 @@ impl PostgresStore {
         .bind(i64::from(claim.limit))
         .bind(&skip.subscriptions)
         .bind(&skip.connectors)
+        .bind(claim.connectors)
         .fetch_all(&mut *tx)
         .await?;
 
@@ -518,7 +528,7 @@ static FAST_CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         "WITH picked AS ( \
                SELECT d.id FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
-               AND (d.kind = 'connector' OR (s.enabled AND s.circuit_state = 'closed')) \
+               AND ((d.kind = 'connector' AND d.connector = ANY ($7)) OR (s.enabled AND s.circuit_state = 'closed')) \
                AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
                AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
                ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED), \

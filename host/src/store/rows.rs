@@ -4,8 +4,8 @@ use super::plan::decode_headers;
 use super::sql::DbRow;
 use super::{StoreError, StoreResult};
 use crate::model::{
-    AttemptView, Circuit, CircuitState, ClaimedDelivery, DeadLetter, DeliveryStatus,
-    DeliverySummary, Destination, PublishedEvent, Subscription, Target,
+    AttemptView, Circuit, CircuitState, ClaimedDelivery, ConnectorBinding, DeadLetter,
+    DeliveryStatus, DeliverySummary, Destination, PublishedEvent, Subscription, Target,
 };
 
 /// The columns [`subscription`] reads.
@@ -63,6 +63,16 @@ pub(super) fn destination(row: &impl DbRow) -> StoreResult<Destination> {
             "delivery of kind {other:?} without its target"
         ))),
     }
+}
+
+pub(super) fn connector_binding(row: &impl DbRow) -> StoreResult<ConnectorBinding> {
+    Ok(ConnectorBinding {
+        name: row.text("name")?,
+        events: row.names("events")?,
+        created_at: row.time("created_at")?,
+        updated_at: row.time("updated_at")?,
+        pending: row.int("pending")?.max(0) as u64,
+    })
 }
 
 pub(super) fn published_event(row: &impl DbRow) -> StoreResult<PublishedEvent> {

@@ -214,9 +214,13 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
 
     const BACKEND: Backend;
 
-    /// Live, enabled subscriptions taking event type `$1`: `id`, and `blocked_until` (the end
-    /// of an open circuit's cool-off), in id order.
-    const MATCHING_SUBSCRIPTIONS: &'static str;
+    /// The destinations of event type `$1`: live, enabled subscriptions (`id`, and
+    /// `blocked_until`, the end of an open circuit's cool-off), in id order, and bound
+    /// connectors (`connector`; NULL for a subscription).
+    const MATCHING_DESTINATIONS: &'static str;
+
+    /// A condition true when `connector` is none of the names in `$n` (a name list argument).
+    fn connector_not_in(n: usize) -> String;
 
     /// Whether statements take row locks (`FOR UPDATE …`). PostgreSQL's concurrent writers
     /// need them; SQLite's single writer serialises every write transaction anyway.

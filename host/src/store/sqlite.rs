@@ -183,11 +183,18 @@ impl Dialect for SqliteStore {
     type Conn = SqliteConnection;
 
     const BACKEND: Backend = Backend::Sqlite;
-    const MATCHING_SUBSCRIPTIONS: &'static str = "SELECT id, CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until \
+    const MATCHING_DESTINATIONS: &'static str = "SELECT id, NULL AS connector, \
+         CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until \
          FROM subscriptions WHERE deleted_at IS NULL AND enabled \
          AND EXISTS (SELECT 1 FROM json_each(subscriptions.events) WHERE value = $1 OR value = '*') \
-         ORDER BY id";
+         UNION ALL SELECT NULL, name, NULL FROM connector_bindings \
+         WHERE EXISTS (SELECT 1 FROM json_each(connector_bindings.events) WHERE value = $1 OR value = '*') \
+         ORDER BY id, connector";
     const ROW_LOCKS: bool = false;
+
+    fn connector_not_in(n: usize) -> String {
+        format!("connector NOT IN (SELECT value FROM json_each(${n}))")
+    }
 
     fn pools(&self) -> &Pools<Sqlite> {
         &self.pools
@@ -250,10 +257,19 @@ impl Dialect for SqliteStore {
              LEFT JOIN subscriptions s ON s.id = d.subscription_id \
              WHERE d.status = 'pending' AND d.next_attempt_at <= ",
         );
+        // Connector deliveries only for connectors running here; the rest wait for an instance
+        // that has them (SQLite accepts an empty `IN ()`).
         q.push_bind(at)
-            .push(" AND (d.kind = 'connector' OR (s.enabled = 1 AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ")
-            .push_bind(at)
-            .push(")))");
+            .push(" AND ((d.kind = 'connector' AND d.connector IN (");
+        let mut list = q.separated(", ");
+        for name in claim.connectors {
+            list.push_bind(name.as_str());
+        }
+        q.push(
+            ")) OR (s.enabled = 1 AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ",
+        )
+        .push_bind(at)
+        .push(")))");
         if !skip.subscriptions.is_empty() {
             q.push(" AND (d.subscription_id IS NULL OR d.subscription_id NOT IN (");
             let mut list = q.separated(", ");

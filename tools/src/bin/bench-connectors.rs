@@ -71,6 +71,7 @@ async fn main() {
         client,
         true,
         Arc::new(Metrics::new()),
+        None,
     )
     .await
     .expect("connector runtime");
