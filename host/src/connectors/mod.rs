@@ -7,6 +7,7 @@
 //! - [`runtime`]: the engine, the sandbox (deadline, memory cap, empty WASI) and the calls;
 //! - [`outcome`]: what a call came to ([`CallOutcome`]), typed from the WIT result;
 //! - [`imports`]: `http.send`, `config.get` and `log` as the guest sees them;
+//! - [`view`]: what the API shows of a connector;
 //! - [`grant`]: the capability grant `http.send` is checked against;
 //! - [`manifest`]: validation of what a connector declares about itself.
 
@@ -20,6 +21,7 @@ pub mod manifest;
 pub mod outcome;
 pub mod registry;
 pub mod runtime;
+pub mod view;
 
 pub use outcome::{CallOutcome, FailureKind};
 pub use registry::{ConnectorStatus, ConnectorView, Connectors, EventData};

@@ -18,15 +18,14 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
-use utoipa::ToSchema;
 
 use super::grant::Grant;
 use super::manifest::{self, Manifest};
 use super::outcome::{CallOutcome, FailureKind};
 use super::runtime::{Prepared, Runtime};
+pub use super::view::{ConnectorStatus, ConnectorView};
 use super::{Shared, setting_variable};
 use crate::config::{ConnectorConfig, Secret};
 use crate::metrics::Metrics;
@@ -45,49 +44,6 @@ const POLL_WITHOUT_WATCHER: Duration = Duration::from_secs(1);
 
 /// The Slack connector, compiled to a component by `build.rs` (empty if that build was skipped).
 const BUILTIN_SLACK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/slack.wasm"));
-
-/// Whether a connector receives events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectorStatus {
-    /// Loaded and configured: matching events are routed to it.
-    Active,
-    /// Loaded, but required configuration is missing: it receives nothing.
-    Inactive,
-    /// Could not be loaded (see `problem`).
-    Failed,
-    /// Bound to its event types (it was active once), but no file of this instance loads under
-    /// its name: its deliveries wait until one does, or until it is unbound.
-    Missing,
-}
-
-/// A connector as `GET /api/v1/connectors` shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ConnectorView {
-    /// The manifest's name (the file name, without `.wasm`, when the file could not load).
-    pub name: String,
-    pub version: Option<String>,
-    pub description: Option<String>,
-    /// Event types routed to it (`*` for all).
-    pub events: Vec<String>,
-    /// The hosts `http.send` may reach (the manifest's, or `IH_<NAME>_ALLOWED_HOSTS`).
-    pub allowed_hosts: Vec<String>,
-    pub status: ConnectorStatus,
-    /// Why it is `inactive` or `failed`; for an `active` one, why a newer file at its source
-    /// was not loaded (the version listed keeps serving).
-    pub problem: Option<String>,
-    /// The file it came from, or `builtin`.
-    pub source: String,
-    /// SHA-256 of the component, hex.
-    pub sha256: String,
-    /// When the listed version was loaded (absent for a `missing` one).
-    pub loaded_at: Option<DateTime<Utc>>,
-    /// Its deliveries not finished yet (waiting, due or in flight), when it is bound.
-    pub pending: u64,
-    /// Since when its event types get deliveries whether or not it is loaded (see `Missing`);
-    /// absent for a connector that has never been active.
-    pub bound_since: Option<DateTime<Utc>>,
-}
 
 /// One event as a connector receives it.
 #[derive(Debug, Clone)]
@@ -684,30 +640,6 @@ fn failed_view(candidate: &Candidate, name: String, problem: String) -> Connecto
         loaded_at: Some(candidate.loaded_at),
         pending: 0,
         bound_since: None,
-    }
-}
-
-impl ConnectorView {
-    /// A bound connector that no file of this instance loads.
-    pub fn missing(binding: &model::ConnectorBinding) -> Self {
-        Self {
-            name: binding.name.clone(),
-            version: None,
-            description: None,
-            events: binding.events.clone(),
-            allowed_hosts: Vec::new(),
-            status: ConnectorStatus::Missing,
-            problem: Some(
-                "bound to its event types, but no file of this instance loads under this name: \
-                 its deliveries wait until one does (or until it is unbound)"
-                    .into(),
-            ),
-            source: String::new(),
-            sha256: String::new(),
-            loaded_at: None,
-            pending: binding.pending,
-            bound_since: Some(binding.created_at),
-        }
     }
 }
 
