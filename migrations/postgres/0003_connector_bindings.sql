@@ -14,3 +14,12 @@ CREATE INDEX deliveries_by_connector ON deliveries (connector, status) WHERE con
 -- walking the webhooks' backlog.
 CREATE INDEX deliveries_due_to_connectors ON deliveries (next_attempt_at)
     WHERE status = 'pending' AND connector IS NOT NULL;
+
+-- Which connectors each instance runs, refreshed every poll: a delivery is deferred (left for
+-- later, unattempted) only when no live instance runs its connector.
+CREATE TABLE connector_presence (
+    instance TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    seen_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (instance, name)
+);

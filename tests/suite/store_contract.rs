@@ -1450,12 +1450,21 @@ async fn connector_deliveries_wait_for_their_connector_and_unbinding_cancels_the
         return;
     };
     let bound_at = model::now();
-    store
-        .bind_connector("slack", &["*".to_owned()], bound_at)
-        .await
-        .expect("bind");
+    assert!(
+        store
+            .bind_connector("slack", &["*".to_owned()], bound_at)
+            .await
+            .expect("bind")
+    );
+    assert!(
+        !store
+            .bind_connector("slack", &["*".to_owned()], bound_at)
+            .await
+            .expect("bind the same"),
+        "binding the same again writes nothing"
+    );
     // Binding again changes the event types, not the binding's age.
-    store
+    let changed = store
         .bind_connector(
             "slack",
             &["a".to_owned(), "b".to_owned()],
@@ -1463,6 +1472,7 @@ async fn connector_deliveries_wait_for_their_connector_and_unbinding_cancels_the
         )
         .await
         .expect("bind again");
+    assert!(changed, "a change of event types is written");
     let e = event("a", "{}");
     let published = created(
         store
@@ -1499,12 +1509,14 @@ async fn connector_deliveries_wait_for_their_connector_and_unbinding_cancels_the
         "not claimed where it does not run"
     );
     let until = now + TimeDelta::seconds(5);
+    let alive_since = now - TimeDelta::seconds(10);
     assert_eq!(
         store
-            .defer_waiting_connectors(&nobody, until, now)
+            .defer_waiting_connectors(alive_since, until, now)
             .await
             .expect("defer"),
-        1
+        1,
+        "no instance runs it"
     );
     let waiting = &store
         .get_event(e.id)
@@ -1522,14 +1534,22 @@ async fn connector_deliveries_wait_for_their_connector_and_unbinding_cancels_the
             .is_some_and(|e| e.contains("waiting")),
         "{waiting:?}"
     );
+    store
+        .report_running_connectors("other-instance", &["slack".to_owned()], until)
+        .await
+        .expect("report");
     assert_eq!(
         store
-            .defer_waiting_connectors(&["slack".to_owned()], until, until)
+            .defer_waiting_connectors(alive_since, until + TimeDelta::seconds(5), until)
             .await
             .expect("defer"),
         0,
-        "an instance running it defers nothing"
+        "nothing is deferred while an instance runs it"
     );
+    store
+        .report_running_connectors("other-instance", &[], until)
+        .await
+        .expect("report none");
     let bindings = store.connector_bindings().await.expect("bindings");
     assert_eq!(bindings.len(), 1);
     assert_eq!(bindings[0].name, "slack");
@@ -1546,8 +1566,8 @@ async fn connector_deliveries_wait_for_their_connector_and_unbinding_cancels_the
         .expect("publish");
     assert_eq!(
         store.unbind_connector("slack", now).await.expect("unbind"),
-        Some(1),
-        "the waiting delivery (the claimed one is in flight and finishes)"
+        Some(2),
+        "the waiting delivery and the one in flight"
     );
     assert_eq!(status_of(&store, e2.id).await, DeliveryStatus::Cancelled);
     assert_eq!(

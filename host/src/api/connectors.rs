@@ -68,7 +68,7 @@ async fn unbind_connector(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Unbound>)> {
-    if state.connectors.running().contains(&name) {
+    if state.connectors.is_running(&name) {
         return Err(ApiError::Conflict(format!(
             "connector {name:?} is loaded here; remove its file first (it would be bound again)"
         )));

@@ -112,8 +112,6 @@ pub struct Connectors {
     seen: std::sync::atomic::AtomicU64,
     /// Where bindings are kept; `None` runs connectors without routing (benchmarks).
     store: Option<Arc<dyn Store>>,
-    /// The event types each connector was last bound to.
-    bound: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl std::fmt::Debug for Connectors {
@@ -176,7 +174,6 @@ impl Connectors {
             builtins,
             seen: std::sync::atomic::AtomicU64::new(0),
             store,
-            bound: std::sync::Mutex::new(HashMap::new()),
         });
         connectors.rescan().await;
         Ok(connectors)
@@ -205,6 +202,14 @@ impl Connectors {
             .filter(|e| e.view.status == ConnectorStatus::Active && e.loaded.is_some())
             .map(|e| e.view.name.clone())
             .collect()
+    }
+
+    /// Whether connector `name` runs here now (see [`Connectors::running`]).
+    pub fn is_running(&self, name: &str) -> bool {
+        self.current()
+            .entries
+            .get(name)
+            .is_some_and(|e| e.view.status == ConnectorStatus::Active && e.loaded.is_some())
     }
 
     /// Hands one event to connector `name` and reports what came of it.
@@ -325,12 +330,16 @@ impl Connectors {
             }
             *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
         }
-        // A binding that failed before (database unavailable) is tried again.
-        self.bind_active(&self.current()).await;
+        // Asserted again: a binding that failed (database unavailable) or was removed meanwhile.
+        if !changed {
+            self.bind_active(&self.current()).await;
+        }
     }
 
     /// Binds every active connector to its event types (before its snapshot is served, so a
-    /// connector listed as active is routed to), when that changed since it was last bound.
+    /// connector listed as active is routed to). Asserted at every rescan: a binding removed
+    /// meanwhile (an unbind while an instance still runs it) comes back; an unchanged one writes
+    /// nothing.
     async fn bind_active(&self, snapshot: &Snapshot) {
         let Some(store) = &self.store else {
             return;
@@ -343,23 +352,11 @@ impl Connectors {
                 continue;
             }
             let (name, events) = (&loaded.manifest.name, &loaded.manifest.events);
-            let known = self
-                .bound
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(name)
-                == Some(events);
-            if known {
-                continue;
-            }
             match store.bind_connector(name, events, model::now()).await {
-                Ok(()) => {
-                    tracing::info!(connector = %name, events = ?events, "connector bound to its event types");
-                    self.bound
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name.clone(), events.clone());
+                Ok(true) => {
+                    tracing::info!(connector = %name, events = ?events, "connector bound to its event types")
                 }
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(connector = %name, error = %e, "binding the connector failed; retried at the next rescan")
                 }

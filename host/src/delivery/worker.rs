@@ -305,16 +305,26 @@ impl Engine {
         skip
     }
 
-    /// Deliveries to connectors this instance cannot run (missing, failed or inactive here) wait
-    /// for [`WAITING_RECHECK`] at a time: claims here never wade through them, and an instance
-    /// that has the connector picks them up when they fall due again.
+    /// Reports the connectors this instance runs, then lets deliveries whose connector no
+    /// live instance runs (missing, failed or inactive everywhere) wait [`WAITING_RECHECK`] at a
+    /// time: claims never wade through them, and no instance delays one that has the connector.
     async fn defer_waiting_connectors(&self) {
         let now = model::now();
-        let until = now + chrono::TimeDelta::from_std(WAITING_RECHECK).unwrap_or_default();
         let running = self.connectors.running();
+        if let Err(e) = self
+            .store
+            .report_running_connectors(&self.owner, &running, now)
+            .await
+        {
+            tracing::warn!(error = %e, "reporting the running connectors failed");
+            return;
+        }
+        let stale = (self.config.poll_interval * 3).max(WAITING_RECHECK);
+        let alive_since = now - chrono::TimeDelta::from_std(stale).unwrap_or_default();
+        let until = now + chrono::TimeDelta::from_std(WAITING_RECHECK).unwrap_or_default();
         match self
             .store
-            .defer_waiting_connectors(&running, until, now)
+            .defer_waiting_connectors(alive_since, until, now)
             .await
         {
             Ok(0) => {}
@@ -433,6 +443,11 @@ impl Engine {
             );
             tasks.abort_all();
         }
+        // This instance runs no connector any more: others stop counting on it at once.
+        let _ = self
+            .store
+            .report_running_connectors(&self.owner, &[], model::now())
+            .await;
         match self.store.release_leases(&self.owner, model::now()).await {
             Ok(n) => tracing::info!(released = n, "delivery engine stopped"),
             Err(e) => {
@@ -461,6 +476,19 @@ impl Engine {
                 ("webhook", Some(*subscription_id), outcome)
             }
             Target::Connector { name } => {
+                if !self.connectors.is_running(name) {
+                    // It stopped running here between the claim and now: the delivery goes back
+                    // unattempted, for an instance (or a later version) that runs it.
+                    let ids = [delivery.id];
+                    if let Err(e) = self
+                        .store
+                        .release_deliveries(&self.owner, &ids, model::now())
+                        .await
+                    {
+                        tracing::warn!(error = %e, "handing back a delivery failed; its lease expires");
+                    }
+                    return;
+                }
                 let outcome = self.call_connector(&delivery, name).await;
                 ("connector", None, outcome)
             }

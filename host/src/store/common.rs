@@ -18,9 +18,15 @@ use crate::model::{
 
 type Tx<D> = sqlx::Transaction<'static, <D as Dialect>::Db>;
 
-/// Commits `tx`. A broken connection during the commit leaves its outcome unknown
-/// ([`StoreError::CommitUncertain`]).
+/// Commits `tx`.
 pub(super) async fn commit<D: Dialect>(tx: Tx<D>) -> StoreResult<()> {
+    Ok(tx.commit().await?)
+}
+
+/// Commits a publish: a connection broken during the commit leaves its outcome unknown
+/// ([`StoreError::CommitUncertain`]), which the API says, so the client retries with the same
+/// `Idempotency-Key`.
+pub(super) async fn commit_publish<D: Dialect>(tx: Tx<D>) -> StoreResult<()> {
     tx.commit().await.map_err(StoreError::from_commit)
 }
 

@@ -163,27 +163,38 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn outbox_stats(&self, now: DateTime<Utc>) -> StoreResult<OutboxStats>;
 
     /// Binds connector `name` to `events` (or changes what it is bound to): from now on every
-    /// publish of those types gets a delivery for it, whether or not it is loaded then.
+    /// publish of those types gets a delivery for it, whether or not it is loaded then. Returns
+    /// whether anything changed (binding the same again writes nothing).
     async fn bind_connector(
         &self,
         name: &str,
         events: &[String],
         now: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
 
     /// Every binding, by name, with its unfinished deliveries counted.
     async fn connector_bindings(&self) -> StoreResult<Vec<ConnectorBinding>>;
 
-    /// Removes a binding and cancels its pending deliveries, in one transaction. Returns the
-    /// number cancelled, or `None` when there is no such binding.
+    /// Removes a binding and cancels its unfinished deliveries (an attempt in flight is still
+    /// recorded, but moves nothing), in one transaction. Returns the number cancelled, or `None`
+    /// when there is no such binding.
     async fn unbind_connector(&self, name: &str, now: DateTime<Utc>) -> StoreResult<Option<u64>>;
 
-    /// Moves due deliveries to connectors other than `running` (those this instance can run) to
-    /// `until`, unattempted, noting why they wait: claims then never wade through them, and an
-    /// instance that has the connector still gets them once they fall due again.
+    /// Records that `instance` runs exactly the connectors `running` (as of `now`).
+    async fn report_running_connectors(
+        &self,
+        instance: &str,
+        running: &[String],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Moves due deliveries whose connector no instance has reported running since
+    /// `alive_since` to `until`, unattempted, noting why they wait (claims then never wade
+    /// through them), and cancels due ones whose connector is no longer bound (a publish that
+    /// raced an unbind). Returns the number deferred.
     async fn defer_waiting_connectors(
         &self,
-        running: &[String],
+        alive_since: DateTime<Utc>,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64>;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::common::{claim_key, commit, live_subscription, requeue_dead};
+use super::common::{claim_key, commit, commit_publish, live_subscription, requeue_dead};
 use super::plan::{
     Decision, KeyClaims, Match, Matches, distinct_types, encode_json, events_to_write,
     group_outcomes, plan_deliveries,
@@ -246,7 +246,7 @@ impl<D: Dialect> Store for D {
         if !rows.is_empty() {
             D::insert_deliveries(&mut tx, &rows).await?;
         }
-        commit::<D>(tx).await?;
+        commit_publish::<D>(tx).await?;
         Ok(group_outcomes(&requests, decisions, &counts))
     }
 
@@ -473,15 +473,17 @@ impl<D: Dialect> Store for D {
         name: &str,
         events: &[String],
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut conn = self.writer().acquire().await?;
-        conn.exec(
-            "INSERT INTO connector_bindings (name, events, created_at, updated_at) VALUES ($1, $2, $3, $3) \
-             ON CONFLICT (name) DO UPDATE SET events = excluded.events, updated_at = excluded.updated_at",
-            &[Arg::Text(name), Arg::Names(events), Arg::Time(now)],
-        )
-        .await?;
-        Ok(())
+        let changed = conn
+            .exec(
+                "INSERT INTO connector_bindings (name, events, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+                 ON CONFLICT (name) DO UPDATE SET events = excluded.events, updated_at = excluded.updated_at \
+                 WHERE connector_bindings.events <> excluded.events",
+                &[Arg::Text(name), Arg::Names(events), Arg::Time(now)],
+            )
+            .await?;
+        Ok(changed == 1)
     }
 
     async fn connector_bindings(&self) -> StoreResult<Vec<ConnectorBinding>> {
@@ -506,7 +508,8 @@ impl<D: Dialect> Store for D {
         let cancelled = tx
             .exec(
                 "UPDATE deliveries SET status = 'cancelled', last_error = 'connector unbound', \
-                 updated_at = $1 WHERE connector = $2 AND status = 'pending'",
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+                 WHERE connector = $2 AND status IN ('pending', 'in_flight')",
                 &[Arg::Time(now), Arg::Text(name)],
             )
             .await?;
@@ -514,24 +517,58 @@ impl<D: Dialect> Store for D {
         Ok(Some(cancelled))
     }
 
+    async fn report_running_connectors(
+        &self,
+        instance: &str,
+        running: &[String],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer().begin().await?;
+        let gone = format!(
+            "DELETE FROM connector_presence WHERE instance = $1 AND {}",
+            D::name_not_in("name", 2)
+        );
+        tx.exec(&gone, &[Arg::Text(instance), Arg::Names(running)])
+            .await?;
+        for name in running {
+            tx.exec(
+                "INSERT INTO connector_presence (instance, name, seen_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (instance, name) DO UPDATE SET seen_at = excluded.seen_at",
+                &[Arg::Text(instance), Arg::Text(name), Arg::Time(now)],
+            )
+            .await?;
+        }
+        commit::<D>(tx).await
+    }
+
     async fn defer_waiting_connectors(
         &self,
-        running: &[String],
+        alive_since: DateTime<Utc>,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let sql = format!(
-            "UPDATE deliveries SET next_attempt_at = $1, updated_at = $2, \
-             last_error = 'waiting: connector ' || connector || ' is not active on the instance that looked' \
-             WHERE status = 'pending' AND connector IS NOT NULL AND next_attempt_at <= $2 AND {}",
-            D::connector_not_in(3)
-        );
-        let mut conn = self.writer().acquire().await?;
-        conn.exec(
-            &sql,
-            &[Arg::Time(until), Arg::Time(now), Arg::Names(running)],
+        let mut tx = self.writer().begin().await?;
+        tx.exec(
+            "UPDATE deliveries SET status = 'cancelled', last_error = 'connector unbound', updated_at = $1 \
+             WHERE status = 'pending' AND connector IS NOT NULL AND next_attempt_at <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM connector_bindings b WHERE b.name = deliveries.connector)",
+            &[Arg::Time(now)],
         )
-        .await
+        .await?;
+        // A retried delivery keeps the error of its last attempt; a fresh one says why it waits.
+        let deferred = tx
+            .exec(
+                "UPDATE deliveries SET next_attempt_at = $1, updated_at = $2, \
+                 last_error = CASE WHEN attempts = 0 \
+                   THEN 'waiting: no instance runs connector ' || connector ELSE last_error END \
+                 WHERE status = 'pending' AND connector IS NOT NULL AND next_attempt_at <= $2 \
+                 AND NOT EXISTS (SELECT 1 FROM connector_presence p \
+                   WHERE p.name = deliveries.connector AND p.seen_at > $3)",
+                &[Arg::Time(until), Arg::Time(now), Arg::Time(alive_since)],
+            )
+            .await?;
+        commit::<D>(tx).await?;
+        Ok(deferred)
     }
 
     async fn announce_work(&self) {

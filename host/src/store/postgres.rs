@@ -197,8 +197,8 @@ impl Dialect for PostgresStore {
          WHERE $1 = ANY (events) OR '*' = ANY (events) ORDER BY id, connector";
     const ROW_LOCKS: bool = true;
 
-    fn connector_not_in(n: usize) -> String {
-        format!("NOT (connector = ANY (${n}))")
+    fn name_not_in(column: &str, n: usize) -> String {
+        format!("NOT ({column} = ANY (${n}))")
     }
 
     fn pools(&self) -> &Pools<Postgres> {

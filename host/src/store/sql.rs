@@ -219,8 +219,8 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
     /// connectors (`connector`; NULL for a subscription).
     const MATCHING_DESTINATIONS: &'static str;
 
-    /// A condition true when `connector` is none of the names in `$n` (a name list argument).
-    fn connector_not_in(n: usize) -> String;
+    /// A condition true when `column` is none of the names in `$n` (a name list argument).
+    fn name_not_in(column: &str, n: usize) -> String;
 
     /// Whether statements take row locks (`FOR UPDATE …`). PostgreSQL's concurrent writers
     /// need them; SQLite's single writer serialises every write transaction anyway.

@@ -185,15 +185,15 @@ impl Dialect for SqliteStore {
     const BACKEND: Backend = Backend::Sqlite;
     const MATCHING_DESTINATIONS: &'static str = "SELECT id, NULL AS connector, \
          CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until \
-         FROM subscriptions WHERE deleted_at IS NULL AND enabled \
+         FROM subscriptions WHERE deleted_at IS NULL AND enabled = 1 \
          AND EXISTS (SELECT 1 FROM json_each(subscriptions.events) WHERE value = $1 OR value = '*') \
          UNION ALL SELECT NULL, name, NULL FROM connector_bindings \
          WHERE EXISTS (SELECT 1 FROM json_each(connector_bindings.events) WHERE value = $1 OR value = '*') \
          ORDER BY id, connector";
     const ROW_LOCKS: bool = false;
 
-    fn connector_not_in(n: usize) -> String {
-        format!("connector NOT IN (SELECT value FROM json_each(${n}))")
+    fn name_not_in(column: &str, n: usize) -> String {
+        format!("{column} NOT IN (SELECT value FROM json_each(${n}))")
     }
 
     fn pools(&self) -> &Pools<Sqlite> {
