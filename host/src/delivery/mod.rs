@@ -16,3 +16,19 @@ pub mod signing;
 pub mod worker;
 
 pub use worker::Engine;
+
+/// This instance's id as a lease owner and in `connector_presence`: the host name and a UUIDv7,
+/// unique per process start.
+pub(crate) fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hub".to_owned());
+    format!("{host}:{}", uuid::Uuid::now_v7())
+}

@@ -199,7 +199,7 @@ impl Engine {
             metrics,
             wake,
             connectors,
-            owner: format!("{}:{}", hostname(), uuid::Uuid::now_v7()),
+            owner: super::instance_id(),
             busy: Mutex::new(HashMap::new()),
         }
     }
@@ -690,17 +690,4 @@ impl Engine {
             error,
         }
     }
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "hub".to_owned())
 }
