@@ -69,6 +69,13 @@ struct Entry {
     loaded: Option<Arc<Loaded>>,
 }
 
+impl Entry {
+    /// Whether this instance runs it: loaded and active.
+    fn runs(&self) -> bool {
+        self.view.status == ConnectorStatus::Active && self.loaded.is_some()
+    }
+}
+
 /// What the registry holds at one moment; replaced whole on every change.
 #[derive(Default)]
 struct Snapshot {
@@ -199,17 +206,14 @@ impl Connectors {
         self.current()
             .entries
             .values()
-            .filter(|e| e.view.status == ConnectorStatus::Active && e.loaded.is_some())
+            .filter(|e| e.runs())
             .map(|e| e.view.name.clone())
             .collect()
     }
 
     /// Whether connector `name` runs here now (see [`Connectors::running`]).
     pub fn is_running(&self, name: &str) -> bool {
-        self.current()
-            .entries
-            .get(name)
-            .is_some_and(|e| e.view.status == ConnectorStatus::Active && e.loaded.is_some())
+        self.current().entries.get(name).is_some_and(Entry::runs)
     }
 
     /// Hands one event to connector `name` and reports what came of it.
@@ -344,13 +348,10 @@ impl Connectors {
         let Some(store) = &self.store else {
             return;
         };
-        for entry in snapshot.entries.values() {
+        for entry in snapshot.entries.values().filter(|e| e.runs()) {
             let Some(loaded) = entry.loaded.as_ref() else {
                 continue;
             };
-            if entry.view.status != ConnectorStatus::Active {
-                continue;
-            }
             let (name, events) = (&loaded.manifest.name, &loaded.manifest.events);
             match store.bind_connector(name, events, model::now()).await {
                 Ok(true) => {

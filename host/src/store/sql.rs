@@ -91,6 +91,22 @@ pub(crate) trait Conn: Send {
         async move { Ok(self.rows(sql, args).await?.into_iter().next()) }
     }
 
+    /// The statements `sql` becomes when `{ids}` stands for `ids` (bound after `args`): one per
+    /// chunk the backend takes, each with its arguments.
+    fn statements_in<'a>(
+        sql: &str,
+        args: &[Arg<'a>],
+        ids: &'a [Uuid],
+    ) -> Vec<(String, Vec<Arg<'a>>)> {
+        ids.chunks(Self::IDS_PER_STATEMENT)
+            .map(|chunk| {
+                let (list, id_args) = Self::id_list(args.len() + 1, chunk);
+                let all = args.iter().copied().chain(id_args).collect();
+                (sql.replace("{ids}", &list), all)
+            })
+            .collect()
+    }
+
     /// Runs `sql`, in which `{ids}` stands for the list `ids` (bound after `args`), in as many
     /// statements as the backend needs; returns the rows affected.
     fn exec_in<'a>(
@@ -101,10 +117,7 @@ pub(crate) trait Conn: Send {
     ) -> impl Future<Output = StoreResult<u64>> + Send + 'a {
         async move {
             let mut affected = 0;
-            for chunk in ids.chunks(Self::IDS_PER_STATEMENT) {
-                let (list, id_args) = Self::id_list(args.len() + 1, chunk);
-                let sql = sql.replace("{ids}", &list);
-                let all: Vec<Arg<'_>> = args.iter().copied().chain(id_args).collect();
+            for (sql, all) in Self::statements_in(sql, args, ids) {
                 affected += self.exec(&sql, &all).await?;
             }
             Ok(affected)
@@ -120,10 +133,7 @@ pub(crate) trait Conn: Send {
     ) -> impl Future<Output = StoreResult<Vec<Self::Row>>> + Send + 'a {
         async move {
             let mut rows = Vec::new();
-            for chunk in ids.chunks(Self::IDS_PER_STATEMENT) {
-                let (list, id_args) = Self::id_list(args.len() + 1, chunk);
-                let sql = sql.replace("{ids}", &list);
-                let all: Vec<Arg<'_>> = args.iter().copied().chain(id_args).collect();
+            for (sql, all) in Self::statements_in(sql, args, ids) {
                 rows.extend(self.rows(&sql, &all).await?);
             }
             Ok(rows)
