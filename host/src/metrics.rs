@@ -69,28 +69,88 @@ pub struct EventTypeLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// Every metric of the hub, registered once.
-#[derive(Debug)]
-pub struct Metrics {
-    registry: Registry,
-    pub http_requests: Family<HttpLabels, Counter>,
-    pub http_request_duration: HistogramFamily<RouteLabels>,
-    events_published: Family<EventTypeLabels, Counter>,
-    event_types_seen: Mutex<HashSet<String>>,
-    deliveries: Family<DeliveryLabels, Counter>,
-    attempt_duration: HistogramFamily<KindLabels>,
-    publish_to_delivery: HistogramFamily<KindLabels>,
-    outbox_pending: Gauge,
-    outbox_oldest_age: Gauge<f64, AtomicU64>,
-    circuit_open: Gauge,
-    connector_invocations: Family<ConnectorOutcomeLabels, Counter>,
-    connector_duration: HistogramFamily<ConnectorLabels>,
-    connector_http_denied: Family<ConnectorLabels, Counter>,
-}
-
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// A metric as it starts, before anything is counted.
+trait Fresh {
+    fn fresh() -> Self;
+}
+
+impl<L: EncodeLabelSet + Clone + Eq + std::hash::Hash> Fresh for Family<L, Counter> {
+    fn fresh() -> Self {
+        Family::default()
+    }
+}
+
+impl<L: EncodeLabelSet + Clone + Eq + std::hash::Hash> Fresh for HistogramFamily<L> {
+    fn fresh() -> Self {
+        Family::new_with_constructor(latency_histogram as fn() -> Histogram)
+    }
+}
+
+impl<N, A: Default> Fresh for Gauge<N, A> {
+    fn fresh() -> Self {
+        Gauge::default()
+    }
+}
+
+/// Declares the hub's metrics once: each becomes a field of [`Metrics`], registered under its
+/// name and help when the registry is built.
+macro_rules! metrics {
+    ($($vis:vis $field:ident: $ty:ty = $name:literal, $help:literal;)*) => {
+        /// Every metric of the hub, registered once.
+        #[derive(Debug)]
+        pub struct Metrics {
+            registry: Registry,
+            event_types_seen: Mutex<HashSet<String>>,
+            $($vis $field: $ty,)*
+        }
+
+        impl Metrics {
+            pub fn new() -> Self {
+                let mut registry = Registry::default();
+                $(
+                    let $field = <$ty as Fresh>::fresh();
+                    registry.register($name, $help, $field.clone());
+                )*
+                Self {
+                    registry,
+                    event_types_seen: Mutex::new(HashSet::new()),
+                    $($field,)*
+                }
+            }
+        }
+    };
+}
+
+metrics! {
+    pub http_requests: Family<HttpLabels, Counter> = "ih_http_requests",
+        "HTTP requests served, by method, route template and status";
+    pub http_request_duration: HistogramFamily<RouteLabels> = "ih_http_request_duration_seconds",
+        "Time to answer an HTTP request, by method and route template";
+    events_published: Family<EventTypeLabels, Counter> = "ih_events_published",
+        "Events accepted and stored, by event type";
+    deliveries: Family<DeliveryLabels, Counter> = "ih_deliveries",
+        "Delivery attempts by destination kind and outcome (succeeded, failed and retried, dead)";
+    attempt_duration: HistogramFamily<KindLabels> = "ih_delivery_attempt_duration_seconds",
+        "Duration of one delivery attempt";
+    publish_to_delivery: HistogramFamily<KindLabels> = "ih_publish_to_delivery_seconds",
+        "Time from event creation to its successful delivery";
+    outbox_pending: Gauge = "ih_outbox_pending",
+        "Deliveries not finished yet (pending or in flight)";
+    outbox_oldest_age: Gauge<f64, AtomicU64> = "ih_outbox_oldest_pending_age_seconds",
+        "Age of the oldest unfinished delivery";
+    circuit_open: Gauge = "ih_circuit_open",
+        "Subscriptions whose circuit breaker is open or half-open";
+    connector_invocations: Family<ConnectorOutcomeLabels, Counter> = "ih_connector_invocations",
+        "Connector calls by connector and outcome (ok, retry, permanent, timeout, memory, trap, unavailable)";
+    connector_duration: HistogramFamily<ConnectorLabels> = "ih_connector_invocation_duration_seconds",
+        "Duration of one connector call, instantiation included";
+    connector_http_denied: Family<ConnectorLabels, Counter> = "ih_connector_http_denied",
+        "Connector HTTP requests refused (outside the grant, or by the SSRF guard)";
 }
 
 impl Default for Metrics {
@@ -100,102 +160,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register(
-            "ih_http_requests",
-            "HTTP requests served, by method, route template and status",
-            http_requests.clone(),
-        );
-        let http_request_duration: HistogramFamily<RouteLabels> =
-            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
-            "ih_http_request_duration_seconds",
-            "Time to answer an HTTP request, by method and route template",
-            http_request_duration.clone(),
-        );
-        let events_published = Family::<EventTypeLabels, Counter>::default();
-        registry.register(
-            "ih_events_published",
-            "Events accepted and stored, by event type",
-            events_published.clone(),
-        );
-        let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register(
-            "ih_deliveries",
-            "Delivery attempts by destination kind and outcome (succeeded, failed and retried, dead)",
-            deliveries.clone(),
-        );
-        let attempt_duration: HistogramFamily<KindLabels> =
-            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
-            "ih_delivery_attempt_duration_seconds",
-            "Duration of one delivery attempt",
-            attempt_duration.clone(),
-        );
-        let publish_to_delivery: HistogramFamily<KindLabels> =
-            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
-            "ih_publish_to_delivery_seconds",
-            "Time from event creation to its successful delivery",
-            publish_to_delivery.clone(),
-        );
-        let outbox_pending = Gauge::default();
-        registry.register(
-            "ih_outbox_pending",
-            "Deliveries not finished yet (pending or in flight)",
-            outbox_pending.clone(),
-        );
-        let outbox_oldest_age = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "ih_outbox_oldest_pending_age_seconds",
-            "Age of the oldest unfinished delivery",
-            outbox_oldest_age.clone(),
-        );
-        let circuit_open = Gauge::default();
-        registry.register(
-            "ih_circuit_open",
-            "Subscriptions whose circuit breaker is open or half-open",
-            circuit_open.clone(),
-        );
-        let connector_invocations = Family::<ConnectorOutcomeLabels, Counter>::default();
-        registry.register(
-            "ih_connector_invocations",
-            "Connector calls by connector and outcome (ok, retry, permanent, timeout, memory, trap, unavailable)",
-            connector_invocations.clone(),
-        );
-        let connector_duration: HistogramFamily<ConnectorLabels> =
-            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
-            "ih_connector_invocation_duration_seconds",
-            "Duration of one connector call, instantiation included",
-            connector_duration.clone(),
-        );
-        let connector_http_denied = Family::<ConnectorLabels, Counter>::default();
-        registry.register(
-            "ih_connector_http_denied",
-            "Connector HTTP requests refused (outside the grant, or by the SSRF guard)",
-            connector_http_denied.clone(),
-        );
-        Self {
-            registry,
-            connector_invocations,
-            connector_duration,
-            connector_http_denied,
-            http_requests,
-            http_request_duration,
-            events_published,
-            event_types_seen: Mutex::new(HashSet::new()),
-            deliveries,
-            attempt_duration,
-            publish_to_delivery,
-            outbox_pending,
-            outbox_oldest_age,
-            circuit_open,
-        }
-    }
-
     /// Counts one stored event of `event_type`.
     pub fn event_published(&self, event_type: &str) {
         let label = {

@@ -2,7 +2,7 @@
 //! (one dead letter, or in bulk for recovery after an outage).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,11 +11,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::parse_id;
-use super::schema::Destination;
+use super::extract::{Id, noun};
+use super::schema::{Destination, mirror};
 use super::validate::Errors;
 use super::{ApiJson, AppState, Page, PageQuery};
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult};
 use crate::model::{self, AttemptView, DeadLetter, ReplayFilter, ReplayOutcome};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -26,50 +26,22 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(replay_bulk))
 }
 
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AttemptOutcome {
-    Succeeded,
-    Failed,
-}
-
-/// One attempt to deliver an event.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AttemptOut {
-    pub id: Uuid,
-    pub event_id: Uuid,
-    pub delivery_id: Uuid,
-    pub destination: Destination,
-    /// 1-based number within the delivery's attempt budget (a replay starts again at 1).
-    pub attempt: u32,
-    pub outcome: AttemptOutcome,
-    pub response_status: Option<u16>,
-    /// The first 4 KiB of the response body.
-    pub response_body: Option<String>,
-    pub error: Option<String>,
-    pub duration_ms: u64,
-    pub started_at: DateTime<Utc>,
-}
-
-impl From<AttemptView> for AttemptOut {
-    fn from(a: AttemptView) -> Self {
-        Self {
-            id: a.id,
-            event_id: a.event_id,
-            delivery_id: a.delivery_id,
-            destination: a.destination.into(),
-            attempt: a.attempt,
-            outcome: if a.succeeded {
-                AttemptOutcome::Succeeded
-            } else {
-                AttemptOutcome::Failed
-            },
-            response_status: a.response_status,
-            response_body: a.response_body,
-            error: a.error,
-            duration_ms: a.duration_ms,
-            started_at: a.started_at,
-        }
+mirror! {
+    /// One attempt to deliver an event.
+    pub struct AttemptOut from AttemptView {
+        id: Uuid,
+        event_id: Uuid,
+        delivery_id: Uuid,
+        destination: Destination,
+        /// 1-based number within the delivery's attempt budget (a replay starts again at 1).
+        attempt: u32,
+        outcome: model::AttemptOutcome,
+        response_status: Option<u16>,
+        /// The first 4 KiB of the response body.
+        response_body: Option<String>,
+        error: Option<String>,
+        duration_ms: u64,
+        started_at: DateTime<Utc>,
     }
 }
 
@@ -78,31 +50,17 @@ pub struct AttemptList {
     pub data: Vec<AttemptOut>,
 }
 
-/// A delivery that used up its attempts (or failed permanently).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeadLetterOut {
-    pub id: Uuid,
-    pub event_id: Uuid,
-    pub delivery_id: Uuid,
-    pub destination: Destination,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub replayed_at: Option<DateTime<Utc>>,
-}
-
-impl From<DeadLetter> for DeadLetterOut {
-    fn from(d: DeadLetter) -> Self {
-        Self {
-            id: d.id,
-            event_id: d.event_id,
-            delivery_id: d.delivery_id,
-            destination: d.destination.into(),
-            attempts: d.attempts,
-            last_error: d.last_error,
-            created_at: d.created_at,
-            replayed_at: d.replayed_at,
-        }
+mirror! {
+    /// A delivery that used up its attempts (or failed permanently).
+    pub struct DeadLetterOut from DeadLetter {
+        id: Uuid,
+        event_id: Uuid,
+        delivery_id: Uuid,
+        destination: Destination,
+        attempts: u32,
+        last_error: Option<String>,
+        created_at: DateTime<Utc>,
+        replayed_at: Option<DateTime<Utc>>,
     }
 }
 
@@ -137,20 +95,15 @@ pub struct Replayed {
 }
 
 /// Attempts of an event, oldest first.
-#[utoipa::path(get, path = "/api/v1/admin/events/{event_id}/attempts", tag = "admin",
-    params(("event_id" = Uuid, Path, description = "Event id")),
-    responses(
-        (status = 200, description = "The attempts", body = AttemptList),
-        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(get, path = "/api/v1/admin/events/{event_id}/attempts", tag = "admin", params(("event_id" = Uuid, Path, description = "Event id")),
+    responses((status = 200, description = "The attempts", body = AttemptList), (status = 404, description = "No such event")))]
 async fn list_attempts(
     State(state): State<AppState>,
-    Path(event_id): Path<String>,
+    event_id: Id<noun::Event>,
 ) -> ApiResult<Json<AttemptList>> {
-    let event_id = parse_id(&event_id, "event")?;
-    let attempts = state.store.list_attempts(event_id).await?;
-    if attempts.is_empty() && state.store.get_event(event_id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no event with id {event_id}")));
+    let attempts = state.store.list_attempts(*event_id).await?;
+    if attempts.is_empty() && state.store.get_event(*event_id).await?.is_none() {
+        return Err(event_id.missing());
     }
     Ok(Json(AttemptList {
         data: attempts.into_iter().map(Into::into).collect(),
@@ -158,11 +111,8 @@ async fn list_attempts(
 }
 
 /// Dead letters, newest first.
-#[utoipa::path(get, path = "/api/v1/admin/dead-letters", tag = "admin",
-    params(PageQuery),
-    responses(
-        (status = 200, description = "A page of dead letters", body = DeadLetterList),
-    ))]
+#[utoipa::path(get, path = "/api/v1/admin/dead-letters", tag = "admin", params(PageQuery),
+    responses((status = 200, description = "A page of dead letters", body = DeadLetterList)))]
 async fn list_dead_letters(
     State(state): State<AppState>,
     page: Page,
@@ -173,25 +123,19 @@ async fn list_dead_letters(
 }
 
 /// Queue a dead letter's delivery again with a fresh attempt budget.
-#[utoipa::path(post, path = "/api/v1/admin/dead-letters/{id}/replay", tag = "admin",
-    params(("id" = Uuid, Path, description = "Dead letter id")),
-    responses(
-        (status = 202, description = "Queued again", body = ReplayedOne),
-        (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already replayed, or its subscription was deleted", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(post, path = "/api/v1/admin/dead-letters/{id}/replay", tag = "admin", params(("id" = Uuid, Path, description = "Dead letter id")),
+    responses((status = 202, description = "Queued again", body = ReplayedOne), (status = 404, description = "No such dead letter"), (status = 409, description = "Already replayed, or its subscription was deleted")))]
 async fn replay_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Id<noun::DeadLetter>,
 ) -> ApiResult<(StatusCode, Json<ReplayedOne>)> {
-    let id = parse_id(&id, "dead letter")?;
-    match state.store.replay_dead_letter(id, model::now()).await? {
+    match state.store.replay_dead_letter(*id, model::now()).await? {
         ReplayOutcome::Replayed { delivery_id } => {
             wake(&state).await;
             tracing::info!(dead_letter_id = %id, delivery_id = %delivery_id, "dead letter replayed");
             Ok((StatusCode::ACCEPTED, Json(ReplayedOne { delivery_id })))
         }
-        ReplayOutcome::NotFound => Err(ApiError::NotFound(format!("no dead letter with id {id}"))),
+        ReplayOutcome::NotFound => Err(id.missing()),
         ReplayOutcome::AlreadyReplayed => Err(ApiError::Conflict(format!(
             "dead letter {id} was already replayed; if it failed again it has a new dead letter"
         ))),
@@ -202,12 +146,8 @@ async fn replay_one(
 }
 
 /// Replay every dead letter matching the filters (bulk recovery).
-#[utoipa::path(post, path = "/api/v1/admin/dead-letters/replay", tag = "admin",
-    request_body = BulkReplay,
-    responses(
-        (status = 202, description = "Queued again", body = Replayed),
-        (status = 422, description = "Invalid filters", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(post, path = "/api/v1/admin/dead-letters/replay", tag = "admin", request_body = BulkReplay,
+    responses((status = 202, description = "Queued again", body = Replayed), (status = 422, description = "Invalid filters")))]
 async fn replay_bulk(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<BulkReplay>,

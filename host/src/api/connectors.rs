@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use crate::connectors::{ConnectorStatus, ConnectorView};
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult};
 use crate::model;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -57,13 +57,8 @@ pub struct Unbound {
 
 /// Unbind a connector whose file is gone for good: its event types stop getting deliveries
 /// for it, and those waiting are cancelled.
-#[utoipa::path(delete, path = "/api/v1/connectors/{name}", tag = "connectors",
-    params(("name" = String, Path, description = "Connector name")),
-    responses(
-        (status = 200, description = "Unbound", body = Unbound),
-        (status = 404, description = "No such binding", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The connector is loaded here: remove its file first", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(delete, path = "/api/v1/connectors/{name}", tag = "connectors", params(("name" = String, Path, description = "Connector name")),
+    responses((status = 200, description = "Unbound", body = Unbound), (status = 404, description = "No such binding"), (status = 409, description = "The connector is loaded here: remove its file first")))]
 async fn unbind_connector(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -6,7 +6,7 @@
 //! delivered is exactly what the client published.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -18,14 +18,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::parse_id;
-use super::schema::Destination;
+use super::extract::{Id, noun};
+use super::schema::{Destination, mirror};
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState};
-use crate::error::{ApiError, ApiResult, Problem};
-use crate::model::DeliveryStatus;
+use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    self, IdempotencyKey, NewEvent, PublishOutcome, PublishRequest, PublishedEvent,
+    self, DeliveryStatus, DeliverySummary, IdempotencyKey, NewEvent, PublishOutcome,
+    PublishRequest, PublishedEvent,
 };
 
 /// Most events in one batch publish.
@@ -61,24 +61,14 @@ pub struct PublishBatch {
     pub events: Vec<PublishEvent>,
 }
 
-/// What a publish stored.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PublishedOut {
-    pub id: Uuid,
-    pub event_type: String,
-    pub created_at: DateTime<Utc>,
-    /// Destinations matched: enabled subscriptions plus active connectors.
-    pub deliveries: u32,
-}
-
-impl From<PublishedEvent> for PublishedOut {
-    fn from(e: PublishedEvent) -> Self {
-        Self {
-            id: e.id,
-            event_type: e.event_type,
-            created_at: e.created_at,
-            deliveries: e.deliveries,
-        }
+mirror! {
+    /// What a publish stored.
+    pub struct PublishedOut from PublishedEvent {
+        id: Uuid,
+        event_type: String,
+        created_at: DateTime<Utc>,
+        /// Destinations matched: enabled subscriptions plus active connectors.
+        deliveries: u32,
     }
 }
 
@@ -87,18 +77,19 @@ pub struct BatchOut {
     pub data: Vec<PublishedOut>,
 }
 
-/// One delivery of an event.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveryOut {
-    pub id: Uuid,
-    pub destination: Destination,
-    pub status: DeliveryStatus,
-    /// Attempts spent from the current budget.
-    pub attempts: u32,
-    /// When the next attempt is due (pending deliveries only).
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub updated_at: DateTime<Utc>,
+mirror! {
+    /// One delivery of an event.
+    pub struct DeliveryOut from DeliverySummary {
+        id: Uuid,
+        destination: Destination,
+        status: DeliveryStatus,
+        /// Attempts spent from the current budget.
+        attempts: u32,
+        /// When the next attempt is due (pending deliveries only).
+        next_attempt_at: Option<DateTime<Utc>>,
+        last_error: Option<String>,
+        updated_at: DateTime<Utc>,
+    }
 }
 
 /// An event, its payload and its deliveries.
@@ -224,14 +215,8 @@ fn accepted<T: Serialize>(body: T, replayed: bool) -> Response {
 }
 
 /// Publish an event.
-#[utoipa::path(post, path = "/api/v1/events", tag = "events",
-    request_body = PublishEvent,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeating a request with the same key within 24 h returns the first response and creates nothing")),
-    responses(
-        (status = 202, description = "Stored; deliveries are queued", body = PublishedOut),
-        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or a reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(post, path = "/api/v1/events", tag = "events", request_body = PublishEvent, params(("Idempotency-Key" = Option<String>, Header, description = "Repeating a request with the same key within 24 h returns the first response and creates nothing")),
+    responses((status = 202, description = "Stored; deliveries are queued", body = PublishedOut), (status = 400, description = "Malformed JSON or Idempotency-Key"), (status = 422, description = "Invalid fields, or a reused Idempotency-Key")))]
 async fn publish_event(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -247,14 +232,8 @@ async fn publish_event(
 }
 
 /// Publish up to 1000 events in one transaction.
-#[utoipa::path(post, path = "/api/v1/events/batch", tag = "events",
-    request_body = PublishBatch,
-    params(("Idempotency-Key" = Option<String>, Header, description = "As for a single publish")),
-    responses(
-        (status = 202, description = "All stored, in request order", body = BatchOut),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields; nothing was stored", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(post, path = "/api/v1/events/batch", tag = "events", request_body = PublishBatch, params(("Idempotency-Key" = Option<String>, Header, description = "As for a single publish")),
+    responses((status = 202, description = "All stored, in request order", body = BatchOut), (status = 400, description = "Malformed JSON"), (status = 422, description = "Invalid fields; nothing was stored")))]
 async fn publish_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -283,40 +262,20 @@ async fn publish_batch(
 }
 
 /// Get an event with its payload and the status of each delivery.
-#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
-    params(("id" = Uuid, Path, description = "Event id")),
-    responses(
-        (status = 200, description = "The event", body = EventOut),
-        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events", params(("id" = Uuid, Path, description = "Event id")),
+    responses((status = 200, description = "The event", body = EventOut), (status = 404, description = "No such event")))]
 async fn get_event(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Id<noun::Event>,
 ) -> ApiResult<Json<EventOut>> {
-    let id = parse_id(&id, "event")?;
-    let event = state
-        .store
-        .get_event(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no event with id {id}")))?;
+    let event = state.store.get_event(*id).await?;
+    let event = event.ok_or_else(|| id.missing())?;
     let payload = RawValue::from_string(event.payload).map_err(ApiError::internal)?;
     Ok(Json(EventOut {
         id: event.id,
         event_type: event.event_type,
         created_at: event.created_at,
         payload,
-        deliveries: event
-            .deliveries
-            .into_iter()
-            .map(|d| DeliveryOut {
-                id: d.id,
-                destination: d.destination.into(),
-                status: d.status,
-                attempts: d.attempts,
-                next_attempt_at: d.next_attempt_at,
-                last_error: d.last_error,
-                updated_at: d.updated_at,
-            })
-            .collect(),
+        deliveries: event.deliveries.into_iter().map(Into::into).collect(),
     }))
 }

@@ -5,7 +5,9 @@
 //! of the wrong shape (422, with the field's path), and rejects trailing garbage.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::marker::PhantomData;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use base64::Engine;
@@ -232,11 +234,68 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
     }
 }
 
-/// Parses an id from the path. A malformed id is a 404 ("no such thing") with a hint, since no
-/// resource can have it.
-pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(raw)
-        .map_err(|_| ApiError::NotFound(format!("no {what} with id {raw:?} (ids are UUIDs)")))
+/// What an id in a path names, for the 404 that says so.
+pub trait Noun {
+    const NOUN: &'static str;
+}
+
+/// The resources a path's id can name.
+pub mod noun {
+    macro_rules! nouns {
+        ($($name:ident = $noun:literal),* $(,)?) => {$(
+            #[derive(Debug)]
+            pub enum $name {}
+            impl super::Noun for $name {
+                const NOUN: &'static str = $noun;
+            }
+        )*};
+    }
+    nouns!(
+        Subscription = "subscription",
+        Event = "event",
+        DeadLetter = "dead letter"
+    );
+}
+
+/// The id in the path of a route with one parameter. A malformed id is a 404 ("no such
+/// thing") with a hint, since no resource can have it.
+#[derive(Debug, Clone, Copy)]
+pub struct Id<N>(Uuid, PhantomData<N>);
+
+impl<N: Noun> Id<N> {
+    /// The 404 for an id that names nothing.
+    pub fn missing(&self) -> ApiError {
+        ApiError::NotFound(format!("no {} with id {}", N::NOUN, self.0))
+    }
+}
+
+impl<N> std::fmt::Display for Id<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<N> std::ops::Deref for Id<N> {
+    type Target = Uuid;
+
+    fn deref(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl<N: Noun, S: Send + Sync> FromRequestParts<S> for Id<N> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request("path", e.body_text()))?;
+        Uuid::try_parse(&raw)
+            .map(|id| Id(id, PhantomData))
+            .map_err(|_| {
+                ApiError::NotFound(format!("no {} with id {raw:?} (ids are UUIDs)", N::NOUN))
+            })
+    }
 }
 
 #[cfg(test)]

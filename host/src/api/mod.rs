@@ -126,7 +126,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Documents the answers every operation can give whatever its handler does, so no handler has
-/// to list them: 401 from the auth layer on `/api/*`, 400/413/415 from [`ApiJson`] wherever a
+/// to list them (and gives the errors a handler lists their problem body): 401 from the auth layer on `/api/*`, 400/413/415 from [`ApiJson`] wherever a
 /// body is read, 400 from [`Page`] wherever a list is paged, and 503 when the database is
 /// unreachable.
 fn with_common_responses(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
@@ -156,6 +156,15 @@ fn with_common_responses(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::
         ];
         for op in operations.into_iter().flatten() {
             let responses = &mut op.responses.responses;
+            // Handlers list their errors by status and meaning; every error body is a problem.
+            for (status, response) in responses.iter_mut() {
+                if let RefOr::T(declared) = response
+                    && declared.content.is_empty()
+                    && (status.starts_with('4') || status.starts_with('5'))
+                {
+                    *response = problem(&declared.description);
+                }
+            }
             let mut add = |status: &str, description: &str| {
                 responses
                     .entry(status.to_owned())

@@ -38,10 +38,7 @@ pub struct Health {
 
 /// Liveness and readiness: 200 when the database answers, 503 otherwise.
 #[utoipa::path(get, path = "/health", tag = "operations", security(()),
-    responses(
-        (status = 200, description = "Healthy", body = Health),
-        (status = 503, description = "The database is unreachable", body = Health),
-    ))]
+    responses((status = 200, description = "Healthy", body = Health), (status = 503, description = "The database is unreachable", body = Health)))]
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let problem = match tokio::time::timeout(HEALTH_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => None,

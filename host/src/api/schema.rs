@@ -60,22 +60,37 @@ macro_rules! named_states {
 
 named_states!(
     DeliveryStatus: "Lifecycle of a delivery.",
+    AttemptOutcome: "How an attempt ended.",
     CircuitState: "State of a subscription's circuit breaker."
 );
 
-/// The circuit breaker as shown on a subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Circuit {
-    pub state: model::CircuitState,
-    pub consecutive_failures: u32,
-}
-
-impl From<model::Circuit> for Circuit {
-    fn from(c: model::Circuit) -> Self {
-        Self {
-            state: c.state,
-            consecutive_failures: c.consecutive_failures,
+/// Declares a response type that shows a model type: the same fields (each converted with
+/// `Into`, so a model enum becomes its response shape) under the API's serde names and schema.
+/// The field list is the API's contract; the conversion is written by the macro, not by hand.
+macro_rules! mirror {
+    ($(#[$meta:meta])* pub struct $name:ident from $model:ty {
+        $($(#[$field_meta:meta])* $field:ident: $ty:ty),* $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
         }
+
+        impl From<$model> for $name {
+            fn from(m: $model) -> Self {
+                Self { $($field: m.$field.into(),)* }
+            }
+        }
+    };
+}
+pub(super) use mirror;
+
+mirror! {
+    /// The circuit breaker as shown on a subscription.
+    pub struct Circuit from model::Circuit {
+        state: model::CircuitState,
+        consecutive_failures: u32,
     }
 }
 

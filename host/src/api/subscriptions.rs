@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -15,12 +15,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::parse_id;
-use super::schema::Circuit;
+use super::extract::{Id, noun};
+use super::schema::{Circuit, mirror};
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState, Page, PageQuery};
-use crate::error::{ApiError, ApiResult, Problem};
-use crate::model::{self, NewSubscription, Subscription, SubscriptionPatch};
+use crate::error::ApiResult;
+use crate::model::{
+    self, Circuit as ModelCircuit, NewSubscription, Subscription, SubscriptionPatch,
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -32,35 +34,20 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
 }
 
-/// A webhook subscription as returned by the API.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SubscriptionOut {
-    pub id: Uuid,
-    pub url: String,
-    /// Event types delivered to this endpoint; `["*"]` means all.
-    pub events: Vec<String>,
-    pub enabled: bool,
-    pub description: Option<String>,
-    /// Extra headers sent with every delivery.
-    pub headers: BTreeMap<String, String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub circuit: Circuit,
-}
-
-impl From<Subscription> for SubscriptionOut {
-    fn from(s: Subscription) -> Self {
-        Self {
-            id: s.id,
-            url: s.url,
-            events: s.events,
-            enabled: s.enabled,
-            description: s.description,
-            headers: s.headers,
-            created_at: s.created_at,
-            updated_at: s.updated_at,
-            circuit: s.circuit.into(),
-        }
+mirror! {
+    /// A webhook subscription as returned by the API.
+    pub struct SubscriptionOut from Subscription {
+        id: Uuid,
+        url: String,
+        /// Event types delivered to this endpoint; `["*"]` means all.
+        events: Vec<String>,
+        enabled: bool,
+        description: Option<String>,
+        /// Extra headers sent with every delivery.
+        headers: BTreeMap<String, String>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+        circuit: Circuit,
     }
 }
 
@@ -139,14 +126,8 @@ pub struct PatchSubscription {
 }
 
 /// Create a subscription.
-#[utoipa::path(post, path = "/api/v1/subscriptions", tag = "subscriptions",
-    request_body = CreateSubscription,
-    responses(
-        (status = 201, description = "Created", body = SubscriptionOut),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or wrong API key", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(post, path = "/api/v1/subscriptions", tag = "subscriptions", request_body = CreateSubscription,
+    responses((status = 201, description = "Created", body = SubscriptionOut), (status = 400, description = "Malformed JSON"), (status = 401, description = "Missing or wrong API key"), (status = 422, description = "Invalid fields")))]
 async fn create_subscription(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateSubscription>,
@@ -164,29 +145,30 @@ async fn create_subscription(
     let headers = validate::headers(&mut errors, "headers", &body.headers);
     errors.finish()?;
 
-    let created = state
-        .store
-        .create_subscription(NewSubscription {
-            id: Uuid::now_v7(),
-            url: body.url,
-            secret: body.secret,
-            events,
-            enabled: body.enabled,
-            description: body.description,
-            headers,
-            created_at: model::now(),
-        })
-        .await?;
+    let now = model::now();
+    let subscription = Subscription {
+        id: Uuid::now_v7(),
+        url: body.url,
+        events,
+        enabled: body.enabled,
+        description: body.description,
+        headers,
+        created_at: now,
+        updated_at: now,
+        circuit: ModelCircuit::CLOSED,
+    };
+    let new = NewSubscription {
+        subscription,
+        secret: body.secret,
+    };
+    let created = state.store.create_subscription(new).await?;
     tracing::info!(subscription_id = %created.id, url = %created.url, "subscription created");
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
 /// List subscriptions, oldest first.
-#[utoipa::path(get, path = "/api/v1/subscriptions", tag = "subscriptions",
-    params(PageQuery),
-    responses(
-        (status = 200, description = "A page of subscriptions", body = SubscriptionList),
-    ))]
+#[utoipa::path(get, path = "/api/v1/subscriptions", tag = "subscriptions", params(PageQuery),
+    responses((status = 200, description = "A page of subscriptions", body = SubscriptionList)))]
 async fn list_subscriptions(
     State(state): State<AppState>,
     page: Page,
@@ -197,40 +179,25 @@ async fn list_subscriptions(
 }
 
 /// Get one subscription.
-#[utoipa::path(get, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
-    params(("id" = Uuid, Path, description = "Subscription id")),
-    responses(
-        (status = 200, description = "The subscription", body = SubscriptionOut),
-        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(get, path = "/api/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = Uuid, Path, description = "Subscription id")),
+    responses((status = 200, description = "The subscription", body = SubscriptionOut), (status = 404, description = "No such subscription")))]
 async fn get_subscription(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Id<noun::Subscription>,
 ) -> ApiResult<Json<SubscriptionOut>> {
-    let id = parse_id(&id, "subscription")?;
-    let sub = state
-        .store
-        .get_subscription(id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let sub = state.store.get_subscription(*id).await?;
+    let sub = sub.ok_or_else(|| id.missing())?;
     Ok(Json(sub.into()))
 }
 
 /// Update a subscription partially; a new `secret` rotates (the old one stays valid for 24 h).
-#[utoipa::path(patch, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
-    params(("id" = Uuid, Path, description = "Subscription id")),
-    request_body = PatchSubscription,
-    responses(
-        (status = 200, description = "The updated subscription", body = SubscriptionOut),
-        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(patch, path = "/api/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = Uuid, Path, description = "Subscription id")), request_body = PatchSubscription,
+    responses((status = 200, description = "The updated subscription", body = SubscriptionOut), (status = 404, description = "No such subscription"), (status = 422, description = "Invalid fields")))]
 async fn patch_subscription(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Id<noun::Subscription>,
     ApiJson(body): ApiJson<PatchSubscription>,
 ) -> ApiResult<Json<SubscriptionOut>> {
-    let id = parse_id(&id, "subscription")?;
     let mut errors = Errors::default();
     let mut patch = SubscriptionPatch::default();
     let mut not_null = |field: &str, present: bool| {
@@ -272,34 +239,22 @@ async fn patch_subscription(
     let rotated = patch.secret.is_some();
     let updated = state
         .store
-        .update_subscription(id, patch, model::now())
+        .update_subscription(*id, patch, model::now())
         .await?
-        .ok_or_else(|| not_found(id))?;
+        .ok_or_else(|| id.missing())?;
     tracing::info!(subscription_id = %id, secret_rotated = rotated, "subscription updated");
     Ok(Json(updated.into()))
 }
 
 /// Delete a subscription; its pending deliveries are cancelled.
-#[utoipa::path(delete, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
-    params(("id" = Uuid, Path, description = "Subscription id")),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
-    ))]
+#[utoipa::path(delete, path = "/api/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = Uuid, Path, description = "Subscription id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such subscription")))]
 async fn delete_subscription(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Id<noun::Subscription>,
 ) -> ApiResult<StatusCode> {
-    let id = parse_id(&id, "subscription")?;
-    let cancelled = state
-        .store
-        .delete_subscription(id, model::now())
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let cancelled = state.store.delete_subscription(*id, model::now()).await?;
+    let cancelled = cancelled.ok_or_else(|| id.missing())?;
     tracing::info!(subscription_id = %id, cancelled_deliveries = cancelled, "subscription deleted");
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn not_found(id: Uuid) -> ApiError {
-    ApiError::NotFound(format!("no subscription with id {id}"))
 }

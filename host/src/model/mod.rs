@@ -84,27 +84,28 @@ pub struct Subscription {
     pub circuit: Circuit,
 }
 
-/// A validated subscription to create.
+impl Circuit {
+    /// A new subscription's: closed, no failures.
+    pub const CLOSED: Circuit = Circuit {
+        state: CircuitState::Closed,
+        consecutive_failures: 0,
+    };
+}
+
+/// A validated subscription to create: the subscription as it will read back (its circuit
+/// closed, updated when created) and its first secret.
 #[derive(Clone)]
 pub struct NewSubscription {
-    pub id: Uuid,
-    pub url: String,
+    pub subscription: Subscription,
     pub secret: String,
-    pub events: Vec<String>,
-    pub enabled: bool,
-    pub description: Option<String>,
-    pub headers: BTreeMap<String, String>,
-    pub created_at: DateTime<Utc>,
 }
 
 impl fmt::Debug for NewSubscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NewSubscription")
-            .field("id", &self.id)
-            .field("url", &self.url)
+            .field("subscription", &self.subscription)
             .field("secret", &"[redacted]")
-            .field("events", &self.events)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -218,6 +219,24 @@ impl DeliveryStatus {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|status| status.as_str() == s)
     }
+}
+
+/// How one attempt ended, as the admin API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+        }
+    }
+
+    pub const ALL: [Self; 2] = [Self::Succeeded, Self::Failed];
 }
 
 /// One delivery of an event, as shown with the event.
@@ -338,7 +357,7 @@ pub struct AttemptView {
     pub delivery_id: Uuid,
     pub destination: Destination,
     pub attempt: u32,
-    pub succeeded: bool,
+    pub outcome: AttemptOutcome,
     pub response_status: Option<u16>,
     pub response_body: Option<String>,
     pub error: Option<String>,

@@ -226,24 +226,27 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// One writer taking groups of up to 100 requests, each of weight 1, writing with `write`.
+    fn committer<W, F>(write: W) -> Arc<GroupCommit<u32, u32>>
+    where
+        W: Fn(Vec<u32>) -> F + Send + Sync + 'static,
+        F: Future<Output = StoreResult<Vec<u32>>> + Send + 'static,
+    {
+        Arc::new(GroupCommit::start(1, 100, |_| 1, Abandoned::Write, write))
+    }
+
     #[tokio::test]
     async fn answers_each_request_in_order_and_groups_what_queued() {
         let groups = Arc::new(AtomicUsize::new(0));
         let seen = groups.clone();
-        let committer = Arc::new(GroupCommit::start(
-            1,
-            100,
-            |_: &u32| 1,
-            Abandoned::Write,
-            move |reqs: Vec<u32>| {
-                seen.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    // Slow enough that the others queue up behind the first group.
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    Ok(reqs.into_iter().map(|r| r * 2).collect::<Vec<u32>>())
-                }
-            },
-        ));
+        let committer = committer(move |reqs| {
+            seen.fetch_add(1, Ordering::Relaxed);
+            async move {
+                // Slow enough that the others queue up behind the first group.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Ok(reqs.into_iter().map(|r| r * 2).collect())
+            }
+        });
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..50u32 {
             let c = committer.clone();
@@ -259,15 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_group_fails_every_request_in_it() {
-        let committer = Arc::new(GroupCommit::start(
-            1,
-            100,
-            |_: &u32| 1,
-            Abandoned::Write,
-            |_reqs: Vec<u32>| async {
-                Err::<Vec<u32>, _>(StoreError::Corrupt("disk on fire".into()))
-            },
-        ));
+        let committer = committer(|_| async { Err(StoreError::Corrupt("disk on fire".into())) });
         let (a, b) = tokio::join!(committer.submit(1), committer.submit(2));
         for result in [a, b] {
             let e = result.expect_err("the group failed");
@@ -310,22 +305,16 @@ mod tests {
     async fn a_request_that_waited_too_long_is_refused_unwritten() {
         let written = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = written.clone();
-        let committer = Arc::new(GroupCommit::start(
-            1,
-            100,
-            |_: &u32| 1,
-            Abandoned::Write,
-            move |reqs: Vec<u32>| {
-                seen.lock().expect("lock").extend(reqs.iter().copied());
-                async move {
-                    // The database hangs on the first group for longer than MAX_WAIT.
-                    if reqs.contains(&1) {
-                        tokio::time::sleep(MAX_WAIT * 2).await;
-                    }
-                    Ok(reqs)
+        let committer = committer(move |reqs| {
+            seen.lock().expect("lock").extend(reqs.iter().copied());
+            async move {
+                // The database hangs on the first group for longer than MAX_WAIT.
+                if reqs.contains(&1) {
+                    tokio::time::sleep(MAX_WAIT * 2).await;
                 }
-            },
-        ));
+                Ok(reqs)
+            }
+        });
         let first = tokio::spawn({
             let c = committer.clone();
             async move { c.submit(1).await }

@@ -50,6 +50,10 @@ impl<D: Dialect> Store for D {
 
     async fn create_subscription(&self, new: NewSubscription) -> StoreResult<Subscription> {
         let mut tx = self.writer().begin().await?;
+        let NewSubscription {
+            subscription: new,
+            secret,
+        } = new;
         let headers = encode_json(&new.headers);
         tx.exec(
             "INSERT INTO subscriptions (id, url, description, events, headers, enabled, created_at, updated_at) \
@@ -69,7 +73,7 @@ impl<D: Dialect> Store for D {
             "INSERT INTO subscription_secrets (subscription_id, secret, created_at) VALUES ($1, $2, $3)",
             &[
                 Arg::Uuid(new.id),
-                Arg::Text(&new.secret),
+                Arg::Text(&secret),
                 Arg::Time(new.created_at),
             ],
         )

@@ -4,9 +4,23 @@ use super::plan::decode_headers;
 use super::sql::DbRow;
 use super::{StoreError, StoreResult};
 use crate::model::{
-    AttemptView, Circuit, CircuitState, ClaimedDelivery, ConnectorBinding, DeadLetter,
-    DeliveryStatus, DeliverySummary, Destination, PublishedEvent, Subscription, Target,
+    AttemptOutcome, AttemptView, Circuit, CircuitState, ClaimedDelivery, ConnectorBinding,
+    DeadLetter, DeliveryStatus, DeliverySummary, Destination, PublishedEvent, Subscription, Target,
 };
+
+/// `Ok($ty { .. })` from `$row`: each field named alone is read from the column of its name, as
+/// its type ([`super::sql::Column`]); `field = expr` takes the value given.
+macro_rules! decode {
+    ($row:ident => $ty:ident { $($field:ident $(= $value:expr)?),* $(,)? }) => {
+        Ok($ty { $($field: decode!(@field $row, $field $(, $value)?),)* })
+    };
+    (@field $row:ident, $field:ident) => {
+        $row.get(stringify!($field))?
+    };
+    (@field $row:ident, $field:ident, $value:expr) => {
+        $value
+    };
+}
 
 /// The columns [`subscription`] reads.
 macro_rules! subscription_columns {
@@ -31,19 +45,14 @@ pub(super) fn circuit_state(raw: &str) -> StoreResult<CircuitState> {
 }
 
 pub(super) fn subscription(row: &impl DbRow) -> StoreResult<Subscription> {
-    Ok(Subscription {
-        id: row.uuid("id")?,
-        url: row.text("url")?,
-        events: row.names("events")?,
-        enabled: row.bool("enabled")?,
-        description: row.opt_text("description")?,
-        headers: decode_headers(&row.text("headers")?)?,
-        created_at: row.time("created_at")?,
-        updated_at: row.time("updated_at")?,
-        circuit: Circuit {
-            state: circuit_state(&row.text("circuit_state")?)?,
-            consecutive_failures: row.count("consecutive_failures")?,
-        },
+    let circuit = Circuit {
+        state: circuit_state(&row.text("circuit_state")?)?,
+        consecutive_failures: row.count("consecutive_failures")?,
+    };
+    let headers = decode_headers(&row.text("headers")?)?;
+    decode!(row => Subscription {
+        id, url, events, enabled, description, headers = headers, created_at, updated_at,
+        circuit = circuit,
     })
 }
 
@@ -66,68 +75,42 @@ pub(super) fn destination(row: &impl DbRow) -> StoreResult<Destination> {
 }
 
 pub(super) fn connector_binding(row: &impl DbRow) -> StoreResult<ConnectorBinding> {
-    Ok(ConnectorBinding {
-        name: row.text("name")?,
-        events: row.names("events")?,
-        created_at: row.time("created_at")?,
-        updated_at: row.time("updated_at")?,
-        pending: row.int("pending")?.max(0) as u64,
-    })
+    decode!(row => ConnectorBinding { name, events, created_at, updated_at, pending })
 }
 
 pub(super) fn published_event(row: &impl DbRow) -> StoreResult<PublishedEvent> {
-    Ok(PublishedEvent {
-        id: row.uuid("id")?,
-        event_type: row.text("event_type")?,
-        created_at: row.time("created_at")?,
-        deliveries: row.count("deliveries")?,
-    })
+    decode!(row => PublishedEvent { id, event_type, created_at, deliveries })
 }
 
 pub(super) fn delivery_summary(row: &impl DbRow) -> StoreResult<DeliverySummary> {
     let raw = row.text("status")?;
     let status = DeliveryStatus::parse(&raw)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status {raw:?}")))?;
-    Ok(DeliverySummary {
-        id: row.uuid("id")?,
-        destination: destination(row)?,
-        status,
-        attempts: row.count("attempts")?,
-        next_attempt_at: match status {
-            DeliveryStatus::Pending => Some(row.time("next_attempt_at")?),
-            _ => None,
-        },
-        last_error: row.opt_text("last_error")?,
-        updated_at: row.time("updated_at")?,
+    let next_attempt_at = match status {
+        DeliveryStatus::Pending => Some(row.time("next_attempt_at")?),
+        _ => None,
+    };
+    decode!(row => DeliverySummary {
+        id, destination = destination(row)?, status = status, attempts,
+        next_attempt_at = next_attempt_at, last_error, updated_at,
     })
 }
 
 pub(super) fn attempt_view(row: &impl DbRow) -> StoreResult<AttemptView> {
-    Ok(AttemptView {
-        id: row.uuid("id")?,
-        event_id: row.uuid("event_id")?,
-        delivery_id: row.uuid("delivery_id")?,
-        destination: destination(row)?,
-        attempt: row.count("attempt")?,
-        succeeded: row.text("outcome")? == "succeeded",
-        response_status: row.opt_int("response_status")?.map(|s| s as u16),
-        response_body: row.opt_text("response_body")?,
-        error: row.opt_text("error")?,
-        duration_ms: row.int("duration_ms")?.max(0) as u64,
-        started_at: row.time("started_at")?,
+    let outcome = match row.text("outcome")?.as_str() {
+        "succeeded" => AttemptOutcome::Succeeded,
+        _ => AttemptOutcome::Failed,
+    };
+    decode!(row => AttemptView {
+        id, event_id, delivery_id, destination = destination(row)?, attempt, outcome = outcome,
+        response_status, response_body, error, duration_ms, started_at,
     })
 }
 
 pub(super) fn dead_letter(row: &impl DbRow) -> StoreResult<DeadLetter> {
-    Ok(DeadLetter {
-        id: row.uuid("id")?,
-        event_id: row.uuid("event_id")?,
-        delivery_id: row.uuid("delivery_id")?,
-        destination: destination(row)?,
-        attempts: row.count("attempts")?,
-        last_error: row.opt_text("last_error")?,
-        created_at: row.time("created_at")?,
-        replayed_at: row.opt_time("replayed_at")?,
+    decode!(row => DeadLetter {
+        id, event_id, delivery_id, destination = destination(row)?, attempts, last_error,
+        created_at, replayed_at,
     })
 }
 
@@ -148,13 +131,7 @@ pub(super) fn claimed(row: &impl DbRow, secrets: Vec<String>) -> StoreResult<Cla
         },
         Destination::Connector { connector } => Target::Connector { name: connector },
     };
-    Ok(ClaimedDelivery {
-        id: row.uuid("id")?,
-        event_id: row.uuid("event_id")?,
-        event_type: row.text("event_type")?,
-        event_created_at: row.time("event_created_at")?,
-        payload: row.text("payload")?,
-        attempts: row.count("attempts")?,
-        target,
+    decode!(row => ClaimedDelivery {
+        id, event_id, event_type, event_created_at, payload, attempts, target = target,
     })
 }

@@ -57,6 +57,43 @@ pub(crate) trait DbRow: Send + Sync {
     fn count(&self, col: &str) -> StoreResult<u32> {
         Ok(u32::try_from(self.int(col)?.max(0)).unwrap_or(u32::MAX))
     }
+
+    /// The column `col` as the type the caller wants (see [`Column`]).
+    fn get<T: Column>(&self, col: &str) -> StoreResult<T>
+    where
+        Self: Sized,
+    {
+        T::read(self, col)
+    }
+}
+
+/// A Rust type a column decodes to, so a row can be read by field type (`rows.rs`'s `decode!`).
+pub(crate) trait Column: Sized {
+    fn read(row: &impl DbRow, col: &str) -> StoreResult<Self>;
+}
+
+macro_rules! columns {
+    ($($ty:ty => |$row:ident, $col:ident| $read:expr;)*) => {$(
+        impl Column for $ty {
+            fn read($row: &impl DbRow, $col: &str) -> StoreResult<Self> {
+                $read
+            }
+        }
+    )*};
+}
+
+columns! {
+    Uuid => |row, col| row.uuid(col);
+    Option<Uuid> => |row, col| row.opt_uuid(col);
+    String => |row, col| row.text(col);
+    Option<String> => |row, col| row.opt_text(col);
+    bool => |row, col| row.bool(col);
+    u32 => |row, col| row.count(col);
+    u64 => |row, col| Ok(row.int(col)?.max(0) as u64);
+    Option<u16> => |row, col| Ok(row.opt_int(col)?.map(|n| n.clamp(0, u16::MAX.into()) as u16));
+    DateTime<Utc> => |row, col| row.time(col);
+    Option<DateTime<Utc>> => |row, col| row.opt_time(col);
+    Vec<String> => |row, col| row.names(col);
 }
 
 /// A connection (or a transaction, through `DerefMut`) running shared statements.
