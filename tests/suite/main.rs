@@ -5,6 +5,7 @@
 //! - [`delivery`]: the engine end to end into a real receiver (signatures, retries, dead
 //!   letters, circuit breaker, crash recovery);
 //! - [`connectors`]: real `.wasm` components in a real hub, hostile ones included;
+//! - [`instances`]: connector instances (one component, many configured destinations);
 //! - [`security`]: secrets never in responses or logs; sandbox escapes refused;
 //! - [`resilience`], [`disk_faults`]: `kill -9`, instances sharing PostgreSQL, a full disk;
 //! - [`bench_smoke`], [`chaos`]: bounded runs of the benchmark and the fault runs.
@@ -17,6 +18,8 @@ mod chaos;
 mod connectors;
 mod delivery;
 mod disk_faults;
+mod instances;
 mod resilience;
 mod security;
 mod store_contract;
+mod store_instances;

@@ -39,7 +39,7 @@ backend_tests!(
     concurrent_groups_failing_the_same_subscriptions_never_deadlock,
 );
 
-async fn open(backend: Backend) -> Option<(TestDb, Arc<dyn Store>)> {
+pub(crate) async fn open(backend: Backend) -> Option<(TestDb, Arc<dyn Store>)> {
     let db = TestDb::create(backend).await?;
     let config = Config::from_vars([
         ("IH_DATABASE_URL", db.url.as_str()),
@@ -59,11 +59,12 @@ async fn open(backend: Backend) -> Option<(TestDb, Arc<dyn Store>)> {
     Some((db, store))
 }
 
-fn new_sub(events: &[&str]) -> NewSubscription {
+pub(crate) fn new_sub(events: &[&str]) -> NewSubscription {
     let now = model::now();
     let subscription = Subscription {
         id: Uuid::now_v7(),
         url: format!("https://example.com/{}", Uuid::now_v7()),
+        instance: None,
         events: events.iter().map(|s| s.to_string()).collect(),
         enabled: true,
         description: Some("billing team".into()),
@@ -74,11 +75,11 @@ fn new_sub(events: &[&str]) -> NewSubscription {
     };
     NewSubscription {
         subscription,
-        secret: "first-secret-0123456789".into(),
+        secret: Some("first-secret-0123456789".into()),
     }
 }
 
-fn event(event_type: &str, payload: &str) -> NewEvent {
+pub(crate) fn event(event_type: &str, payload: &str) -> NewEvent {
     NewEvent {
         id: Uuid::now_v7(),
         event_type: event_type.into(),
@@ -107,12 +108,13 @@ async fn claim(
             limit,
             skip: &Skip::default(),
             connectors: &running(),
+            loaded: &running(),
         })
         .await
         .expect("claim")
 }
 
-fn created(outcome: PublishOutcome) -> Vec<model::PublishedEvent> {
+pub(crate) fn created(outcome: PublishOutcome) -> Vec<model::PublishedEvent> {
     match outcome {
         PublishOutcome::Created(events) => events,
         other => panic!("expected Created, got {other:?}"),
@@ -690,17 +692,19 @@ async fn claims_leave_skipped_connectors_alone(backend: Backend) {
             limit: 10,
             skip: &skip_slack,
             connectors: &running(),
+            loaded: &running(),
         })
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 1, "only the example delivery: {claimed:?}");
-    assert!(matches!(&claimed[0].target, Target::Connector { name } if name == "example"));
+    assert!(
+        matches!(&claimed[0].target, Target::Connector { name, instance: None } if name == "example")
+    );
     let rest = claim(store.as_ref(), "one", now, 10).await;
     assert_eq!(rest.len(), 2);
-    assert!(
-        rest.iter()
-            .all(|d| matches!(&d.target, Target::Connector { name } if name == "slack"))
-    );
+    assert!(rest.iter().all(
+        |d| matches!(&d.target, Target::Connector { name, instance: None } if name == "slack")
+    ));
 }
 
 async fn claims_are_exclusive_leased_and_released(backend: Backend) {
@@ -774,6 +778,7 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
                     ..Skip::default()
                 },
                 connectors: &running(),
+                loaded: &running(),
             })
             .await
             .expect("skip")
@@ -806,6 +811,7 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
             limit: 50,
             skip: &Skip::default(),
             connectors: &running(),
+            loaded: &running(),
         })
         .await
         .expect("reclaim");
@@ -1400,6 +1406,7 @@ async fn concurrent_groups_failing_the_same_subscriptions_never_deadlock(backend
             limit: 240,
             skip: &Skip::default(),
             connectors: &running(),
+            loaded: &running(),
         })
         .await
         .expect("claim");
@@ -1504,6 +1511,7 @@ async fn connector_deliveries_wait_for_their_connector_and_unbinding_cancels_the
                     limit: 10,
                     skip: &Skip::default(),
                     connectors: &running,
+                    loaded: &running,
                 })
                 .await
                 .expect("claim")
@@ -1540,7 +1548,7 @@ async fn connector_deliveries_wait_for_their_connector_and_unbinding_cancels_the
         "{waiting:?}"
     );
     store
-        .report_running_connectors("other-instance", &["slack".to_owned()], until)
+        .report_connectors("other-instance", &[("slack".to_owned(), true)], until)
         .await
         .expect("report");
     assert_eq!(
@@ -1552,7 +1560,7 @@ async fn connector_deliveries_wait_for_their_connector_and_unbinding_cancels_the
         "nothing is deferred while an instance runs it"
     );
     store
-        .report_running_connectors("other-instance", &[], until)
+        .report_connectors("other-instance", &[], until)
         .await
         .expect("report none");
     let bindings = store.connector_bindings().await.expect("bindings");

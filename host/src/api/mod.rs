@@ -13,6 +13,7 @@ mod auth;
 mod connectors;
 mod events;
 mod extract;
+mod instances;
 mod ops;
 mod schema;
 mod subscriptions;
@@ -197,6 +198,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(admin::router())
         .merge(connectors::router())
+        .merge(instances::router())
 }
 
 /// Builds the complete application for `state`.

@@ -7,26 +7,63 @@ use uuid::Uuid;
 
 use crate::model;
 
-/// Where a delivery goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Destination {
-    Webhook { subscription_id: Uuid, url: String },
-    Connector { connector: String },
-}
-
-impl From<model::Destination> for Destination {
-    fn from(d: model::Destination) -> Self {
-        match d {
-            model::Destination::Webhook {
-                subscription_id,
-                url,
-            } => Destination::Webhook {
-                subscription_id,
-                url,
-            },
-            model::Destination::Connector { connector } => Destination::Connector { connector },
+/// Declares a response type that shows a model type (a struct, or an enum of struct variants):
+/// the same fields, each converted with `Into` (so a model enum becomes its response shape) or
+/// with the function after `=>`, under the API's serde names and schema. The field list is the
+/// API's contract; the conversion is written by the macro, not by hand.
+macro_rules! mirror {
+    ($(#[$meta:meta])* pub struct $name:ident from $model:ty {
+        $($(#[$field_meta:meta])* $field:ident: $ty:ty $(=> $convert:path)?),* $(,)?
+    }) => {
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
         }
+
+        impl From<$model> for $name {
+            fn from(m: $model) -> Self {
+                Self { $($field: mirror!(@convert m.$field $(, $convert)?),)* }
+            }
+        }
+    };
+    ($(#[$meta:meta])* pub enum $name:ident from $model:ty {
+        $($variant:ident { $($field:ident: $ty:ty),* }),* $(,)?
+    }) => {
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+        $(#[$meta])*
+        pub enum $name {
+            $($variant { $($field: $ty),* },)*
+        }
+
+        impl From<$model> for $name {
+            fn from(m: $model) -> Self {
+                type Model = $model;
+                match m {
+                    $(Model::$variant { $($field),* } => Self::$variant {
+                        $($field: $field.into()),*
+                    },)*
+                }
+            }
+        }
+    };
+    (@convert $value:expr) => {
+        $value.into()
+    };
+    (@convert $value:expr, $convert:path) => {
+        $convert($value)
+    };
+}
+pub(super) use mirror;
+
+mirror! {
+    /// Where a delivery goes: a webhook, a connector's default instance (settings from
+    /// `IH_<NAME>_<KEY>`), or a connector instance through a subscription.
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    pub enum Destination from model::Destination {
+        Webhook { subscription_id: Uuid, url: String },
+        Connector { connector: String },
+        Instance { subscription_id: Uuid, connector: String, instance: String },
     }
 }
 
@@ -64,27 +101,15 @@ named_states!(
     CircuitState: "State of a subscription's circuit breaker."
 );
 
-/// Declares a response type that shows a model type: the same fields (each converted with
-/// `Into`, so a model enum becomes its response shape) under the API's serde names and schema.
-/// The field list is the API's contract; the conversion is written by the macro, not by hand.
-macro_rules! mirror {
-    ($(#[$meta:meta])* pub struct $name:ident from $model:ty {
-        $($(#[$field_meta:meta])* $field:ident: $ty:ty),* $(,)?
-    }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-        pub struct $name {
-            $($(#[$field_meta])* pub $field: $ty,)*
-        }
-
-        impl From<$model> for $name {
-            fn from(m: $model) -> Self {
-                Self { $($field: m.$field.into(),)* }
-            }
-        }
-    };
+/// For `mirror!`: an optional model value as its response shape.
+pub fn opt<T, U: From<T>>(value: Option<T>) -> Option<U> {
+    value.map(U::from)
 }
-pub(super) use mirror;
+
+/// For `mirror!`: an empty string as `null`.
+pub fn non_empty(value: String) -> Option<String> {
+    (!value.is_empty()).then_some(value)
+}
 
 mirror! {
     /// The circuit breaker as shown on a subscription.

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::{Id, noun};
-use super::schema::{Circuit, mirror};
+use super::schema::{Circuit, mirror, non_empty, opt};
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState, Page, PageQuery};
 use crate::error::ApiResult;
@@ -35,10 +35,23 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 mirror! {
-    /// A webhook subscription as returned by the API.
+    /// The connector instance a subscription delivers to.
+    pub struct SubscriptionInstance from model::InstanceRef {
+        id: Uuid,
+        /// The connector, e.g. `slack`.
+        connector: String,
+        name: String,
+    }
+}
+
+mirror! {
+    /// A subscription as returned by the API.
     pub struct SubscriptionOut from Subscription {
         id: Uuid,
-        url: String,
+        /// The webhook URL; `null` when the destination is a connector instance.
+        url: Option<String> => non_empty,
+        /// The connector instance events go to, instead of a URL.
+        instance: Option<SubscriptionInstance> => opt,
         /// Event types delivered to this endpoint; `["*"]` means all.
         events: Vec<String>,
         enabled: bool,
@@ -63,24 +76,37 @@ fn default_true() -> bool {
     true
 }
 
-/// A new webhook subscription.
+/// The connector instance a subscription delivers to.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceChoice {
+    /// The connector, e.g. `slack`.
+    pub name: String,
+    /// One of its instances (`POST /api/v1/connectors/{name}/instances`).
+    pub instance: String,
+}
+
+/// A new subscription: to a webhook URL (with its signing secret), or to a connector instance.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
-    /// Absolute http(s) URL that receives the webhooks (no `user:password@`).
+    /// Absolute http(s) URL that receives the webhooks (no `user:password@`). Required unless
+    /// `connector` is given.
     #[schema(
         example = "https://example.com/webhooks",
         pattern = "^https?://[^/@]+(/.*)?$",
         max_length = 2048
     )]
-    pub url: String,
-    /// Signing secret, 16 to 256 characters. Never returned.
+    pub url: Option<String>,
+    /// Signing secret, 16 to 256 characters; required with `url`. Never returned.
     #[schema(
         example = "whsec-my-very-secret-key",
         min_length = 16,
         max_length = 256
     )]
-    pub secret: String,
+    pub secret: Option<String>,
+    /// A connector instance to deliver to instead of a URL.
+    pub connector: Option<InstanceChoice>,
     /// 1 to 100 event types, or `["*"]` for all.
     #[schema(example = json!(["request_submitted", "request_approved"]), min_items = 1, max_items = 100)]
     pub events: Vec<String>,
@@ -133,13 +159,45 @@ async fn create_subscription(
     ApiJson(body): ApiJson<CreateSubscription>,
 ) -> ApiResult<(StatusCode, Json<SubscriptionOut>)> {
     let mut errors = Errors::default();
-    validate::url(
-        &mut errors,
-        "url",
-        &body.url,
-        state.config.allow_private_destinations,
-    );
-    validate::secret(&mut errors, "secret", &body.secret);
+    let mut instance = None;
+    match (&body.url, &body.secret, &body.connector) {
+        (Some(url), secret, None) => {
+            let private = state.config.allow_private_destinations;
+            validate::url(&mut errors, "url", url, private);
+            match secret {
+                Some(secret) => validate::secret(&mut errors, "secret", secret),
+                None => errors.add("secret", "is required with a url"),
+            }
+        }
+        (None, None, Some(choice)) => {
+            if !body.headers.is_empty() {
+                errors.add(
+                    "headers",
+                    "are for webhook URLs: a connector sends no headers",
+                );
+            }
+            let found = state
+                .store
+                .connector_instance(&choice.name, &choice.instance)
+                .await?;
+            match found {
+                Some(found) => instance = Some(found.reference()),
+                None => errors.add(
+                    "connector.instance",
+                    format!("{} has no instance {:?}", choice.name, choice.instance),
+                ),
+            }
+        }
+        (None, Some(_), Some(_)) => errors.add(
+            "secret",
+            "is for webhook URLs: deliveries to a connector are not signed",
+        ),
+        (Some(_), _, Some(_)) => errors.add("connector", "give either url or connector, not both"),
+        (None, _, None) => errors.add(
+            "url",
+            "is required (or connector, for a connector instance)",
+        ),
+    }
     let events = validate::events(&mut errors, "events", &body.events);
     validate::description(&mut errors, "description", body.description.as_deref());
     let headers = validate::headers(&mut errors, "headers", &body.headers);
@@ -148,7 +206,8 @@ async fn create_subscription(
     let now = model::now();
     let subscription = Subscription {
         id: Uuid::now_v7(),
-        url: body.url,
+        url: body.url.unwrap_or_default(),
+        instance,
         events,
         enabled: body.enabled,
         description: body.description,
@@ -162,7 +221,8 @@ async fn create_subscription(
         secret: body.secret,
     };
     let created = state.store.create_subscription(new).await?;
-    tracing::info!(subscription_id = %created.id, url = %created.url, "subscription created");
+    let instance = created.instance.as_ref().map(|i| i.id);
+    tracing::info!(subscription_id = %created.id, url = %created.url, instance = ?instance, "subscription created");
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
@@ -233,6 +293,19 @@ async fn patch_subscription(
     }
     if let Some(Some(headers)) = body.headers {
         patch.headers = Some(validate::headers(&mut errors, "headers", &headers));
+    }
+    if patch.url.is_some() || patch.secret.is_some() || patch.headers.is_some() {
+        let current = state.store.get_subscription(*id).await?;
+        if current.ok_or_else(|| id.missing())?.instance.is_some() {
+            let webhook_only = [
+                ("url", patch.url.is_some()),
+                ("secret", patch.secret.is_some()),
+                ("headers", patch.headers.is_some()),
+            ];
+            for (field, _) in webhook_only.into_iter().filter(|(_, given)| *given) {
+                errors.add(field, "this subscription delivers to a connector instance");
+            }
+        }
     }
     errors.finish()?;
 

@@ -30,6 +30,8 @@ use super::{Shared, setting_variable};
 use crate::config::{ConnectorConfig, Secret};
 use crate::metrics::Metrics;
 use crate::model;
+
+mod instances;
 use crate::store::Store;
 
 /// Files considered in the directory (the rest are ignored, with a warning).
@@ -203,30 +205,59 @@ impl Connectors {
     /// Names of the connectors this instance can run now (active): the engine claims
     /// deliveries for these only; those of others wait.
     pub fn running(&self) -> Vec<String> {
-        self.current()
-            .entries
-            .values()
-            .filter(|e| e.runs())
-            .map(|e| e.view.name.clone())
-            .collect()
+        self.names(Entry::runs)
     }
 
     /// Whether connector `name` runs here now (see [`Connectors::running`]).
     pub fn is_running(&self, name: &str) -> bool {
-        self.current().entries.get(name).is_some_and(Entry::runs)
+        self.has(name, Entry::runs)
     }
 
-    /// Hands one event to connector `name` and reports what came of it.
-    pub async fn invoke(&self, name: &str, event: EventData) -> CallOutcome {
+    /// Names of the connectors whose entry passes `test`.
+    fn names(&self, test: fn(&Entry) -> bool) -> Vec<String> {
+        let snapshot = self.current();
+        let passing = snapshot.entries.values().filter(|e| test(e));
+        passing.map(|e| e.view.name.clone()).collect()
+    }
+
+    /// Whether connector `name` has an entry that passes `test`.
+    fn has(&self, name: &str, test: fn(&Entry) -> bool) -> bool {
+        self.current().entries.get(name).is_some_and(test)
+    }
+
+    /// Hands one event to connector `name` and reports what came of it: to its default
+    /// instance (settings from the environment; it must be active), or, with `settings`, to an
+    /// instance (its component loaded here, active or not).
+    pub async fn invoke(
+        &self,
+        name: &str,
+        event: EventData,
+        settings: Option<&BTreeMap<String, String>>,
+    ) -> CallOutcome {
         let started = Instant::now();
         let loaded = {
             let snapshot = self.current();
-            match snapshot.entries.get(name) {
-                Some(Entry {
-                    loaded: Some(loaded),
-                    view,
-                }) if view.status == ConnectorStatus::Active => Ok(loaded.clone()),
-                Some(Entry { view, .. }) => Err(format!(
+            match (snapshot.entries.get(name), settings) {
+                (
+                    Some(Entry {
+                        loaded: Some(loaded),
+                        ..
+                    }),
+                    Some(settings),
+                ) => Ok((
+                    loaded.clone(),
+                    Self::instance_shared(&loaded.shared, settings),
+                )),
+                (
+                    Some(Entry {
+                        loaded: Some(loaded),
+                        view,
+                    }),
+                    None,
+                ) if view.status == ConnectorStatus::Active => {
+                    Ok((loaded.clone(), loaded.shared.clone()))
+                }
+                (Some(Entry { view, .. }), _) => Err(format!(
                     "connector {name:?} is {}: {}",
                     match view.status {
                         ConnectorStatus::Inactive => "inactive",
@@ -234,15 +265,13 @@ impl Connectors {
                     },
                     view.problem.as_deref().unwrap_or("unknown problem")
                 )),
-                None => Err(format!("connector {name:?} is not loaded in this hub")),
+                (None, _) => Err(format!("connector {name:?} is not loaded in this hub")),
             }
         };
         let outcome = match loaded {
-            Ok(loaded) => {
+            Ok((loaded, shared)) => {
                 let event = super::runtime::guest_event(event);
-                self.runtime
-                    .call_handle(&loaded.pre, loaded.shared.clone(), &event)
-                    .await
+                self.runtime.call_handle(&loaded.pre, shared, &event).await
             }
             Err(why) => CallOutcome::Failed(FailureKind::Unavailable, why),
         };

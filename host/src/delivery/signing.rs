@@ -98,7 +98,10 @@ mod tests {
                 .with_timezone(&Utc),
             payload: "{\"b\": 1, \"a\": [true]}".into(),
             attempts: 0,
-            target: Target::Connector { name: "x".into() },
+            target: Target::Connector {
+                name: "x".into(),
+                instance: None,
+            },
         };
         let body = webhook_body(&delivery);
         assert_eq!(

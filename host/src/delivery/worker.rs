@@ -27,7 +27,9 @@ use crate::config::DeliveryConfig;
 use crate::connectors::{CallOutcome, Connectors, EventData};
 use crate::egress;
 use crate::metrics::Metrics;
-use crate::model::{self, AttemptRecord, AttemptResult, Claim, ClaimedDelivery, Skip, Target};
+use crate::model::{
+    self, AttemptRecord, AttemptResult, Claim, ClaimedDelivery, InstanceTarget, Skip, Target,
+};
 use crate::store::Store;
 use crate::store::group::GroupCommit;
 
@@ -111,7 +113,12 @@ impl Dest {
             Target::Webhook {
                 subscription_id, ..
             } => Self::Subscription(*subscription_id),
-            Target::Connector { name } => Self::Connector(name.clone()),
+            // An instance is a subscription: it gets a subscription's share.
+            Target::Connector {
+                instance: Some(instance),
+                ..
+            } => Self::Subscription(instance.subscription_id),
+            Target::Connector { name, .. } => Self::Connector(name.clone()),
         }
     }
 }
@@ -311,9 +318,15 @@ impl Engine {
     async fn defer_waiting_connectors(&self) {
         let now = model::now();
         let running = self.connectors.running();
+        let loaded: Vec<(String, bool)> = (self.connectors.loaded().into_iter())
+            .map(|name| {
+                let runs = running.contains(&name);
+                (name, runs)
+            })
+            .collect();
         if let Err(e) = self
             .store
-            .report_running_connectors(&self.owner, &running, now)
+            .report_connectors(&self.owner, &loaded, now)
             .await
         {
             tracing::warn!(error = %e, "reporting the running connectors failed");
@@ -368,6 +381,7 @@ impl Engine {
                 // slots here.
                 let skip = self.saturated();
                 let running = self.connectors.running();
+                let loaded = self.connectors.loaded();
                 match self
                     .store
                     .claim_deliveries(Claim {
@@ -377,6 +391,7 @@ impl Engine {
                         limit: free as u32,
                         skip: &skip,
                         connectors: &running,
+                        loaded: &loaded,
                     })
                     .await
                 {
@@ -446,7 +461,7 @@ impl Engine {
         // This instance runs no connector any more: others stop counting on it at once.
         let _ = self
             .store
-            .report_running_connectors(&self.owner, &[], model::now())
+            .report_connectors(&self.owner, &[], model::now())
             .await;
         match self.store.release_leases(&self.owner, model::now()).await {
             Ok(n) => tracing::info!(released = n, "delivery engine stopped"),
@@ -475,8 +490,12 @@ impl Engine {
                 let outcome = self.send_webhook(&delivery, url, headers, secrets).await;
                 ("webhook", Some(*subscription_id), outcome)
             }
-            Target::Connector { name } => {
-                if !self.connectors.is_running(name) {
+            Target::Connector { name, instance } => {
+                let runs = match instance {
+                    Some(_) => self.connectors.is_loaded(name),
+                    None => self.connectors.is_running(name),
+                };
+                if !runs {
                     // It stopped running here between the claim and now: the delivery goes back
                     // unattempted, for an instance (or a later version) that runs it.
                     let ids = [delivery.id];
@@ -489,8 +508,11 @@ impl Engine {
                     }
                     return;
                 }
-                let outcome = self.call_connector(&delivery, name).await;
-                ("connector", None, outcome)
+                let outcome = self
+                    .call_connector(&delivery, name, instance.as_ref())
+                    .await;
+                let subscription_id = instance.as_ref().map(|i| i.subscription_id);
+                ("connector", subscription_id, outcome)
             }
         };
         let elapsed = clock.elapsed();
@@ -562,7 +584,12 @@ impl Engine {
         );
     }
 
-    async fn call_connector(&self, delivery: &ClaimedDelivery, name: &str) -> Outcome {
+    async fn call_connector(
+        &self,
+        delivery: &ClaimedDelivery,
+        name: &str,
+        instance: Option<&InstanceTarget>,
+    ) -> Outcome {
         let event = EventData {
             id: delivery.event_id.to_string(),
             event_type: delivery.event_type.clone(),
@@ -571,8 +598,11 @@ impl Engine {
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             payload: delivery.payload.clone(),
         };
-        let span = tracing::info_span!("connector", connector = %name);
-        match self.connectors.invoke(name, event).instrument(span).await {
+        let span =
+            tracing::info_span!("connector", connector = %name, instance = ?instance.map(|i| i.id));
+        let settings = instance.map(|i| &i.settings.0);
+        let call = self.connectors.invoke(name, event, settings);
+        match call.instrument(span).await {
             CallOutcome::Delivered => Outcome::answered(Answer::Delivered, None),
             CallOutcome::Retry { reason, after } => Outcome::answered(
                 Answer::Failed { retry_after: after },

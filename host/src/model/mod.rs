@@ -69,12 +69,16 @@ pub struct Circuit {
     pub consecutive_failures: u32,
 }
 
-/// A webhook subscription. The secret is deliberately not a field: it is only read by the
-/// delivery engine through [`Store::subscription_secrets`].
+/// A subscription: the events it takes and where they go, a webhook URL or a connector
+/// instance. The secret is deliberately not a field: it is only read by the delivery engine
+/// through [`Store::subscription_secrets`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     pub id: Uuid,
+    /// The webhook URL; empty when the destination is a connector instance.
     pub url: String,
+    /// The connector instance events go to, instead of a URL.
+    pub instance: Option<InstanceRef>,
     pub events: Vec<String>,
     pub enabled: bool,
     pub description: Option<String>,
@@ -92,12 +96,66 @@ impl Circuit {
     };
 }
 
+/// A connector instance as a subscription names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRef {
+    pub id: Uuid,
+    /// The connector (component) it runs.
+    pub connector: String,
+    pub name: String,
+}
+
+/// One configured destination of a connector: the component, and settings of its own (a
+/// Slack workspace and channel, a Discord webhook), so one component serves many destinations.
+/// The default instance of a connector is not stored: its settings come from `IH_<NAME>_<KEY>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorInstance {
+    pub id: Uuid,
+    pub connector: String,
+    pub name: String,
+    /// Setting values by key (the manifest's `config`).
+    pub settings: Settings,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A connector instance's setting values by key. `Debug` shows the keys only: values may be
+/// secrets (tokens).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Settings(pub BTreeMap<String, String>);
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl ConnectorInstance {
+    pub fn reference(&self) -> InstanceRef {
+        InstanceRef {
+            id: self.id,
+            connector: self.connector.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// What deleting a connector instance did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceDeletion {
+    Deleted,
+    NotFound,
+    /// Live subscriptions deliver to it: delete or repoint them first.
+    InUse(Vec<Uuid>),
+}
+
 /// A validated subscription to create: the subscription as it will read back (its circuit
 /// closed, updated when created) and its first secret.
 #[derive(Clone)]
 pub struct NewSubscription {
     pub subscription: Subscription,
-    pub secret: String,
+    /// The signing secret of a webhook; `None` for a connector instance (nothing is signed).
+    pub secret: Option<String>,
 }
 
 impl fmt::Debug for NewSubscription {
@@ -183,8 +241,20 @@ pub enum PublishOutcome {
 /// Where a delivery goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
-    Webhook { subscription_id: Uuid, url: String },
-    Connector { connector: String },
+    Webhook {
+        subscription_id: Uuid,
+        url: String,
+    },
+    /// A connector's default instance, through its binding.
+    Connector {
+        connector: String,
+    },
+    /// A connector instance, through a subscription.
+    Instance {
+        subscription_id: Uuid,
+        connector: String,
+        instance: String,
+    },
 }
 
 /// Lifecycle of a delivery.
@@ -297,7 +367,18 @@ pub enum Target {
     },
     Connector {
         name: String,
+        /// A subscription's instance (its settings, and the subscription whose circuit breaker
+        /// the attempt feeds); `None` for the default instance (settings from the environment).
+        instance: Option<InstanceTarget>,
     },
+}
+
+/// The instance a claimed connector delivery goes to.
+#[derive(Debug, Clone)]
+pub struct InstanceTarget {
+    pub subscription_id: Uuid,
+    pub id: Uuid,
+    pub settings: Settings,
 }
 
 impl fmt::Debug for Target {
@@ -312,7 +393,11 @@ impl fmt::Debug for Target {
                 .field("subscription_id", subscription_id)
                 .field("url", url)
                 .finish_non_exhaustive(),
-            Target::Connector { name } => f.debug_struct("Connector").field("name", name).finish(),
+            Target::Connector { name, instance } => f
+                .debug_struct("Connector")
+                .field("name", name)
+                .field("instance", &instance.as_ref().map(|i| i.id))
+                .finish(),
         }
     }
 }
@@ -432,9 +517,12 @@ pub struct Claim<'a> {
     pub limit: u32,
     /// Destinations to leave alone (those the engine already runs at their cap).
     pub skip: &'a Skip,
-    /// The connectors this engine can run now; deliveries to others wait (pending) for an
-    /// instance that has them.
+    /// The connectors this engine can run now (default instance active); their bindings'
+    /// deliveries are claimed, those of others wait (pending) for an instance that has them.
     pub connectors: &'a [String],
+    /// The connectors whose component is loaded here: deliveries to their instances are
+    /// claimed, those of others wait.
+    pub loaded: &'a [String],
 }
 
 /// A connector's durable claim on the event types it takes: once a connector has been active,

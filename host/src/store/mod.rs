@@ -22,6 +22,7 @@
 mod common;
 mod error;
 pub mod group;
+mod instances;
 mod ops;
 mod plan;
 mod postgres;
@@ -29,6 +30,7 @@ mod rows;
 mod sql;
 mod sqlite;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -37,9 +39,10 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::model::{
-    AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding, DeadLetter,
-    EventDetail, IdempotencyKey, NewEvent, NewSubscription, OutboxStats, PageRequest,
-    PublishOutcome, PublishRequest, ReplayFilter, ReplayOutcome, Subscription, SubscriptionPatch,
+    AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
+    ConnectorInstance, DeadLetter, EventDetail, IdempotencyKey, InstanceDeletion, NewEvent,
+    NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest, ReplayFilter,
+    ReplayOutcome, Subscription, SubscriptionPatch,
 };
 
 pub use error::{StoreError, StoreResult};
@@ -180,24 +183,57 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// when there is no such binding.
     async fn unbind_connector(&self, name: &str, now: DateTime<Utc>) -> StoreResult<Option<u64>>;
 
-    /// Records that `instance` runs exactly the connectors `running` (as of `now`).
-    async fn report_running_connectors(
+    /// Records that `instance` has exactly the connectors `loaded` (by name, with whether it
+    /// runs their default instance), as of `now`.
+    async fn report_connectors(
         &self,
         instance: &str,
-        running: &[String],
+        loaded: &[(String, bool)],
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
 
-    /// Moves due deliveries whose connector no instance has reported running since
-    /// `alive_since` to `until`, unattempted, noting why they wait (claims then never wade
-    /// through them), and cancels due ones whose connector is no longer bound (a publish that
-    /// raced an unbind). Returns the number deferred.
+    /// Moves due deliveries that no live instance (reported since `alive_since`) can take to
+    /// `until`, unattempted, noting why they wait (claims then never wade through them): those
+    /// of a binding whose connector no instance runs, and those of a subscription whose
+    /// connector instance's component no instance has loaded. Cancels due ones whose connector
+    /// is no longer bound (a publish that raced an unbind). Returns the number deferred.
     async fn defer_waiting_connectors(
         &self,
         alive_since: DateTime<Utc>,
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64>;
+
+    /// Creates a connector instance; `None` when `connector` already has a live instance of
+    /// that name.
+    async fn create_connector_instance(
+        &self,
+        instance: ConnectorInstance,
+    ) -> StoreResult<Option<ConnectorInstance>>;
+
+    /// The live instances of `connector`, by name.
+    async fn connector_instances(&self, connector: &str) -> StoreResult<Vec<ConnectorInstance>>;
+
+    async fn connector_instance(
+        &self,
+        connector: &str,
+        name: &str,
+    ) -> StoreResult<Option<ConnectorInstance>>;
+
+    /// Replaces a live instance's settings; `None` when there is no such instance.
+    async fn update_connector_instance(
+        &self,
+        id: Uuid,
+        settings: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ConnectorInstance>>;
+
+    /// Deletes an instance, unless live subscriptions deliver to it.
+    async fn delete_connector_instance(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<InstanceDeletion>;
 
     /// Deletes up to `limit` finished events created before `before` (with their deliveries,
     /// attempts and dead letters) and expired idempotency keys. Returns the events deleted.

@@ -2,13 +2,14 @@
 //! a [`Store`]. Statements are shared text with `$n` placeholders; where a backend's text or
 //! method differs, the dialect supplies it (`sql.rs`). A new store operation starts here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::common::{claim_key, commit, commit_publish, live_subscription, requeue_dead};
+use super::instances;
 use super::plan::{
     Decision, KeyClaims, Match, Matches, distinct_types, encode_json, events_to_write,
     group_outcomes, plan_deliveries,
@@ -17,9 +18,10 @@ use super::rows::{self, destination_columns, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 use super::{Store, StoreError, StoreResult};
 use crate::model::{
-    AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding, DeadLetter,
-    EventDetail, MAX_BULK_REPLAY, NewSubscription, OutboxStats, PageRequest, PublishOutcome,
-    PublishRequest, ReplayFilter, ReplayOutcome, SECRET_GRACE, Subscription, SubscriptionPatch,
+    AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
+    ConnectorInstance, DeadLetter, EventDetail, InstanceDeletion, MAX_BULK_REPLAY, NewSubscription,
+    OutboxStats, PageRequest, PublishOutcome, PublishRequest, ReplayFilter, ReplayOutcome,
+    SECRET_GRACE, Subscription, SubscriptionPatch,
 };
 
 /// Hands `owner`'s in-flight deliveries back to `pending`; `only` narrows them down (`{ids}`).
@@ -55,9 +57,10 @@ impl<D: Dialect> Store for D {
             secret,
         } = new;
         let headers = encode_json(&new.headers);
+        let instance = new.instance.as_ref().map(|i| i.id);
         tx.exec(
-            "INSERT INTO subscriptions (id, url, description, events, headers, enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            "INSERT INTO subscriptions (id, url, description, events, headers, enabled, created_at, updated_at, instance_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
             &[
                 Arg::Uuid(new.id),
                 Arg::Text(&new.url),
@@ -66,18 +69,21 @@ impl<D: Dialect> Store for D {
                 Arg::Json(&headers),
                 Arg::Bool(new.enabled),
                 Arg::Time(new.created_at),
+                Arg::OptUuid(instance),
             ],
         )
         .await?;
-        tx.exec(
-            "INSERT INTO subscription_secrets (subscription_id, secret, created_at) VALUES ($1, $2, $3)",
-            &[
-                Arg::Uuid(new.id),
-                Arg::Text(&secret),
-                Arg::Time(new.created_at),
-            ],
-        )
-        .await?;
+        if let Some(secret) = &secret {
+            tx.exec(
+                "INSERT INTO subscription_secrets (subscription_id, secret, created_at) VALUES ($1, $2, $3)",
+                &[
+                    Arg::Uuid(new.id),
+                    Arg::Text(secret),
+                    Arg::Time(new.created_at),
+                ],
+            )
+            .await?;
+        }
         let created = live_subscription::<D>(&mut tx, new.id, "")
             .await?
             .ok_or_else(|| StoreError::Corrupt("subscription vanished after insert".into()))?;
@@ -521,10 +527,10 @@ impl<D: Dialect> Store for D {
         Ok(Some(cancelled))
     }
 
-    async fn report_running_connectors(
+    async fn report_connectors(
         &self,
         instance: &str,
-        running: &[String],
+        loaded: &[(String, bool)],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         let mut tx = self.writer().begin().await?;
@@ -532,13 +538,15 @@ impl<D: Dialect> Store for D {
             "DELETE FROM connector_presence WHERE instance = $1 AND {}",
             D::name_not_in("name", 2)
         );
-        tx.exec(&gone, &[Arg::Text(instance), Arg::Names(running)])
+        let names: Vec<String> = loaded.iter().map(|(name, _)| name.clone()).collect();
+        tx.exec(&gone, &[Arg::Text(instance), Arg::Names(&names)])
             .await?;
-        for name in running {
+        for (name, active) in loaded {
+            let active = *active;
             tx.exec(
-                "INSERT INTO connector_presence (instance, name, seen_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (instance, name) DO UPDATE SET seen_at = excluded.seen_at",
-                &[Arg::Text(instance), Arg::Text(name), Arg::Time(now)],
+                "INSERT INTO connector_presence (instance, name, seen_at, active) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (instance, name) DO UPDATE SET seen_at = excluded.seen_at, active = excluded.active",
+                &[Arg::Text(instance), Arg::Text(name), Arg::Time(now), Arg::Bool(active)],
             )
             .await?;
         }
@@ -567,12 +575,67 @@ impl<D: Dialect> Store for D {
                    THEN 'waiting: no instance runs connector ' || connector ELSE last_error END \
                  WHERE status = 'pending' AND connector IS NOT NULL AND next_attempt_at <= $2 \
                  AND NOT EXISTS (SELECT 1 FROM connector_presence p \
-                   WHERE p.name = deliveries.connector AND p.seen_at > $3)",
+                   WHERE p.name = deliveries.connector AND p.seen_at > $3 AND p.active = $4)",
+                &[
+                    Arg::Time(until),
+                    Arg::Time(now),
+                    Arg::Time(alive_since),
+                    Arg::Bool(true),
+                ],
+            )
+            .await?;
+        // A connector instance's deliveries need its component loaded somewhere (its default
+        // instance need not be active: the instance has settings of its own).
+        let waiting = tx
+            .exec(
+                "UPDATE deliveries SET next_attempt_at = $1, updated_at = $2, \
+                 last_error = CASE WHEN attempts = 0 \
+                   THEN 'waiting: no instance has the connector of this subscription' ELSE last_error END \
+                 WHERE status = 'pending' AND next_attempt_at <= $2 AND subscription_id IN \
+                   (SELECT s.id FROM subscriptions s JOIN connector_instances ci ON ci.id = s.instance_id \
+                    WHERE s.instance_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM connector_presence p \
+                      WHERE p.name = ci.connector AND p.seen_at > $3))",
                 &[Arg::Time(until), Arg::Time(now), Arg::Time(alive_since)],
             )
             .await?;
         commit::<D>(tx).await?;
-        Ok(deferred)
+        Ok(deferred + waiting)
+    }
+
+    async fn create_connector_instance(
+        &self,
+        instance: ConnectorInstance,
+    ) -> StoreResult<Option<ConnectorInstance>> {
+        instances::create(self, instance).await
+    }
+
+    async fn connector_instances(&self, connector: &str) -> StoreResult<Vec<ConnectorInstance>> {
+        instances::list(self, connector).await
+    }
+
+    async fn connector_instance(
+        &self,
+        connector: &str,
+        name: &str,
+    ) -> StoreResult<Option<ConnectorInstance>> {
+        instances::get(self, connector, name).await
+    }
+
+    async fn update_connector_instance(
+        &self,
+        id: Uuid,
+        settings: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ConnectorInstance>> {
+        instances::update(self, id, settings, now).await
+    }
+
+    async fn delete_connector_instance(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<InstanceDeletion> {
+        instances::delete(self, id, now).await
     }
 
     async fn announce_work(&self) {

@@ -22,8 +22,9 @@ pub(super) fn decode_ids(raw: &str) -> StoreResult<Vec<Uuid>> {
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("idempotency record: {e}")))
 }
 
-pub(super) fn decode_headers(raw: &str) -> StoreResult<BTreeMap<String, String>> {
-    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("subscription headers: {e}")))
+pub(super) fn decode_strings(raw: &str) -> StoreResult<BTreeMap<String, String>> {
+    serde_json::from_str(raw)
+        .map_err(|e| StoreError::Corrupt(format!("stored headers or settings: {e}")))
 }
 
 pub(super) fn encode_json<T: Serialize>(value: &T) -> String {

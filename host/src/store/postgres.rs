@@ -253,6 +253,7 @@ impl Dialect for PostgresStore {
             .bind(claim.owner)
             .bind(claim.lease_until)
             .bind(claim.connectors)
+            .bind(claim.loaded)
             .fetch_all(&self.hot)
             .await?;
         let probes_due = rows
@@ -486,7 +487,9 @@ impl PostgresStore {
              FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
              AND ((d.kind = 'connector' AND d.connector = ANY ($5)) \
-               OR (s.enabled AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1))) \
+               OR (s.enabled AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1) \
+                 AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM connector_instances ci \
+                   WHERE ci.id = s.instance_id AND ci.connector = ANY ($6))))) \
              AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
              AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
              ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
@@ -496,6 +499,7 @@ impl PostgresStore {
         .bind(&skip.subscriptions)
         .bind(&skip.connectors)
         .bind(claim.connectors)
+        .bind(claim.loaded)
         .fetch_all(&mut *tx)
         .await?;
 
@@ -528,7 +532,9 @@ static FAST_CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         "WITH picked AS ( \
                SELECT d.id FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
-               AND ((d.kind = 'connector' AND d.connector = ANY ($7)) OR (s.enabled AND s.circuit_state = 'closed')) \
+               AND ((d.kind = 'connector' AND d.connector = ANY ($7)) OR (s.enabled AND s.circuit_state = 'closed' \
+                 AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM connector_instances ci \
+                   WHERE ci.id = s.instance_id AND ci.connector = ANY ($8))))) \
                AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
                AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
                ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED), \
@@ -559,11 +565,13 @@ static LEASE_AND_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
 /// subscription and its valid secrets, newest first.
 const CLAIMED_ROWS: &str = "SELECT c.id, c.event_id, c.kind, c.subscription_id, c.connector, c.attempts, \
      c.next_attempt_at, e.event_type, e.payload::text AS payload, e.created_at AS event_created_at, \
-     s.url, s.headers::text AS headers, \
+     s.url, s.headers::text AS headers, ci.id AS instance_id, ci.connector AS instance_connector, \
+     ci.name AS instance_name, ci.settings::text AS instance_settings, \
      ARRAY(SELECT ss.secret FROM subscription_secrets ss WHERE ss.subscription_id = c.subscription_id \
            AND (ss.expires_at IS NULL OR ss.expires_at > c.updated_at) ORDER BY ss.id DESC) AS secrets \
      FROM claimed c JOIN events e ON e.id = c.event_id \
-     LEFT JOIN subscriptions s ON s.id = c.subscription_id";
+     LEFT JOIN subscriptions s ON s.id = c.subscription_id \
+     LEFT JOIN connector_instances ci ON ci.id = s.instance_id";
 
 fn claimed_from_row(row: &PgRow) -> StoreResult<ClaimedDelivery> {
     rows::claimed(row, row.names("secrets")?)

@@ -1,11 +1,12 @@
 //! Rows to domain types, written once for both backends over [`DbRow`].
 
-use super::plan::decode_headers;
+use super::plan::decode_strings;
 use super::sql::DbRow;
 use super::{StoreError, StoreResult};
 use crate::model::{
     AttemptOutcome, AttemptView, Circuit, CircuitState, ClaimedDelivery, ConnectorBinding,
-    DeadLetter, DeliveryStatus, DeliverySummary, Destination, PublishedEvent, Subscription, Target,
+    ConnectorInstance, DeadLetter, DeliveryStatus, DeliverySummary, Destination, InstanceRef,
+    InstanceTarget, PublishedEvent, Settings, Subscription, Target,
 };
 
 /// `Ok($ty { .. })` from `$row`: each field named alone is read from the column of its name, as
@@ -26,7 +27,11 @@ macro_rules! decode {
 macro_rules! subscription_columns {
     () => {
         "id, url, description, events, CAST(headers AS TEXT) AS headers, enabled, circuit_state, \
-         consecutive_failures, created_at, updated_at"
+         consecutive_failures, created_at, updated_at, instance_id, \
+         (SELECT ci.connector FROM connector_instances ci WHERE ci.id = subscriptions.instance_id) \
+           AS instance_connector, \
+         (SELECT ci.name FROM connector_instances ci WHERE ci.id = subscriptions.instance_id) \
+           AS instance_name"
     };
 }
 pub(super) use subscription_columns;
@@ -34,7 +39,10 @@ pub(super) use subscription_columns;
 /// The columns [`destination`] reads (a delivery `d` joined with its subscription `s`).
 macro_rules! destination_columns {
     () => {
-        "d.kind, d.subscription_id, s.url, d.connector"
+        "d.kind, d.subscription_id, s.url, d.connector, \
+         (SELECT ci.connector FROM connector_instances ci WHERE ci.id = s.instance_id) \
+           AS instance_connector, \
+         (SELECT ci.name FROM connector_instances ci WHERE ci.id = s.instance_id) AS instance_name"
     };
 }
 pub(super) use destination_columns;
@@ -49,10 +57,30 @@ pub(super) fn subscription(row: &impl DbRow) -> StoreResult<Subscription> {
         state: circuit_state(&row.text("circuit_state")?)?,
         consecutive_failures: row.count("consecutive_failures")?,
     };
-    let headers = decode_headers(&row.text("headers")?)?;
+    let headers = decode_strings(&row.text("headers")?)?;
     decode!(row => Subscription {
-        id, url, events, enabled, description, headers = headers, created_at, updated_at,
-        circuit = circuit,
+        id, url, instance = instance(row)?, events, enabled, description, headers = headers,
+        created_at, updated_at, circuit = circuit,
+    })
+}
+
+/// The connector instance a subscription row names (`instance_id`, `instance_connector`,
+/// `instance_name`), if any.
+fn instance(row: &impl DbRow) -> StoreResult<Option<InstanceRef>> {
+    let Some(id) = row.opt_uuid("instance_id")? else {
+        return Ok(None);
+    };
+    Ok(Some(InstanceRef {
+        id,
+        connector: row.opt_text("instance_connector")?.unwrap_or_default(),
+        name: row.opt_text("instance_name")?.unwrap_or_default(),
+    }))
+}
+
+pub(super) fn connector_instance(row: &impl DbRow) -> StoreResult<ConnectorInstance> {
+    let settings = Settings(decode_strings(&row.text("settings")?)?);
+    decode!(row => ConnectorInstance {
+        id, connector, name, settings = settings, created_at, updated_at,
     })
 }
 
@@ -63,10 +91,17 @@ pub(super) fn destination(row: &impl DbRow) -> StoreResult<Destination> {
         row.opt_uuid("subscription_id")?,
         row.opt_text("connector")?,
     ) {
-        ("webhook", Some(subscription_id), _) => Ok(Destination::Webhook {
-            subscription_id,
-            url: row.opt_text("url")?.unwrap_or_default(),
-        }),
+        ("webhook", Some(subscription_id), _) => match row.opt_text("instance_connector")? {
+            Some(connector) => Ok(Destination::Instance {
+                subscription_id,
+                connector,
+                instance: row.opt_text("instance_name")?.unwrap_or_default(),
+            }),
+            None => Ok(Destination::Webhook {
+                subscription_id,
+                url: row.opt_text("url")?.unwrap_or_default(),
+            }),
+        },
         ("connector", _, Some(connector)) => Ok(Destination::Connector { connector }),
         (other, _, _) => Err(StoreError::Corrupt(format!(
             "delivery of kind {other:?} without its target"
@@ -124,12 +159,27 @@ pub(super) fn claimed(row: &impl DbRow, secrets: Vec<String>) -> StoreResult<Cla
         } => Target::Webhook {
             subscription_id,
             url,
-            headers: decode_headers(&row.opt_text("headers")?.ok_or_else(|| {
+            headers: decode_strings(&row.opt_text("headers")?.ok_or_else(|| {
                 StoreError::Corrupt("webhook delivery without its subscription".into())
             })?)?,
             secrets,
         },
-        Destination::Connector { connector } => Target::Connector { name: connector },
+        Destination::Connector { connector } => Target::Connector {
+            name: connector,
+            instance: None,
+        },
+        Destination::Instance {
+            subscription_id,
+            connector,
+            ..
+        } => Target::Connector {
+            name: connector,
+            instance: Some(InstanceTarget {
+                subscription_id,
+                id: row.uuid("instance_id")?,
+                settings: Settings(decode_strings(&row.text("instance_settings")?)?),
+            }),
+        },
     };
     decode!(row => ClaimedDelivery {
         id, event_id, event_type, event_created_at, payload, attempts, target = target,

@@ -252,9 +252,12 @@ impl Dialect for SqliteStore {
         let mut tx = self.writer().begin().await?;
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT d.id, d.event_id, d.kind, d.subscription_id, d.connector, d.attempts, \
-             e.event_type, e.payload, e.created_at AS event_created_at, s.url, s.headers, s.circuit_state \
+             e.event_type, e.payload, e.created_at AS event_created_at, s.url, s.headers, s.circuit_state, \
+             ci.id AS instance_id, ci.connector AS instance_connector, ci.name AS instance_name, \
+             ci.settings AS instance_settings \
              FROM deliveries d JOIN events e ON e.id = d.event_id \
              LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             LEFT JOIN connector_instances ci ON ci.id = s.instance_id \
              WHERE d.status = 'pending' AND d.next_attempt_at <= ",
         );
         // Connector deliveries only for connectors running here; the rest wait for an instance
@@ -269,7 +272,13 @@ impl Dialect for SqliteStore {
             ")) OR (s.enabled = 1 AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ",
         )
         .push_bind(at)
-        .push(")))");
+        // A connector instance's deliveries only where its component is loaded.
+        .push(") AND (s.instance_id IS NULL OR ci.connector IN (");
+        let mut list = q.separated(", ");
+        for name in claim.loaded {
+            list.push_bind(name.as_str());
+        }
+        q.push("))))");
         if !skip.subscriptions.is_empty() {
             q.push(" AND (d.subscription_id IS NULL OR d.subscription_id NOT IN (");
             let mut list = q.separated(", ");

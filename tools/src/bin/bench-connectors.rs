@@ -92,7 +92,11 @@ async fn main() {
     let mut samples = Vec::with_capacity(1000);
     for _ in 0..1000 {
         let t = Instant::now();
-        expect_ok(connectors.invoke("fixture", event("fixture.ok")).await);
+        expect_ok(
+            connectors
+                .invoke("fixture", event("fixture.ok"), None)
+                .await,
+        );
         samples.push(t.elapsed());
     }
     samples.sort();
@@ -174,7 +178,7 @@ async fn throughput(
         let (name, event_type) = (name.to_owned(), event_type.to_owned());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < until {
-                expect_ok(connectors.invoke(&name, event(&event_type)).await);
+                expect_ok(connectors.invoke(&name, event(&event_type), None).await);
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
