@@ -12,7 +12,7 @@ use tokio::sync::{Notify, watch};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::connectors::Connectors;
-use crate::delivery::{Engine, maintenance};
+use crate::delivery::{Engine, Sender, maintenance};
 use crate::egress;
 use crate::metrics::Metrics;
 use crate::store;
@@ -62,13 +62,18 @@ pub async fn run(
     .context("starting the connector runtime")?;
     let watcher = tokio::spawn(connectors.clone().watch(stop_rx.clone()));
 
+    let sender = Sender::new(
+        client,
+        connectors.clone(),
+        config.delivery.timeout,
+        config.allow_private_destinations,
+    );
     let engine = Engine::new(
         store.clone(),
         config.delivery.clone(),
-        config.allow_private_destinations,
         metrics.clone(),
         wake.clone(),
-        client,
+        sender.clone(),
         connectors.clone(),
     );
     let engine = tokio::spawn(Arc::new(engine).run(stop_rx.clone()));
@@ -88,7 +93,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
-    let state = AppState::new(config, store, metrics, wake, connectors);
+    let state = AppState::new(config, store, metrics, wake, connectors, sender);
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown({
             let stop_tx = stop_tx.clone();

@@ -6,6 +6,8 @@
 //!   letters, circuit breaker, crash recovery);
 //! - [`connectors`]: real `.wasm` components in a real hub, hostile ones included;
 //! - [`instances`]: connector instances (one component, many configured destinations);
+//! - [`queries`], [`store_queries`]: the visibility API (events by filter, a subscription's
+//!   deliveries, dead letters by filter);
 //! - [`security`]: secrets never in responses or logs; sandbox escapes refused;
 //! - [`resilience`], [`disk_faults`]: `kill -9`, instances sharing PostgreSQL, a full disk;
 //! - [`bench_smoke`], [`chaos`]: bounded runs of the benchmark and the fault runs.
@@ -19,7 +21,9 @@ mod connectors;
 mod delivery;
 mod disk_faults;
 mod instances;
+mod queries;
 mod resilience;
 mod security;
 mod store_contract;
 mod store_instances;
+mod store_queries;

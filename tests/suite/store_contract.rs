@@ -7,9 +7,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use integrations_hub::Config;
 use integrations_hub::model::{
     self, AttemptOutcome, AttemptRecord, AttemptResult, Circuit, CircuitState, Claim,
-    ClaimedDelivery, DeliveryStatus, Destination, IdempotencyKey, NewEvent, NewSubscription,
-    PageRequest, PublishOutcome, PublishRequest, ReplayFilter, ReplayOutcome, Skip, Subscription,
-    SubscriptionPatch, Target,
+    ClaimedDelivery, DeadLetterFilter, DeliveryStatus, Destination, IdempotencyKey, NewEvent,
+    NewSubscription, PageRequest, PublishOutcome, PublishRequest, ReplayOutcome, Skip,
+    Subscription, SubscriptionPatch, Target,
 };
 use integrations_hub::store::{self, Store};
 use integrations_hub_testkit::{Backend, TestDb, backend_tests};
@@ -89,12 +89,12 @@ pub(crate) fn event(event_type: &str, payload: &str) -> NewEvent {
 }
 
 /// The connectors the claims of these tests can run.
-fn running() -> Vec<String> {
+pub(crate) fn running() -> Vec<String> {
     vec!["slack".into(), "example".into()]
 }
 
 /// Claims up to `limit` deliveries due at `at` for `owner`, leased for 30 s, skipping nothing.
-async fn claim(
+pub(crate) async fn claim(
     store: &dyn Store,
     owner: &str,
     at: DateTime<Utc>,
@@ -619,7 +619,7 @@ async fn unknown_ids_are_none(backend: Backend) {
     );
 }
 
-fn record(
+pub(crate) fn record(
     d: &model::ClaimedDelivery,
     owner: &str,
     result: AttemptResult,
@@ -927,10 +927,13 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
         );
     }
     let letters = store
-        .list_dead_letters(PageRequest {
-            after: None,
-            limit: 10,
-        })
+        .list_dead_letters(
+            &DeadLetterFilter::default(),
+            PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
         .await
         .expect("list");
     assert_eq!(letters.len(), 3);
@@ -940,10 +943,13 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
     );
     assert_eq!(
         store
-            .list_dead_letters(PageRequest {
-                after: Some(letters[0].id),
-                limit: 10
-            })
+            .list_dead_letters(
+                &DeadLetterFilter::default(),
+                PageRequest {
+                    after: Some(letters[0].id),
+                    limit: 10,
+                },
+            )
             .await
             .expect("page")
             .len(),
@@ -976,7 +982,7 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
     );
     let bulk = store
         .replay_dead_letters(
-            ReplayFilter {
+            DeadLetterFilter {
                 subscription_id: Some(sub.id),
                 ..Default::default()
             },
@@ -987,7 +993,7 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
     assert_eq!(bulk, 2, "the two not replayed yet");
     assert_eq!(
         store
-            .replay_dead_letters(ReplayFilter::default(), now)
+            .replay_dead_letters(DeadLetterFilter::default(), now)
             .await
             .expect("bulk again"),
         0
@@ -1007,10 +1013,13 @@ async fn dead_letters_replay_once_and_in_bulk(backend: Backend) {
         .await
         .expect("delete");
     let newest = store
-        .list_dead_letters(PageRequest {
-            after: None,
-            limit: 1,
-        })
+        .list_dead_letters(
+            &DeadLetterFilter::default(),
+            PageRequest {
+                after: None,
+                limit: 1,
+            },
+        )
         .await
         .expect("list");
     assert_eq!(
@@ -1336,10 +1345,13 @@ async fn a_group_of_attempt_records_applies_each_in_order(backend: Backend) {
         .expect("exists");
     assert_eq!(healthy_now.circuit.state, CircuitState::Closed);
     let dead = store
-        .list_dead_letters(PageRequest {
-            after: None,
-            limit: 50,
-        })
+        .list_dead_letters(
+            &DeadLetterFilter::default(),
+            PageRequest {
+                after: None,
+                limit: 50,
+            },
+        )
         .await
         .expect("dead");
     assert_eq!(dead.len(), 1, "exactly the dead attempt left a dead letter");

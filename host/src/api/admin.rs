@@ -11,12 +11,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::{Id, noun};
+use super::extract::{ApiQuery, Id, noun};
 use super::schema::{Destination, mirror};
-use super::validate::Errors;
+use super::validate::{self, Errors};
 use super::{ApiJson, AppState, Page, PageQuery};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{self, AttemptView, DeadLetter, ReplayFilter, ReplayOutcome};
+use crate::model::{self, AttemptView, DeadLetter, DeadLetterFilter, ReplayOutcome};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -76,16 +76,38 @@ pub struct ReplayedOne {
     pub delivery_id: Uuid,
 }
 
-/// Which dead letters to replay; all given filters must match.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// Which dead letters to list or replay; all given filters combine. The same fields filter
+/// `GET /api/v1/admin/dead-letters` (query) and bulk replay (body), so what a list shows is
+/// what a replay by the same filter takes.
+#[derive(Debug, Default, Deserialize, ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BulkReplay {
-    /// Dead letters created at or after this time.
+    /// Dead-lettered at or after this time.
     pub since: Option<DateTime<Utc>>,
-    /// Dead letters created before this time.
+    /// Dead-lettered before this time.
     pub until: Option<DateTime<Utc>>,
     pub subscription_id: Option<Uuid>,
+    /// Deliveries to this connector (its default instance or one of its instances).
     pub connector: Option<String>,
+    /// A type (`order.created`) or a prefix (`order.` or `order.*`).
+    pub event_type: Option<String>,
+}
+
+impl BulkReplay {
+    /// The filter, or each field's problem (added to `errors`).
+    fn filter(self, errors: &mut Errors) -> DeadLetterFilter {
+        validate::period(errors, self.since, self.until);
+        validate::connector_name(errors, "connector", self.connector.as_deref());
+        let event_type = validate::type_match(errors, "event_type", self.event_type.as_deref());
+        DeadLetterFilter {
+            since: self.since,
+            until: self.until,
+            subscription_id: self.subscription_id,
+            connector: self.connector,
+            event_type,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -110,14 +132,21 @@ async fn list_attempts(
     }))
 }
 
-/// Dead letters, newest first.
-#[utoipa::path(get, path = "/api/v1/admin/dead-letters", tag = "admin", params(PageQuery),
-    responses((status = 200, description = "A page of dead letters", body = DeadLetterList)))]
+/// Dead letters, newest first, filtered by time, subscription, connector and event type.
+#[utoipa::path(get, path = "/api/v1/admin/dead-letters", tag = "admin", params(BulkReplay, PageQuery),
+    responses((status = 200, description = "A page of dead letters", body = DeadLetterList), (status = 400, description = "A bad filter, limit or cursor")))]
 async fn list_dead_letters(
     State(state): State<AppState>,
     page: Page,
+    ApiQuery(query): ApiQuery<BulkReplay>,
 ) -> ApiResult<Json<DeadLetterList>> {
-    let letters = state.store.list_dead_letters(page.request()).await?;
+    let mut errors = Errors::default();
+    let filter = query.filter(&mut errors);
+    errors.finish_query()?;
+    let letters = state
+        .store
+        .list_dead_letters(&filter, page.request())
+        .await?;
     let (data, next_cursor) = page.answer(letters, |d| d.id);
     Ok(Json(DeadLetterList { data, next_cursor }))
 }
@@ -153,23 +182,8 @@ async fn replay_bulk(
     ApiJson(body): ApiJson<BulkReplay>,
 ) -> ApiResult<(StatusCode, Json<Replayed>)> {
     let mut errors = Errors::default();
-    if let (Some(since), Some(until)) = (body.since, body.until)
-        && since >= until
-    {
-        errors.add("until", "must be later than since");
-    }
-    if let Some(name) = &body.connector
-        && !crate::connectors::manifest::is_name(name)
-    {
-        errors.add("connector", "is not a connector name");
-    }
+    let filter = body.filter(&mut errors);
     errors.finish()?;
-    let filter = ReplayFilter {
-        since: body.since,
-        until: body.until,
-        subscription_id: body.subscription_id,
-        connector: body.connector,
-    };
     let replayed = state
         .store
         .replay_dead_letters(filter, model::now())

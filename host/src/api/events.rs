@@ -18,14 +18,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::{Id, noun};
+use super::extract::{ApiQuery, Id, noun};
 use super::schema::{Destination, mirror};
 use super::validate::{self, Errors};
-use super::{ApiJson, AppState};
+use super::{ApiJson, AppState, Page, PageQuery};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    self, DeliveryStatus, DeliverySummary, IdempotencyKey, NewEvent, PublishOutcome,
-    PublishRequest, PublishedEvent,
+    self, DeliveryCounts, DeliveryStatus, DeliverySummary, EventFilter, EventSummary,
+    IdempotencyKey, NewEvent, PublishOutcome, PublishRequest, PublishedEvent,
 };
 
 /// Most events in one batch publish.
@@ -34,7 +34,7 @@ const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(publish_event))
+        .routes(routes!(publish_event, list_events))
         .routes(routes!(publish_batch))
         .routes(routes!(get_event))
 }
@@ -278,4 +278,83 @@ async fn get_event(
         payload,
         deliveries: event.deliveries.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// Filters of `GET /api/v1/events`; all given filters combine.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// A type (`order.created`) or a prefix (`order.` or `order.*`).
+    pub event_type: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// With a delivery to this subscription.
+    pub subscription_id: Option<Uuid>,
+    /// With a delivery to this connector (its default instance or one of its instances).
+    pub connector: Option<String>,
+    /// With a delivery in any of these states, comma-separated (`dead,pending`).
+    pub delivery_status: Option<String>,
+}
+
+mirror! {
+    /// How many of an event's deliveries are in each state.
+    pub struct DeliveryCountsOut from DeliveryCounts {
+        pending: u32,
+        in_flight: u32,
+        succeeded: u32,
+        dead: u32,
+        cancelled: u32,
+    }
+}
+
+mirror! {
+    /// An event in a list (its payload is in `GET /api/v1/events/{id}`).
+    pub struct EventSummaryOut from EventSummary {
+        id: Uuid,
+        event_type: String,
+        created_at: DateTime<Utc>,
+        deliveries: DeliveryCountsOut,
+    }
+}
+
+/// A page of events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    pub data: Vec<EventSummaryOut>,
+    /// Pass as `?cursor=` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Search events, newest first.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventQuery, PageQuery),
+    responses((status = 200, description = "A page of events", body = EventList), (status = 400, description = "A bad filter, limit or cursor")))]
+async fn list_events(
+    State(state): State<AppState>,
+    page: Page,
+    ApiQuery(query): ApiQuery<EventQuery>,
+) -> ApiResult<Json<EventList>> {
+    let mut errors = Errors::default();
+    let event_type = validate::type_match(&mut errors, "event_type", query.event_type.as_deref());
+    validate::period(&mut errors, query.since, query.until);
+    validate::connector_name(&mut errors, "connector", query.connector.as_deref());
+    let delivery_status = validate::statuses(
+        &mut errors,
+        "delivery_status",
+        query.delivery_status.as_deref(),
+    );
+    errors.finish_query()?;
+    let filter = EventFilter {
+        event_type,
+        since: query.since,
+        until: query.until,
+        subscription_id: query.subscription_id,
+        connector: query.connector,
+        delivery_status,
+    };
+    let events = state.store.list_events(&filter, page.request()).await?;
+    let (data, next_cursor) = page.answer(events, |e| e.id);
+    Ok(Json(EventList { data, next_cursor }))
 }

@@ -234,6 +234,43 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
     }
 }
 
+/// The filters of a list request, from its query string: every parameter but `limit` and
+/// `cursor` (which [`Page`] reads) must be a field of `T`; a bad or unknown one is a 400 naming
+/// it. Values are strings to `T` (ids, times and names parse from them).
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let mut fields = serde_json::Map::new();
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if key == "limit" || key == "cursor" {
+                continue;
+            }
+            if fields.contains_key(key.as_ref()) {
+                return Err(ApiError::bad_request(&key, "is given more than once"));
+            }
+            fields.insert(
+                key.into_owned(),
+                serde_json::Value::String(value.into_owned()),
+            );
+        }
+        serde_path_to_error::deserialize(serde_json::Value::Object(fields))
+            .map(ApiQuery)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // An unknown or missing field is reported at the root: name the field itself.
+                let named = message.split('`').nth(1).filter(|_| field == ".");
+                let field = named.map_or(field, str::to_owned);
+                ApiError::bad_request(&field, message)
+            })
+    }
+}
+
 /// What an id in a path names, for the 404 that says so.
 pub trait Noun {
     const NOUN: &'static str;

@@ -40,6 +40,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
 use crate::connectors::Connectors;
+use crate::delivery::Sender;
 use crate::error::ApiError;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::model::{PublishOutcome, PublishRequest};
@@ -63,6 +64,8 @@ pub struct AppState {
     pub connectors: Arc<Connectors>,
     /// Writes concurrent publishes together (group commit); each is answered once committed.
     pub publisher: Arc<GroupCommit<PublishRequest, PublishOutcome>>,
+    /// Sends test events exactly as the engine sends deliveries.
+    pub sender: Sender,
     api_keys: Arc<auth::ApiKeys>,
 }
 
@@ -73,9 +76,11 @@ impl AppState {
         metrics: Arc<Metrics>,
         wake: Arc<tokio::sync::Notify>,
         connectors: Arc<Connectors>,
+        sender: Sender,
     ) -> Self {
         Self {
             publisher: Arc::new(group::publishes(store.clone())),
+            sender,
             wake,
             connectors,
             api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),

@@ -15,13 +15,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::extract::{Id, noun};
+use super::extract::{ApiQuery, Id, noun};
 use super::schema::{Circuit, mirror, non_empty, opt};
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState, Page, PageQuery};
-use crate::error::ApiResult;
+use crate::delivery::retry::Answer;
+use crate::error::{ApiError, ApiResult};
 use crate::model::{
-    self, Circuit as ModelCircuit, NewSubscription, Subscription, SubscriptionPatch,
+    self, Circuit as ModelCircuit, ClaimedDelivery, DeliveryLine, DeliveryStatus, InstanceTarget,
+    NewSubscription, Subscription, SubscriptionPatch, Target,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -32,6 +34,8 @@ pub fn router() -> OpenApiRouter<AppState> {
             patch_subscription,
             delete_subscription
         ))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(send_test))
 }
 
 mirror! {
@@ -330,4 +334,150 @@ async fn delete_subscription(
     let cancelled = cancelled.ok_or_else(|| id.missing())?;
     tracing::info!(subscription_id = %id, cancelled_deliveries = cancelled, "subscription deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Filter of `GET /api/v1/subscriptions/{id}/deliveries`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// Only deliveries in these states, comma-separated (`dead,pending`).
+    pub status: Option<String>,
+}
+
+mirror! {
+    /// One delivery of a subscription.
+    pub struct DeliveryLineOut from DeliveryLine {
+        id: Uuid,
+        event_id: Uuid,
+        event_type: String,
+        status: DeliveryStatus,
+        /// Attempts spent from the current budget.
+        attempts: u32,
+        /// When the next attempt is due (pending deliveries only).
+        next_attempt_at: Option<DateTime<Utc>>,
+        last_error: Option<String>,
+        /// The HTTP status of the latest attempt, when it got an answer.
+        last_response_status: Option<u16>,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    }
+}
+
+/// A page of a subscription's deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryLineList {
+    pub data: Vec<DeliveryLineOut>,
+    /// Pass as `?cursor=` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A subscription's deliveries, newest first.
+#[utoipa::path(get, path = "/api/v1/subscriptions/{id}/deliveries", tag = "subscriptions", params(("id" = Uuid, Path, description = "Subscription id"), DeliveryQuery, PageQuery),
+    responses((status = 200, description = "A page of deliveries", body = DeliveryLineList), (status = 400, description = "A bad status, limit or cursor"), (status = 404, description = "No such subscription")))]
+async fn list_deliveries(
+    State(state): State<AppState>,
+    id: Id<noun::Subscription>,
+    page: Page,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
+) -> ApiResult<Json<DeliveryLineList>> {
+    let mut errors = Errors::default();
+    let statuses = validate::statuses(&mut errors, "status", query.status.as_deref());
+    errors.finish_query()?;
+    state
+        .store
+        .get_subscription(*id)
+        .await?
+        .ok_or_else(|| id.missing())?;
+    let deliveries = state
+        .store
+        .subscription_deliveries(*id, &statuses, page.request())
+        .await?;
+    let (data, next_cursor) = page.answer(deliveries, |d| d.id);
+    Ok(Json(DeliveryLineList { data, next_cursor }))
+}
+
+/// The event type of test sends.
+pub const TEST_EVENT_TYPE: &str = "hub.test";
+
+/// What a test send came to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestSent {
+    /// Whether the destination took the test event (a 2xx, or the connector's `ok`).
+    pub succeeded: bool,
+    /// The endpoint's HTTP status, when it answered.
+    pub response_status: Option<u16>,
+    /// The first 4 KiB of the response body.
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    /// The test event's id (`webhook-id`); test events are not stored.
+    pub event_id: Uuid,
+    /// `hub.test`.
+    pub event_type: String,
+}
+
+/// Send a signed `hub.test` event to the subscription now, as a delivery would go (same
+/// signatures, headers, timeout and SSRF guard; to its connector instance if it has one), and
+/// answer with what came of it. Nothing is stored or retried; a disabled subscription or an
+/// open circuit does not stop a test.
+#[utoipa::path(post, path = "/api/v1/subscriptions/{id}/test", tag = "subscriptions", params(("id" = Uuid, Path, description = "Subscription id")),
+    responses((status = 200, description = "Sent; `succeeded` says whether it was taken", body = TestSent), (status = 404, description = "No such subscription")))]
+async fn send_test(
+    State(state): State<AppState>,
+    id: Id<noun::Subscription>,
+) -> ApiResult<Json<TestSent>> {
+    let sub = state.store.get_subscription(*id).await?;
+    let sub = sub.ok_or_else(|| id.missing())?;
+    let now = model::now();
+    let target = match &sub.instance {
+        None => Target::Webhook {
+            subscription_id: sub.id,
+            url: sub.url.clone(),
+            headers: sub.headers.clone(),
+            secrets: state.store.subscription_secrets(sub.id, now).await?,
+        },
+        Some(instance) => {
+            let found = state
+                .store
+                .connector_instance(&instance.connector, &instance.name)
+                .await?
+                .ok_or_else(|| ApiError::internal("a subscription's instance is gone"))?;
+            Target::Connector {
+                name: found.connector,
+                instance: Some(InstanceTarget {
+                    subscription_id: sub.id,
+                    id: found.id,
+                    settings: found.settings,
+                }),
+            }
+        }
+    };
+    let payload = serde_json::json!({
+        "message": "A test event from Integrations Hub",
+        "subscription_id": sub.id,
+    });
+    let delivery = ClaimedDelivery {
+        id: Uuid::now_v7(),
+        event_id: Uuid::now_v7(),
+        event_type: TEST_EVENT_TYPE.to_owned(),
+        event_created_at: now,
+        payload: payload.to_string(),
+        attempts: 0,
+        target,
+    };
+    let clock = std::time::Instant::now();
+    let outcome = state.sender.send(&delivery).await;
+    let duration_ms = clock.elapsed().as_millis() as u64;
+    let succeeded = outcome.answer == Answer::Delivered;
+    tracing::info!(subscription_id = %sub.id, succeeded, status = outcome.status, "test event sent");
+    Ok(Json(TestSent {
+        succeeded,
+        response_status: outcome.status,
+        response_body: outcome.body,
+        error: outcome.error,
+        duration_ms,
+        event_id: delivery.event_id,
+        event_type: delivery.event_type,
+    }))
 }

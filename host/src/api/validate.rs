@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 
 use axum::http::{HeaderName, HeaderValue};
+use chrono::{DateTime, Utc};
 
 use crate::egress::policy;
 use crate::error::{ApiError, FieldError};
 use crate::model::names::{EVENT_TYPE_RULE, is_event_type};
+use crate::model::{DeliveryStatus, TypeMatch};
 
 pub const MAX_URL_LEN: usize = 2048;
 pub const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
@@ -49,6 +51,67 @@ impl Errors {
             Err(ApiError::validation(self.0))
         }
     }
+}
+
+impl Errors {
+    /// As [`Errors::finish`], for a query string: a 400.
+    pub fn finish_query(self) -> Result<(), ApiError> {
+        match self.finish() {
+            Err(ApiError::Unprocessable { detail, errors }) => {
+                Err(ApiError::BadRequest { detail, errors })
+            }
+            other => other,
+        }
+    }
+}
+
+/// An event type filter: a type (`order.created`) or a prefix (`order.` or `order.*`).
+pub fn type_match(errors: &mut Errors, field: &str, value: Option<&str>) -> Option<TypeMatch> {
+    let wanted = TypeMatch::parse(value?);
+    let (TypeMatch::Exact(name) | TypeMatch::Prefix(name)) = &wanted;
+    if !is_event_type(name) {
+        errors.add(
+            field,
+            format!("{value:?}: a type or a prefix (`order.`, `order.*`) that {EVENT_TYPE_RULE}"),
+        );
+    }
+    Some(wanted)
+}
+
+/// `since` must come before `until` when both are given.
+pub fn period(errors: &mut Errors, since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) {
+    if let (Some(since), Some(until)) = (since, until)
+        && since >= until
+    {
+        errors.add("until", "must be later than since");
+    }
+}
+
+pub fn connector_name(errors: &mut Errors, field: &str, value: Option<&str>) {
+    if let Some(name) = value
+        && !crate::connectors::manifest::is_name(name)
+    {
+        errors.add(field, "is not a connector name");
+    }
+}
+
+/// A comma-separated list of delivery states (`dead,pending`).
+pub fn statuses(errors: &mut Errors, field: &str, value: Option<&str>) -> Vec<DeliveryStatus> {
+    let Some(list) = value else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        match DeliveryStatus::parse(name) {
+            Some(status) if !found.contains(&status) => found.push(status),
+            Some(_) => {}
+            None => {
+                let known = DeliveryStatus::ALL.map(DeliveryStatus::as_str).join(", ");
+                errors.add(field, format!("{name:?} is not a delivery state ({known})"));
+            }
+        }
+    }
+    found
 }
 
 pub fn event_type(errors: &mut Errors, field: &str, value: &str) {

@@ -3,6 +3,8 @@
 //! - [`worker`]: the engine (claim, attempt, record; graceful drain);
 //! - [`retry`]: the retry policy — what an attempt's answer leads to (delivered, retry at a
 //!   time, dead) — with backoff, jitter and `Retry-After`;
+//! - [`send`]: one attempt's request (a signed webhook, or a connector call), also used by the
+//!   API's test send;
 //! - [`signing`]: the seed and Standard Webhooks signatures;
 //! - [`maintenance`]: outbox gauges and retention pruning.
 //!
@@ -12,9 +14,11 @@
 
 pub mod maintenance;
 pub mod retry;
+pub mod send;
 pub mod signing;
 pub mod worker;
 
+pub use send::Sender;
 pub use worker::Engine;
 
 /// This instance's id as a lease owner and in `connector_presence`: the host name and a UUIDv7,

@@ -15,21 +15,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::retry::{self, Answer, Next, RetryPolicy};
-use super::signing;
+use super::retry::{Answer, Next, RetryPolicy};
+use super::send::Sender;
 use crate::config::DeliveryConfig;
-use crate::connectors::{CallOutcome, Connectors, EventData};
-use crate::egress;
+use crate::connectors::Connectors;
 use crate::metrics::Metrics;
-use crate::model::{
-    self, AttemptRecord, AttemptResult, Claim, ClaimedDelivery, InstanceTarget, Skip, Target,
-};
+use crate::model::{self, AttemptRecord, AttemptResult, Claim, ClaimedDelivery, Skip, Target};
 use crate::store::Store;
 use crate::store::group::GroupCommit;
 
@@ -42,8 +37,6 @@ pub fn lease_margin(timeout: Duration) -> Duration {
 
 /// Most deliveries claimed in one round trip.
 pub const MAX_CLAIM_BATCH: usize = 256;
-/// Response bytes kept with an attempt.
-pub const MAX_RESPONSE_BODY: usize = 4096;
 /// Idle subscriptions remembered by the per-subscription share (beyond this, idle ones are
 /// forgotten as their attempts end).
 pub const MAX_TRACKED_SUBSCRIPTIONS: usize = 10_000;
@@ -54,39 +47,13 @@ pub const WAITING_RECHECK: Duration = Duration::from_secs(5);
 /// Extra time in-flight attempts get to finish on shutdown, beyond the attempt timeout.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// What one attempt produced: the destination's answer, for the retry policy, and what is kept
-/// in the attempt record.
-#[derive(Debug)]
-struct Outcome {
-    answer: Answer,
-    status: Option<u16>,
-    body: Option<String>,
-    error: Option<String>,
-}
-
-impl Outcome {
-    fn answered(answer: Answer, error: Option<String>) -> Self {
-        Self {
-            answer,
-            status: None,
-            body: None,
-            error,
-        }
-    }
-
-    fn failed(error: impl Into<String>) -> Self {
-        Self::answered(Answer::Failed { retry_after: None }, Some(error.into()))
-    }
-}
-
 /// The delivery engine of one hub instance.
 #[derive(Debug)]
 pub struct Engine {
     store: Arc<dyn Store>,
-    client: reqwest::Client,
+    sender: Sender,
     config: DeliveryConfig,
     policy: RetryPolicy,
-    allow_private: bool,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     connectors: Arc<Connectors>,
@@ -186,23 +153,20 @@ impl Drop for Slot {
 }
 
 impl Engine {
-    /// `client` is the shared, SSRF-guarded client of [`egress::build`].
     pub fn new(
         store: Arc<dyn Store>,
         config: DeliveryConfig,
-        allow_private: bool,
         metrics: Arc<Metrics>,
         wake: Arc<Notify>,
-        client: reqwest::Client,
+        sender: Sender,
         connectors: Arc<Connectors>,
     ) -> Self {
         Self {
             recorder: crate::store::group::attempt_records(store.clone()),
             store,
-            client,
+            sender,
             policy: RetryPolicy::new(&config),
             config,
-            allow_private,
             metrics,
             wake,
             connectors,
@@ -482,12 +446,9 @@ impl Engine {
         let number = delivery.attempts + 1;
         let (kind, subscription_id, outcome) = match &delivery.target {
             Target::Webhook {
-                subscription_id,
-                url,
-                headers,
-                secrets,
+                subscription_id, ..
             } => {
-                let outcome = self.send_webhook(&delivery, url, headers, secrets).await;
+                let outcome = self.sender.send(&delivery).await;
                 ("webhook", Some(*subscription_id), outcome)
             }
             Target::Connector { name, instance } => {
@@ -508,9 +469,7 @@ impl Engine {
                     }
                     return;
                 }
-                let outcome = self
-                    .call_connector(&delivery, name, instance.as_ref())
-                    .await;
+                let outcome = self.sender.send(&delivery).await;
                 let subscription_id = instance.as_ref().map(|i| i.subscription_id);
                 ("connector", subscription_id, outcome)
             }
@@ -582,142 +541,5 @@ impl Engine {
         tracing::error!(
             "could not record the attempt; the delivery will be retried when its lease expires"
         );
-    }
-
-    async fn call_connector(
-        &self,
-        delivery: &ClaimedDelivery,
-        name: &str,
-        instance: Option<&InstanceTarget>,
-    ) -> Outcome {
-        let event = EventData {
-            id: delivery.event_id.to_string(),
-            event_type: delivery.event_type.clone(),
-            created_at: delivery
-                .event_created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            payload: delivery.payload.clone(),
-        };
-        let span =
-            tracing::info_span!("connector", connector = %name, instance = ?instance.map(|i| i.id));
-        let settings = instance.map(|i| &i.settings.0);
-        let call = self.connectors.invoke(name, event, settings);
-        match call.instrument(span).await {
-            CallOutcome::Delivered => Outcome::answered(Answer::Delivered, None),
-            CallOutcome::Retry { reason, after } => Outcome::answered(
-                Answer::Failed { retry_after: after },
-                Some(format!("retry: {reason}")),
-            ),
-            CallOutcome::Permanent(reason) => {
-                Outcome::answered(Answer::Permanent, Some(format!("permanent: {reason}")))
-            }
-            CallOutcome::Failed(_, why) => Outcome::failed(why),
-        }
-    }
-
-    async fn send_webhook(
-        &self,
-        delivery: &ClaimedDelivery,
-        url: &str,
-        headers: &std::collections::BTreeMap<String, String>,
-        secrets: &[String],
-    ) -> Outcome {
-        if let Err(refused) = egress::check_url(url, self.allow_private) {
-            return Outcome::failed(refused.to_string());
-        }
-        let Some(newest) = secrets.first() else {
-            return Outcome::failed("the subscription has no valid signing secret");
-        };
-        let body = signing::webhook_body(delivery);
-        let timestamp = Utc::now().timestamp();
-        let event_id = delivery.event_id.to_string();
-        let mut request = self.client.post(url);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let request = request
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(
-                "x-webhook-signature",
-                signing::seed_signature(newest, timestamp, body.as_bytes()),
-            )
-            .header("x-webhook-timestamp", timestamp)
-            .header("x-webhook-event", &delivery.event_type)
-            .header("x-webhook-event-id", &event_id)
-            .header("webhook-id", &event_id)
-            .header("webhook-timestamp", timestamp)
-            .header(
-                "webhook-signature",
-                signing::standard_signature(secrets, &event_id, timestamp, body.as_bytes()),
-            )
-            .body(body);
-
-        let mut response = match request.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Outcome::failed(format!(
-                    "timed out after {:.1}s (IH_DELIVERY_TIMEOUT_SECONDS)",
-                    self.config.timeout.as_secs_f64()
-                ));
-            }
-            Err(e) => return Outcome::failed(egress::describe(&e)),
-        };
-        let status = response.status();
-        let retry_after = if status.as_u16() == 429 || status.as_u16() == 503 {
-            response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| retry::parse_retry_after(v, Utc::now()))
-        } else {
-            None
-        };
-        let mut kept = Vec::new();
-        let mut body_error = None;
-        while kept.len() < MAX_RESPONSE_BODY {
-            match response.chunk().await {
-                Ok(Some(chunk)) => kept
-                    .extend_from_slice(&chunk[..chunk.len().min(MAX_RESPONSE_BODY - kept.len())]),
-                Ok(None) => break,
-                Err(e) => {
-                    body_error = Some(if e.is_timeout() {
-                        "timed out reading the response body".to_owned()
-                    } else {
-                        egress::describe(&e)
-                    });
-                    break;
-                }
-            }
-        }
-        let body = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
-        // A 2xx whose body broke off (connection dropped, body too slow) is not an answer the
-        // endpoint finished giving: it fails, and at-least-once delivery tries again.
-        let success = status.is_success() && body_error.is_none();
-        let error = if success {
-            None
-        } else if status.is_redirection() {
-            Some(format!(
-                "HTTP {} (redirects are not followed)",
-                status.as_u16()
-            ))
-        } else if status.is_success() {
-            body_error
-                .map(|e| format!("HTTP {}, then the response broke off: {e}", status.as_u16()))
-        } else {
-            Some(body_error.unwrap_or_else(|| format!("HTTP {}", status.as_u16())))
-        };
-        let answer = if success {
-            Answer::Delivered
-        } else if status.as_u16() == 410 {
-            Answer::Gone
-        } else {
-            Answer::Failed { retry_after }
-        };
-        Outcome {
-            answer,
-            status: Some(status.as_u16()),
-            body,
-            error,
-        }
     }
 }

@@ -4,6 +4,11 @@
 
 pub mod circuit;
 pub mod names;
+mod query;
+
+pub use query::{
+    DeadLetterFilter, DeliveryCounts, DeliveryLine, EventFilter, EventSummary, TypeMatch,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -473,15 +478,6 @@ pub enum ReplayOutcome {
     AlreadyReplayed,
     /// The delivery's subscription was deleted: there is nowhere to deliver to.
     SubscriptionDeleted,
-}
-
-/// Which dead letters a bulk replay takes (all filters combine).
-#[derive(Debug, Clone, Default)]
-pub struct ReplayFilter {
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub subscription_id: Option<Uuid>,
-    pub connector: Option<String>,
 }
 
 /// Most dead letters one bulk replay takes; call again for more.

@@ -26,6 +26,7 @@ mod instances;
 mod ops;
 mod plan;
 mod postgres;
+mod queries;
 mod rows;
 mod sql;
 mod sqlite;
@@ -40,9 +41,10 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
-    ConnectorInstance, DeadLetter, EventDetail, IdempotencyKey, InstanceDeletion, NewEvent,
-    NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest, ReplayFilter,
-    ReplayOutcome, Subscription, SubscriptionPatch,
+    ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus, EventDetail,
+    EventFilter, EventSummary, IdempotencyKey, InstanceDeletion, NewEvent, NewSubscription,
+    OutboxStats, PageRequest, PublishOutcome, PublishRequest, ReplayOutcome, Subscription,
+    SubscriptionPatch,
 };
 
 pub use error::{StoreError, StoreResult};
@@ -150,8 +152,27 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Attempts of an event, oldest first (at most 1,000).
     async fn list_attempts(&self, event_id: Uuid) -> StoreResult<Vec<AttemptView>>;
 
-    /// Dead letters, newest first.
-    async fn list_dead_letters(&self, page: PageRequest) -> StoreResult<Vec<DeadLetter>>;
+    /// Dead letters matching `filter`, newest first.
+    async fn list_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        page: PageRequest,
+    ) -> StoreResult<Vec<DeadLetter>>;
+
+    /// Events matching `filter`, newest first, with their deliveries counted by state.
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: PageRequest,
+    ) -> StoreResult<Vec<EventSummary>>;
+
+    /// A subscription's deliveries (in any of `statuses`; none given: all), newest first.
+    async fn subscription_deliveries(
+        &self,
+        subscription_id: Uuid,
+        statuses: &[DeliveryStatus],
+        page: PageRequest,
+    ) -> StoreResult<Vec<DeliveryLine>>;
 
     /// Queues a dead letter's delivery again with a fresh attempt budget.
     async fn replay_dead_letter(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<ReplayOutcome>;
@@ -159,7 +180,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Replays every dead letter matching `filter` not replayed yet (at most [`crate::model::MAX_BULK_REPLAY`]).
     async fn replay_dead_letters(
         &self,
-        filter: ReplayFilter,
+        filter: DeadLetterFilter,
         now: DateTime<Utc>,
     ) -> StoreResult<u64>;
 

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::common::{claim_key, commit, commit_publish, live_subscription, requeue_dead};
-use super::instances;
 use super::plan::{
     Decision, KeyClaims, Match, Matches, distinct_types, encode_json, events_to_write,
     group_outcomes, plan_deliveries,
@@ -17,11 +16,13 @@ use super::plan::{
 use super::rows::{self, destination_columns, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 use super::{Store, StoreError, StoreResult};
+use super::{instances, queries};
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
-    ConnectorInstance, DeadLetter, EventDetail, InstanceDeletion, MAX_BULK_REPLAY, NewSubscription,
-    OutboxStats, PageRequest, PublishOutcome, PublishRequest, ReplayFilter, ReplayOutcome,
-    SECRET_GRACE, Subscription, SubscriptionPatch,
+    ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus, EventDetail,
+    EventFilter, EventSummary, InstanceDeletion, MAX_BULK_REPLAY, NewSubscription, OutboxStats,
+    PageRequest, PublishOutcome, PublishRequest, ReplayOutcome, SECRET_GRACE, Subscription,
+    SubscriptionPatch,
 };
 
 /// Hands `owner`'s in-flight deliveries back to `pending`; `only` narrows them down (`{ids}`).
@@ -351,17 +352,29 @@ impl<D: Dialect> Store for D {
         read_all(self, sql, &[Arg::Uuid(event_id)], rows::attempt_view).await
     }
 
-    async fn list_dead_letters(&self, page: PageRequest) -> StoreResult<Vec<DeadLetter>> {
-        let sql = concat!(
-            "SELECT dl.id, dl.event_id, dl.delivery_id, ",
-            destination_columns!(),
-            ", dl.attempts, dl.last_error, dl.created_at, dl.replayed_at \
-             FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
-             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE ($1 IS NULL OR dl.id < $1) ORDER BY dl.id DESC LIMIT $2"
-        );
-        let args = [Arg::OptUuid(page.after), Arg::Int(page.limit.into())];
-        read_all(self, sql, &args, rows::dead_letter).await
+    async fn list_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        page: PageRequest,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        queries::list_dead_letters(self, filter, page).await
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: PageRequest,
+    ) -> StoreResult<Vec<EventSummary>> {
+        queries::list_events(self, filter, page).await
+    }
+
+    async fn subscription_deliveries(
+        &self,
+        subscription_id: Uuid,
+        statuses: &[DeliveryStatus],
+        page: PageRequest,
+    ) -> StoreResult<Vec<DeliveryLine>> {
+        queries::subscription_deliveries(self, subscription_id, statuses, page).await
     }
 
     async fn replay_dead_letter(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<ReplayOutcome> {
@@ -390,31 +403,23 @@ impl<D: Dialect> Store for D {
 
     async fn replay_dead_letters(
         &self,
-        filter: ReplayFilter,
+        filter: DeadLetterFilter,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
         let mut tx = self.writer().begin().await?;
+        let mut w = queries::dead_letters_where(&filter);
+        w.push("dl.replayed_at IS NULL", []);
+        w.push("(d.kind = 'connector' OR s.deleted_at IS NULL)", []);
+        let limit = w.next();
+        w.args.push(Arg::Int(MAX_BULK_REPLAY.into()));
         let sql = format!(
             "SELECT dl.id, dl.delivery_id FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
-             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE dl.replayed_at IS NULL AND ($1 IS NULL OR dl.created_at >= $1) \
-             AND ($2 IS NULL OR dl.created_at < $2) \
-             AND ($3 IS NULL OR d.subscription_id = $3) AND ($4 IS NULL OR d.connector = $4) \
-             AND (d.kind = 'connector' OR s.deleted_at IS NULL) ORDER BY dl.id LIMIT $5{}",
+             JOIN events e ON e.id = dl.event_id LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE {} ORDER BY dl.id LIMIT ${limit}{}",
+            w.sql(),
             D::lock(" FOR UPDATE OF dl SKIP LOCKED")
         );
-        let rows = tx
-            .rows(
-                &sql,
-                &[
-                    Arg::OptTime(filter.since),
-                    Arg::OptTime(filter.until),
-                    Arg::OptUuid(filter.subscription_id),
-                    Arg::OptText(filter.connector.as_deref()),
-                    Arg::Int(MAX_BULK_REPLAY.into()),
-                ],
-            )
-            .await?;
+        let rows = tx.rows(&sql, &w.args).await?;
         let ids = rows
             .iter()
             .map(|r| r.uuid("id"))

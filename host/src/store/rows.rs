@@ -1,12 +1,15 @@
 //! Rows to domain types, written once for both backends over [`DbRow`].
 
+use chrono::{DateTime, Utc};
+
 use super::plan::decode_strings;
 use super::sql::DbRow;
 use super::{StoreError, StoreResult};
 use crate::model::{
     AttemptOutcome, AttemptView, Circuit, CircuitState, ClaimedDelivery, ConnectorBinding,
-    ConnectorInstance, DeadLetter, DeliveryStatus, DeliverySummary, Destination, InstanceRef,
-    InstanceTarget, PublishedEvent, Settings, Subscription, Target,
+    ConnectorInstance, DeadLetter, DeliveryCounts, DeliveryLine, DeliveryStatus, DeliverySummary,
+    Destination, EventSummary, InstanceRef, InstanceTarget, PublishedEvent, Settings, Subscription,
+    Target,
 };
 
 /// `Ok($ty { .. })` from `$row`: each field named alone is read from the column of its name, as
@@ -117,14 +120,35 @@ pub(super) fn published_event(row: &impl DbRow) -> StoreResult<PublishedEvent> {
     decode!(row => PublishedEvent { id, event_type, created_at, deliveries })
 }
 
-pub(super) fn delivery_summary(row: &impl DbRow) -> StoreResult<DeliverySummary> {
-    let raw = row.text("status")?;
-    let status = DeliveryStatus::parse(&raw)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status {raw:?}")))?;
+pub(super) fn delivery_status(raw: &str) -> StoreResult<DeliveryStatus> {
+    DeliveryStatus::parse(raw)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status {raw:?}")))
+}
+
+/// A delivery's status, and when its next attempt is due if it is pending.
+fn status_and_next(row: &impl DbRow) -> StoreResult<(DeliveryStatus, Option<DateTime<Utc>>)> {
+    let status = delivery_status(&row.text("status")?)?;
     let next_attempt_at = match status {
         DeliveryStatus::Pending => Some(row.time("next_attempt_at")?),
         _ => None,
     };
+    Ok((status, next_attempt_at))
+}
+
+pub(super) fn event_summary(row: &impl DbRow) -> StoreResult<EventSummary> {
+    decode!(row => EventSummary { id, event_type, created_at, deliveries = DeliveryCounts::default() })
+}
+
+pub(super) fn delivery_line(row: &impl DbRow) -> StoreResult<DeliveryLine> {
+    let (status, next_attempt_at) = status_and_next(row)?;
+    decode!(row => DeliveryLine {
+        id, event_id, event_type, status = status, attempts, next_attempt_at = next_attempt_at,
+        last_error, last_response_status, created_at, updated_at,
+    })
+}
+
+pub(super) fn delivery_summary(row: &impl DbRow) -> StoreResult<DeliverySummary> {
+    let (status, next_attempt_at) = status_and_next(row)?;
     decode!(row => DeliverySummary {
         id, destination = destination(row)?, status = status, attempts,
         next_attempt_at = next_attempt_at, last_error, updated_at,

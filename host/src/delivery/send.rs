@@ -1,0 +1,227 @@
+//! Sending one attempt: a signed webhook through the guarded client, or a call to a connector.
+//! The engine sends every delivery through a [`Sender`]; the API's test send uses the same one,
+//! so a test goes out exactly as a delivery would.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use tracing::Instrument;
+
+use super::retry::{self, Answer};
+use super::signing;
+use crate::connectors::{CallOutcome, Connectors, EventData};
+use crate::egress;
+use crate::model::{ClaimedDelivery, InstanceTarget, Target};
+
+/// Response bytes kept with an attempt.
+pub const MAX_RESPONSE_BODY: usize = 4096;
+
+/// What one attempt produced: the destination's answer, for the retry policy, and what is kept
+/// in the attempt record.
+#[derive(Debug)]
+pub struct Outcome {
+    pub answer: Answer,
+    /// The HTTP status, when the destination answered one.
+    pub status: Option<u16>,
+    /// The start of the response body.
+    pub body: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    fn answered(answer: Answer, error: Option<String>) -> Self {
+        Self {
+            answer,
+            status: None,
+            body: None,
+            error,
+        }
+    }
+
+    fn failed(error: impl Into<String>) -> Self {
+        Self::answered(Answer::Failed { retry_after: None }, Some(error.into()))
+    }
+}
+
+/// Sends attempts: the one HTTP client and the connectors, with the webhook timeout.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    connectors: Arc<Connectors>,
+    timeout: Duration,
+    allow_private: bool,
+}
+
+impl Sender {
+    /// `client` is the shared, SSRF-guarded client of [`egress::build`].
+    pub fn new(
+        client: reqwest::Client,
+        connectors: Arc<Connectors>,
+        timeout: Duration,
+        allow_private: bool,
+    ) -> Self {
+        Self {
+            client,
+            connectors,
+            timeout,
+            allow_private,
+        }
+    }
+
+    /// Sends `delivery` to its target, whatever runs here (the engine checks that first).
+    pub async fn send(&self, delivery: &ClaimedDelivery) -> Outcome {
+        match &delivery.target {
+            Target::Webhook {
+                url,
+                headers,
+                secrets,
+                ..
+            } => self.webhook(delivery, url, headers, secrets).await,
+            Target::Connector { name, instance } => {
+                self.connector(delivery, name, instance.as_ref()).await
+            }
+        }
+    }
+
+    /// Hands the event to a connector (its default instance, or `instance`).
+    pub async fn connector(
+        &self,
+        delivery: &ClaimedDelivery,
+        name: &str,
+        instance: Option<&InstanceTarget>,
+    ) -> Outcome {
+        let event = EventData {
+            id: delivery.event_id.to_string(),
+            event_type: delivery.event_type.clone(),
+            created_at: delivery
+                .event_created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            payload: delivery.payload.clone(),
+        };
+        let span =
+            tracing::info_span!("connector", connector = %name, instance = ?instance.map(|i| i.id));
+        let settings = instance.map(|i| &i.settings.0);
+        let call = self.connectors.invoke(name, event, settings);
+        match call.instrument(span).await {
+            CallOutcome::Delivered => Outcome::answered(Answer::Delivered, None),
+            CallOutcome::Retry { reason, after } => Outcome::answered(
+                Answer::Failed { retry_after: after },
+                Some(format!("retry: {reason}")),
+            ),
+            CallOutcome::Permanent(reason) => {
+                Outcome::answered(Answer::Permanent, Some(format!("permanent: {reason}")))
+            }
+            CallOutcome::Failed(_, why) => Outcome::failed(why),
+        }
+    }
+
+    /// Posts the signed webhook to `url`.
+    pub async fn webhook(
+        &self,
+        delivery: &ClaimedDelivery,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        secrets: &[String],
+    ) -> Outcome {
+        if let Err(refused) = egress::check_url(url, self.allow_private) {
+            return Outcome::failed(refused.to_string());
+        }
+        let Some(newest) = secrets.first() else {
+            return Outcome::failed("the subscription has no valid signing secret");
+        };
+        let body = signing::webhook_body(delivery);
+        let timestamp = Utc::now().timestamp();
+        let event_id = delivery.event_id.to_string();
+        let mut request = self.client.post(url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(
+                "x-webhook-signature",
+                signing::seed_signature(newest, timestamp, body.as_bytes()),
+            )
+            .header("x-webhook-timestamp", timestamp)
+            .header("x-webhook-event", &delivery.event_type)
+            .header("x-webhook-event-id", &event_id)
+            .header("webhook-id", &event_id)
+            .header("webhook-timestamp", timestamp)
+            .header(
+                "webhook-signature",
+                signing::standard_signature(secrets, &event_id, timestamp, body.as_bytes()),
+            )
+            .body(body);
+
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Outcome::failed(format!(
+                    "timed out after {:.1}s (IH_DELIVERY_TIMEOUT_SECONDS)",
+                    self.timeout.as_secs_f64()
+                ));
+            }
+            Err(e) => return Outcome::failed(egress::describe(&e)),
+        };
+        let status = response.status();
+        let retry_after = if status.as_u16() == 429 || status.as_u16() == 503 {
+            response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry::parse_retry_after(v, Utc::now()))
+        } else {
+            None
+        };
+        let mut kept = Vec::new();
+        let mut body_error = None;
+        while kept.len() < MAX_RESPONSE_BODY {
+            match response.chunk().await {
+                Ok(Some(chunk)) => kept
+                    .extend_from_slice(&chunk[..chunk.len().min(MAX_RESPONSE_BODY - kept.len())]),
+                Ok(None) => break,
+                Err(e) => {
+                    body_error = Some(if e.is_timeout() {
+                        "timed out reading the response body".to_owned()
+                    } else {
+                        egress::describe(&e)
+                    });
+                    break;
+                }
+            }
+        }
+        let body = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
+        // A 2xx whose body broke off (connection dropped, body too slow) is not an answer the
+        // endpoint finished giving: it fails, and at-least-once delivery tries again.
+        let success = status.is_success() && body_error.is_none();
+        let error = if success {
+            None
+        } else if status.is_redirection() {
+            Some(format!(
+                "HTTP {} (redirects are not followed)",
+                status.as_u16()
+            ))
+        } else if status.is_success() {
+            body_error
+                .map(|e| format!("HTTP {}, then the response broke off: {e}", status.as_u16()))
+        } else {
+            Some(body_error.unwrap_or_else(|| format!("HTTP {}", status.as_u16())))
+        };
+        let answer = if success {
+            Answer::Delivered
+        } else if status.as_u16() == 410 {
+            Answer::Gone
+        } else {
+            Answer::Failed { retry_after }
+        };
+        Outcome {
+            answer,
+            status: Some(status.as_u16()),
+            body,
+            error,
+        }
+    }
+}

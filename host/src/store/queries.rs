@@ -1,0 +1,244 @@
+//! The visibility queries (events by filter, a subscription's deliveries, dead letters by
+//! filter), written once for both backends: a [`Where`] holds the clauses of the filters given,
+//! numbering their placeholders, so a query has only the conditions it needs.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::StoreResult;
+use super::rows::{self, destination_columns};
+use super::sql::{Arg, Conn, DbRow, Dialect};
+use crate::model::{
+    DeadLetter, DeadLetterFilter, DeliveryCounts, DeliveryLine, DeliveryStatus, EventFilter,
+    EventSummary, PageRequest, TypeMatch,
+};
+
+/// The conditions of a query and the arguments they bind.
+#[derive(Default)]
+pub(super) struct Where<'a> {
+    clauses: Vec<String>,
+    pub(super) args: Vec<Arg<'a>>,
+}
+
+impl<'a> Where<'a> {
+    /// Adds `clause`, each `{}` of which is the placeholder of the next of `args`.
+    pub(super) fn push(&mut self, clause: &str, args: impl IntoIterator<Item = Arg<'a>>) {
+        let mut text = String::new();
+        let mut parts = clause.split("{}");
+        text.push_str(parts.next().unwrap_or_default());
+        let mut args = args.into_iter();
+        for part in parts {
+            if let Some(arg) = args.next() {
+                self.args.push(arg);
+            }
+            text.push_str(&format!("${}", self.args.len()));
+            text.push_str(part);
+        }
+        self.clauses.push(text);
+    }
+
+    /// The placeholder number the next argument gets.
+    pub(super) fn next(&self) -> usize {
+        self.args.len() + 1
+    }
+
+    /// Adds a clause `make` writes around placeholder `next()`, bound to `arg`.
+    pub(super) fn push_with(&mut self, make: impl FnOnce(usize) -> String, arg: Arg<'a>) {
+        let clause = make(self.next());
+        self.args.push(arg);
+        self.clauses.push(clause);
+    }
+
+    /// The keyset page: items before `page.after` (newest first by `column`).
+    fn page(&mut self, column: &str, page: PageRequest) {
+        if let Some(after) = page.after {
+            self.push(&format!("{column} < {{}}"), [Arg::Uuid(after)]);
+        }
+    }
+
+    /// `AND`-joined, `TRUE` when empty.
+    pub(super) fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            "TRUE".to_owned()
+        } else {
+            self.clauses.join(" AND ")
+        }
+    }
+
+    fn limit(&mut self, page: PageRequest) -> String {
+        self.args.push(Arg::Int(page.limit.into()));
+        format!("${}", self.args.len())
+    }
+}
+
+/// `column` matches `wanted` (a type, or a prefix of types).
+pub(super) fn type_matches<'a>(w: &mut Where<'a>, column: &str, wanted: &'a TypeMatch) {
+    match wanted {
+        TypeMatch::Exact(name) => w.push(&format!("{column} = {{}}"), [Arg::Text(name)]),
+        TypeMatch::Prefix(prefix) => w.push(
+            &format!("substr({column}, 1, CAST({{}} AS INTEGER)) = {{}}"),
+            [Arg::Int(prefix.len() as i64), Arg::Text(prefix)],
+        ),
+    }
+}
+
+/// The delivery `d` goes to `connector`: its default instance, or one of its instances.
+const TO_CONNECTOR: &str = "(d.connector = {} OR d.subscription_id IN (SELECT s2.id FROM subscriptions s2 \
+     JOIN connector_instances ci ON ci.id = s2.instance_id WHERE ci.connector = {}))";
+
+fn status_names(statuses: &[DeliveryStatus]) -> Vec<String> {
+    statuses.iter().map(|s| s.as_str().to_owned()).collect()
+}
+
+pub(super) async fn list_events<D: Dialect>(
+    store: &D,
+    filter: &EventFilter,
+    page: PageRequest,
+) -> StoreResult<Vec<EventSummary>> {
+    let statuses = status_names(&filter.delivery_status);
+    let mut w = Where::default();
+    w.page("e.id", page);
+    if let Some(wanted) = &filter.event_type {
+        type_matches(&mut w, "e.event_type", wanted);
+    }
+    if let Some(since) = filter.since {
+        w.push("e.created_at >= {}", [Arg::Time(since)]);
+    }
+    if let Some(until) = filter.until {
+        w.push("e.created_at < {}", [Arg::Time(until)]);
+    }
+    if let Some(id) = filter.subscription_id {
+        w.push(
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.subscription_id = {})",
+            [Arg::Uuid(id)],
+        );
+    }
+    if let Some(name) = &filter.connector {
+        let clause = format!(
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND {TO_CONNECTOR})"
+        );
+        w.push(&clause, [Arg::Text(name), Arg::Text(name)]);
+    }
+    if !statuses.is_empty() {
+        w.push_with(
+            |n| {
+                format!(
+                    "EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND NOT ({}))",
+                    D::name_not_in("d.status", n)
+                )
+            },
+            Arg::Names(&statuses),
+        );
+    }
+    let limit = w.limit(page);
+    let sql = format!(
+        "SELECT e.id, e.event_type, e.created_at FROM events e WHERE {} ORDER BY e.id DESC LIMIT {limit}",
+        w.sql()
+    );
+    let mut conn = store.reader().acquire().await?;
+    let found = conn.rows(&sql, &w.args).await?;
+    let mut events = found
+        .iter()
+        .map(rows::event_summary)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    if ids.is_empty() {
+        return Ok(events);
+    }
+    let mut counts: HashMap<Uuid, DeliveryCounts> = HashMap::new();
+    for row in conn
+        .rows_in(
+            "SELECT event_id, status, COUNT(*) AS n FROM deliveries WHERE event_id IN ({ids}) \
+             GROUP BY event_id, status",
+            &[],
+            &ids,
+        )
+        .await?
+    {
+        let status = rows::delivery_status(&row.text("status")?)?;
+        let entry = counts.entry(row.uuid("event_id")?).or_default();
+        entry.add(status, row.count("n")?);
+    }
+    for event in &mut events {
+        event.deliveries = counts.remove(&event.id).unwrap_or_default();
+    }
+    Ok(events)
+}
+
+pub(super) async fn subscription_deliveries<D: Dialect>(
+    store: &D,
+    subscription_id: Uuid,
+    statuses: &[DeliveryStatus],
+    page: PageRequest,
+) -> StoreResult<Vec<DeliveryLine>> {
+    let statuses = status_names(statuses);
+    let mut w = Where::default();
+    w.push("d.subscription_id = {}", [Arg::Uuid(subscription_id)]);
+    w.page("d.id", page);
+    if !statuses.is_empty() {
+        w.push_with(
+            |n| format!("NOT ({})", D::name_not_in("d.status", n)),
+            Arg::Names(&statuses),
+        );
+    }
+    let limit = w.limit(page);
+    let sql = format!(
+        "SELECT d.id, d.event_id, e.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, \
+         d.created_at, d.updated_at, \
+         (SELECT a.response_status FROM attempts a WHERE a.delivery_id = d.id \
+          ORDER BY a.started_at DESC, a.id DESC LIMIT 1) AS last_response_status \
+         FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {} ORDER BY d.id DESC LIMIT {limit}",
+        w.sql()
+    );
+    let mut conn = store.reader().acquire().await?;
+    let found = conn.rows(&sql, &w.args).await?;
+    found.iter().map(rows::delivery_line).collect()
+}
+
+/// The conditions of `filter` over `dl` (dead letters), `d` (their deliveries) and `e` (events).
+pub(super) fn dead_letters_where<'a>(filter: &'a DeadLetterFilter) -> Where<'a> {
+    let mut w = Where::default();
+    if let Some(since) = filter.since {
+        w.push("dl.created_at >= {}", [Arg::Time(since)]);
+    }
+    if let Some(until) = filter.until {
+        w.push("dl.created_at < {}", [Arg::Time(until)]);
+    }
+    if let Some(id) = filter.subscription_id {
+        w.push("d.subscription_id = {}", [Arg::Uuid(id)]);
+    }
+    if let Some(name) = &filter.connector {
+        w.push(TO_CONNECTOR, [Arg::Text(name), Arg::Text(name)]);
+    }
+    if let Some(wanted) = &filter.event_type {
+        type_matches(&mut w, "e.event_type", wanted);
+    }
+    w
+}
+
+pub(super) async fn list_dead_letters<D: Dialect>(
+    store: &D,
+    filter: &DeadLetterFilter,
+    page: PageRequest,
+) -> StoreResult<Vec<DeadLetter>> {
+    let mut w = dead_letters_where(filter);
+    w.page("dl.id", page);
+    let limit = w.limit(page);
+    let sql = format!(
+        concat!(
+            "SELECT dl.id, dl.event_id, dl.delivery_id, ",
+            destination_columns!(),
+            ", dl.attempts, dl.last_error, dl.created_at, dl.replayed_at \
+             FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
+             JOIN events e ON e.id = dl.event_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+             WHERE {} ORDER BY dl.id DESC LIMIT {}"
+        ),
+        w.sql(),
+        limit
+    );
+    let mut conn = store.reader().acquire().await?;
+    let found = conn.rows(&sql, &w.args).await?;
+    found.iter().map(rows::dead_letter).collect()
+}

@@ -1,0 +1,313 @@
+//! The store contract for the visibility queries, on both backends: events by filter, a
+//! subscription's deliveries, dead letters by filter (and bulk replay by the same filter).
+
+use chrono::TimeDelta;
+use integrations_hub::model::{
+    self, AttemptResult, DeadLetterFilter, DeliveryCounts, DeliveryStatus, EventFilter,
+    PageRequest, TypeMatch,
+};
+use integrations_hub::store::Store;
+use integrations_hub_testkit::{Backend, backend_tests};
+
+use crate::store_contract::{claim, created, event, new_sub, open, record};
+
+backend_tests!(
+    events_are_listed_newest_first_by_every_filter,
+    a_subscriptions_deliveries_show_their_latest_answer,
+    dead_letters_are_filtered_and_replayed_by_the_same_filter,
+);
+
+fn page(limit: u32) -> PageRequest {
+    PageRequest { after: None, limit }
+}
+
+/// The event types of the events `filter` lists, newest first.
+async fn listed(store: &dyn Store, filter: EventFilter) -> Vec<String> {
+    let events = store.list_events(&filter, page(50)).await.expect("list");
+    events.into_iter().map(|e| e.event_type).collect()
+}
+
+async fn events_are_listed_newest_first_by_every_filter(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let orders = store
+        .create_subscription(new_sub(&["order.created", "order.paid"]))
+        .await
+        .expect("sub");
+    store
+        .create_subscription(new_sub(&["user.created"]))
+        .await
+        .expect("sub");
+    let start = model::now();
+    store
+        .bind_connector("slack", &["order.paid".to_owned()], start)
+        .await
+        .expect("bind");
+    let mut ids = Vec::new();
+    for event_type in ["order.created", "order.paid", "user.created", "other"] {
+        let published = created(
+            store
+                .publish(vec![event(event_type, "{}")], None, model::now())
+                .await
+                .expect("publish"),
+        );
+        ids.push(published[0].id);
+    }
+    let all = store
+        .list_events(&EventFilter::default(), page(50))
+        .await
+        .expect("list");
+    let types: Vec<&str> = all.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["other", "user.created", "order.paid", "order.created"]
+    );
+    assert_eq!(
+        all[2].deliveries,
+        DeliveryCounts {
+            pending: 2,
+            ..DeliveryCounts::default()
+        },
+        "order.paid: its subscription and the connector"
+    );
+    assert_eq!(all[0].deliveries, DeliveryCounts::default());
+
+    let by = |filter: EventFilter| listed(store.as_ref(), filter);
+    let exact = TypeMatch::Exact("order.paid".into());
+    assert_eq!(
+        by(EventFilter {
+            event_type: Some(exact),
+            ..Default::default()
+        })
+        .await,
+        ["order.paid"]
+    );
+    assert_eq!(
+        by(EventFilter {
+            event_type: Some(TypeMatch::parse("order.*")),
+            ..Default::default()
+        })
+        .await,
+        ["order.paid", "order.created"]
+    );
+    assert_eq!(
+        by(EventFilter {
+            event_type: Some(TypeMatch::parse("order_")),
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new(),
+        "`_` is a character, not a wildcard"
+    );
+    assert_eq!(
+        by(EventFilter {
+            subscription_id: Some(orders.id),
+            ..Default::default()
+        })
+        .await,
+        ["order.paid", "order.created"]
+    );
+    assert_eq!(
+        by(EventFilter {
+            connector: Some("slack".into()),
+            ..Default::default()
+        })
+        .await,
+        ["order.paid"]
+    );
+    assert_eq!(
+        by(EventFilter {
+            delivery_status: vec![DeliveryStatus::Pending],
+            ..Default::default()
+        })
+        .await,
+        ["user.created", "order.paid", "order.created"]
+    );
+    // One delivery dead: only its event has a dead delivery.
+    let now = model::now();
+    let claimed = claim(store.as_ref(), "me", now, 1).await;
+    let dead_event = claimed[0].event_id;
+    store
+        .record_attempt(record(&claimed[0], "me", AttemptResult::Dead, None), now)
+        .await
+        .expect("record");
+    let dead = store
+        .list_events(
+            &EventFilter {
+                delivery_status: vec![DeliveryStatus::Dead, DeliveryStatus::Cancelled],
+                ..Default::default()
+            },
+            page(50),
+        )
+        .await
+        .expect("list");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, dead_event);
+    assert_eq!(dead[0].deliveries.dead, 1);
+    // A time window and pages.
+    let all_ids: Vec<_> = all.iter().map(|e| e.id).collect();
+    let window = store
+        .list_events(
+            &EventFilter {
+                since: Some(start - TimeDelta::seconds(1)),
+                until: Some(start - TimeDelta::microseconds(1)),
+                ..Default::default()
+            },
+            page(50),
+        )
+        .await
+        .expect("list");
+    assert!(window.is_empty(), "all were created after the window");
+    let first = store
+        .list_events(&EventFilter::default(), page(3))
+        .await
+        .expect("page");
+    let rest = store
+        .list_events(
+            &EventFilter::default(),
+            PageRequest {
+                after: first.last().map(|e| e.id),
+                limit: 3,
+            },
+        )
+        .await
+        .expect("next page");
+    let paged: Vec<_> = first.iter().chain(&rest).map(|e| e.id).collect();
+    assert_eq!(paged, all_ids);
+    assert_eq!(ids.len(), 4);
+}
+
+async fn a_subscriptions_deliveries_show_their_latest_answer(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let sub = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("sub");
+    let other = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("sub");
+    for _ in 0..3 {
+        store
+            .publish(vec![event("a", "{}")], None, model::now())
+            .await
+            .expect("publish");
+    }
+    let now = model::now();
+    let retry_at = now + TimeDelta::seconds(60);
+    for d in claim(store.as_ref(), "me", now, 10).await {
+        let result = AttemptResult::Retry(retry_at);
+        store
+            .record_attempt(record(&d, "me", result, None), now)
+            .await
+            .expect("record");
+    }
+    let lines = store
+        .subscription_deliveries(sub.id, &[], page(50))
+        .await
+        .expect("list");
+    assert_eq!(lines.len(), 3, "its own deliveries only");
+    assert!(lines.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    for line in &lines {
+        assert_eq!(line.event_type, "a");
+        assert_eq!(line.status, DeliveryStatus::Pending);
+        assert_eq!(line.attempts, 1);
+        assert_eq!(line.next_attempt_at, Some(retry_at));
+        assert_eq!(line.last_response_status, Some(500));
+        assert_eq!(line.last_error.as_deref(), Some("HTTP 500"));
+    }
+    assert!(
+        store
+            .subscription_deliveries(sub.id, &[DeliveryStatus::Dead], page(50))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let next = store
+        .subscription_deliveries(
+            other.id,
+            &[DeliveryStatus::Pending, DeliveryStatus::Dead],
+            PageRequest {
+                after: None,
+                limit: 2,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(next.len(), 2);
+}
+
+async fn dead_letters_are_filtered_and_replayed_by_the_same_filter(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let orders = store
+        .create_subscription(new_sub(&["order.created", "order.paid"]))
+        .await
+        .expect("sub");
+    let users = store
+        .create_subscription(new_sub(&["user.created"]))
+        .await
+        .expect("sub");
+    for event_type in ["order.created", "order.paid", "user.created"] {
+        store
+            .publish(vec![event(event_type, "{}")], None, model::now())
+            .await
+            .expect("publish");
+    }
+    let now = model::now();
+    for d in claim(store.as_ref(), "me", now, 10).await {
+        store
+            .record_attempt(record(&d, "me", AttemptResult::Dead, None), now)
+            .await
+            .expect("record");
+    }
+    let count = |filter: DeadLetterFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list_dead_letters(&filter, page(50))
+                .await
+                .expect("list")
+                .len()
+        }
+    };
+    assert_eq!(count(DeadLetterFilter::default()).await, 3);
+    let paid = || DeadLetterFilter {
+        event_type: Some(TypeMatch::parse("order.paid")),
+        ..Default::default()
+    };
+    assert_eq!(count(paid()).await, 1);
+    let order_prefix = DeadLetterFilter {
+        event_type: Some(TypeMatch::parse("order.")),
+        ..Default::default()
+    };
+    assert_eq!(count(order_prefix).await, 2);
+    let of_users = DeadLetterFilter {
+        subscription_id: Some(users.id),
+        ..Default::default()
+    };
+    assert_eq!(count(of_users).await, 1);
+    let later = DeadLetterFilter {
+        since: Some(now + TimeDelta::seconds(1)),
+        ..Default::default()
+    };
+    assert_eq!(count(later).await, 0);
+    assert_eq!(
+        store
+            .replay_dead_letters(paid(), now)
+            .await
+            .expect("replay"),
+        1,
+        "the replay takes what the list shows"
+    );
+    let waiting = store
+        .subscription_deliveries(orders.id, &[DeliveryStatus::Pending], page(50))
+        .await
+        .expect("list");
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].event_type, "order.paid");
+}
