@@ -15,6 +15,7 @@ backend_tests!(
     dead_letters_are_listed_and_replayed_by_filter,
     bad_filters_are_400s_naming_the_parameter,
     a_test_event_is_signed_sent_and_reported_not_stored,
+    stats_show_attempts_latency_circuit_and_backlog,
 );
 
 fn ids(page: &Value) -> Vec<String> {
@@ -253,4 +254,47 @@ async fn a_test_event_is_signed_sent_and_reported_not_stored(backend: Backend) {
         404,
     )
     .await;
+}
+
+async fn stats_show_attempts_latency_circuit_and_backlog(backend: Backend) {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
+        return;
+    };
+    let ok = Receiver::start(Reply::Status(200)).await;
+    let sub = hub.subscribe(&ok.url("/hook"), json!(["a"])).await;
+    let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().expect("id"));
+    for n in 0..2 {
+        let id = hub.publish_id("a", json!({"n": n})).await;
+        hub.wait_delivered(&id).await;
+    }
+    let stats = hub.get_json(&format!("{path}/stats?window=1h"), 200).await;
+    assert_eq!(stats["window"], "1h");
+    assert_eq!(stats["attempts"], 2, "{stats}");
+    assert_eq!(stats["succeeded"], 2);
+    assert_eq!(stats["failed"], 0);
+    assert_eq!(stats["success_rate"], 1.0);
+    assert_eq!(stats["latency_ms"]["sampled"], 2);
+    assert!(stats["latency_ms"]["p99"].as_u64().is_some());
+    assert!(stats["last_success_at"].is_string());
+    assert_eq!(stats["last_failure"], Value::Null);
+    assert_eq!(stats["backlog"]["pending"], 0);
+    assert_eq!(stats["backlog"]["oldest_pending_age_seconds"], Value::Null);
+    assert_eq!(stats["circuit"]["state"], "closed");
+    let day = hub.get_json(&format!("{path}/stats"), 200).await;
+    assert_eq!(day["window"], "24h", "the default window");
+
+    let problem = hub
+        .expect(hub.get(&format!("{path}/stats?window=2h")), 400)
+        .await;
+    assert_eq!(problem["errors"][0]["field"], "window", "{problem}");
+    hub.expect(
+        hub.get("/api/v1/subscriptions/0190a0a0-0000-7000-8000-000000000000/stats"),
+        404,
+    )
+    .await;
+    let slack = hub.get_json("/api/v1/connectors/slack/stats", 200).await;
+    assert_eq!(slack["attempts"], 0);
+    assert!(slack.get("circuit").is_none());
+    hub.expect(hub.get("/api/v1/connectors/nosuch/stats"), 404)
+        .await;
 }

@@ -126,32 +126,18 @@ async fn instances_are_unique_per_name_changed_and_deleted_only_when_unused(back
             .is_empty(),
         "nothing is signed for a connector"
     );
-    assert_eq!(
-        store
-            .delete_connector_instance(alerts.id, later)
-            .await
-            .expect("delete"),
-        InstanceDeletion::InUse(vec![sub.id])
-    );
+    let delete = || async {
+        let deleted = store.delete_connector_instance(alerts.id, later).await;
+        deleted.expect("delete")
+    };
+    assert_eq!(delete().await, InstanceDeletion::InUse(vec![sub.id]));
     store
         .delete_subscription(sub.id, later)
         .await
         .expect("delete subscription")
         .expect("existed");
-    assert_eq!(
-        store
-            .delete_connector_instance(alerts.id, later)
-            .await
-            .expect("delete"),
-        InstanceDeletion::Deleted
-    );
-    assert_eq!(
-        store
-            .delete_connector_instance(alerts.id, later)
-            .await
-            .expect("delete"),
-        InstanceDeletion::NotFound
-    );
+    assert_eq!(delete().await, InstanceDeletion::Deleted);
+    assert_eq!(delete().await, InstanceDeletion::NotFound);
     assert_eq!(
         store
             .connector_instance("slack", "alerts")

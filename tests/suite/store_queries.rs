@@ -2,12 +2,14 @@
 //! subscription's deliveries, dead letters by filter (and bulk replay by the same filter).
 
 use chrono::TimeDelta;
+use integrations_hub::model::Subscription;
 use integrations_hub::model::{
     self, AttemptResult, DeadLetterFilter, DeliveryCounts, DeliveryStatus, EventFilter,
-    PageRequest, TypeMatch,
+    PageRequest, StatsOf, TypeMatch,
 };
 use integrations_hub::store::Store;
 use integrations_hub_testkit::{Backend, backend_tests};
+use uuid::Uuid;
 
 use crate::store_contract::{claim, created, event, new_sub, open, record};
 
@@ -15,6 +17,7 @@ backend_tests!(
     events_are_listed_newest_first_by_every_filter,
     a_subscriptions_deliveries_show_their_latest_answer,
     dead_letters_are_filtered_and_replayed_by_the_same_filter,
+    stats_count_a_windows_attempts_and_the_backlog,
 );
 
 fn page(limit: u32) -> PageRequest {
@@ -27,33 +30,37 @@ async fn listed(store: &dyn Store, filter: EventFilter) -> Vec<String> {
     events.into_iter().map(|e| e.event_type).collect()
 }
 
+/// A subscription to `order.created` and `order.paid`, and one to `user.created`.
+async fn orders_and_users(store: &dyn Store) -> (Subscription, Subscription) {
+    let orders = new_sub(&["order.created", "order.paid"]);
+    let orders = store.create_subscription(orders).await.expect("sub");
+    let users = new_sub(&["user.created"]);
+    let users = store.create_subscription(users).await.expect("sub");
+    (orders, users)
+}
+
+/// Publishes one event of each type, in order; their ids.
+async fn publish_each(store: &dyn Store, types: &[&str]) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for event_type in types {
+        let outcome = store.publish(vec![event(event_type, "{}")], None, model::now());
+        ids.push(created(outcome.await.expect("publish"))[0].id);
+    }
+    ids
+}
+
 async fn events_are_listed_newest_first_by_every_filter(backend: Backend) {
     let Some((_db, store)) = open(backend).await else {
         return;
     };
-    let orders = store
-        .create_subscription(new_sub(&["order.created", "order.paid"]))
-        .await
-        .expect("sub");
-    store
-        .create_subscription(new_sub(&["user.created"]))
-        .await
-        .expect("sub");
+    let (orders, _) = orders_and_users(store.as_ref()).await;
     let start = model::now();
     store
         .bind_connector("slack", &["order.paid".to_owned()], start)
         .await
         .expect("bind");
-    let mut ids = Vec::new();
-    for event_type in ["order.created", "order.paid", "user.created", "other"] {
-        let published = created(
-            store
-                .publish(vec![event(event_type, "{}")], None, model::now())
-                .await
-                .expect("publish"),
-        );
-        ids.push(published[0].id);
-    }
+    let types = ["order.created", "order.paid", "user.created", "other"];
+    let ids = publish_each(store.as_ref(), &types).await;
     let all = store
         .list_events(&EventFilter::default(), page(50))
         .await
@@ -244,20 +251,12 @@ async fn dead_letters_are_filtered_and_replayed_by_the_same_filter(backend: Back
     let Some((_db, store)) = open(backend).await else {
         return;
     };
-    let orders = store
-        .create_subscription(new_sub(&["order.created", "order.paid"]))
-        .await
-        .expect("sub");
-    let users = store
-        .create_subscription(new_sub(&["user.created"]))
-        .await
-        .expect("sub");
-    for event_type in ["order.created", "order.paid", "user.created"] {
-        store
-            .publish(vec![event(event_type, "{}")], None, model::now())
-            .await
-            .expect("publish");
-    }
+    let (orders, users) = orders_and_users(store.as_ref()).await;
+    publish_each(
+        store.as_ref(),
+        &["order.created", "order.paid", "user.created"],
+    )
+    .await;
     let now = model::now();
     for d in claim(store.as_ref(), "me", now, 10).await {
         store
@@ -310,4 +309,79 @@ async fn dead_letters_are_filtered_and_replayed_by_the_same_filter(backend: Back
         .expect("list");
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].event_type, "order.paid");
+}
+
+async fn stats_count_a_windows_attempts_and_the_backlog(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let (orders, users) = orders_and_users(store.as_ref()).await;
+    store
+        .bind_connector("slack", &["user.created".to_owned()], model::now())
+        .await
+        .expect("bind");
+    publish_each(
+        store.as_ref(),
+        &["order.created", "order.paid", "order.paid"],
+    )
+    .await;
+    publish_each(store.as_ref(), &["user.created"]).await;
+    let start = model::now();
+    let retry_at = start + TimeDelta::seconds(60);
+    let claimed = claim(store.as_ref(), "me", start, 10).await;
+    let mut results = vec![
+        AttemptResult::Succeeded,
+        AttemptResult::Succeeded,
+        AttemptResult::Retry(retry_at),
+    ]
+    .into_iter();
+    for d in claimed
+        .iter()
+        .filter(|d| d.event_type.starts_with("order."))
+    {
+        let result = results.next().expect("three order deliveries");
+        store
+            .record_attempt(record(d, "me", result, Some(orders.id)), start)
+            .await
+            .expect("record");
+    }
+    let since = start - TimeDelta::hours(1);
+    let stats = store
+        .destination_stats(StatsOf::Subscription(orders.id), since)
+        .await
+        .expect("stats");
+    assert_eq!(stats.attempts, 3);
+    assert_eq!(stats.succeeded, 2);
+    assert_eq!(stats.durations_ms, [12, 12, 12]);
+    assert!(stats.last_success_at.is_some());
+    let (_, error) = stats.last_failure.clone().expect("a failure");
+    assert_eq!(error.as_deref(), Some("HTTP 500"));
+    assert_eq!(stats.pending, 1, "the retried one");
+    assert!(stats.oldest_pending_created_at.is_some());
+
+    // A window after the attempts: none counted, the latest ones still known.
+    let later = store
+        .destination_stats(
+            StatsOf::Subscription(orders.id),
+            start + TimeDelta::seconds(1),
+        )
+        .await
+        .expect("stats");
+    assert_eq!((later.attempts, later.succeeded), (0, 0));
+    assert!(later.durations_ms.is_empty());
+    assert_eq!(later.last_success_at, stats.last_success_at);
+    assert_eq!(later.pending, 1);
+
+    // The connector's deliveries (here, through its binding), apart from the subscriptions'.
+    let slack = store
+        .destination_stats(StatsOf::Connector("slack"), since)
+        .await
+        .expect("stats");
+    assert_eq!(slack.pending, 1, "{slack:?}");
+    let users = store
+        .destination_stats(StatsOf::Subscription(users.id), since)
+        .await
+        .expect("stats");
+    assert_eq!(users.pending, 1);
+    assert_eq!(users.attempts, 0);
 }

@@ -16,6 +16,7 @@ mod extract;
 mod instances;
 mod ops;
 mod schema;
+mod stats;
 mod subscriptions;
 pub(crate) mod validate;
 
@@ -204,6 +205,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(connectors::router())
         .merge(instances::router())
+        .merge(stats::router())
 }
 
 /// Builds the complete application for `state`.

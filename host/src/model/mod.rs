@@ -7,7 +7,8 @@ pub mod names;
 mod query;
 
 pub use query::{
-    DeadLetterFilter, DeliveryCounts, DeliveryLine, EventFilter, EventSummary, TypeMatch,
+    DeadLetterFilter, DeliveryCounts, DeliveryLine, DestinationStats, EventFilter, EventSummary,
+    MAX_LATENCY_SAMPLE, Percentiles, StatsOf, TypeMatch,
 };
 
 use std::collections::BTreeMap;

@@ -104,3 +104,92 @@ pub struct DeadLetterFilter {
     pub connector: Option<String>,
     pub event_type: Option<TypeMatch>,
 }
+
+/// Whose statistics: a subscription's deliveries, or a connector's (its default instance and
+/// all its instances).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsOf<'a> {
+    Subscription(Uuid),
+    Connector(&'a str),
+}
+
+/// Most attempt durations a latency figure is computed from (the latest in the window).
+pub const MAX_LATENCY_SAMPLE: u32 = 10_000;
+
+/// What a destination's attempts in a window came to, and its backlog now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationStats {
+    pub attempts: u64,
+    pub succeeded: u64,
+    /// Durations of the latest attempts in the window (at most [`MAX_LATENCY_SAMPLE`]).
+    pub durations_ms: Vec<u64>,
+    /// The latest successful attempt, whenever it was.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The latest failed attempt, whenever it was, and its error.
+    pub last_failure: Option<(DateTime<Utc>, Option<String>)>,
+    /// Deliveries not finished (pending or in flight).
+    pub pending: u64,
+    pub oldest_pending_created_at: Option<DateTime<Utc>>,
+}
+
+/// Latency percentiles (nearest rank) of a sample of durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p95: u64,
+    pub p99: u64,
+    /// How many durations they were computed from.
+    pub sampled: u64,
+}
+
+impl Percentiles {
+    /// `None` for an empty sample.
+    pub fn of(mut durations: Vec<u64>) -> Option<Self> {
+        if durations.is_empty() {
+            return None;
+        }
+        durations.sort_unstable();
+        let rank = |p: usize| {
+            let index = (durations.len() * p).div_ceil(100).max(1) - 1;
+            durations[index]
+        };
+        Some(Self {
+            p50: rank(50),
+            p95: rank(95),
+            p99: rank(99),
+            sampled: durations.len() as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        assert_eq!(Percentiles::of(Vec::new()), None);
+        let one = Percentiles::of(vec![7]).expect("one");
+        assert_eq!((one.p50, one.p95, one.p99, one.sampled), (7, 7, 7, 1));
+        let hundred = Percentiles::of((1..=100).rev().collect()).expect("hundred");
+        assert_eq!((hundred.p50, hundred.p95, hundred.p99), (50, 95, 99));
+        let ten = Percentiles::of((1..=10).collect()).expect("ten");
+        assert_eq!((ten.p50, ten.p95, ten.p99), (5, 10, 10));
+    }
+
+    #[test]
+    fn a_type_filter_is_exact_or_a_prefix() {
+        assert_eq!(
+            TypeMatch::parse("order.paid"),
+            TypeMatch::Exact("order.paid".into())
+        );
+        assert_eq!(
+            TypeMatch::parse("order."),
+            TypeMatch::Prefix("order.".into())
+        );
+        assert_eq!(
+            TypeMatch::parse("order.*"),
+            TypeMatch::Prefix("order.".into())
+        );
+    }
+}

@@ -41,10 +41,10 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
-    ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus, EventDetail,
-    EventFilter, EventSummary, IdempotencyKey, InstanceDeletion, NewEvent, NewSubscription,
-    OutboxStats, PageRequest, PublishOutcome, PublishRequest, ReplayOutcome, Subscription,
-    SubscriptionPatch,
+    ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus,
+    DestinationStats, EventDetail, EventFilter, EventSummary, IdempotencyKey, InstanceDeletion,
+    NewEvent, NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest,
+    ReplayOutcome, StatsOf, Subscription, SubscriptionPatch,
 };
 
 pub use error::{StoreError, StoreResult};
@@ -165,6 +165,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         filter: &EventFilter,
         page: PageRequest,
     ) -> StoreResult<Vec<EventSummary>>;
+
+    /// What the attempts of `of` since `since` came to, and its backlog.
+    async fn destination_stats(
+        &self,
+        of: StatsOf<'_>,
+        since: DateTime<Utc>,
+    ) -> StoreResult<DestinationStats>;
 
     /// A subscription's deliveries (in any of `statuses`; none given: all), newest first.
     async fn subscription_deliveries(

@@ -19,10 +19,10 @@ use super::{Store, StoreError, StoreResult};
 use super::{instances, queries};
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
-    ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus, EventDetail,
-    EventFilter, EventSummary, InstanceDeletion, MAX_BULK_REPLAY, NewSubscription, OutboxStats,
-    PageRequest, PublishOutcome, PublishRequest, ReplayOutcome, SECRET_GRACE, Subscription,
-    SubscriptionPatch,
+    ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus,
+    DestinationStats, EventDetail, EventFilter, EventSummary, InstanceDeletion, MAX_BULK_REPLAY,
+    NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest, ReplayOutcome,
+    SECRET_GRACE, StatsOf, Subscription, SubscriptionPatch,
 };
 
 /// Hands `owner`'s in-flight deliveries back to `pending`; `only` narrows them down (`{ids}`).
@@ -366,6 +366,14 @@ impl<D: Dialect> Store for D {
         page: PageRequest,
     ) -> StoreResult<Vec<EventSummary>> {
         queries::list_events(self, filter, page).await
+    }
+
+    async fn destination_stats(
+        &self,
+        of: StatsOf<'_>,
+        since: DateTime<Utc>,
+    ) -> StoreResult<DestinationStats> {
+        queries::destination_stats(self, of, since).await
     }
 
     async fn subscription_deliveries(

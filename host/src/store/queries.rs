@@ -1,17 +1,19 @@
 //! The visibility queries (events by filter, a subscription's deliveries, dead letters by
-//! filter), written once for both backends: a [`Where`] holds the clauses of the filters given,
+//! filter, a destination's statistics), written once for both backends: a [`Where`] holds the clauses of the filters given,
 //! numbering their placeholders, so a query has only the conditions it needs.
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::StoreResult;
 use super::rows::{self, destination_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
+
 use crate::model::{
-    DeadLetter, DeadLetterFilter, DeliveryCounts, DeliveryLine, DeliveryStatus, EventFilter,
-    EventSummary, PageRequest, TypeMatch,
+    DeadLetter, DeadLetterFilter, DeliveryCounts, DeliveryLine, DeliveryStatus, DestinationStats,
+    EventFilter, EventSummary, MAX_LATENCY_SAMPLE, PageRequest, StatsOf, TypeMatch,
 };
 
 /// The conditions of a query and the arguments they bind.
@@ -241,4 +243,83 @@ pub(super) async fn list_dead_letters<D: Dialect>(
     let mut conn = store.reader().acquire().await?;
     let found = conn.rows(&sql, &w.args).await?;
     found.iter().map(rows::dead_letter).collect()
+}
+
+/// The deliveries of `of`, over `d`.
+fn deliveries_of<'a>(of: StatsOf<'a>) -> Where<'a> {
+    let mut w = Where::default();
+    match of {
+        StatsOf::Subscription(id) => w.push("d.subscription_id = {}", [Arg::Uuid(id)]),
+        StatsOf::Connector(name) => w.push(TO_CONNECTOR, [Arg::Text(name), Arg::Text(name)]),
+    }
+    w
+}
+
+pub(super) async fn destination_stats<D: Dialect>(
+    store: &D,
+    of: StatsOf<'_>,
+    since: DateTime<Utc>,
+) -> StoreResult<DestinationStats> {
+    let attempts_of = "FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE";
+    let mut conn = store.reader().acquire().await?;
+
+    let mut w = deliveries_of(of);
+    w.push("a.started_at >= {}", [Arg::Time(since)]);
+    let sql = format!(
+        "SELECT COUNT(*) AS attempts, \
+         COALESCE(SUM(CASE WHEN a.outcome = 'succeeded' THEN 1 ELSE 0 END), 0) AS succeeded \
+         {attempts_of} {}",
+        w.sql()
+    );
+    let counts = conn.row(&sql, &w.args).await?;
+    let (attempts, succeeded) = match &counts {
+        Some(row) => (row.get::<u64>("attempts")?, row.get::<u64>("succeeded")?),
+        None => (0, 0),
+    };
+
+    let limit = w.next();
+    w.args.push(Arg::Int(MAX_LATENCY_SAMPLE.into()));
+    let sql = format!(
+        "SELECT a.duration_ms {attempts_of} {} ORDER BY a.started_at DESC LIMIT ${limit}",
+        w.sql()
+    );
+    let durations_ms = (conn.rows(&sql, &w.args).await?.iter())
+        .map(|row| row.get::<u64>("duration_ms"))
+        .collect::<StoreResult<Vec<_>>>()?;
+
+    let latest = |outcome: &str| {
+        let w = deliveries_of(of);
+        format!(
+            "SELECT a.started_at, a.error {attempts_of} {} AND a.outcome = '{outcome}' \
+             ORDER BY a.started_at DESC LIMIT 1",
+            w.sql()
+        )
+    };
+    let w = deliveries_of(of);
+    let success = conn.row(&latest("succeeded"), &w.args).await?;
+    let last_success_at = success.map(|row| row.time("started_at")).transpose()?;
+    let failure = conn.row(&latest("failed"), &w.args).await?;
+    let last_failure = failure
+        .map(|row| Ok::<_, super::StoreError>((row.time("started_at")?, row.opt_text("error")?)))
+        .transpose()?;
+
+    let sql = format!(
+        "SELECT COUNT(*) AS pending, MIN(d.created_at) AS oldest FROM deliveries d \
+         WHERE d.status IN ('pending', 'in_flight') AND {}",
+        w.sql()
+    );
+    let backlog = conn.row(&sql, &w.args).await?;
+    let (pending, oldest_pending_created_at) = match &backlog {
+        Some(row) => (row.get::<u64>("pending")?, row.opt_time("oldest")?),
+        None => (0, None),
+    };
+    Ok(DestinationStats {
+        attempts,
+        succeeded,
+        durations_ms,
+        last_success_at,
+        last_failure,
+        pending,
+        oldest_pending_created_at,
+    })
 }
