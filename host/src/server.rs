@@ -93,7 +93,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
-    let state = AppState::new(config, store, metrics, wake, connectors, sender);
+    let state = AppState::new(config, store, metrics, wake, connectors, sender, stop_rx);
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown({
             let stop_tx = stop_tx.clone();

@@ -16,6 +16,7 @@ backend_tests!(
     bad_filters_are_400s_naming_the_parameter,
     a_test_event_is_signed_sent_and_reported_not_stored,
     stats_show_attempts_latency_circuit_and_backlog,
+    the_live_feed_shows_new_events_and_attempts_and_ends_at_shutdown,
 );
 
 fn ids(page: &Value) -> Vec<String> {
@@ -297,4 +298,52 @@ async fn stats_show_attempts_latency_circuit_and_backlog(backend: Backend) {
     assert!(slack.get("circuit").is_none());
     hub.expect(hub.get("/api/v1/connectors/nosuch/stats"), 404)
         .await;
+}
+
+async fn the_live_feed_shows_new_events_and_attempts_and_ends_at_shutdown(backend: Backend) {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
+        return;
+    };
+    let ok = Receiver::start(Reply::Status(200)).await;
+    hub.subscribe(&ok.url("/hook"), json!(["a"])).await;
+    let before = hub.publish_id("a", json!({"before": true})).await;
+    hub.wait_delivered(&before).await;
+
+    let mut feed = hub.get("/api/v1/feed").send().await.expect("feed");
+    assert_eq!(feed.status(), 200);
+    assert!(
+        feed.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/event-stream")
+    );
+    let id = hub.publish_id("a", json!({"live": true})).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut text = String::new();
+    let saw = |text: &str, kind: &str, needle: &str| {
+        text.split("\n\n")
+            .any(|message| message.contains(&format!("event: {kind}")) && message.contains(needle))
+    };
+    while !(saw(&text, "event", &format!("\"id\":\"{id}\""))
+        && saw(&text, "attempt", &format!("\"event_id\":\"{id}\"")))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed showed only: {text}"
+        );
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), feed.chunk())
+            .await
+            .expect("a message or a keep-alive within 5 s")
+            .expect("read");
+        text.push_str(&String::from_utf8_lossy(
+            &chunk.expect("the feed stays open"),
+        ));
+    }
+    assert!(
+        !text.contains(&before),
+        "only what happened after it opened: {text}"
+    );
+    // A feed never holds up a shutdown.
+    let (stopped, _db) = hub.stop().await;
+    stopped.expect("clean stop with a feed open");
 }

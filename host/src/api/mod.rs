@@ -13,6 +13,7 @@ mod auth;
 mod connectors;
 mod events;
 mod extract;
+mod feed;
 mod instances;
 mod ops;
 mod schema;
@@ -67,6 +68,10 @@ pub struct AppState {
     pub publisher: Arc<GroupCommit<PublishRequest, PublishOutcome>>,
     /// Sends test events exactly as the engine sends deliveries.
     pub sender: Sender,
+    /// Live feeds open (at most `feed::MAX_FEEDS`).
+    feeds: Arc<tokio::sync::Semaphore>,
+    /// Turns true when the hub shuts down: live feeds end.
+    stop: tokio::sync::watch::Receiver<bool>,
     api_keys: Arc<auth::ApiKeys>,
 }
 
@@ -78,10 +83,13 @@ impl AppState {
         wake: Arc<tokio::sync::Notify>,
         connectors: Arc<Connectors>,
         sender: Sender,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
             publisher: Arc::new(group::publishes(store.clone())),
             sender,
+            feeds: Arc::new(tokio::sync::Semaphore::new(feed::MAX_FEEDS)),
+            stop,
             wake,
             connectors,
             api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
@@ -206,6 +214,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(connectors::router())
         .merge(instances::router())
         .merge(stats::router())
+        .merge(feed::router())
 }
 
 /// Builds the complete application for `state`.

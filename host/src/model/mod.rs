@@ -8,7 +8,7 @@ mod query;
 
 pub use query::{
     DeadLetterFilter, DeliveryCounts, DeliveryLine, DestinationStats, EventFilter, EventSummary,
-    MAX_LATENCY_SAMPLE, Percentiles, StatsOf, TypeMatch,
+    Feed, MAX_LATENCY_SAMPLE, Percentiles, StatsOf, TypeMatch,
 };
 
 use std::collections::BTreeMap;

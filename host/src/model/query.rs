@@ -105,6 +105,17 @@ pub struct DeadLetterFilter {
     pub event_type: Option<TypeMatch>,
 }
 
+/// What a live feed shows next, and where it continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feed {
+    /// New events, oldest first (no delivery counts: they are new).
+    pub events: Vec<EventSummary>,
+    /// New attempts, oldest first.
+    pub attempts: Vec<super::AttemptView>,
+    pub event_cursor: Uuid,
+    pub attempt_cursor: Uuid,
+}
+
 /// Whose statistics: a subscription's deliveries, or a connector's (its default instance and
 /// all its instances).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

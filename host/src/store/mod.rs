@@ -42,9 +42,9 @@ use crate::config::Config;
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
     ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus,
-    DestinationStats, EventDetail, EventFilter, EventSummary, IdempotencyKey, InstanceDeletion,
-    NewEvent, NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest,
-    ReplayOutcome, StatsOf, Subscription, SubscriptionPatch,
+    DestinationStats, EventDetail, EventFilter, EventSummary, Feed, IdempotencyKey,
+    InstanceDeletion, NewEvent, NewSubscription, OutboxStats, PageRequest, PublishOutcome,
+    PublishRequest, ReplayOutcome, StatsOf, Subscription, SubscriptionPatch,
 };
 
 pub use error::{StoreError, StoreResult};
@@ -165,6 +165,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         filter: &EventFilter,
         page: PageRequest,
     ) -> StoreResult<Vec<EventSummary>>;
+
+    /// Events and attempts newer than the cursors (oldest first, at most `limit` of each); with
+    /// no cursors, nothing but the cursors of now.
+    async fn feed(
+        &self,
+        after_event: Option<Uuid>,
+        after_attempt: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Feed>;
 
     /// What the attempts of `of` since `since` came to, and its backlog.
     async fn destination_stats(

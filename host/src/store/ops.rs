@@ -20,9 +20,9 @@ use super::{instances, queries};
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
     ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus,
-    DestinationStats, EventDetail, EventFilter, EventSummary, InstanceDeletion, MAX_BULK_REPLAY,
-    NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest, ReplayOutcome,
-    SECRET_GRACE, StatsOf, Subscription, SubscriptionPatch,
+    DestinationStats, EventDetail, EventFilter, EventSummary, Feed, InstanceDeletion,
+    MAX_BULK_REPLAY, NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest,
+    ReplayOutcome, SECRET_GRACE, StatsOf, Subscription, SubscriptionPatch,
 };
 
 /// Hands `owner`'s in-flight deliveries back to `pending`; `only` narrows them down (`{ids}`).
@@ -366,6 +366,15 @@ impl<D: Dialect> Store for D {
         page: PageRequest,
     ) -> StoreResult<Vec<EventSummary>> {
         queries::list_events(self, filter, page).await
+    }
+
+    async fn feed(
+        &self,
+        after_event: Option<Uuid>,
+        after_attempt: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Feed> {
+        queries::feed(self, after_event, after_attempt, limit).await
     }
 
     async fn destination_stats(

@@ -13,7 +13,7 @@ use super::sql::{Arg, Conn, DbRow, Dialect};
 
 use crate::model::{
     DeadLetter, DeadLetterFilter, DeliveryCounts, DeliveryLine, DeliveryStatus, DestinationStats,
-    EventFilter, EventSummary, MAX_LATENCY_SAMPLE, PageRequest, StatsOf, TypeMatch,
+    EventFilter, EventSummary, Feed, MAX_LATENCY_SAMPLE, PageRequest, StatsOf, TypeMatch,
 };
 
 /// The conditions of a query and the arguments they bind.
@@ -321,5 +321,66 @@ pub(super) async fn destination_stats<D: Dialect>(
         last_failure,
         pending,
         oldest_pending_created_at,
+    })
+}
+
+/// What happened after the cursors: events and attempts newer than `after_event` and
+/// `after_attempt` (oldest first, at most `limit` of each); with no cursor, the newest ids, so
+/// a feed starts from now.
+pub(super) async fn feed<D: Dialect>(
+    store: &D,
+    after_event: Option<Uuid>,
+    after_attempt: Option<Uuid>,
+    limit: u32,
+) -> StoreResult<Feed> {
+    let mut conn = store.reader().acquire().await?;
+    let (Some(after_event), Some(after_attempt)) = (after_event, after_attempt) else {
+        // PostgreSQL has no MAX(uuid); the primary key gives the newest id as fast.
+        let newest = |table: &str| format!("SELECT id FROM {table} ORDER BY id DESC LIMIT 1");
+        let event = conn.row(&newest("events"), &[]).await?;
+        let attempt = conn.row(&newest("attempts"), &[]).await?;
+        let start = |row: Option<<D::Conn as Conn>::Row>| -> StoreResult<Uuid> {
+            Ok(row
+                .map(|r| r.opt_uuid("id"))
+                .transpose()?
+                .flatten()
+                .unwrap_or(Uuid::nil()))
+        };
+        return Ok(Feed {
+            events: Vec::new(),
+            attempts: Vec::new(),
+            event_cursor: after_event.map_or_else(|| start(event), Ok)?,
+            attempt_cursor: after_attempt.map_or_else(|| start(attempt), Ok)?,
+        });
+    };
+    let events = conn
+        .rows(
+            "SELECT id, event_type, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+            &[Arg::Uuid(after_event), Arg::Int(limit.into())],
+        )
+        .await?
+        .iter()
+        .map(rows::event_summary)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let sql = concat!(
+        "SELECT a.id, a.event_id, a.delivery_id, ",
+        destination_columns!(),
+        ", a.attempt, a.outcome, a.response_status, a.response_body, a.error, \
+         a.duration_ms, a.started_at \
+         FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+         LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+         WHERE a.id > $1 ORDER BY a.id LIMIT $2"
+    );
+    let attempts = conn
+        .rows(sql, &[Arg::Uuid(after_attempt), Arg::Int(limit.into())])
+        .await?
+        .iter()
+        .map(rows::attempt_view)
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(Feed {
+        event_cursor: events.last().map_or(after_event, |e| e.id),
+        attempt_cursor: attempts.last().map_or(after_attempt, |a| a.id),
+        events,
+        attempts,
     })
 }
