@@ -41,3 +41,25 @@ async fn the_load_benchmark_delivers_every_event_exactly_once() {
     // with a notice, and under CI=true `TestDb::create` has already failed the test).
     assert!(measured >= 1, "no backend was measured\n{rendered}");
 }
+
+/// The query benchmark, small (2,000 events, a few runs per call), on both backends: its seed
+/// must load into the real schema and every call it times must answer 200, so it cannot rot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_benchmark_seeds_and_times_every_call() {
+    let mut measured = 0;
+    for backend in [
+        integrations_hub_testkit::Backend::Sqlite,
+        integrations_hub_testkit::Backend::Postgres,
+    ] {
+        let timings = integrations_hub_tools::queries::run(backend, 2_000, 2)
+            .await
+            .expect("the query benchmark runs");
+        let Some(timings) = timings else {
+            continue;
+        };
+        measured += 1;
+        assert!(timings.len() > 10, "{timings:?}");
+        assert!(timings.iter().all(|t| t.p95_ms > 0.0), "{timings:?}");
+    }
+    assert!(measured >= 1);
+}
