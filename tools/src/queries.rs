@@ -76,10 +76,11 @@ fn seed_statements(backend: Backend, events: u64, a: &str, b: &str) -> Vec<Strin
         ),
         format!(
             "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
-               error, duration_ms, started_at) \
+               error, duration_ms, started_at, subscription_id) \
              SELECT {}, {delivery_of_i}, {event_of_i}, n % 2 + 1, \
                CASE WHEN {ok} THEN 'succeeded' ELSE 'failed' END, CASE WHEN {ok} THEN 200 ELSE 500 END, \
-               CASE WHEN {ok} THEN NULL ELSE 'HTTP 500' END, 5 + n % 50, {time} FROM ({two}) g",
+               CASE WHEN {ok} THEN NULL ELSE 'HTTP 500' END, 5 + n % 50, {time}, \
+               CASE WHEN i % 2 = 0 THEN {a} ELSE {b} END FROM ({two}) g",
             id("a000")
         ),
         format!(

@@ -124,7 +124,10 @@ pub(super) async fn record_one<C: Conn>(
 ) -> StoreResult<bool> {
     conn.exec(
         "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
-         response_body, error, duration_ms, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         response_body, error, duration_ms, started_at, subscription_id, connector) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+           (SELECT subscription_id FROM deliveries WHERE id = $2), \
+           (SELECT connector FROM deliveries WHERE id = $2))",
         &[
             Arg::Uuid(Uuid::now_v7()),
             Arg::Uuid(record.delivery_id),

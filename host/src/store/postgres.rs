@@ -427,9 +427,10 @@ impl PostgresStore {
                  owner, dead_letter_id)), \
              a AS ( \
                INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
-                 response_body, error, duration_ms, started_at) \
-               SELECT attempt_id, delivery_id, event_id, attempt, outcome, response_status, \
-                 response_body, error, duration_ms, started_at FROM r), \
+                 response_body, error, duration_ms, started_at, subscription_id, connector) \
+               SELECT attempt_id, r.delivery_id, r.event_id, attempt, outcome, response_status, \
+                 response_body, error, duration_ms, started_at, d.subscription_id, d.connector \
+               FROM r LEFT JOIN deliveries d ON d.id = r.delivery_id), \
              u AS ( \
                UPDATE deliveries d SET status = r.status, attempts = r.attempt, \
                  next_attempt_at = COALESCE(r.next_at, d.next_attempt_at), last_error = r.last_error, \

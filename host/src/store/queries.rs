@@ -255,20 +255,34 @@ fn deliveries_of<'a>(of: StatsOf<'a>) -> Where<'a> {
     w
 }
 
+/// The attempts of `of`, over `a` (which name their destination: `attempts_by_subscription`,
+/// `attempts_by_connector`).
+fn attempts_of<'a>(of: StatsOf<'a>) -> Where<'a> {
+    let mut w = Where::default();
+    match of {
+        StatsOf::Subscription(id) => w.push("a.subscription_id = {}", [Arg::Uuid(id)]),
+        StatsOf::Connector(name) => w.push(
+            "(a.connector = {} OR a.subscription_id IN (SELECT s.id FROM subscriptions s \
+             JOIN connector_instances ci ON ci.id = s.instance_id WHERE ci.connector = {}))",
+            [Arg::Text(name), Arg::Text(name)],
+        ),
+    }
+    w
+}
+
 pub(super) async fn destination_stats<D: Dialect>(
     store: &D,
     of: StatsOf<'_>,
     since: DateTime<Utc>,
 ) -> StoreResult<DestinationStats> {
-    let attempts_of = "FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE";
     let mut conn = store.reader().acquire().await?;
 
-    let mut w = deliveries_of(of);
+    let mut w = attempts_of(of);
     w.push("a.started_at >= {}", [Arg::Time(since)]);
     let sql = format!(
         "SELECT COUNT(*) AS attempts, \
          COALESCE(SUM(CASE WHEN a.outcome = 'succeeded' THEN 1 ELSE 0 END), 0) AS succeeded \
-         {attempts_of} {}",
+         FROM attempts a WHERE {}",
         w.sql()
     );
     let counts = conn.row(&sql, &w.args).await?;
@@ -280,7 +294,7 @@ pub(super) async fn destination_stats<D: Dialect>(
     let limit = w.next();
     w.args.push(Arg::Int(MAX_LATENCY_SAMPLE.into()));
     let sql = format!(
-        "SELECT a.duration_ms {attempts_of} {} ORDER BY a.started_at DESC LIMIT ${limit}",
+        "SELECT a.duration_ms FROM attempts a WHERE {} ORDER BY a.started_at DESC LIMIT ${limit}",
         w.sql()
     );
     let durations_ms = (conn.rows(&sql, &w.args).await?.iter())
@@ -288,14 +302,13 @@ pub(super) async fn destination_stats<D: Dialect>(
         .collect::<StoreResult<Vec<_>>>()?;
 
     let latest = |outcome: &str| {
-        let w = deliveries_of(of);
         format!(
-            "SELECT a.started_at, a.error {attempts_of} {} AND a.outcome = '{outcome}' \
+            "SELECT a.started_at, a.error FROM attempts a WHERE {} AND a.outcome = '{outcome}' \
              ORDER BY a.started_at DESC LIMIT 1",
-            w.sql()
+            attempts_of(of).sql()
         )
     };
-    let w = deliveries_of(of);
+    let w = attempts_of(of);
     let success = conn.row(&latest("succeeded"), &w.args).await?;
     let last_success_at = success.map(|row| row.time("started_at")).transpose()?;
     let failure = conn.row(&latest("failed"), &w.args).await?;
@@ -303,6 +316,7 @@ pub(super) async fn destination_stats<D: Dialect>(
         .map(|row| Ok::<_, super::StoreError>((row.time("started_at")?, row.opt_text("error")?)))
         .transpose()?;
 
+    let w = deliveries_of(of);
     let sql = format!(
         "SELECT COUNT(*) AS pending, MIN(d.created_at) AS oldest FROM deliveries d \
          WHERE d.status IN ('pending', 'in_flight') AND {}",
