@@ -195,6 +195,17 @@ async fn an_instance_works_while_the_default_one_is_inactive(backend: Backend) {
     let sub_path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().expect("id"));
     let sub = hub.get_json(&sub_path, 200).await;
     assert_eq!(sub["circuit"]["consecutive_failures"], 1, "{sub}");
+    // The connector's statistics count its instances' attempts.
+    let stats = hub
+        .get_json("/api/v1/connectors/slack/stats?window=1h", 200)
+        .await;
+    assert_eq!(
+        (stats["attempts"].as_u64(), stats["succeeded"].as_u64()),
+        (Some(2), Some(1)),
+        "{stats}"
+    );
+    let sub_stats = hub.get_json(&format!("{sub_path}/stats"), 200).await;
+    assert_eq!(sub_stats["failed"], 1, "{sub_stats}");
 }
 
 async fn bad_instances_and_subscriptions_get_clear_errors(backend: Backend) {

@@ -642,6 +642,7 @@ pub(crate) fn record(
         result,
         subscription_id: sub,
         gone: false,
+        connector: None,
     }
 }
 

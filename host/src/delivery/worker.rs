@@ -522,6 +522,10 @@ impl Engine {
             result,
             subscription_id,
             gone: outcome.answer == Answer::Gone,
+            connector: match &delivery.target {
+                Target::Connector { name, .. } => Some(name.clone()),
+                Target::Webhook { .. } => None,
+            },
         };
         // The store may be briefly unreachable: retry a few times; if it stays down, the lease
         // expires and the delivery is attempted again (at-least-once).

@@ -434,10 +434,14 @@ pub struct AttemptRecord {
     pub response_body: Option<String>,
     pub error: Option<String>,
     pub result: AttemptResult,
-    /// For webhooks: the subscription, whose circuit breaker this attempt feeds.
+    /// For webhooks and connector instances: the subscription, whose circuit breaker this
+    /// attempt feeds.
     pub subscription_id: Option<Uuid>,
     /// The endpoint answered 410 Gone: disable the subscription.
     pub gone: bool,
+    /// For connectors (default instance or an instance): its name, kept on the attempt for the
+    /// connector's statistics.
+    pub connector: Option<String>,
 }
 
 /// An attempt as shown by the admin API.

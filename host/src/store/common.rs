@@ -125,9 +125,7 @@ pub(super) async fn record_one<C: Conn>(
     conn.exec(
         "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
          response_body, error, duration_ms, started_at, subscription_id, connector) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-           (SELECT subscription_id FROM deliveries WHERE id = $2), \
-           (SELECT connector FROM deliveries WHERE id = $2))",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         &[
             Arg::Uuid(Uuid::now_v7()),
             Arg::Uuid(record.delivery_id),
@@ -139,6 +137,8 @@ pub(super) async fn record_one<C: Conn>(
             Arg::OptText(record.error.as_deref()),
             Arg::Int(record.duration_ms as i64),
             Arg::Time(record.started_at),
+            Arg::OptUuid(record.subscription_id),
+            Arg::OptText(record.connector.as_deref()),
         ],
     )
     .await?;

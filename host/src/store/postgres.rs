@@ -421,16 +421,15 @@ impl PostgresStore {
             "WITH r AS ( \
                SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], \
                  $6::int[], $7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::text[], \
-                 $12::timestamptz[], $13::text[], $14::text[], $15::uuid[]) \
+                 $12::timestamptz[], $13::text[], $14::text[], $15::uuid[], $18::uuid[], $19::text[]) \
                AS r(attempt_id, delivery_id, event_id, attempt, outcome, response_status, \
                  response_body, error, duration_ms, started_at, status, next_at, last_error, \
-                 owner, dead_letter_id)), \
+                 owner, dead_letter_id, subscription_id, connector)), \
              a AS ( \
                INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
                  response_body, error, duration_ms, started_at, subscription_id, connector) \
-               SELECT attempt_id, r.delivery_id, r.event_id, attempt, outcome, response_status, \
-                 response_body, error, duration_ms, started_at, d.subscription_id, d.connector \
-               FROM r LEFT JOIN deliveries d ON d.id = r.delivery_id), \
+               SELECT attempt_id, delivery_id, event_id, attempt, outcome, response_status, \
+                 response_body, error, duration_ms, started_at, subscription_id, connector FROM r), \
              u AS ( \
                UPDATE deliveries d SET status = r.status, attempts = r.attempt, \
                  next_attempt_at = COALESCE(r.next_at, d.next_attempt_at), last_error = r.last_error, \
@@ -465,6 +464,8 @@ impl PostgresStore {
         .bind(column(records, |_| Uuid::now_v7()))
         .bind(now)
         .bind(succeeded_subscriptions)
+        .bind(column(records, |r| r.subscription_id))
+        .bind(column(records, |r| r.connector.as_deref()))
         .fetch_all(executor)
         .await?;
         let moved: std::collections::HashSet<Uuid> = moved.into_iter().collect();

@@ -255,17 +255,13 @@ fn deliveries_of<'a>(of: StatsOf<'a>) -> Where<'a> {
     w
 }
 
-/// The attempts of `of`, over `a` (which name their destination: `attempts_by_subscription`,
-/// `attempts_by_connector`).
+/// The attempts of `of`, over `a`: each names its subscription and, to a connector (default
+/// instance or an instance), the connector (`attempts_by_subscription`, `attempts_by_connector`).
 fn attempts_of<'a>(of: StatsOf<'a>) -> Where<'a> {
     let mut w = Where::default();
     match of {
         StatsOf::Subscription(id) => w.push("a.subscription_id = {}", [Arg::Uuid(id)]),
-        StatsOf::Connector(name) => w.push(
-            "(a.connector = {} OR a.subscription_id IN (SELECT s.id FROM subscriptions s \
-             JOIN connector_instances ci ON ci.id = s.instance_id WHERE ci.connector = {}))",
-            [Arg::Text(name), Arg::Text(name)],
-        ),
+        StatsOf::Connector(name) => w.push("a.connector = {}", [Arg::Text(name)]),
     }
     w
 }
