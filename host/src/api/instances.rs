@@ -105,13 +105,17 @@ fn checked(
     errors.finish()
 }
 
+fn no_instance(connector: &str, name: &str) -> ApiError {
+    ApiError::NotFound(format!("{connector} has no instance {name:?}"))
+}
+
 async fn found(state: &AppState, connector: &str, name: &str) -> ApiResult<ConnectorInstance> {
     let found = if is_name(connector) && is_name(name) {
         state.store.connector_instance(connector, name).await?
     } else {
         None
     };
-    found.ok_or_else(|| ApiError::NotFound(format!("{connector} has no instance {name:?}")))
+    found.ok_or_else(|| no_instance(connector, name))
 }
 
 /// Create an instance of a connector loaded here.
@@ -194,8 +198,7 @@ async fn patch_instance(
         .store
         .update_connector_instance(current.id, &settings, model::now())
         .await?;
-    let updated = updated
-        .ok_or_else(|| ApiError::NotFound(format!("{connector} has no instance {name:?}")))?;
+    let updated = updated.ok_or_else(|| no_instance(&connector, &name))?;
     tracing::info!(connector = %connector, instance = %name, "connector instance updated");
     Ok(Json(shown(&state, updated)))
 }
@@ -217,9 +220,7 @@ async fn delete_instance(
             tracing::info!(connector = %connector, instance = %name, "connector instance deleted");
             Ok(StatusCode::NO_CONTENT)
         }
-        InstanceDeletion::NotFound => Err(ApiError::NotFound(format!(
-            "{connector} has no instance {name:?}"
-        ))),
+        InstanceDeletion::NotFound => Err(no_instance(&connector, &name)),
         InstanceDeletion::InUse(subscriptions) => Err(ApiError::Conflict(format!(
             "subscriptions deliver to {connector}/{name}: {}; delete them first",
             subscriptions

@@ -13,7 +13,7 @@ use super::plan::{
     Decision, KeyClaims, Match, Matches, distinct_types, encode_json, events_to_write,
     group_outcomes, plan_deliveries,
 };
-use super::rows::{self, destination_columns, subscription_columns};
+use super::rows::{self, attempt_views, destination_columns, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 use super::{Store, StoreError, StoreResult};
 use super::{instances, queries};
@@ -341,13 +341,8 @@ impl<D: Dialect> Store for D {
 
     async fn list_attempts(&self, event_id: Uuid) -> StoreResult<Vec<AttemptView>> {
         let sql = concat!(
-            "SELECT a.id, a.event_id, a.delivery_id, ",
-            destination_columns!(),
-            ", a.attempt, a.outcome, a.response_status, a.response_body, a.error, \
-             a.duration_ms, a.started_at \
-             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-             LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE a.event_id = $1 ORDER BY a.started_at, a.id LIMIT 1000"
+            attempt_views!(),
+            " WHERE a.event_id = $1 ORDER BY a.started_at, a.id LIMIT 1000"
         );
         read_all(self, sql, &[Arg::Uuid(event_id)], rows::attempt_view).await
     }
@@ -427,12 +422,11 @@ impl<D: Dialect> Store for D {
         let mut w = queries::dead_letters_where(&filter);
         w.push("dl.replayed_at IS NULL", []);
         w.push("(d.kind = 'connector' OR s.deleted_at IS NULL)", []);
-        let limit = w.next();
-        w.args.push(Arg::Int(MAX_BULK_REPLAY.into()));
+        let limit = w.limit(MAX_BULK_REPLAY);
         let sql = format!(
             "SELECT dl.id, dl.delivery_id FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
              JOIN events e ON e.id = dl.event_id LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE {} ORDER BY dl.id LIMIT ${limit}{}",
+             WHERE {} ORDER BY dl.id LIMIT {limit}{}",
             w.sql(),
             D::lock(" FOR UPDATE OF dl SKIP LOCKED")
         );

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::StoreResult;
-use super::rows::{self, destination_columns};
+use super::rows::{self, attempt_views, destination_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 
 use crate::model::{
@@ -68,8 +68,9 @@ impl<'a> Where<'a> {
         }
     }
 
-    fn limit(&mut self, page: PageRequest) -> String {
-        self.args.push(Arg::Int(page.limit.into()));
+    /// Binds `n` as the next argument (for a `LIMIT`) and returns its placeholder.
+    pub(super) fn limit(&mut self, n: u32) -> String {
+        self.args.push(Arg::Int(n.into()));
         format!("${}", self.args.len())
     }
 }
@@ -133,7 +134,7 @@ pub(super) async fn list_events<D: Dialect>(
             Arg::Names(&statuses),
         );
     }
-    let limit = w.limit(page);
+    let limit = w.limit(page.limit);
     let sql = format!(
         "SELECT e.id, e.event_type, e.created_at FROM events e WHERE {} ORDER BY e.id DESC LIMIT {limit}",
         w.sql()
@@ -184,7 +185,7 @@ pub(super) async fn subscription_deliveries<D: Dialect>(
             Arg::Names(&statuses),
         );
     }
-    let limit = w.limit(page);
+    let limit = w.limit(page.limit);
     let sql = format!(
         "SELECT d.id, d.event_id, e.event_type, d.status, d.attempts, d.next_attempt_at, d.last_error, \
          d.created_at, d.updated_at, \
@@ -226,7 +227,7 @@ pub(super) async fn list_dead_letters<D: Dialect>(
 ) -> StoreResult<Vec<DeadLetter>> {
     let mut w = dead_letters_where(filter);
     w.page("dl.id", page);
-    let limit = w.limit(page);
+    let limit = w.limit(page.limit);
     let sql = format!(
         concat!(
             "SELECT dl.id, dl.event_id, dl.delivery_id, ",
@@ -287,10 +288,9 @@ pub(super) async fn destination_stats<D: Dialect>(
         None => (0, 0),
     };
 
-    let limit = w.next();
-    w.args.push(Arg::Int(MAX_LATENCY_SAMPLE.into()));
+    let limit = w.limit(MAX_LATENCY_SAMPLE);
     let sql = format!(
-        "SELECT a.duration_ms FROM attempts a WHERE {} ORDER BY a.started_at DESC LIMIT ${limit}",
+        "SELECT a.duration_ms FROM attempts a WHERE {} ORDER BY a.started_at DESC LIMIT {limit}",
         w.sql()
     );
     let durations_ms = (conn.rows(&sql, &w.args).await?.iter())
@@ -372,15 +372,7 @@ pub(super) async fn feed<D: Dialect>(
         .iter()
         .map(rows::event_summary)
         .collect::<StoreResult<Vec<_>>>()?;
-    let sql = concat!(
-        "SELECT a.id, a.event_id, a.delivery_id, ",
-        destination_columns!(),
-        ", a.attempt, a.outcome, a.response_status, a.response_body, a.error, \
-         a.duration_ms, a.started_at \
-         FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-         LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-         WHERE a.id > $1 ORDER BY a.id LIMIT $2"
-    );
+    let sql = concat!(attempt_views!(), " WHERE a.id > $1 ORDER BY a.id LIMIT $2");
     let attempts = conn
         .rows(sql, &[Arg::Uuid(after_attempt), Arg::Int(limit.into())])
         .await?

@@ -50,6 +50,22 @@ macro_rules! destination_columns {
 }
 pub(super) use destination_columns;
 
+/// `SELECT … FROM` attempts with their destinations, the columns [`attempt_view`] reads; the
+/// caller adds `WHERE` and `ORDER BY`.
+macro_rules! attempt_views {
+    () => {
+        concat!(
+            "SELECT a.id, a.event_id, a.delivery_id, ",
+            destination_columns!(),
+            ", a.attempt, a.outcome, a.response_status, a.response_body, a.error, \
+             a.duration_ms, a.started_at \
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             LEFT JOIN subscriptions s ON s.id = d.subscription_id"
+        )
+    };
+}
+pub(super) use attempt_views;
+
 pub(super) fn circuit_state(raw: &str) -> StoreResult<CircuitState> {
     CircuitState::parse(raw)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown circuit state {raw:?}")))
