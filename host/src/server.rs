@@ -93,6 +93,8 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
+    let rollup = tokio::spawn(maintenance::roll_up(store.clone(), stop_rx.clone()));
+
     let state = AppState::new(config, store, metrics, wake, connectors, sender, stop_rx);
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown({
@@ -107,7 +109,7 @@ pub async fn run(
         .context("serving HTTP");
     // Also when serving failed: background work must not outlive `run`.
     let _ = stop_tx.send(true);
-    for task in [engine, peers, stats, pruning, watcher] {
+    for task in [engine, peers, stats, pruning, rollup, watcher] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "a background task failed");
         }

@@ -342,10 +342,19 @@ async fn the_directory_is_watched_add_replace_remove_and_garbage(backend: Backen
     // A garbage file and a duplicate name fail on their own and harm nothing.
     deploy(&dir, "junk.wasm", b"\0asm this is not a component");
     deploy(&dir, "copy.wasm", &fixture_wasm("fixture", "9.9.9"));
-    let list = wait_listing(&hub, "junk and copy failed", |l| {
-        l.iter().filter(|c| c["status"] == "failed").count() == 2
+    // An empty core module: a build for the wrong target, told apart from garbage.
+    deploy(&dir, "module.wasm", b"\0asm\x01\0\0\0");
+    let list = wait_listing(&hub, "junk, module and copy failed", |l| {
+        l.iter().filter(|c| c["status"] == "failed").count() == 3
     })
     .await;
+    let module = list.iter().find(|c| c["name"] == "module");
+    let problem = module.expect("module listed")["problem"].as_str();
+    assert!(
+        problem.is_some_and(|p| p.contains("core WebAssembly module, not a component")
+            && p.contains("wasm32-wasip2")),
+        "{problem:?}"
+    );
     let junk = list
         .iter()
         .find(|c| c["name"] == "junk")
@@ -354,7 +363,7 @@ async fn the_directory_is_watched_add_replace_remove_and_garbage(backend: Backen
         junk["problem"]
             .as_str()
             .expect("problem")
-            .contains("not a loadable component"),
+            .contains("not a WebAssembly file"),
         "{junk}"
     );
     let copy = list

@@ -8,6 +8,7 @@
 //! - [`instances`]: connector instances (one component, many configured destinations);
 //! - [`queries`], [`store_queries`]: the visibility API (events by filter, a subscription's
 //!   deliveries, dead letters by filter);
+//! - [`console`]: the console in headless Chromium, the flows an operator uses;
 //! - [`security`]: secrets never in responses or logs; sandbox escapes refused;
 //! - [`resilience`], [`disk_faults`]: `kill -9`, instances sharing PostgreSQL, a full disk;
 //! - [`bench_smoke`], [`chaos`]: bounded runs of the benchmark and the fault runs.
@@ -18,6 +19,7 @@ mod api;
 mod bench_smoke;
 mod chaos;
 mod connectors;
+mod console;
 mod delivery;
 mod disk_faults;
 mod instances;

@@ -134,12 +134,21 @@ async fn dead_letters_are_listed_and_replayed_by_filter(backend: Backend) {
 
     let all = hub.get_json("/api/v1/admin/dead-letters", 200).await;
     assert_eq!(all["data"].as_array().expect("data").len(), 2);
+    // The hub's own figures count them, with its attempts and open circuits.
+    let hub_stats = hub.get_json("/api/v1/stats?window=1h", 200).await;
+    assert_eq!(hub_stats["dead_letters"], 2, "{hub_stats}");
+    assert_eq!(hub_stats["attempts"], 2);
+    assert_eq!(hub_stats["failed"], 2);
+    assert_eq!(hub_stats["last_failure"]["error"], "HTTP 500");
+    assert!(hub_stats["open_circuits"].as_u64().is_some());
+    assert!(hub_stats.get("circuit").is_none());
     let orders = hub
         .get_json("/api/v1/admin/dead-letters?event_type=order.", 200)
         .await;
     let data = orders["data"].as_array().expect("data");
     assert_eq!(data.len(), 1, "{orders}");
     assert_eq!(data[0]["event_id"], order.as_str());
+    assert_eq!(data[0]["event_type"], "order.created");
     let sub_id = sub["id"].as_str().expect("id");
     let of_sub = hub
         .get_json(

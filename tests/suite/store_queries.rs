@@ -18,6 +18,7 @@ backend_tests!(
     a_subscriptions_deliveries_show_their_latest_answer,
     dead_letters_are_filtered_and_replayed_by_the_same_filter,
     stats_count_a_windows_attempts_and_the_backlog,
+    stats_read_from_hourly_counts_agree_with_the_attempts,
 );
 
 fn page(limit: u32) -> PageRequest {
@@ -384,4 +385,90 @@ async fn stats_count_a_windows_attempts_and_the_backlog(backend: Backend) {
         .expect("stats");
     assert_eq!(users.pending, 1);
     assert_eq!(users.attempts, 0);
+}
+
+/// Attempts spread over two days: what the statistics say for every window and destination is
+/// the same before and after their hours are counted into the hourly figures, and a failure
+/// found only in a counted hour is still the latest failure.
+async fn stats_read_from_hourly_counts_agree_with_the_attempts(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let (orders, _) = orders_and_users(store.as_ref()).await;
+    store
+        .bind_connector("slack", &["user.created".to_owned()], model::now())
+        .await
+        .expect("bind");
+    publish_each(store.as_ref(), &["order.paid"; 5]).await;
+    publish_each(store.as_ref(), &["user.created"]).await;
+    let now = model::now();
+    let claimed = claim(store.as_ref(), "me", now, 10).await;
+    let ago = |minutes: i64| now - TimeDelta::minutes(minutes);
+    let retry = AttemptResult::Retry(now + TimeDelta::hours(1));
+    let plan = [
+        (ago(30 * 60), AttemptResult::Succeeded),
+        (ago(30 * 60 - 10), retry),
+        (ago(5 * 60), AttemptResult::Succeeded),
+        (ago(5 * 60 - 1), retry),
+        (ago(2), AttemptResult::Succeeded),
+    ];
+    let (order_deliveries, slack): (Vec<_>, Vec<_>) = claimed
+        .iter()
+        .partition(|d| d.event_type.starts_with("order."));
+    for (d, (at, result)) in order_deliveries.iter().zip(plan) {
+        let mut r = record(d, "me", result, Some(orders.id));
+        r.started_at = at;
+        store.record_attempt(r, now).await.expect("record");
+    }
+    let mut r = record(slack[0], "me", AttemptResult::Succeeded, None);
+    (r.started_at, r.connector) = (ago(3 * 60), Some("slack".to_owned()));
+    store.record_attempt(r, now).await.expect("record");
+
+    let whose = [
+        StatsOf::Hub,
+        StatsOf::Subscription(orders.id),
+        StatsOf::Connector("slack"),
+    ];
+    let windows = [
+        TimeDelta::hours(1),
+        TimeDelta::hours(24),
+        TimeDelta::days(7),
+    ];
+    let mut before = Vec::new();
+    for of in whose {
+        for window in windows {
+            let stats = store.destination_stats(of, now - window).await;
+            before.push(stats.expect("stats"));
+        }
+    }
+    let week: Vec<_> = before
+        .iter()
+        .skip(2)
+        .step_by(3)
+        .map(|s| s.attempts)
+        .collect();
+    assert_eq!(week, [6, 5, 1], "hub, orders, slack over 7 days");
+    assert_eq!(
+        (before[4].attempts, before[4].succeeded),
+        (3, 2),
+        "orders, 24 h"
+    );
+    assert_eq!(before[3].attempts, 1, "orders, 1 h");
+    let (failed_at, _) = before[3].last_failure.clone().expect("a failure");
+    assert_eq!(failed_at, ago(5 * 60 - 1));
+
+    let counted = store.roll_up_attempts(now, 1000).await.expect("roll up");
+    assert!(
+        (29..=32).contains(&counted),
+        "{counted} hours since the first attempt"
+    );
+    assert_eq!(store.roll_up_attempts(now, 1000).await.expect("again"), 0);
+    let mut after = Vec::new();
+    for of in whose {
+        for window in windows {
+            let stats = store.destination_stats(of, now - window).await;
+            after.push(stats.expect("stats"));
+        }
+    }
+    assert_eq!(after, before);
 }

@@ -61,11 +61,12 @@ fn seed_statements(backend: Backend, events: u64, a: &str, b: &str) -> Vec<Strin
     let status =
         "CASE WHEN i % 100 = 0 THEN 'dead' WHEN i % 200 = 1 THEN 'pending' ELSE 'succeeded' END";
     let ok = "n % 2 = 1 AND i % 100 <> 0";
+    let event_type = "CASE i % 4 WHEN 0 THEN 'order.created' WHEN 1 THEN 'order.paid' \
+         WHEN 2 THEN 'user.created' ELSE 'invoice.sent' END";
     vec![
         format!(
             "INSERT INTO events (id, event_type, payload, created_at) \
-             SELECT {event}, CASE i % 4 WHEN 0 THEN 'order.created' WHEN 1 THEN 'order.paid' \
-               WHEN 2 THEN 'user.created' ELSE 'invoice.sent' END, '{{\"n\":1}}', {time} FROM ({one}) g"
+             SELECT {event}, {event_type}, '{{\"n\":1}}', {time} FROM ({one}) g"
         ),
         format!(
             "INSERT INTO deliveries (id, event_id, kind, subscription_id, status, attempts, \
@@ -84,8 +85,10 @@ fn seed_statements(backend: Backend, events: u64, a: &str, b: &str) -> Vec<Strin
             id("a000")
         ),
         format!(
-            "INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at) \
-             SELECT {}, {delivery}, {event}, 2, 'HTTP 500', {time} FROM ({one}) g WHERE i % 100 = 0",
+            "INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at, \
+               event_type) \
+             SELECT {}, {delivery}, {event}, 2, 'HTTP 500', {time}, {event_type} FROM ({one}) g \
+             WHERE i % 100 = 0",
             id("b000")
         ),
     ]

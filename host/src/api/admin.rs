@@ -55,6 +55,7 @@ mirror! {
     pub struct DeadLetterOut from DeadLetter {
         id: Uuid,
         event_id: Uuid,
+        event_type: String,
         delivery_id: Uuid,
         destination: Destination,
         attempts: u32,

@@ -11,6 +11,7 @@
 mod admin;
 mod auth;
 mod connectors;
+mod console;
 mod events;
 mod extract;
 mod feed;
@@ -230,6 +231,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(ops)
+        .merge(console::router())
         .merge(SwaggerUi::new("/docs").url(
             "/openapi.json",
             with_common_responses(api_doc.merge_from(ops_doc)),

@@ -20,6 +20,7 @@ use crate::model::{self, DestinationStats, Percentiles, StatsOf};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(hub_stats))
         .routes(routes!(subscription_stats))
         .routes(routes!(connector_stats))
 }
@@ -105,6 +106,12 @@ pub struct Stats {
     /// A subscription's circuit breaker (absent for a connector).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit: Option<Circuit>,
+    /// The hub's figures only: deliveries dead-lettered in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<u64>,
+    /// The hub's figures only: subscriptions whose circuit is not closed now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_circuits: Option<u64>,
 }
 
 fn shown(window: Window, since: DateTime<Utc>, now: DateTime<Utc>, s: DestinationStats) -> Stats {
@@ -126,6 +133,8 @@ fn shown(window: Window, since: DateTime<Utc>, now: DateTime<Utc>, s: Destinatio
                 .map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)),
         },
         circuit: None,
+        dead_letters: None,
+        open_circuits: None,
     }
 }
 
@@ -134,6 +143,21 @@ async fn stats_of(state: &AppState, of: StatsOf<'_>, window: Window) -> ApiResul
     let since = now - window.length();
     let figures = state.store.destination_stats(of, since).await?;
     Ok(shown(window, since, now, figures))
+}
+
+/// The whole hub's statistics: every destination's attempts, the backlog, dead letters in the
+/// window and open circuits now.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "operations", params(StatsQuery),
+    responses((status = 200, description = "The hub's figures", body = Stats), (status = 400, description = "A bad window")))]
+async fn hub_stats(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<StatsQuery>,
+) -> ApiResult<Json<Stats>> {
+    let window = query.window.unwrap_or_default();
+    let mut stats = stats_of(&state, StatsOf::Hub, window).await?;
+    stats.dead_letters = Some(state.store.count_dead_letters(stats.since).await?);
+    stats.open_circuits = Some(state.store.outbox_stats(model::now()).await?.open_circuits);
+    Ok(Json(stats))
 }
 
 /// A subscription's delivery statistics.

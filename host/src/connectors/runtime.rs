@@ -135,12 +135,13 @@ impl Runtime {
 
     /// Compiles a component (on a blocking thread: this is CPU work) and links it.
     pub async fn prepare(&self, bytes: Vec<u8>) -> Result<Prepared, String> {
+        not_a_component(&bytes).map_or(Ok(()), Err)?;
         let engine = self.engine.clone();
         let component =
             tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
                 .await
                 .map_err(|e| format!("compiling was interrupted: {e}"))?
-                .map_err(|e| format!("not a loadable component: {}", root_cause(&e)))?;
+                .map_err(|e| format!("the component could not be compiled: {}", root_cause(&e)))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -333,6 +334,30 @@ fn start_ticker(engine: &Engine) {
     if let Err(e) = spawned {
         // Without a ticker the outer wall-clock timer still ends calls, only less promptly.
         tracing::error!(error = %e, "could not start the wasm epoch ticker");
+    }
+}
+
+/// What is wrong with a file that is not a WebAssembly component, in words that say what to do.
+fn not_a_component(bytes: &[u8]) -> Option<String> {
+    const BUILD: &str = "build it with `cargo build --release --target wasm32-wasip2` \
+         and copy the .wasm file from target/wasm32-wasip2/release";
+    if bytes.is_empty() {
+        Some(
+            "the file is empty (copy a connector to a temporary name and rename it into place, \
+             so the hub never reads it half-written)"
+                .to_owned(),
+        )
+    } else if wasmparser::Parser::is_core_wasm(bytes) {
+        Some(format!(
+            "this is a core WebAssembly module, not a component: {BUILD} \
+             (wasm32-unknown-unknown and wasm32-wasip1 make modules)"
+        ))
+    } else if !wasmparser::Parser::is_component(bytes) {
+        Some(format!(
+            "this is not a WebAssembly file (it does not start with the WebAssembly header): {BUILD}"
+        ))
+    } else {
+        None
     }
 }
 

@@ -1,4 +1,5 @@
-//! Background upkeep: the outbox gauges, and retention pruning in bounded batches.
+//! Background upkeep: the outbox gauges, the hourly attempt counts statistics read, and
+//! retention pruning in bounded batches.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,10 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Events deleted per transaction, so pruning never holds long locks.
 pub const PRUNE_BATCH: u32 = 1000;
+/// How often finished hours are counted into the hourly attempt figures.
+pub const ROLLUP_INTERVAL: Duration = Duration::from_secs(60);
+/// Hours counted per transaction, so a first count of a long history commits in steps.
+pub const ROLLUP_BATCH: u32 = 24;
 
 /// Refreshes the outbox gauges until shutdown.
 pub async fn refresh_stats(
@@ -69,6 +74,29 @@ pub async fn prune(
         }
         if total > 0 {
             tracing::info!(events = total, "pruned events past retention");
+        }
+    }
+}
+
+/// Counts finished hours of attempts into the hourly figures (`store/rollup.rs`), shortly after
+/// start and then every [`ROLLUP_INTERVAL`], until shutdown.
+pub async fn roll_up(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
+    let mut wait = Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        wait = ROLLUP_INTERVAL;
+        loop {
+            match store.roll_up_attempts(model::now(), ROLLUP_BATCH).await {
+                Ok(n) if n == ROLLUP_BATCH && !*shutdown.borrow() => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "counting hourly attempt figures failed; will try again");
+                    break;
+                }
+            }
         }
     }
 }

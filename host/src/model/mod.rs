@@ -465,6 +465,7 @@ pub struct AttemptView {
 pub struct DeadLetter {
     pub id: Uuid,
     pub event_id: Uuid,
+    pub event_type: String,
     pub delivery_id: Uuid,
     pub destination: Destination,
     pub attempts: u32,

@@ -116,10 +116,11 @@ pub struct Feed {
     pub attempt_cursor: Uuid,
 }
 
-/// Whose statistics: a subscription's deliveries, or a connector's (its default instance and
-/// all its instances).
+/// Whose statistics: the whole hub's, a subscription's deliveries, or a connector's (its
+/// default instance and all its instances).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatsOf<'a> {
+    Hub,
     Subscription(Uuid),
     Connector(&'a str),
 }

@@ -162,8 +162,8 @@ pub(super) async fn record_one<C: Conn>(
         == 1;
     if updated && record.result == AttemptResult::Dead {
         conn.exec(
-            "INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at, \
+             event_type) VALUES ($1, $2, $3, $4, $5, $6, (SELECT event_type FROM events WHERE id = $3))",
             &[
                 Arg::Uuid(Uuid::now_v7()),
                 Arg::Uuid(record.delivery_id),

@@ -27,6 +27,7 @@ mod ops;
 mod plan;
 mod postgres;
 mod queries;
+mod rollup;
 mod rows;
 mod sql;
 mod sqlite;
@@ -182,6 +183,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         since: DateTime<Utc>,
     ) -> StoreResult<DestinationStats>;
 
+    /// Counts the attempts of up to `max_hours` finished hours not counted yet into the hourly
+    /// figures statistics read (`store/rollup.rs`); answers how many hours it counted.
+    async fn roll_up_attempts(&self, now: DateTime<Utc>, max_hours: u32) -> StoreResult<u32>;
+
     /// A subscription's deliveries (in any of `statuses`; none given: all), newest first.
     async fn subscription_deliveries(
         &self,
@@ -201,6 +206,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> StoreResult<u64>;
 
     async fn outbox_stats(&self, now: DateTime<Utc>) -> StoreResult<OutboxStats>;
+
+    /// How many deliveries were dead-lettered at or after `since`.
+    async fn count_dead_letters(&self, since: DateTime<Utc>) -> StoreResult<u64>;
 
     /// Binds connector `name` to `events` (or changes what it is bound to): from now on every
     /// publish of those types gets a delivery for it, whether or not it is loaded then. Returns

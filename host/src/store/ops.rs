@@ -16,7 +16,7 @@ use super::plan::{
 use super::rows::{self, attempt_views, destination_columns, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 use super::{Store, StoreError, StoreResult};
-use super::{instances, queries};
+use super::{instances, queries, rollup};
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
     ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus,
@@ -380,6 +380,10 @@ impl<D: Dialect> Store for D {
         queries::destination_stats(self, of, since).await
     }
 
+    async fn roll_up_attempts(&self, now: DateTime<Utc>, max_hours: u32) -> StoreResult<u32> {
+        rollup::roll_up(self, now, max_hours).await
+    }
+
     async fn subscription_deliveries(
         &self,
         subscription_id: Uuid,
@@ -469,6 +473,17 @@ impl<D: Dialect> Store for D {
         })
     }
 
+    async fn count_dead_letters(&self, since: DateTime<Utc>) -> StoreResult<u64> {
+        let mut conn = self.reader().acquire().await?;
+        let row = conn
+            .row(
+                "SELECT COUNT(*) AS n FROM dead_letters WHERE created_at >= $1",
+                &[Arg::Time(since)],
+            )
+            .await?;
+        row.map_or(Ok(0), |row| row.get::<u64>("n"))
+    }
+
     async fn prune(
         &self,
         before: DateTime<Utc>,
@@ -488,6 +503,11 @@ impl<D: Dialect> Store for D {
         tx.exec(
             "DELETE FROM idempotency_keys WHERE expires_at <= $1",
             &[Arg::Time(now)],
+        )
+        .await?;
+        tx.exec(
+            "DELETE FROM attempt_hours WHERE hour < $1",
+            &[Arg::Time(before)],
         )
         .await?;
         commit::<D>(tx).await?;

@@ -438,8 +438,10 @@ impl PostgresStore {
                  AND d.status = 'in_flight' AND d.lease_owner = r.owner \
                RETURNING d.id), \
              dl AS ( \
-               INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at) \
-               SELECT r.dead_letter_id, r.delivery_id, r.event_id, r.attempt, r.last_error, $16 \
+               INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at, \
+                 event_type) \
+               SELECT r.dead_letter_id, r.delivery_id, r.event_id, r.attempt, r.last_error, $16, \
+                 (SELECT e.event_type FROM events e WHERE e.id = r.event_id) \
                FROM r JOIN u ON u.id = r.delivery_id WHERE r.status = 'dead'), \
              s AS ( \
                UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \

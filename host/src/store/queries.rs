@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::StoreResult;
+use super::rollup;
 use super::rows::{self, attempt_views, destination_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 
@@ -118,10 +119,14 @@ pub(super) async fn list_events<D: Dialect>(
         );
     }
     if let Some(name) = &filter.connector {
-        let clause = format!(
-            "EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND {TO_CONNECTOR})"
+        // From the connector's deliveries (`deliveries_by_connector_event`): a connector with
+        // few deliveries must not make the query read every event.
+        w.push(
+            "e.id IN (SELECT d.event_id FROM deliveries d WHERE d.connector = {} \
+             UNION ALL SELECT d.event_id FROM deliveries d JOIN subscriptions s2 ON s2.id = d.subscription_id \
+             JOIN connector_instances ci ON ci.id = s2.instance_id WHERE ci.connector = {})",
+            [Arg::Text(name), Arg::Text(name)],
         );
-        w.push(&clause, [Arg::Text(name), Arg::Text(name)]);
     }
     if !statuses.is_empty() {
         w.push_with(
@@ -215,7 +220,7 @@ pub(super) fn dead_letters_where<'a>(filter: &'a DeadLetterFilter) -> Where<'a> 
         w.push(TO_CONNECTOR, [Arg::Text(name), Arg::Text(name)]);
     }
     if let Some(wanted) = &filter.event_type {
-        type_matches(&mut w, "e.event_type", wanted);
+        type_matches(&mut w, "dl.event_type", wanted);
     }
     w
 }
@@ -230,7 +235,7 @@ pub(super) async fn list_dead_letters<D: Dialect>(
     let limit = w.limit(page.limit);
     let sql = format!(
         concat!(
-            "SELECT dl.id, dl.event_id, dl.delivery_id, ",
+            "SELECT dl.id, dl.event_id, COALESCE(dl.event_type, e.event_type) AS event_type, dl.delivery_id, ",
             destination_columns!(),
             ", dl.attempts, dl.last_error, dl.created_at, dl.replayed_at \
              FROM dead_letters dl JOIN deliveries d ON d.id = dl.delivery_id \
@@ -250,6 +255,7 @@ pub(super) async fn list_dead_letters<D: Dialect>(
 fn deliveries_of<'a>(of: StatsOf<'a>) -> Where<'a> {
     let mut w = Where::default();
     match of {
+        StatsOf::Hub => {}
         StatsOf::Subscription(id) => w.push("d.subscription_id = {}", [Arg::Uuid(id)]),
         StatsOf::Connector(name) => w.push(TO_CONNECTOR, [Arg::Text(name), Arg::Text(name)]),
     }
@@ -261,6 +267,7 @@ fn deliveries_of<'a>(of: StatsOf<'a>) -> Where<'a> {
 fn attempts_of<'a>(of: StatsOf<'a>) -> Where<'a> {
     let mut w = Where::default();
     match of {
+        StatsOf::Hub => {}
         StatsOf::Subscription(id) => w.push("a.subscription_id = {}", [Arg::Uuid(id)]),
         StatsOf::Connector(name) => w.push("a.connector = {}", [Arg::Text(name)]),
     }
@@ -273,21 +280,54 @@ pub(super) async fn destination_stats<D: Dialect>(
     since: DateTime<Utc>,
 ) -> StoreResult<DestinationStats> {
     let mut conn = store.reader().acquire().await?;
+    let rolled = rollup::rolled_until(&mut *conn).await?;
+    let (scope, name) = rollup::key(of);
+
+    // Whole hours of the window already rolled up come from `attempt_hours`; the partial hour
+    // at its start and the hours since `rolled_until` from `attempts`.
+    let first_hour = rollup::hour_of(since) + rollup::HOUR;
+    let (mut attempts, mut succeeded) = (0, 0);
+    let mut raw = vec![(since, None)];
+    if let Some(until) = rolled.filter(|until| *until > first_hour) {
+        let row = conn
+            .row(
+                "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) AS attempts, \
+                 CAST(COALESCE(SUM(succeeded), 0) AS BIGINT) AS succeeded \
+                 FROM attempt_hours WHERE scope = $1 AND name = $2 AND hour >= $3 AND hour < $4",
+                &[
+                    Arg::Text(scope),
+                    Arg::Text(&name),
+                    Arg::Time(first_hour),
+                    Arg::Time(until),
+                ],
+            )
+            .await?;
+        if let Some(row) = row {
+            attempts += row.get::<u64>("attempts")?;
+            succeeded += row.get::<u64>("succeeded")?;
+        }
+        raw = vec![(since, Some(first_hour)), (until, None)];
+    }
+    for (from, to) in raw {
+        let mut w = attempts_of(of);
+        w.push("a.started_at >= {}", [Arg::Time(from)]);
+        if let Some(to) = to {
+            w.push("a.started_at < {}", [Arg::Time(to)]);
+        }
+        let sql = format!(
+            "SELECT COUNT(*) AS attempts, \
+             COALESCE(SUM(CASE WHEN a.outcome = 'succeeded' THEN 1 ELSE 0 END), 0) AS succeeded \
+             FROM attempts a WHERE {}",
+            w.sql()
+        );
+        if let Some(row) = conn.row(&sql, &w.args).await? {
+            attempts += row.get::<u64>("attempts")?;
+            succeeded += row.get::<u64>("succeeded")?;
+        }
+    }
 
     let mut w = attempts_of(of);
     w.push("a.started_at >= {}", [Arg::Time(since)]);
-    let sql = format!(
-        "SELECT COUNT(*) AS attempts, \
-         COALESCE(SUM(CASE WHEN a.outcome = 'succeeded' THEN 1 ELSE 0 END), 0) AS succeeded \
-         FROM attempts a WHERE {}",
-        w.sql()
-    );
-    let counts = conn.row(&sql, &w.args).await?;
-    let (attempts, succeeded) = match &counts {
-        Some(row) => (row.get::<u64>("attempts")?, row.get::<u64>("succeeded")?),
-        None => (0, 0),
-    };
-
     let limit = w.limit(MAX_LATENCY_SAMPLE);
     let sql = format!(
         "SELECT a.duration_ms FROM attempts a WHERE {} ORDER BY a.started_at DESC LIMIT {limit}",
@@ -297,17 +337,9 @@ pub(super) async fn destination_stats<D: Dialect>(
         .map(|row| row.get::<u64>("duration_ms"))
         .collect::<StoreResult<Vec<_>>>()?;
 
-    let latest = |outcome: &str| {
-        format!(
-            "SELECT a.started_at, a.error FROM attempts a WHERE {} AND a.outcome = '{outcome}' \
-             ORDER BY a.started_at DESC LIMIT 1",
-            attempts_of(of).sql()
-        )
-    };
-    let w = attempts_of(of);
-    let success = conn.row(&latest("succeeded"), &w.args).await?;
+    let success = latest::<D>(&mut *conn, of, rolled, "succeeded").await?;
     let last_success_at = success.map(|row| row.time("started_at")).transpose()?;
-    let failure = conn.row(&latest("failed"), &w.args).await?;
+    let failure = latest::<D>(&mut *conn, of, rolled, "failed").await?;
     let last_failure = failure
         .map(|row| Ok::<_, super::StoreError>((row.time("started_at")?, row.opt_text("error")?)))
         .transpose()?;
@@ -332,6 +364,61 @@ pub(super) async fn destination_stats<D: Dialect>(
         pending,
         oldest_pending_created_at,
     })
+}
+
+/// The latest attempt of `of` with `outcome`: among the attempts not rolled up yet, else in the
+/// latest rolled-up hour that had one, so a destination that never failed is not read whole.
+async fn latest<D: Dialect>(
+    conn: &mut D::Conn,
+    of: StatsOf<'_>,
+    rolled: Option<DateTime<Utc>>,
+    outcome: &str,
+) -> StoreResult<Option<<D::Conn as Conn>::Row>> {
+    let find = |from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>| {
+        let mut w = attempts_of(of);
+        w.push("a.outcome = {}", [Arg::Text(outcome)]);
+        if let Some(from) = from {
+            w.push("a.started_at >= {}", [Arg::Time(from)]);
+        }
+        if let Some(to) = to {
+            w.push("a.started_at < {}", [Arg::Time(to)]);
+        }
+        w
+    };
+    let sql = |w: &Where| {
+        format!(
+            "SELECT a.started_at, a.error FROM attempts a WHERE {} ORDER BY a.started_at DESC LIMIT 1",
+            w.sql()
+        )
+    };
+    let w = find(rolled, None);
+    let found = conn.row(&sql(&w), &w.args).await?;
+    let Some(until) = rolled else {
+        return Ok(found);
+    };
+    if found.is_some() {
+        return Ok(found);
+    }
+    let (scope, name) = rollup::key(of);
+    let having = if outcome == "succeeded" {
+        "succeeded > 0"
+    } else {
+        "attempts > succeeded"
+    };
+    let hour = conn
+        .row(
+            &format!(
+                "SELECT MAX(hour) AS hour FROM attempt_hours \
+                 WHERE scope = $1 AND name = $2 AND hour < $3 AND {having}"
+            ),
+            &[Arg::Text(scope), Arg::Text(&name), Arg::Time(until)],
+        )
+        .await?;
+    let Some(hour) = hour.map(|r| r.opt_time("hour")).transpose()?.flatten() else {
+        return Ok(None);
+    };
+    let w = find(Some(hour), Some(hour + rollup::HOUR));
+    conn.row(&sql(&w), &w.args).await
 }
 
 /// What happened after the cursors: events and attempts newer than `after_event` and

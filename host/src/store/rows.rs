@@ -184,7 +184,7 @@ pub(super) fn attempt_view(row: &impl DbRow) -> StoreResult<AttemptView> {
 
 pub(super) fn dead_letter(row: &impl DbRow) -> StoreResult<DeadLetter> {
     decode!(row => DeadLetter {
-        id, event_id, delivery_id, destination = destination(row)?, attempts, last_error,
+        id, event_id, event_type, delivery_id, destination = destination(row)?, attempts, last_error,
         created_at, replayed_at,
     })
 }
