@@ -19,18 +19,28 @@
  *  events     events-table, events-summary, event-row [data-id], event-link, count-<state> [data-count]
  *  event      event-payload, delivery [data-id][data-status], attempts (table), attempt-row
  *             [data-status=succeeded|failed][data-code=HTTP status], replay-delivery [data-delivery-id]
- *  subs       new-subscription, subscriptions-table, subscription-row [data-id], subscription-link,
- *             health [data-health=healthy|degraded|failing|open|half_open|idle|disabled|unknown|loading]
+ *  subs       new-subscription, subscriptions-table, subscription-row [data-id][data-enabled]
+ *             [data-paused], subscription-link, health [data-health=healthy|degraded|failing|open|
+ *             half_open|idle|disabled|paused|unknown|loading] ("Paused" whenever an enabled one is)
  *  create     subscription-form, kind-webhook, kind-connector, field-url, field-secret,
  *             generate-secret, field-connector, field-instance, field-events, field-description,
- *             generated-secret-note, field-headers, field-enabled, subscription-submit
- *  sub page   sub-stats [data-window], window-1h|24h|7d, stat-attempts, stat-succeeded, stat-failed,
- *             stat-success-rate, stat-latency, stat-backlog, stat-last-success, stat-last-failure,
- *             stat-circuit, enable-toggle [aria-checked][data-enabled], send-test, test-result
+ *             generated-secret-note, field-headers, field-filter (JSON text; error-filter beside it
+ *             for bad JSON and for API errors on `filter`, `filter.…`, `filter[…`), field-enabled,
+ *             field-paused, subscription-submit
+ *  sub page   paused-badge (in the heading, only when paused), sub-filter [data-filter=set|none]
+ *             (the filter as pretty-printed JSON), sub-stats [data-window], window-1h|24h|7d,
+ *             stat-attempts, stat-succeeded, stat-failed, stat-success-rate, stat-latency,
+ *             stat-backlog, stat-last-success, stat-last-failure, stat-circuit, enable-toggle
+ *             [aria-checked][data-enabled], pause-toggle [aria-pressed][data-paused] ("Pause
+ *             deliveries" / "Resume deliveries"), send-test, test-result
  *             [data-succeeded] (with test-status, test-latency, test-error, test-body), rotate-form,
  *             rotate-secret, rotate-generate, rotate-submit, delete-subscription, confirm-dialog,
  *             confirm-delete, confirm-cancel, deliveries-filter, deliveries-status, deliveries-table
  *             [data-loaded-status], delivery-row [data-id][data-status]
+ *  edit       (sub page) edit-form [data-kind=webhook|connector], edit-url, edit-headers (webhooks
+ *             only), edit-events, edit-filter (pretty-printed; emptied = no filter), edit-description,
+ *             edit-submit, edit-reset; API field errors beside the fields as error-<field> inside
+ *             edit-form (error-filter as in create), the rest as form-error inside it
  *  dead       dead-letters-table, dead-letter-row [data-id][data-replayed], dead-letter-select
  *             [data-id], dead-letter-select-all, replay-one [data-id], replay-selected, replay-all
  *  connectors connector [data-name][data-status], connector-problem, connector-digest,
@@ -47,11 +57,12 @@
     pending: 'Pending', in_flight: 'In flight', succeeded: 'Succeeded', dead: 'Dead',
     cancelled: 'Cancelled', failed: 'Failed', closed: 'Closed', open: 'Open',
     half_open: 'Half-open', active: 'Active', inactive: 'Inactive', missing: 'Missing',
+    paused: 'Paused',
   };
   const TONE = {
     pending: 'info', in_flight: 'info', succeeded: 'ok', dead: 'bad', cancelled: 'muted',
     failed: 'bad', closed: 'ok', open: 'bad', half_open: 'warn', active: 'ok', inactive: 'warn',
-    missing: 'warn',
+    missing: 'warn', paused: 'warn',
   };
   const ICON = { ok: '✓', bad: '✕', warn: '!', info: '•', muted: '–' };
 
@@ -247,6 +258,19 @@
     }
   }
 
+  /** JSON text sent as typed inside a request body (big numbers and key order reach the hub exactly). */
+  class RawJson {
+    constructor(text) { this.text = text; }
+  }
+  /** A request body as JSON text; top-level RawJson members are inserted verbatim. */
+  function bodyText(payload) {
+    const entries = payload && typeof payload === 'object' && !Array.isArray(payload) ? Object.entries(payload) : [];
+    if (!entries.some(([, v]) => v instanceof RawJson)) return JSON.stringify(payload);
+    const members = entries.filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${JSON.stringify(k)}:${v instanceof RawJson ? v.text : JSON.stringify(v)}`);
+    return `{${members.join(',')}}`;
+  }
+
   function getKey() {
     try { return sessionStorage.getItem(KEY) || ''; } catch (_) { return ''; }
   }
@@ -275,7 +299,11 @@
       if (!Array.isArray(errors)) {
         errors = Object.entries(errors).map(([field, m]) => ({ field, message: [].concat(m).join('; ') }));
       }
-      return new ApiError(p.status || res.status, p.title || res.statusText, p.detail, errors);
+      errors = errors.filter((x) => x != null).map((x) => (typeof x === 'object'
+        ? { field: x.field == null ? '' : String(x.field), message: x.message == null ? 'is invalid' : String(x.message) }
+        : { field: '', message: String(x) }));
+      return new ApiError(p.status || res.status, p.title || res.statusText || `HTTP ${res.status}`,
+        p.detail == null ? '' : String(p.detail), errors);
     }
     return new ApiError(res.status, res.statusText || `HTTP ${res.status}`, text.slice(0, 300).trim());
   }
@@ -286,7 +314,7 @@
     const init = { method, headers: authHeaders(), signal, cache: 'no-store', credentials: 'same-origin' };
     if (payload !== undefined) {
       init.headers['Content-Type'] = 'application/json';
-      init.body = JSON.stringify(payload);
+      init.body = bodyText(payload);
     }
     let res;
     let text;
@@ -325,7 +353,7 @@
   }
   function errorText(e) {
     if (e instanceof ApiError) return e.detail ? `${e.title}: ${e.detail}` : e.title;
-    return String((e && e.message) || e);
+    return String((e && e.message) || e || 'Something went wrong');
   }
   function flashError(e) {
     if (isAbort(e) || (e && e.status === 401)) return;
@@ -369,6 +397,8 @@
   function fieldMessage(path, name, message) {
     const m = String(message);
     if (path === name || !path.startsWith(name)) return sentence(m);
+    // A filter error names where in the filter: `filter.payload.total.$between` → "payload.total.$between: …".
+    if (name === 'filter') return `${path.slice(name.length).replace(/^\./, '')}: ${m}`;
     const sub = path.slice(name.length).replace(/^\./, '');
     if (name === 'headers') return sentence(`${sub} ${m}`);
     if (/^\[\d+\]$/.test(sub)) return sentence(m.startsWith('"') ? m : `item ${Number(sub.slice(1, -1)) + 1}: ${m}`);
@@ -383,7 +413,7 @@
     for (const { field: path, message } of errors) {
       const name = fieldOf(path);
       const wrap = name && form.querySelector(`[data-field="${CSS.escape(name)}"]`);
-      if (!wrap) { rest.push(`${path}: ${message}`); continue; }
+      if (!wrap) { rest.push(path ? `${path}: ${message}` : sentence(message)); continue; }
       let el = wrap.querySelector('.field-error');
       const control = wrap.querySelector('input, select, textarea');
       if (!el) {
@@ -1113,7 +1143,14 @@
     let tone;
     let text;
     const rate = stats ? stats.success_rate : null;
-    if (!sub.enabled) [health, tone, text] = ['disabled', 'muted', 'Disabled'];
+    let title = failed ? errorText(failed) : null;
+    if (!sub.enabled) [health, tone, text] = ['disabled', 'muted', sub.paused ? 'Disabled (and paused)' : 'Disabled'];
+    else if (sub.paused) {
+      // Nothing is attempted while paused: the rate and the circuit say nothing about now.
+      [health, tone, text] = ['paused', 'warn', 'Paused'];
+      const held = stats && stats.backlog ? stats.backlog.pending : null;
+      title = `Deliveries are held until it is resumed${held != null ? ` (${num(held)} waiting)` : ''}`;
+    }
     else if (circuit === 'open') [health, tone, text] = ['open', 'bad', 'Circuit open'];
     else if (circuit === 'half_open') [health, tone, text] = ['half_open', 'warn', 'Circuit half-open (probing)'];
     else if (failed) [health, tone, text] = ['unknown', 'muted', 'Unknown'];
@@ -1122,8 +1159,8 @@
     else if (rate >= 0.99) [health, tone, text] = ['healthy', 'ok', 'Healthy'];
     else if (rate >= 0.9) [health, tone, text] = ['degraded', 'warn', 'Degraded'];
     else [health, tone, text] = ['failing', 'bad', 'Failing'];
-    const rateText = rate != null && sub.enabled ? ` · ${pct(rate)} succeeded` : '';
-    return h('span', { class: `badge tone-${tone}`, 'data-test': 'health', 'data-health': health, title: failed ? errorText(failed) : null },
+    const rateText = rate != null && sub.enabled && !sub.paused ? ` · ${pct(rate)} succeeded` : '';
+    return h('span', { class: `badge tone-${tone}`, 'data-test': 'health', 'data-health': health, title },
       h('span', { class: 'badge-icon', 'aria-hidden': 'true' }, ICON[tone]), text + rateText);
   }
 
@@ -1146,7 +1183,7 @@
       more.hidden = !cursor;
       const rows = page.data.map((s) => {
         const health = h('td', {}, healthBadge(s, null));
-        const row = h('tr', { 'data-test': 'subscription-row', 'data-id': s.id, 'data-enabled': String(s.enabled) },
+        const row = h('tr', { 'data-test': 'subscription-row', 'data-id': s.id, 'data-enabled': String(s.enabled), 'data-paused': String(!!s.paused) },
           h('td', { class: 'dest' }, h('a', { href: `#/subscriptions/${s.id}`, 'data-test': 'subscription-link', class: 'break' }, subTarget(s)),
             s.description ? h('div', { class: 'muted small' }, s.description) : null),
           h('td', {}, s.events.join(', ')),
@@ -1189,6 +1226,20 @@
   }
   const splitList = (v) => v.split(',').map((s) => s.trim()).filter(Boolean);
 
+  const FILTER_EXAMPLE = '{"payload.total": {"$gte": 100}}';
+  const FILTER_HINT = 'Only matching events are delivered: a JSON object of paths (payload.…, event_type) '
+    + 'to values or operators ($eq, $in, $gte, $exists, $or, …).';
+  /** The filter text of a form: {raw: JSON text} or {raw: null} (none), or {error}. */
+  function parseFilter(text) {
+    const raw = text.trim();
+    if (!raw) return { raw: null };
+    let value;
+    try { value = JSON.parse(raw); } catch (e) {
+      return { error: `Not valid JSON: ${String(e.message || e).replace(/^JSON\.parse: /, '')}` };
+    }
+    return { raw: value === null ? null : raw };
+  }
+
   async function pageNewSubscription(ctx) {
     const conns = await ctx.get('/connectors').then((l) => l.data, (e) => {
       if (isAbort(e) || e.status === 401) throw e;
@@ -1203,7 +1254,9 @@
     const instance = select({}, [['', 'Choose a connector first']], '');
     const events = h('input', { type: 'text', spellcheck: 'false', autocomplete: 'off', placeholder: 'order.created, order.paid' });
     const description = h('textarea', { rows: '2', maxlength: '1024' });
+    const filterText = h('textarea', { rows: '4', spellcheck: 'false', autocomplete: 'off', placeholder: FILTER_EXAMPLE });
     const enabled = h('input', { type: 'checkbox', checked: true });
+    const paused = h('input', { type: 'checkbox' });
     const submit = h('button', { type: 'submit', class: 'button primary', 'data-test': 'subscription-submit' }, 'Create subscription');
 
     const webhookSet = h('fieldset', { class: 'group' }, h('legend', {}, 'Webhook'),
@@ -1244,16 +1297,22 @@
       onsubmit: async (ev) => {
         ev.preventDefault();
         const payload = { events: splitList(events.value), enabled: enabled.checked };
+        const errors = [];
         if (description.value.trim()) payload.description = description.value.trim();
         if (kindWebhook.checked) {
           if (url.value.trim()) payload.url = url.value.trim();
           if (secret.input.value) payload.secret = secret.input.value;
           const parsed = parseHeaders(headers.value);
-          if (parsed.errors.length) { showFieldErrors(form, parsed.errors); return; }
+          errors.push(...parsed.errors);
           payload.headers = parsed.headers;
         } else {
           payload.connector = { name: connector.value, instance: instance.value };
         }
+        const f = parseFilter(filterText.value);
+        if (f.error) errors.push({ field: 'filter', message: f.error });
+        else if (f.raw != null) payload.filter = new RawJson(f.raw);
+        if (paused.checked) payload.paused = true;
+        if (errors.length) { showFieldErrors(form, errors); return; }
         busy(submit, true, 'Creating…');
         try {
           const created = await ctx.send('POST', '/subscriptions', payload);
@@ -1274,8 +1333,10 @@
     webhookSet,
     connectorSet,
     field('events', 'Event types', events, 'Comma-separated, e.g. order.created, order.paid — or * for every event type.'),
+    field('filter', 'Payload filter (JSON, optional)', filterText, `${FILTER_HINT} Empty: every event of its types.`),
     field('description', 'Description (optional)', description),
     field('enabled', 'Enabled: deliver events as soon as it is created', enabled),
+    field('paused', 'Paused: create its deliveries but hold them until it is resumed', paused),
     h('div', { class: 'actions' }, submit, h('a', { href: '#/subscriptions', class: 'button' }, 'Cancel')));
 
     ctx.render(h('p', { class: 'crumbs' }, h('a', { href: '#/subscriptions' }, 'Subscriptions'), ' / new'),
@@ -1284,10 +1345,21 @@
 
   async function pageSubscription(ctx) {
     const id = ctx.params[0];
-    let sub = await ctx.get(`/subscriptions/${enc(id)}`);
+    let filterRaw = null; // the filter as the hub sent it (JSON text, numbers exact), or null
+    /** Reads or patches the subscription, keeping the raw text of its filter. */
+    async function subCall(method, payload) {
+      const { data, text } = await api(method, `/subscriptions/${enc(id)}`, { body: payload, signal: ctx.signal, raw: true });
+      filterRaw = data.filter == null ? null : (rawMember(text, 'filter') || JSON.stringify(data.filter));
+      return data;
+    }
+    let sub = await subCall('GET');
     const heading = h('h1', {});
     const meta = h('dl', { class: 'meta' });
     const toggle = h('button', { type: 'button', role: 'switch', class: 'switch', 'data-test': 'enable-toggle' });
+    const pauseHint = h('p', { class: 'muted small', id: nextId('pause-hint') },
+      'Pause holds its deliveries (none attempted, none lost) until resumed; disable drops what is published meanwhile.');
+    const pauseBtn = h('button', { type: 'button', class: 'button', 'data-test': 'pause-toggle', 'aria-describedby': pauseHint.id });
+    toggle.setAttribute('aria-describedby', pauseHint.id);
     const statsBox = h('div', { 'data-test': 'sub-stats' });
     let windowSel = '24h';
     const windowBtns = ['1h', '24h', '7d'].map((w) => h('button', {
@@ -1296,12 +1368,19 @@
     }, { '1h': 'Last hour', '24h': 'Last 24 hours', '7d': 'Last 7 days' }[w]));
 
     function drawHead() {
+      const pausedBadge = sub.paused ? badge('paused', 'Paused') : null;
+      if (pausedBadge) {
+        pausedBadge.setAttribute('data-test', 'paused-badge');
+        pausedBadge.title = 'Deliveries are created and held until it is resumed';
+      }
       put(heading, sub.description || subTarget(sub), ' ',
-        sub.enabled ? badge('active', 'Enabled') : badge('cancelled', 'Disabled'));
+        sub.enabled ? badge('active', 'Enabled') : badge('cancelled', 'Disabled'), pausedBadge ? ' ' : null, pausedBadge);
       put(meta, 
         h('dt', {}, 'Id'), h('dd', { class: 'mono' }, sub.id),
         h('dt', {}, sub.url ? 'URL' : 'Connector instance'), h('dd', { class: 'break' }, subTarget(sub)),
         h('dt', {}, 'Event types'), h('dd', {}, sub.events.join(', ')),
+        h('dt', {}, 'Payload filter'), h('dd', { 'data-test': 'sub-filter', 'data-filter': filterRaw ? 'set' : 'none' },
+          filterRaw ? h('pre', { class: 'code small' }, prettyJson(filterRaw)) : h('span', { class: 'muted' }, 'every event of its types')),
         h('dt', {}, 'Custom headers'), h('dd', {}, Object.keys(sub.headers || {}).length
           ? h('ul', { class: 'plain' }, Object.entries(sub.headers).map(([k, v]) => h('li', { class: 'mono' }, `${k}: ${v}`))) : 'none'),
         h('dt', {}, 'Circuit'), h('dd', {}, badge(sub.circuit.state), sub.circuit.consecutive_failures ? ` ${sub.circuit.consecutive_failures} consecutive failures` : ''),
@@ -1311,6 +1390,9 @@
       toggle.dataset.enabled = String(sub.enabled);
       put(toggle, h('span', { class: 'switch-track', 'aria-hidden': 'true' }, h('span', { class: 'switch-knob' })),
         h('span', {}, 'Deliveries enabled'));
+      pauseBtn.setAttribute('aria-pressed', String(!!sub.paused));
+      pauseBtn.dataset.paused = String(!!sub.paused);
+      pauseBtn.textContent = sub.paused ? 'Resume deliveries' : 'Pause deliveries';
     }
 
     async function loadStats() {
@@ -1330,10 +1412,24 @@
     toggle.addEventListener('click', async () => {
       busy(toggle, true);
       try {
-        sub = await ctx.send('PATCH', `/subscriptions/${enc(id)}`, { enabled: !sub.enabled });
+        sub = await subCall('PATCH', { enabled: !sub.enabled });
         drawHead();
         flash(sub.enabled ? 'Subscription enabled: matching events are delivered again.' : 'Subscription disabled: new events are not delivered to it.', 'success');
       } catch (e) { flashError(e); } finally { busy(toggle, false); }
+    });
+
+    pauseBtn.addEventListener('click', async () => {
+      busy(pauseBtn, true);
+      try {
+        sub = await subCall('PATCH', { paused: !sub.paused });
+        if (!ctx.live()) return;
+        drawHead();
+        flash(sub.paused ? 'Subscription paused: deliveries are held until resumed.' : 'Subscription resumed: held deliveries are due now.', 'success');
+      } catch (e) { flashError(e); } finally {
+        busy(pauseBtn, false);
+        // A button that got disabled while focused loses the focus: give it back.
+        if (ctx.live() && (!document.activeElement || document.activeElement === body)) pauseBtn.focus();
+      }
     });
 
     // Send a test event.
@@ -1370,7 +1466,7 @@
           ev.preventDefault();
           busy(submit, true, 'Rotating…');
           try {
-            sub = await ctx.send('PATCH', `/subscriptions/${enc(id)}`, { secret: secret.input.value });
+            sub = await subCall('PATCH', { secret: secret.input.value });
             drawHead();
             clearFieldErrors(rotate);
             secret.input.value = '';
@@ -1391,6 +1487,129 @@
     } else {
       rotate = h('p', { class: 'muted' }, 'Deliveries to a connector instance are not signed: there is no secret to rotate.');
     }
+
+    // Edit: PATCH with only the fields that changed. A connector-instance subscription has no
+    // URL, secret or headers (PATCH refuses them for it with 422), so only its events, filter and
+    // description are offered; enabling and pausing are above, the secret is rotated above. The
+    // filter is sent as typed (RawJson) so large numbers reach the hub exactly.
+    const webhook = !sub.instance;
+    const headerLines = (hs) => Object.entries(hs || {}).map(([k, v]) => `${k}: ${v}`).join('\n');
+    const sameHeaders = (a, b) => {
+      const norm = (hs) => JSON.stringify(Object.entries(hs || {}).map(([k, v]) => [k.toLowerCase(), v])
+        .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)));
+      return norm(a) === norm(b);
+    };
+    const edit = {
+      url: webhook ? h('input', { type: 'text', inputmode: 'url', autocomplete: 'off', spellcheck: 'false', 'data-test': 'edit-url', placeholder: 'https://example.com/webhooks' }) : null,
+      headers: webhook ? h('textarea', { rows: '3', spellcheck: 'false', 'data-test': 'edit-headers', placeholder: 'X-Team: ops' }) : null,
+      events: h('input', { type: 'text', spellcheck: 'false', autocomplete: 'off', 'data-test': 'edit-events', placeholder: 'order.created, order.paid' }),
+      filter: h('textarea', { rows: '4', spellcheck: 'false', autocomplete: 'off', 'data-test': 'edit-filter', placeholder: FILTER_EXAMPLE }),
+      // A one-line input (Enter saves) unless the description already has line breaks.
+      description: /[\r\n]/.test(sub.description || '')
+        ? h('textarea', { rows: '3', maxlength: '1024', 'data-test': 'edit-description' })
+        : h('input', { type: 'text', maxlength: '1024', autocomplete: 'off', 'data-test': 'edit-description' }),
+    };
+    let editInitial = {};
+    /** Fills the edit form from `sub`; what the browser shows is what counts as unchanged. */
+    function fillEdit() {
+      const values = {
+        url: sub.url || '', headers: headerLines(sub.headers), events: sub.events.join(', '),
+        filter: filterRaw ? prettyJson(filterRaw) : '', description: sub.description || '',
+      };
+      editInitial = {};
+      for (const [k, control] of Object.entries(edit)) {
+        if (!control) continue;
+        control.value = values[k];
+        editInitial[k] = control.value;
+      }
+      if (edit.headers) edit.headers.rows = Math.min(12, Math.max(3, Object.keys(sub.headers || {}).length + 1));
+      edit.filter.rows = Math.min(16, Math.max(4, edit.filter.value.split('\n').length + 1));
+    }
+    /** The PATCH body (changed fields only) and any errors found before sending. */
+    function editChanges() {
+      const patch = {};
+      const errors = [];
+      const touched = (k) => edit[k] && edit[k].value !== editInitial[k];
+      if (touched('url')) {
+        const v = edit.url.value.trim();
+        if (!v) errors.push({ field: 'url', message: 'is required: the absolute http(s) URL that receives the events' });
+        else if (v !== (sub.url || '')) patch.url = v;
+      }
+      if (touched('headers')) {
+        const parsed = parseHeaders(edit.headers.value);
+        if (parsed.errors.length) errors.push(...parsed.errors);
+        else if (!sameHeaders(parsed.headers, sub.headers)) patch.headers = parsed.headers;
+      }
+      if (touched('events')) {
+        const v = splitList(edit.events.value);
+        if (!v.length) errors.push({ field: 'events', message: 'must list at least one event type, or * for every event type' });
+        else if (JSON.stringify(v) !== JSON.stringify(sub.events)) patch.events = v;
+      }
+      if (touched('filter')) {
+        const f = parseFilter(edit.filter.value);
+        if (f.error) errors.push({ field: 'filter', message: f.error });
+        else if (f.raw == null) { if (filterRaw != null) patch.filter = null; } // null removes it
+        else if (filterRaw == null || prettyJson(f.raw) !== prettyJson(filterRaw)) patch.filter = new RawJson(f.raw);
+      }
+      if (touched('description')) {
+        const v = edit.description.value.trim() || null;
+        if (v !== (sub.description == null ? null : sub.description)) patch.description = v; // null clears it
+      }
+      return { patch, errors };
+    }
+    const editSubmit = h('button', { type: 'submit', class: 'button primary', 'data-test': 'edit-submit' }, 'Save changes');
+    const editReset = h('button', {
+      type: 'button', class: 'button', 'data-test': 'edit-reset',
+      onclick: () => { fillEdit(); clearFieldErrors(editForm); },
+    }, 'Undo changes');
+    const editForm = h('form', {
+      class: 'card form', 'data-test': 'edit-form', 'data-kind': webhook ? 'webhook' : 'connector', novalidate: true,
+      'aria-labelledby': 'sub-edit-h',
+      onkeydown: (ev) => {
+        // Enter saves from one-line inputs (the browser does it); in a text area Ctrl/⌘+Enter does.
+        if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey) && ev.target instanceof HTMLTextAreaElement) {
+          ev.preventDefault();
+          editSubmit.click();
+        }
+      },
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        if (editSubmit.disabled) return;
+        const { patch, errors } = editChanges();
+        if (errors.length) { showFieldErrors(editForm, errors); return; }
+        if (!Object.keys(patch).length) {
+          clearFieldErrors(editForm);
+          flash('Nothing to save: no field was changed.', 'info');
+          return;
+        }
+        busy(editSubmit, true, 'Saving…');
+        try {
+          sub = await subCall('PATCH', patch);
+          if (!ctx.live()) return;
+          clearFieldErrors(editForm);
+          fillEdit();
+          drawHead();
+          flash('Subscription updated.', 'success');
+        } catch (e) {
+          if (isAbort(e) || e.status === 401) return;
+          if (e.errors && e.errors.length) showFieldErrors(editForm, e.errors); else clearFieldErrors(editForm);
+          flashError(e);
+        } finally {
+          busy(editSubmit, false);
+          // A button that got disabled while focused loses the focus: give it back.
+          if (ctx.live() && (!document.activeElement || document.activeElement === body)) editSubmit.focus();
+        }
+      },
+    },
+    webhook ? [
+      field('url', 'URL', edit.url, 'Absolute http(s) URL that receives the events, without user:password@.'),
+      field('headers', 'Custom headers', edit.headers, 'One per line, as Name: value; they replace the current ones (empty removes them all). Ctrl+Enter saves.'),
+    ] : h('p', { class: 'muted small' }, `This subscription delivers to the connector instance ${subTarget(sub)}: it has no URL, secret or custom headers.`),
+    field('events', 'Event types', edit.events, 'Comma-separated, e.g. order.created, order.paid — or * for every event type.'),
+    field('filter', 'Payload filter (JSON, optional)', edit.filter, `${FILTER_HINT} Empty removes it. Ctrl+Enter saves.`),
+    field('description', 'Description (optional)', edit.description, 'Empty removes it.'),
+    h('div', { class: 'actions' }, editSubmit, editReset));
+    fillEdit();
 
     const deleteBtn = h('button', {
       type: 'button', class: 'button danger', 'data-test': 'delete-subscription',
@@ -1467,10 +1686,11 @@
         statsBox),
       h('section', { 'aria-labelledby': 'sub-actions-h' }, h('h2', { id: 'sub-actions-h' }, 'Actions'),
         h('div', { class: 'action-grid' },
-          h('div', { class: 'card' }, h('h3', {}, 'Delivery'), h('p', { class: 'muted small' }, 'A disabled subscription gets no new deliveries.'), toggle),
+          h('div', { class: 'card' }, h('h3', {}, 'Delivery'), pauseHint, h('div', { class: 'actions' }, toggle, pauseBtn)),
           h('div', { class: 'card' }, h('h3', {}, 'Test'), h('p', { class: 'muted small' }, 'Sends a signed hub.test event now; nothing is stored or retried.'), testBtn, testResult),
           h('div', { class: 'card' }, h('h3', {}, 'Rotate secret'), rotate),
           h('div', { class: 'card' }, h('h3', {}, 'Delete'), h('p', { class: 'muted small' }, 'Pending deliveries are cancelled.'), deleteBtn))),
+      h('section', { 'aria-labelledby': 'sub-edit-h' }, h('h2', { id: 'sub-edit-h' }, 'Edit'), editForm),
       h('section', { 'aria-labelledby': 'sub-deliveries-h' },
         h('div', { class: 'section-head' }, h('h2', { id: 'sub-deliveries-h' }, 'Deliveries'), filter),
         tableWrap('Deliveries', dtable), h('div', { class: 'actions' }, dmore)));

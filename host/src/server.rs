@@ -94,6 +94,11 @@ pub async fn run(
     ));
 
     let rollup = tokio::spawn(maintenance::roll_up(store.clone(), stop_rx.clone()));
+    let notices = tokio::spawn(maintenance::publish_notices(
+        store.clone(),
+        wake.clone(),
+        stop_rx.clone(),
+    ));
 
     let state = AppState::new(config, store, metrics, wake, connectors, sender, stop_rx);
     let served = axum::serve(listener, api::router(state))
@@ -109,7 +114,7 @@ pub async fn run(
         .context("serving HTTP");
     // Also when serving failed: background work must not outlive `run`.
     let _ = stop_tx.send(true);
-    for task in [engine, peers, stats, pruning, rollup, watcher] {
+    for task in [engine, peers, stats, pruning, rollup, notices, watcher] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "a background task failed");
         }

@@ -313,6 +313,49 @@ async fn an_operator_works_through_the_console_in_a_real_browser(backend: Backen
         "signed with the new secret"
     );
 
+    // Edit: a change is saved; a bad filter's API error shows beside the filter, naming where.
+    browser.open(&page, "subscription").await;
+    browser.fill("edit-description", "Orders for finance").await;
+    browser.click(&Browser::css("edit-submit")).await;
+    browser.flash("success").await;
+    let stored = api
+        .get_json(&format!("/api/v1/subscriptions/{sub}"), 200)
+        .await;
+    assert_eq!(stored["description"], "Orders for finance");
+    browser.ready("subscription").await;
+    browser
+        .fill("edit-filter", r#"{"payload.total": {"$between": [1, 2]}}"#)
+        .await;
+    browser.click(&Browser::css("edit-submit")).await;
+    let error = browser
+        .wait_css("[data-test=\"edit-form\"] [data-test=\"error-filter\"]")
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(error.contains("$between"), "{error}");
+    browser.shot("subscription-edit-errors").await;
+
+    // Pause and resume.
+    browser.open(&page, "subscription").await;
+    browser.click(&Browser::css("pause-toggle")).await;
+    browser.flash("success").await;
+    let stored = api
+        .get_json(&format!("/api/v1/subscriptions/{sub}"), 200)
+        .await;
+    assert_eq!(stored["paused"], true);
+    browser
+        .wait_css("[data-test=\"pause-toggle\"][data-paused=\"true\"]")
+        .await;
+    browser.click(&Browser::css("pause-toggle")).await;
+    browser
+        .wait_css("[data-test=\"pause-toggle\"][data-paused=\"false\"]")
+        .await;
+    let stored = api
+        .get_json(&format!("/api/v1/subscriptions/{sub}"), 200)
+        .await;
+    assert_eq!(stored["paused"], false);
+
     // A failing endpoint: its delivery is dead-lettered; replayed from the console, delivered.
     let failing = Receiver::start(Reply::Status(500)).await;
     let down = api

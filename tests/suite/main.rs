@@ -9,6 +9,7 @@
 //! - [`queries`], [`store_queries`]: the visibility API (events by filter, a subscription's
 //!   deliveries, dead letters by filter);
 //! - [`console`]: the console in headless Chromium, the flows an operator uses;
+//! - [`controls`], [`store_controls`]: payload filters, pause;
 //! - [`security`]: secrets never in responses or logs; sandbox escapes refused;
 //! - [`resilience`], [`disk_faults`]: `kill -9`, instances sharing PostgreSQL, a full disk;
 //! - [`bench_smoke`], [`chaos`]: bounded runs of the benchmark and the fault runs.
@@ -20,6 +21,7 @@ mod bench_smoke;
 mod chaos;
 mod connectors;
 mod console;
+mod controls;
 mod delivery;
 mod disk_faults;
 mod instances;
@@ -27,5 +29,6 @@ mod queries;
 mod resilience;
 mod security;
 mod store_contract;
+mod store_controls;
 mod store_instances;
 mod store_queries;

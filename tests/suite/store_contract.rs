@@ -69,6 +69,8 @@ pub(crate) fn new_sub(events: &[&str]) -> NewSubscription {
         enabled: true,
         description: Some("billing team".into()),
         headers: BTreeMap::from([("x-team".to_string(), "billing".to_string())]),
+        filter: None,
+        paused: false,
         created_at: now,
         updated_at: now,
         circuit: Circuit::CLOSED,
@@ -643,6 +645,7 @@ pub(crate) fn record(
         subscription_id: sub,
         gone: false,
         connector: None,
+        quiet: false,
     }
 }
 

@@ -15,7 +15,7 @@ macro_rules! mirror {
     ($(#[$meta:meta])* pub struct $name:ident from $model:ty {
         $($(#[$field_meta:meta])* $field:ident: $ty:ty $(=> $convert:path)?),* $(,)?
     }) => {
-        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
         $(#[$meta])*
         pub struct $name {
             $($(#[$field_meta])* pub $field: $ty,)*

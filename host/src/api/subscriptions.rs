@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,7 +24,7 @@ use crate::delivery::retry::Answer;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     self, Circuit as ModelCircuit, ClaimedDelivery, DeliveryLine, DeliveryStatus, InstanceTarget,
-    NewSubscription, Subscription, SubscriptionPatch, Target,
+    NewSubscription, Subscription, SubscriptionPatch, Target, filter::Filter,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -62,10 +63,20 @@ mirror! {
         description: Option<String>,
         /// Extra headers sent with every delivery.
         headers: BTreeMap<String, String>,
+        /// Which events of its types it takes; `null`: all of them.
+        #[schema(value_type = Option<Object>)]
+        filter: Option<Value> => filter_document,
+        /// Held: deliveries are created and kept, not attempted, until resumed.
+        paused: bool,
         created_at: DateTime<Utc>,
         updated_at: DateTime<Utc>,
         circuit: Circuit,
     }
+}
+
+/// For `mirror!`: a filter as the document it was given.
+fn filter_document(filter: Option<Filter>) -> Option<Value> {
+    filter.map(|f| f.source().clone())
 }
 
 /// A page of subscriptions.
@@ -121,6 +132,15 @@ pub struct CreateSubscription {
     pub description: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Which events of its types to take, by their payload (and type): e.g.
+    /// `{"payload.total": {"$gte": 100}, "payload.currency": {"$in": ["EUR", "USD"]}}`. Without
+    /// it, every event of its types.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
+    /// Created paused: deliveries are created and held until it is resumed.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Distinguishes "absent" (`None`) from "null" (`Some(None)`).
@@ -153,6 +173,15 @@ pub struct PatchSubscription {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub headers: Option<Option<BTreeMap<String, String>>>,
+    /// A new payload filter; `null` removes it (every event of its types again).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Option<Value>>,
+    /// `true` holds new and waiting deliveries (none attempted, none lost); `false` resumes
+    /// and delivers what was held. Unlike `enabled: false`, nothing published meanwhile is lost.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<bool>)]
+    pub paused: Option<Option<bool>>,
 }
 
 /// Create a subscription.
@@ -205,6 +234,7 @@ async fn create_subscription(
     let events = validate::events(&mut errors, "events", &body.events);
     validate::description(&mut errors, "description", body.description.as_deref());
     let headers = validate::headers(&mut errors, "headers", &body.headers);
+    let filter = (body.filter.as_ref()).and_then(|f| validate::filter(&mut errors, "filter", f));
     errors.finish()?;
 
     let now = model::now();
@@ -216,6 +246,8 @@ async fn create_subscription(
         enabled: body.enabled,
         description: body.description,
         headers,
+        filter,
+        paused: body.paused,
         created_at: now,
         updated_at: now,
         circuit: ModelCircuit::CLOSED,
@@ -274,6 +306,7 @@ async fn patch_subscription(
     not_null("events", matches!(body.events, Some(None)));
     not_null("enabled", matches!(body.enabled, Some(None)));
     not_null("headers", matches!(body.headers, Some(None)));
+    not_null("paused", matches!(body.paused, Some(None)));
     if let Some(Some(url)) = body.url {
         validate::url(
             &mut errors,
@@ -298,6 +331,10 @@ async fn patch_subscription(
     if let Some(Some(headers)) = body.headers {
         patch.headers = Some(validate::headers(&mut errors, "headers", &headers));
     }
+    if let Some(filter) = body.filter {
+        patch.filter = Some(filter.and_then(|f| validate::filter(&mut errors, "filter", &f)));
+    }
+    patch.paused = body.paused.flatten();
     if patch.url.is_some() || patch.secret.is_some() || patch.headers.is_some() {
         let current = state.store.get_subscription(*id).await?;
         if current.ok_or_else(|| id.missing())?.instance.is_some() {
@@ -314,12 +351,13 @@ async fn patch_subscription(
     errors.finish()?;
 
     let rotated = patch.secret.is_some();
+    let paused = patch.paused;
     let updated = state
         .store
         .update_subscription(*id, patch, model::now())
         .await?
         .ok_or_else(|| id.missing())?;
-    tracing::info!(subscription_id = %id, secret_rotated = rotated, "subscription updated");
+    tracing::info!(subscription_id = %id, secret_rotated = rotated, paused = ?paused, "subscription updated");
     Ok(Json(updated.into()))
 }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::egress::policy;
 use crate::error::{ApiError, FieldError};
+use crate::model::filter::Filter;
 use crate::model::names::{EVENT_TYPE_RULE, is_event_type};
 use crate::model::{DeliveryStatus, TypeMatch};
 
@@ -232,6 +233,21 @@ pub fn text(errors: &mut Errors, field: &str, value: Option<&str>) {
 
 /// Custom headers sent with every delivery: valid HTTP names and values, none of the hub's own.
 /// Names are stored lower-case, as HTTP/2 sends them.
+/// A payload filter (`model/filter.rs`); its problem is reported at `field.<where in it>`.
+pub fn filter(errors: &mut Errors, field: &str, value: &serde_json::Value) -> Option<Filter> {
+    match Filter::parse(value) {
+        Ok(filter) => Some(filter),
+        Err(e) if e.path.is_empty() => {
+            errors.add(field, e.message);
+            None
+        }
+        Err(e) => {
+            errors.add(format!("{field}.{}", e.path), e.message);
+            None
+        }
+    }
+}
+
 pub fn headers(
     errors: &mut Errors,
     field: &str,

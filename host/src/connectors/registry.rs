@@ -334,6 +334,7 @@ impl Connectors {
             let snapshot = self.assemble(&files);
             self.bind_active(&snapshot).await;
             let previous = self.current();
+            let mut failed = Vec::new();
             for (key, entry) in &snapshot.entries {
                 let v = &entry.view;
                 let known = previous.entries.get(key).is_some_and(|old| {
@@ -352,7 +353,10 @@ impl Connectors {
                         tracing::warn!(connector = %v.name, source = %v.source, problem = v.problem.as_deref(), "connector inactive")
                     }
                     ConnectorStatus::Failed | ConnectorStatus::Missing => {
-                        tracing::warn!(connector = %v.name, source = %v.source, problem = v.problem.as_deref(), "connector failed to load")
+                        tracing::warn!(connector = %v.name, source = %v.source, problem = v.problem.as_deref(), "connector failed to load");
+                        if v.status == ConnectorStatus::Failed {
+                            failed.push((v.name.clone(), v.problem.clone().unwrap_or_default()));
+                        }
                     }
                 }
             }
@@ -362,6 +366,17 @@ impl Connectors {
                 }
             }
             *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+            // Told as `hub.connector.failed` events (`model/notice.rs`).
+            if let Some(store) = &self.store {
+                for (name, problem) in failed {
+                    if let Err(e) = store
+                        .notify_connector_failed(&name, &problem, model::now())
+                        .await
+                    {
+                        tracing::warn!(connector = %name, error = %e, "noting the connector's failure failed");
+                    }
+                }
+            }
         }
         // Asserted again: a binding that failed (database unavailable) or was removed meanwhile.
         if !changed {

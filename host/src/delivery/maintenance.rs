@@ -1,5 +1,5 @@
-//! Background upkeep: the outbox gauges, the hourly attempt counts statistics read, and
-//! retention pruning in bounded batches.
+//! Background upkeep: the outbox gauges, the hourly attempt counts statistics read, the hub's
+//! own events (`hub.*`), and retention pruning in bounded batches.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::model;
+use crate::model::{self, notice};
 use crate::store::Store;
 
 /// How often the outbox gauges are refreshed.
@@ -97,6 +97,44 @@ pub async fn roll_up(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>)
                     break;
                 }
             }
+        }
+    }
+}
+
+/// How often the hub's notices are published as `hub.*` events.
+pub const NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Publishes the hub's notices (`model/notice.rs`) as events every [`NOTICE_INTERVAL`], waking
+/// the engine (here and on peers) when it did, until shutdown.
+pub async fn publish_notices(
+    store: Arc<dyn Store>,
+    wake: Arc<tokio::sync::Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(NOTICE_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        let mut published = 0;
+        loop {
+            match store.publish_notices(notice::NOTICE_BATCH).await {
+                Ok(n) => {
+                    published += n;
+                    if n < notice::NOTICE_BATCH || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing the hub's notices failed; will try again");
+                    break;
+                }
+            }
+        }
+        if published > 0 {
+            tracing::debug!(events = published, "published the hub's notices");
+            wake.notify_one();
+            store.announce_work().await;
         }
     }
 }

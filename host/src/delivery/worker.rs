@@ -24,7 +24,9 @@ use super::send::Sender;
 use crate::config::DeliveryConfig;
 use crate::connectors::Connectors;
 use crate::metrics::Metrics;
-use crate::model::{self, AttemptRecord, AttemptResult, Claim, ClaimedDelivery, Skip, Target};
+use crate::model::{
+    self, AttemptRecord, AttemptResult, Claim, ClaimedDelivery, Skip, Target, notice,
+};
 use crate::store::Store;
 use crate::store::group::GroupCommit;
 
@@ -526,6 +528,7 @@ impl Engine {
                 Target::Connector { name, .. } => Some(name.clone()),
                 Target::Webhook { .. } => None,
             },
+            quiet: notice::is_hub_event(&delivery.event_type),
         };
         // The store may be briefly unreachable: retry a few times; if it stays down, the lease
         // expires and the delivery is attempted again (at-least-once).

@@ -3,7 +3,9 @@
 //! API to its response types (`api/`), so neither leaks into the other.
 
 pub mod circuit;
+pub mod filter;
 pub mod names;
+pub mod notice;
 mod query;
 
 pub use query::{
@@ -89,6 +91,10 @@ pub struct Subscription {
     pub enabled: bool,
     pub description: Option<String>,
     pub headers: BTreeMap<String, String>,
+    /// Which events of its types it takes (`model/filter.rs`); `None` takes them all.
+    pub filter: Option<filter::Filter>,
+    /// Deliveries are created and held, not attempted, until it is resumed.
+    pub paused: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub circuit: Circuit,
@@ -184,6 +190,9 @@ pub struct SubscriptionPatch {
     /// `Some(None)` clears the description.
     pub description: Option<Option<String>>,
     pub headers: Option<BTreeMap<String, String>>,
+    /// `Some(None)` removes the filter.
+    pub filter: Option<Option<filter::Filter>>,
+    pub paused: Option<bool>,
 }
 
 impl fmt::Debug for SubscriptionPatch {
@@ -193,8 +202,15 @@ impl fmt::Debug for SubscriptionPatch {
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
             .field("events", &self.events)
             .field("enabled", &self.enabled)
+            .field("paused", &self.paused)
             .finish_non_exhaustive()
     }
+}
+
+/// The due time of a held delivery (its subscription is paused): never reached, so claims pass
+/// over it; resuming makes it due.
+pub fn held_until() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_214_400, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// An event to store, with its payload exactly as the client sent it (a JSON object), so the
@@ -442,6 +458,9 @@ pub struct AttemptRecord {
     /// For connectors (default instance or an instance): its name, kept on the attempt for the
     /// connector's statistics.
     pub connector: Option<String>,
+    /// An attempt of one of the hub's own events (`hub.*`): it produces no notices
+    /// (`model/notice.rs`), so a failing receiver of notices never feeds itself.
+    pub quiet: bool,
 }
 
 /// An attempt as shown by the admin API.

@@ -3,17 +3,20 @@
 //! probes, requeueing dead letters. Written once, over [`Conn`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::plan::{decode_ids, encode_ids, in_order};
+use super::plan::{
+    Match, Matches, decode_ids, distinct_types, encode_ids, in_order, plan_deliveries,
+};
 use super::rows::{self, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 use super::{StoreError, StoreResult};
 use crate::model::{
-    AttemptRecord, AttemptResult, IDEMPOTENCY_TTL, IdempotencyKey, PublishOutcome, PublishedEvent,
-    Subscription, circuit,
+    AttemptRecord, AttemptResult, IDEMPOTENCY_TTL, IdempotencyKey, NewEvent, PublishOutcome,
+    PublishedEvent, Subscription, circuit, held_until, notice,
 };
 
 type Tx<D> = sqlx::Transaction<'static, <D as Dialect>::Db>;
@@ -115,6 +118,88 @@ pub(super) async fn claim_key<C: Conn>(
     )))
 }
 
+/// Writes `events` and a delivery for each destination each one matches (live subscriptions
+/// whose filter takes it, held if paused or past an open circuit; bound connectors); answers
+/// the number of deliveries per event. The publish path and the hub's own notices share it.
+pub(super) async fn write_events<D: Dialect>(
+    tx: &mut D::Conn,
+    events: &[&NewEvent],
+) -> StoreResult<HashMap<Uuid, u32>> {
+    // Destinations of each distinct event type, in one query per type.
+    let mut matches: HashMap<&str, Matches> = HashMap::new();
+    for event_type in distinct_types(events) {
+        let found = matches.entry(event_type).or_default();
+        for row in tx
+            .rows(D::MATCHING_DESTINATIONS, &[Arg::Text(event_type)])
+            .await?
+        {
+            match row.opt_text("connector")? {
+                Some(name) => found.connectors.push(name),
+                None => found.subscriptions.push(Match {
+                    id: row.uuid("id")?,
+                    blocked_until: if row.bool("paused")? {
+                        Some(held_until())
+                    } else {
+                        row.opt_time("blocked_until")?
+                    },
+                    filter: rows::filter(row.opt_text("filter")?)?.map(Arc::new),
+                }),
+            }
+        }
+    }
+    let (rows, counts) = plan_deliveries(events, &matches);
+    if !events.is_empty() {
+        D::insert_events(tx, events).await?;
+    }
+    if !rows.is_empty() {
+        D::insert_deliveries(tx, &rows).await?;
+    }
+    Ok(counts)
+}
+
+/// A notice to write in the transaction of what it reports (`model/notice.rs`).
+#[derive(Debug, Default)]
+pub(super) struct Notify<'a> {
+    pub subscription_id: Option<Uuid>,
+    pub delivery_id: Option<Uuid>,
+    pub connector: Option<&'a str>,
+    pub detail: Option<&'a str>,
+}
+
+impl<'a> Notify<'a> {
+    /// About a subscription.
+    pub fn about(subscription_id: Uuid, detail: Option<&'a str>) -> Self {
+        Self {
+            subscription_id: Some(subscription_id),
+            detail,
+            ..Self::default()
+        }
+    }
+
+    pub async fn write<C: Conn>(
+        &self,
+        conn: &mut C,
+        kind: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        conn.exec(
+            "INSERT INTO hub_notices (id, kind, subscription_id, delivery_id, connector, detail, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                Arg::Uuid(Uuid::now_v7()),
+                Arg::Text(kind),
+                Arg::OptUuid(self.subscription_id),
+                Arg::OptUuid(self.delivery_id),
+                Arg::OptText(self.connector),
+                Arg::OptText(self.detail),
+                Arg::Time(now),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 /// Applies one attempt record (see [`Store::record_attempt`]): the attempt row, the delivery's
 /// move when `owner` still holds its lease, its dead letter, and the circuit breaker.
 pub(super) async fn record_one<C: Conn>(
@@ -160,6 +245,15 @@ pub(super) async fn record_one<C: Conn>(
         )
         .await?
         == 1;
+    if updated && record.result == AttemptResult::Dead && !record.quiet {
+        let notice = Notify {
+            subscription_id: record.subscription_id,
+            delivery_id: Some(record.delivery_id),
+            connector: record.connector.as_deref(),
+            detail: error.as_deref(),
+        };
+        notice.write(conn, notice::DELIVERY_DEAD, now).await?;
+    }
     if updated && record.result == AttemptResult::Dead {
         conn.exec(
             "INSERT INTO dead_letters (id, delivery_id, event_id, attempts, last_error, created_at, \
@@ -195,6 +289,18 @@ pub(super) async fn apply_to_circuit<C: Conn>(
         return Ok(());
     };
     if record.result == AttemptResult::Succeeded {
+        // Read before the reset: only a circuit that was not closed is noticed closing.
+        conn.exec(
+            "INSERT INTO hub_notices (id, kind, subscription_id, created_at) \
+             SELECT $1, $2, id, $3 FROM subscriptions WHERE id = $4 AND circuit_state <> 'closed'",
+            &[
+                Arg::Uuid(Uuid::now_v7()),
+                Arg::Text(notice::CIRCUIT_CLOSED),
+                Arg::Time(now),
+                Arg::Uuid(sub),
+            ],
+        )
+        .await?;
         conn.exec_in(CLOSE_CIRCUITS, &[], &[sub]).await?;
         return Ok(());
     }
@@ -222,7 +328,18 @@ pub(super) async fn apply_to_circuit<C: Conn>(
                 &[Arg::Time(open_until), Arg::Uuid(sub)],
             )
             .await?;
+            if !record.quiet {
+                let until = open_until.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                let notice = Notify::about(sub, Some(&until));
+                notice.write(conn, notice::CIRCUIT_OPENED, now).await?;
+            }
         }
+    }
+    if record.gone && !record.quiet {
+        let notice = Notify::about(sub, Some("gone"));
+        notice
+            .write(conn, notice::SUBSCRIPTION_DISABLED, now)
+            .await?;
     }
     if record.gone {
         conn.exec(

@@ -207,6 +207,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     async fn outbox_stats(&self, now: DateTime<Utc>) -> StoreResult<OutboxStats>;
 
+    /// Notes that connector file `connector` failed to load, for a `hub.connector.failed` event.
+    async fn notify_connector_failed(
+        &self,
+        connector: &str,
+        problem: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Publishes up to `limit` of the hub's notices as `hub.*` events (`model/notice.rs`), each
+    /// once, removing them in the same transaction; answers how many.
+    async fn publish_notices(&self, limit: u32) -> StoreResult<u32>;
+
     /// How many deliveries were dead-lettered at or after `since`.
     async fn count_dead_letters(&self, since: DateTime<Utc>) -> StoreResult<u64>;
 

@@ -2,17 +2,16 @@
 //! a [`Store`]. Statements are shared text with `$n` placeholders; where a backend's text or
 //! method differs, the dialect supplies it (`sql.rs`). A new store operation starts here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::common::{claim_key, commit, commit_publish, live_subscription, requeue_dead};
-use super::plan::{
-    Decision, KeyClaims, Match, Matches, distinct_types, encode_json, events_to_write,
-    group_outcomes, plan_deliveries,
+use super::common::{
+    Notify, claim_key, commit, commit_publish, live_subscription, requeue_dead, write_events,
 };
+use super::plan::{Decision, KeyClaims, encode_json, events_to_write, group_outcomes};
 use super::rows::{self, attempt_views, destination_columns, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 use super::{Store, StoreError, StoreResult};
@@ -21,8 +20,10 @@ use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
     ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus,
     DestinationStats, EventDetail, EventFilter, EventSummary, Feed, InstanceDeletion,
-    MAX_BULK_REPLAY, NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest,
-    ReplayOutcome, SECRET_GRACE, StatsOf, Subscription, SubscriptionPatch,
+    MAX_BULK_REPLAY, NewEvent, NewSubscription, OutboxStats, PageRequest, PublishOutcome,
+    PublishRequest, ReplayOutcome, SECRET_GRACE, StatsOf, Subscription, SubscriptionPatch,
+    held_until,
+    notice::{self, Notice},
 };
 
 /// Hands `owner`'s in-flight deliveries back to `pending`; `only` narrows them down (`{ids}`).
@@ -59,9 +60,11 @@ impl<D: Dialect> Store for D {
         } = new;
         let headers = encode_json(&new.headers);
         let instance = new.instance.as_ref().map(|i| i.id);
+        let filter = new.filter.as_ref().map(|f| f.source().to_string());
         tx.exec(
-            "INSERT INTO subscriptions (id, url, description, events, headers, enabled, created_at, updated_at, instance_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+            "INSERT INTO subscriptions (id, url, description, events, headers, enabled, created_at, \
+             updated_at, instance_id, filter, paused) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
             &[
                 Arg::Uuid(new.id),
                 Arg::Text(&new.url),
@@ -71,6 +74,8 @@ impl<D: Dialect> Store for D {
                 Arg::Bool(new.enabled),
                 Arg::Time(new.created_at),
                 Arg::OptUuid(instance),
+                Arg::OptText(filter.as_deref()),
+                Arg::Bool(new.paused),
             ],
         )
         .await?;
@@ -120,11 +125,15 @@ impl<D: Dialect> Store for D {
             return Ok(None);
         };
         let enabled = patch.enabled.unwrap_or(current.enabled);
+        let paused = patch.paused.unwrap_or(current.paused);
         let headers = encode_json(patch.headers.as_ref().unwrap_or(&current.headers));
         let description = patch.description.clone().unwrap_or(current.description);
+        let filter = patch.filter.clone().unwrap_or(current.filter);
+        let filter = filter.as_ref().map(|f| f.source().to_string());
         tx.exec(
             "UPDATE subscriptions SET url = $1, events = $2, enabled = $3, description = $4, headers = $5, \
-             disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END, updated_at = $6 WHERE id = $7",
+             disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END, updated_at = $6, \
+             filter = $8, paused = $9 WHERE id = $7",
             &[
                 Arg::Text(patch.url.as_ref().unwrap_or(&current.url)),
                 Arg::Names(patch.events.as_ref().unwrap_or(&current.events)),
@@ -133,9 +142,37 @@ impl<D: Dialect> Store for D {
                 Arg::Json(&headers),
                 Arg::Time(now),
                 Arg::Uuid(id),
+                Arg::OptText(filter.as_deref()),
+                Arg::Bool(paused),
             ],
         )
         .await?;
+        if current.enabled && !enabled {
+            let notice = Notify::about(id, Some("operator"));
+            notice
+                .write(&mut *tx, notice::SUBSCRIPTION_DISABLED, now)
+                .await?;
+        }
+        if paused != current.paused {
+            // Pausing holds what waits (claims never wade through it); resuming makes it due.
+            let (from, to) = if paused {
+                (None, held_until())
+            } else {
+                (Some(held_until()), now)
+            };
+            tx.exec(
+                "UPDATE deliveries SET next_attempt_at = $1, updated_at = $2 \
+                 WHERE subscription_id = $3 AND status = 'pending' \
+                 AND ($4 IS NULL OR next_attempt_at = $4)",
+                &[
+                    Arg::Time(to),
+                    Arg::Time(now),
+                    Arg::Uuid(id),
+                    Arg::OptTime(from),
+                ],
+            )
+            .await?;
+        }
         if let Some(secret) = &patch.secret {
             let current_secret = tx
                 .row(
@@ -233,30 +270,7 @@ impl<D: Dialect> Store for D {
         }
 
         let events = events_to_write(&requests, &decisions);
-        // Destinations of each distinct event type of the group, in one query per type.
-        let mut matches: HashMap<&str, Matches> = HashMap::new();
-        for event_type in distinct_types(&events) {
-            let found = matches.entry(event_type).or_default();
-            for row in tx
-                .rows(D::MATCHING_DESTINATIONS, &[Arg::Text(event_type)])
-                .await?
-            {
-                match row.opt_text("connector")? {
-                    Some(name) => found.connectors.push(name),
-                    None => found.subscriptions.push(Match {
-                        id: row.uuid("id")?,
-                        blocked_until: row.opt_time("blocked_until")?,
-                    }),
-                }
-            }
-        }
-        let (rows, counts) = plan_deliveries(&events, &matches);
-        if !events.is_empty() {
-            D::insert_events(&mut tx, &events).await?;
-        }
-        if !rows.is_empty() {
-            D::insert_deliveries(&mut tx, &rows).await?;
-        }
+        let counts = write_events::<D>(&mut tx, &events).await?;
         commit_publish::<D>(tx).await?;
         Ok(group_outcomes(&requests, decisions, &counts))
     }
@@ -471,6 +485,51 @@ impl<D: Dialect> Store for D {
             oldest_pending_created_at: backlog.opt_time("oldest")?,
             open_circuits: open.int("open")?.max(0) as u64,
         })
+    }
+
+    async fn notify_connector_failed(
+        &self,
+        connector: &str,
+        problem: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let notice = Notify {
+            connector: Some(connector),
+            detail: Some(problem),
+            ..Notify::default()
+        };
+        let mut conn = self.writer().acquire().await?;
+        notice
+            .write(&mut *conn, notice::CONNECTOR_FAILED, now)
+            .await
+    }
+
+    async fn publish_notices(&self, limit: u32) -> StoreResult<u32> {
+        let mut tx = self.writer().begin().await?;
+        // Locked and skipped by other instances: each notice is published once.
+        let sql = format!(
+            "SELECT n.id, n.kind, n.subscription_id, s.url, n.delivery_id, d.event_id, \
+             e.event_type, d.attempts, COALESCE(n.connector, d.connector) AS connector, n.detail, \
+             n.created_at FROM hub_notices n \
+             LEFT JOIN subscriptions s ON s.id = n.subscription_id \
+             LEFT JOIN deliveries d ON d.id = n.delivery_id \
+             LEFT JOIN events e ON e.id = d.event_id \
+             ORDER BY n.created_at, n.id LIMIT $1{}",
+            D::lock(" FOR UPDATE OF n SKIP LOCKED")
+        );
+        let notices = (tx.rows(&sql, &[Arg::Int(limit.into())]).await?.iter())
+            .map(rows::notice)
+            .collect::<StoreResult<Vec<_>>>()?;
+        if notices.is_empty() {
+            return Ok(0);
+        }
+        let events: Vec<NewEvent> = notices.iter().map(Notice::event).collect();
+        write_events::<D>(&mut tx, &events.iter().collect::<Vec<_>>()).await?;
+        let ids: Vec<Uuid> = notices.iter().map(|n| n.id).collect();
+        tx.exec_in("DELETE FROM hub_notices WHERE id IN ({ids})", &[], &ids)
+            .await?;
+        commit::<D>(tx).await?;
+        Ok(notices.len() as u32)
     }
 
     async fn count_dead_letters(&self, since: DateTime<Utc>) -> StoreResult<u64> {

@@ -2,15 +2,17 @@
 //! rows it writes, how attempt records are grouped. No I/O, so unit tests cover it directly.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{StoreError, StoreResult};
 use crate::model::{
     AttemptRecord, AttemptResult, IdempotencyKey, NewEvent, PublishOutcome, PublishRequest,
-    PublishedEvent,
+    PublishedEvent, filter::Filter,
 };
 
 /// Event ids of an idempotency record, stored as a JSON array of strings.
@@ -58,10 +60,12 @@ pub(crate) struct DeliveryRow<'a> {
 /// A subscription an event type matches, with the end of its circuit's cool-off if it is open:
 /// new deliveries wait for it, so a claim never walks past blocked work. (Not while half-open:
 /// the probe's answer comes within one attempt, and a success must not leave them waiting.)
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Match {
     pub id: Uuid,
     pub blocked_until: Option<DateTime<Utc>>,
+    /// Its payload filter: an event it refuses gets no delivery.
+    pub filter: Option<Arc<Filter>>,
 }
 
 /// Idempotency keys claimed for writing within one group, with the claiming request.
@@ -126,7 +130,19 @@ pub(super) fn plan_deliveries<'a>(
     let mut counts = HashMap::with_capacity(events.len());
     for event in events {
         let matched = matches.get(event.event_type.as_str()).unwrap_or(NONE);
-        let subs = &matched.subscriptions;
+        // The payload is parsed only when a filter asks, once per event.
+        let mut payload: Option<Value> = None;
+        let subs: Vec<&Match> = (matched.subscriptions.iter())
+            .filter(|s| match &s.filter {
+                None => true,
+                Some(filter) => {
+                    let payload = payload.get_or_insert_with(|| {
+                        serde_json::from_str(&event.payload).unwrap_or(Value::Null)
+                    });
+                    filter.matches(&event.event_type, payload)
+                }
+            })
+            .collect();
         rows.extend(subs.iter().map(|s| {
             DeliveryRow {
                 id: Uuid::now_v7(),

@@ -18,7 +18,7 @@ use super::common::{admit_probes, apply_to_circuit, commit};
 use super::plan::{DeliveryRow, rounds_of_distinct_deliveries, split_by_failures};
 use super::rows;
 use super::sql::{Arg, DbRow, Dialect, Pools, driver};
-use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent};
+use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent, notice};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -190,10 +190,10 @@ impl Dialect for PostgresStore {
 
     const BACKEND: Backend = Backend::Postgres;
     const MATCHING_DESTINATIONS: &'static str = "SELECT id, NULL::text AS connector, \
-         CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until \
+         CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until, paused, filter \
          FROM subscriptions WHERE deleted_at IS NULL AND enabled \
          AND ($1 = ANY (events) OR '*' = ANY (events)) \
-         UNION ALL SELECT NULL, name, NULL FROM connector_bindings \
+         UNION ALL SELECT NULL, name, NULL, false, NULL FROM connector_bindings \
          WHERE $1 = ANY (events) OR '*' = ANY (events) ORDER BY id, connector";
     const ROW_LOCKS: bool = true;
 
@@ -421,10 +421,11 @@ impl PostgresStore {
             "WITH r AS ( \
                SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], \
                  $6::int[], $7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::text[], \
-                 $12::timestamptz[], $13::text[], $14::text[], $15::uuid[], $18::uuid[], $19::text[]) \
+                 $12::timestamptz[], $13::text[], $14::text[], $15::uuid[], $18::uuid[], $19::text[], \
+                 $20::bool[], $21::uuid[]) \
                AS r(attempt_id, delivery_id, event_id, attempt, outcome, response_status, \
                  response_body, error, duration_ms, started_at, status, next_at, last_error, \
-                 owner, dead_letter_id, subscription_id, connector)), \
+                 owner, dead_letter_id, subscription_id, connector, quiet, notice_id)), \
              a AS ( \
                INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
                  response_body, error, duration_ms, started_at, subscription_id, connector) \
@@ -443,10 +444,20 @@ impl PostgresStore {
                SELECT r.dead_letter_id, r.delivery_id, r.event_id, r.attempt, r.last_error, $16, \
                  (SELECT e.event_type FROM events e WHERE e.id = r.event_id) \
                FROM r JOIN u ON u.id = r.delivery_id WHERE r.status = 'dead'), \
+             dead AS ( \
+               INSERT INTO hub_notices (id, kind, subscription_id, delivery_id, connector, detail, \
+                 created_at) \
+               SELECT r.notice_id, $22, r.subscription_id, r.delivery_id, r.connector, r.last_error, $16 \
+               FROM r JOIN u ON u.id = r.delivery_id WHERE r.status = 'dead' AND NOT r.quiet), \
              s AS ( \
                UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \
                  circuit_open_until = NULL, circuit_trips = 0 \
-               WHERE id = ANY($17) AND (consecutive_failures <> 0 OR circuit_state <> 'closed')) \
+               FROM (SELECT id AS sid, circuit_state AS was FROM subscriptions \
+                 WHERE id = ANY($17) AND (consecutive_failures <> 0 OR circuit_state <> 'closed')) o \
+               WHERE subscriptions.id = o.sid RETURNING o.sid, o.was), \
+             closed AS ( \
+               INSERT INTO hub_notices (id, kind, subscription_id, created_at) \
+               SELECT gen_random_uuid(), $23, sid, $16 FROM s WHERE was <> 'closed') \
              SELECT id FROM u",
         )
         .bind(column(records, |_| Uuid::now_v7()))
@@ -468,6 +479,10 @@ impl PostgresStore {
         .bind(succeeded_subscriptions)
         .bind(column(records, |r| r.subscription_id))
         .bind(column(records, |r| r.connector.as_deref()))
+        .bind(column(records, |r| r.quiet))
+        .bind(column(records, |_| Uuid::now_v7()))
+        .bind(notice::DELIVERY_DEAD)
+        .bind(notice::CIRCUIT_CLOSED)
         .fetch_all(executor)
         .await?;
         let moved: std::collections::HashSet<Uuid> = moved.into_iter().collect();
@@ -491,7 +506,7 @@ impl PostgresStore {
              FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
              AND ((d.kind = 'connector' AND d.connector = ANY ($5)) \
-               OR (s.enabled AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1) \
+               OR (s.enabled AND NOT s.paused AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1) \
                  AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM connector_instances ci \
                    WHERE ci.id = s.instance_id AND ci.connector = ANY ($6))))) \
              AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
@@ -536,7 +551,7 @@ static FAST_CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         "WITH picked AS ( \
                SELECT d.id FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
-               AND ((d.kind = 'connector' AND d.connector = ANY ($7)) OR (s.enabled AND s.circuit_state = 'closed' \
+               AND ((d.kind = 'connector' AND d.connector = ANY ($7)) OR (s.enabled AND NOT s.paused AND s.circuit_state = 'closed' \
                  AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM connector_instances ci \
                    WHERE ci.id = s.instance_id AND ci.connector = ANY ($8))))) \
                AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \

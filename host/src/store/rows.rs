@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use super::plan::decode_strings;
 use super::sql::DbRow;
 use super::{StoreError, StoreResult};
+use crate::model::filter::Filter;
+use crate::model::notice::Notice;
 use crate::model::{
     AttemptOutcome, AttemptView, Circuit, CircuitState, ClaimedDelivery, ConnectorBinding,
     ConnectorInstance, DeadLetter, DeliveryCounts, DeliveryLine, DeliveryStatus, DeliverySummary,
@@ -29,7 +31,7 @@ macro_rules! decode {
 /// The columns [`subscription`] reads.
 macro_rules! subscription_columns {
     () => {
-        "id, url, description, events, CAST(headers AS TEXT) AS headers, enabled, circuit_state, \
+        "id, url, description, events, CAST(headers AS TEXT) AS headers, enabled, paused, filter, circuit_state, \
          consecutive_failures, created_at, updated_at, instance_id, \
          (SELECT ci.connector FROM connector_instances ci WHERE ci.id = subscriptions.instance_id) \
            AS instance_connector, \
@@ -79,8 +81,16 @@ pub(super) fn subscription(row: &impl DbRow) -> StoreResult<Subscription> {
     let headers = decode_strings(&row.text("headers")?)?;
     decode!(row => Subscription {
         id, url, instance = instance(row)?, events, enabled, description, headers = headers,
-        created_at, updated_at, circuit = circuit,
+        filter = filter(row.opt_text("filter")?)?, paused, created_at, updated_at,
+        circuit = circuit,
     })
+}
+
+/// A stored filter (validated when it was set).
+pub(super) fn filter(text: Option<String>) -> StoreResult<Option<Filter>> {
+    text.map(|t| Filter::from_json(&t))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("a stored filter does not parse: {e}")))
 }
 
 /// The connector instance a subscription row names (`instance_id`, `instance_connector`,
@@ -223,5 +233,12 @@ pub(super) fn claimed(row: &impl DbRow, secrets: Vec<String>) -> StoreResult<Cla
     };
     decode!(row => ClaimedDelivery {
         id, event_id, event_type, event_created_at, payload, attempts, target = target,
+    })
+}
+
+pub(super) fn notice(row: &impl DbRow) -> StoreResult<Notice> {
+    decode!(row => Notice {
+        id, kind, subscription_id, url, delivery_id, event_id, event_type, attempts, connector,
+        detail, created_at,
     })
 }

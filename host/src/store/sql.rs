@@ -89,6 +89,7 @@ columns! {
     Option<String> => |row, col| row.opt_text(col);
     bool => |row, col| row.bool(col);
     u32 => |row, col| row.count(col);
+    Option<u32> => |row, col| Ok(row.opt_int(col)?.map(|n| n.clamp(0, u32::MAX.into()) as u32));
     u64 => |row, col| Ok(row.int(col)?.max(0) as u64);
     Option<u16> => |row, col| Ok(row.opt_int(col)?.map(|n| n.clamp(0, u16::MAX.into()) as u16));
     DateTime<Utc> => |row, col| row.time(col);

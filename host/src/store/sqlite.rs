@@ -184,10 +184,10 @@ impl Dialect for SqliteStore {
 
     const BACKEND: Backend = Backend::Sqlite;
     const MATCHING_DESTINATIONS: &'static str = "SELECT id, NULL AS connector, \
-         CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until \
+         CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until, paused, filter \
          FROM subscriptions WHERE deleted_at IS NULL AND enabled = 1 \
          AND EXISTS (SELECT 1 FROM json_each(subscriptions.events) WHERE value = $1 OR value = '*') \
-         UNION ALL SELECT NULL, name, NULL FROM connector_bindings \
+         UNION ALL SELECT NULL, name, NULL, 0, NULL FROM connector_bindings \
          WHERE EXISTS (SELECT 1 FROM json_each(connector_bindings.events) WHERE value = $1 OR value = '*') \
          ORDER BY id, connector";
     const ROW_LOCKS: bool = false;
@@ -269,7 +269,7 @@ impl Dialect for SqliteStore {
             list.push_bind(name.as_str());
         }
         q.push(
-            ")) OR (s.enabled = 1 AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ",
+            ")) OR (s.enabled = 1 AND s.paused = 0 AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ",
         )
         .push_bind(at)
         // A connector instance's deliveries only where its component is loaded.

@@ -1,0 +1,192 @@
+//! The store contract for the delivery controls, on both backends: payload filters decide in
+//! the publish transaction; a paused subscription's deliveries are created and held.
+
+use chrono::TimeDelta;
+use integrations_hub::model::filter::Filter;
+use integrations_hub::model::{
+    self, AttemptResult, ClaimedDelivery, EventFilter, PageRequest, StatsOf, SubscriptionPatch,
+    Target, TypeMatch,
+};
+use integrations_hub::store::Store;
+use integrations_hub_testkit::{Backend, backend_tests};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::store_contract::{claim, created, event, new_sub, open, record};
+
+backend_tests!(
+    a_filter_decides_in_the_publish_transaction,
+    a_paused_subscription_holds_its_deliveries_until_resumed,
+    circuit_notices_are_written_with_the_transition_and_published_once,
+);
+
+fn to_subscription(d: &ClaimedDelivery, id: Uuid) -> bool {
+    matches!(&d.target, Target::Webhook { subscription_id, .. } if *subscription_id == id)
+}
+
+/// How many deliveries publishing one event of `event_type` with `payload` created.
+async fn deliveries(store: &dyn Store, event_type: &str, payload: &str) -> u32 {
+    let outcome = store.publish(vec![event(event_type, payload)], None, model::now());
+    created(outcome.await.expect("publish"))[0].deliveries
+}
+
+async fn a_filter_decides_in_the_publish_transaction(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let document = json!({"payload.total": {"$gte": 100}, "event_type": {"$ne": "order.test"}});
+    let mut big = new_sub(&["order.paid", "order.test"]);
+    big.subscription.filter = Some(Filter::parse(&document).expect("valid"));
+    let big = store.create_subscription(big).await.expect("create");
+    assert_eq!(big.filter.as_ref().map(Filter::source), Some(&document));
+    let all = store
+        .create_subscription(new_sub(&["order.paid"]))
+        .await
+        .expect("create");
+
+    assert_eq!(
+        deliveries(store.as_ref(), "order.paid", r#"{"total": 250}"#).await,
+        2
+    );
+    assert_eq!(
+        deliveries(store.as_ref(), "order.paid", r#"{"total": 99}"#).await,
+        1
+    );
+    assert_eq!(
+        deliveries(store.as_ref(), "order.paid", r#"{"other": 1}"#).await,
+        1
+    );
+    assert_eq!(
+        deliveries(store.as_ref(), "order.test", r#"{"total": 500}"#).await,
+        0
+    );
+    let claimed = claim(store.as_ref(), "me", model::now(), 10).await;
+    let to = |id: Uuid| claimed.iter().filter(|d| to_subscription(d, id)).count();
+    assert_eq!(to(big.id), 1, "only the event the filter takes");
+    assert_eq!(to(all.id), 3);
+
+    // Removed: every event of its types again.
+    let patch = SubscriptionPatch {
+        filter: Some(None),
+        ..Default::default()
+    };
+    let updated = store.update_subscription(big.id, patch, model::now()).await;
+    assert_eq!(updated.expect("update").expect("found").filter, None);
+    assert_eq!(
+        deliveries(store.as_ref(), "order.paid", r#"{"total": 1}"#).await,
+        2
+    );
+}
+
+async fn a_paused_subscription_holds_its_deliveries_until_resumed(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let sub = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("create");
+    let pause = |paused: bool| SubscriptionPatch {
+        paused: Some(paused),
+        ..Default::default()
+    };
+    assert_eq!(
+        deliveries(store.as_ref(), "a", "{}").await,
+        1,
+        "waiting before the pause"
+    );
+    let paused = store.update_subscription(sub.id, pause(true), model::now());
+    assert!(paused.await.expect("pause").expect("found").paused);
+    assert_eq!(
+        deliveries(store.as_ref(), "a", "{}").await,
+        1,
+        "created while paused"
+    );
+
+    // Held: not claimed, not even when their time has long come, and counted as backlog.
+    let much_later = model::now() + TimeDelta::days(365);
+    assert!(claim(store.as_ref(), "me", much_later, 10).await.is_empty());
+    let since = model::now() - TimeDelta::hours(1);
+    let stats = store.destination_stats(StatsOf::Subscription(sub.id), since);
+    assert_eq!(stats.await.expect("stats").pending, 2);
+
+    let resumed = store.update_subscription(sub.id, pause(false), model::now());
+    assert!(!resumed.await.expect("resume").expect("found").paused);
+    let claimed = claim(store.as_ref(), "me", model::now(), 10).await;
+    assert_eq!(claimed.len(), 2, "both delivered after resuming");
+}
+
+/// The hub's events of `event_type` stored so far.
+async fn hub_events(store: &dyn Store, event_type: &str) -> usize {
+    let filter = EventFilter {
+        event_type: Some(TypeMatch::Exact(event_type.to_owned())),
+        ..Default::default()
+    };
+    let page = PageRequest {
+        after: None,
+        limit: 100,
+    };
+    store.list_events(&filter, page).await.expect("list").len()
+}
+
+async fn circuit_notices_are_written_with_the_transition_and_published_once(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let ops = new_sub(&["hub.circuit.opened", "hub.circuit.closed"]);
+    let ops = store.create_subscription(ops).await.expect("create");
+    let sub = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("create");
+    for _ in 0..11 {
+        deliveries(store.as_ref(), "a", "{}").await;
+    }
+    // Ten failures in a row open the circuit (and say so once).
+    let now = model::now();
+    let claimed = claim(store.as_ref(), "me", now, 10).await;
+    let retry = AttemptResult::Retry(now + TimeDelta::seconds(1));
+    for d in &claimed {
+        let r = record(d, "me", retry, Some(sub.id));
+        store.record_attempt(r, now).await.expect("record");
+    }
+    assert_eq!(store.publish_notices(100).await.expect("publish"), 1);
+    assert_eq!(hub_events(store.as_ref(), "hub.circuit.opened").await, 1);
+    assert_eq!(store.publish_notices(100).await.expect("again"), 0, "once");
+
+    // The probe after the cool-off succeeds: closed, said once.
+    let later = now + TimeDelta::minutes(1);
+    let probe = claim(store.as_ref(), "me", later, 10).await;
+    let probe: Vec<_> = probe
+        .iter()
+        .filter(|d| to_subscription(d, sub.id))
+        .collect();
+    assert_eq!(probe.len(), 1, "one probe");
+    let r = record(probe[0], "me", AttemptResult::Succeeded, Some(sub.id));
+    store.record_attempt(r, later).await.expect("record");
+    assert_eq!(store.publish_notices(100).await.expect("publish"), 1);
+    assert_eq!(hub_events(store.as_ref(), "hub.circuit.closed").await, 1);
+    // A success on a closed circuit says nothing.
+    let next = claim(store.as_ref(), "me", later, 10).await;
+    let next = next
+        .iter()
+        .find(|d| to_subscription(d, sub.id))
+        .expect("the rest");
+    let r = record(next, "me", AttemptResult::Succeeded, Some(sub.id));
+    store.record_attempt(r, later).await.expect("record");
+    assert_eq!(store.publish_notices(100).await.expect("publish"), 0);
+
+    // The notices were delivered like any event: the operations subscription has both.
+    let ops_deliveries = store
+        .subscription_deliveries(
+            ops.id,
+            &[],
+            PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("deliveries");
+    assert_eq!(ops_deliveries.len(), 2);
+}
