@@ -26,9 +26,14 @@
  *             generate-secret, field-connector, field-instance, field-events, field-description,
  *             generated-secret-note, field-headers, field-filter (JSON text; error-filter beside it
  *             for bad JSON and for API errors on `filter`, `filter.…`, `filter[…`), field-enabled,
- *             field-paused, subscription-submit
+ *             field-paused, field-ordered, field-rate-per-second (empty: no limit), field-rate-burst
+ *             (empty: 0), error-rate_limit.per_second / error-rate_limit.burst beside them (bad
+ *             numbers, and API errors on `rate_limit.per_second` / `rate_limit.burst`; any other
+ *             `rate_limit…` error beside per_second), subscription-submit
  *  sub page   paused-badge (in the heading, only when paused), sub-filter [data-filter=set|none]
- *             (the filter as pretty-printed JSON), sub-stats [data-window], window-1h|24h|7d,
+ *             (the filter as pretty-printed JSON), sub-ordered [data-ordered] ("Ordered per key" /
+ *             "Any order"), sub-rate-limit [data-rate-limit=set|none][data-per-second][data-burst]
+ *             ("At most N a second (+B burst)" / "No limit"), sub-stats [data-window], window-1h|24h|7d,
  *             stat-attempts, stat-succeeded, stat-failed, stat-success-rate, stat-latency,
  *             stat-backlog, stat-last-success, stat-last-failure, stat-circuit, enable-toggle
  *             [aria-checked][data-enabled], pause-toggle [aria-pressed][data-paused] ("Pause
@@ -39,8 +44,10 @@
  *             [data-loaded-status], delivery-row [data-id][data-status]
  *  edit       (sub page) edit-form [data-kind=webhook|connector], edit-url, edit-headers (webhooks
  *             only), edit-events, edit-filter (pretty-printed; emptied = no filter), edit-description,
- *             edit-submit, edit-reset; API field errors beside the fields as error-<field> inside
- *             edit-form (error-filter as in create), the rest as form-error inside it
+ *             edit-rate-per-second, edit-rate-burst (prefilled; emptying per-second removes the
+ *             limit), edit-ordered (checkbox), edit-submit, edit-reset; API field errors beside the
+ *             fields as error-<field> inside edit-form (error-filter and error-rate_limit.per_second /
+ *             .burst as in create), the rest as form-error inside it
  *  dead       dead-letters-table, dead-letter-row [data-id][data-replayed], dead-letter-select
  *             [data-id], dead-letter-select-all, replay-one [data-id], replay-selected, replay-all
  *  connectors connector [data-name][data-status], connector-problem, connector-digest,
@@ -405,8 +412,15 @@
     return sentence(`${path}: ${m}`);
   }
 
+  /** The field (data-field) an API error path belongs to: its first segment, except that the
+   * rate limit has one per member (`rate_limit.burst`; any other `rate_limit…` goes to per_second). */
+  function fieldOfPath(p) {
+    if (/^rate_limit(?=$|[.[])/.test(p)) return /^rate_limit\.burst(?=$|[.[])/.test(p) ? 'rate_limit.burst' : 'rate_limit.per_second';
+    return p.split(/[.[]/)[0];
+  }
+
   /** Shows each field error beside its field (data-test="error-<field>"), the rest above. */
-  function showFieldErrors(form, errors, fieldOf = (p) => p.split(/[.[]/)[0]) {
+  function showFieldErrors(form, errors, fieldOf = fieldOfPath) {
     clearFieldErrors(form);
     const rest = [];
     let first = null;
@@ -1240,6 +1254,39 @@
     return { raw: value === null ? null : raw };
   }
 
+  const RATE_PER_SECOND_HINT = 'Deliveries a second, 1 to 10000, across all instances. Empty: no limit (the burst is then ignored).';
+  const RATE_BURST_HINT = 'Extra deliveries allowed at once after a quiet spell, 0 to 10000. Empty: 0.';
+  const ORDERED_HINT = 'Events sharing an ordering_key are delivered one at a time, in publish order.';
+  /** The two rate-limit inputs of a form (field-… or edit-… data-test). */
+  function rateInputs(testPrefix) {
+    const attrs = { type: 'number', step: '1', inputmode: 'numeric', autocomplete: 'off' };
+    return {
+      perSecond: h('input', Object.assign({ min: '1', max: '10000', placeholder: 'No limit', 'data-test': `${testPrefix}-rate-per-second` }, attrs)),
+      burst: h('input', Object.assign({ min: '0', max: '10000', placeholder: '0', 'data-test': `${testPrefix}-rate-burst` }, attrs)),
+    };
+  }
+  function rateFields(rate, legend) {
+    return h('fieldset', { class: 'group' }, h('legend', {}, legend),
+      h('div', { class: 'field-row' },
+        field('rate_limit.per_second', 'At most, per second', rate.perSecond, RATE_PER_SECOND_HINT),
+        field('rate_limit.burst', 'Burst', rate.burst, RATE_BURST_HINT)));
+  }
+  /** A whole-number input: {value: n}, {value: null} (empty) or {error}. The range is the hub's to check. */
+  function wholeNumber(input) {
+    const v = input.value.trim();
+    if (!v) return input.validity && input.validity.badInput ? { error: 'must be a whole number' } : { value: null };
+    return /^\d+$/.test(v) ? { value: Number(v) } : { error: 'must be a whole number' };
+  }
+  /** The rate limit of two inputs: {limit: {per_second, burst}}, {limit: null} (no limit) or errors. */
+  function parseRateLimit(rate) {
+    const p = wholeNumber(rate.perSecond);
+    if (p.error) return { errors: [{ field: 'rate_limit.per_second', message: p.error }] };
+    if (p.value == null) return { limit: null, errors: [] };
+    const b = wholeNumber(rate.burst);
+    if (b.error) return { errors: [{ field: 'rate_limit.burst', message: b.error }] };
+    return { limit: { per_second: p.value, burst: b.value == null ? 0 : b.value }, errors: [] };
+  }
+
   async function pageNewSubscription(ctx) {
     const conns = await ctx.get('/connectors').then((l) => l.data, (e) => {
       if (isAbort(e) || e.status === 401) throw e;
@@ -1257,6 +1304,8 @@
     const filterText = h('textarea', { rows: '4', spellcheck: 'false', autocomplete: 'off', placeholder: FILTER_EXAMPLE });
     const enabled = h('input', { type: 'checkbox', checked: true });
     const paused = h('input', { type: 'checkbox' });
+    const ordered = h('input', { type: 'checkbox' });
+    const rate = rateInputs('field');
     const submit = h('button', { type: 'submit', class: 'button primary', 'data-test': 'subscription-submit' }, 'Create subscription');
 
     const webhookSet = h('fieldset', { class: 'group' }, h('legend', {}, 'Webhook'),
@@ -1312,6 +1361,10 @@
         if (f.error) errors.push({ field: 'filter', message: f.error });
         else if (f.raw != null) payload.filter = new RawJson(f.raw);
         if (paused.checked) payload.paused = true;
+        if (ordered.checked) payload.ordered = true;
+        const r = parseRateLimit(rate);
+        errors.push(...r.errors);
+        if (r.limit) payload.rate_limit = r.limit;
         if (errors.length) { showFieldErrors(form, errors); return; }
         busy(submit, true, 'Creating…');
         try {
@@ -1321,7 +1374,7 @@
         } catch (e) {
           if (isAbort(e) || e.status === 401) return;
           if (e.errors && e.errors.length) {
-            showFieldErrors(form, e.errors, (p) => (p === 'connector.instance' ? 'instance' : p.split(/[.[]/)[0]));
+            showFieldErrors(form, e.errors, (p) => (p === 'connector.instance' ? 'instance' : fieldOfPath(p)));
           } else clearFieldErrors(form);
           flashError(e);
         } finally { busy(submit, false); }
@@ -1335,8 +1388,10 @@
     field('events', 'Event types', events, 'Comma-separated, e.g. order.created, order.paid — or * for every event type.'),
     field('filter', 'Payload filter (JSON, optional)', filterText, `${FILTER_HINT} Empty: every event of its types.`),
     field('description', 'Description (optional)', description),
+    rateFields(rate, 'Rate limit (optional)'),
     field('enabled', 'Enabled: deliver events as soon as it is created', enabled),
     field('paused', 'Paused: create its deliveries but hold them until it is resumed', paused),
+    field('ordered', 'Keep publish order per ordering key', ordered, ORDERED_HINT),
     h('div', { class: 'actions' }, submit, h('a', { href: '#/subscriptions', class: 'button' }, 'Cancel')));
 
     ctx.render(h('p', { class: 'crumbs' }, h('a', { href: '#/subscriptions' }, 'Subscriptions'), ' / new'),
@@ -1381,6 +1436,12 @@
         h('dt', {}, 'Event types'), h('dd', {}, sub.events.join(', ')),
         h('dt', {}, 'Payload filter'), h('dd', { 'data-test': 'sub-filter', 'data-filter': filterRaw ? 'set' : 'none' },
           filterRaw ? h('pre', { class: 'code small' }, prettyJson(filterRaw)) : h('span', { class: 'muted' }, 'every event of its types')),
+        h('dt', {}, 'Order'), h('dd', { 'data-test': 'sub-ordered', 'data-ordered': String(!!sub.ordered) },
+          sub.ordered ? 'Ordered per key' : 'Any order'),
+        h('dt', {}, 'Rate limit'), sub.rate_limit
+          ? h('dd', { 'data-test': 'sub-rate-limit', 'data-rate-limit': 'set', 'data-per-second': sub.rate_limit.per_second, 'data-burst': sub.rate_limit.burst || 0 },
+            `At most ${sub.rate_limit.per_second} a second (+${sub.rate_limit.burst || 0} burst)`)
+          : h('dd', { 'data-test': 'sub-rate-limit', 'data-rate-limit': 'none' }, 'No limit'),
         h('dt', {}, 'Custom headers'), h('dd', {}, Object.keys(sub.headers || {}).length
           ? h('ul', { class: 'plain' }, Object.entries(sub.headers).map(([k, v]) => h('li', { class: 'mono' }, `${k}: ${v}`))) : 'none'),
         h('dt', {}, 'Circuit'), h('dd', {}, badge(sub.circuit.state), sub.circuit.consecutive_failures ? ` ${sub.circuit.consecutive_failures} consecutive failures` : ''),
@@ -1489,9 +1550,9 @@
     }
 
     // Edit: PATCH with only the fields that changed. A connector-instance subscription has no
-    // URL, secret or headers (PATCH refuses them for it with 422), so only its events, filter and
-    // description are offered; enabling and pausing are above, the secret is rotated above. The
-    // filter is sent as typed (RawJson) so large numbers reach the hub exactly.
+    // URL, secret or headers (PATCH refuses them for it with 422), so only its events, filter,
+    // description, rate limit and ordering are offered; enabling and pausing are above, the secret
+    // is rotated above. The filter is sent as typed (RawJson) so large numbers reach the hub exactly.
     const webhook = !sub.instance;
     const headerLines = (hs) => Object.entries(hs || {}).map(([k, v]) => `${k}: ${v}`).join('\n');
     const sameHeaders = (a, b) => {
@@ -1508,19 +1569,27 @@
       description: /[\r\n]/.test(sub.description || '')
         ? h('textarea', { rows: '3', maxlength: '1024', 'data-test': 'edit-description' })
         : h('input', { type: 'text', maxlength: '1024', autocomplete: 'off', 'data-test': 'edit-description' }),
+      ordered: h('input', { type: 'checkbox', 'data-test': 'edit-ordered' }),
     };
+    const editRate = rateInputs('edit');
+    edit.ratePerSecond = editRate.perSecond;
+    edit.rateBurst = editRate.burst;
+    const editValue = (c) => (c.type === 'checkbox' ? c.checked : c.value);
     let editInitial = {};
     /** Fills the edit form from `sub`; what the browser shows is what counts as unchanged. */
     function fillEdit() {
       const values = {
         url: sub.url || '', headers: headerLines(sub.headers), events: sub.events.join(', '),
         filter: filterRaw ? prettyJson(filterRaw) : '', description: sub.description || '',
+        ordered: !!sub.ordered,
+        ratePerSecond: sub.rate_limit ? String(sub.rate_limit.per_second) : '',
+        rateBurst: sub.rate_limit ? String(sub.rate_limit.burst || 0) : '',
       };
       editInitial = {};
       for (const [k, control] of Object.entries(edit)) {
         if (!control) continue;
-        control.value = values[k];
-        editInitial[k] = control.value;
+        if (control.type === 'checkbox') control.checked = values[k]; else control.value = values[k];
+        editInitial[k] = editValue(control);
       }
       if (edit.headers) edit.headers.rows = Math.min(12, Math.max(3, Object.keys(sub.headers || {}).length + 1));
       edit.filter.rows = Math.min(16, Math.max(4, edit.filter.value.split('\n').length + 1));
@@ -1529,7 +1598,7 @@
     function editChanges() {
       const patch = {};
       const errors = [];
-      const touched = (k) => edit[k] && edit[k].value !== editInitial[k];
+      const touched = (k) => edit[k] && editValue(edit[k]) !== editInitial[k];
       if (touched('url')) {
         const v = edit.url.value.trim();
         if (!v) errors.push({ field: 'url', message: 'is required: the absolute http(s) URL that receives the events' });
@@ -1555,6 +1624,15 @@
         const v = edit.description.value.trim() || null;
         if (v !== (sub.description == null ? null : sub.description)) patch.description = v; // null clears it
       }
+      const badRate = editRate.perSecond.validity.badInput || editRate.burst.validity.badInput;
+      if (touched('ratePerSecond') || touched('rateBurst') || badRate) {
+        const r = parseRateLimit(editRate);
+        const was = sub.rate_limit || null;
+        if (r.errors.length) errors.push(...r.errors);
+        else if (r.limit == null) { if (was) patch.rate_limit = null; } // null removes it
+        else if (!was || was.per_second !== r.limit.per_second || (was.burst || 0) !== r.limit.burst) patch.rate_limit = r.limit;
+      }
+      if (touched('ordered') && edit.ordered.checked !== !!sub.ordered) patch.ordered = edit.ordered.checked;
       return { patch, errors };
     }
     const editSubmit = h('button', { type: 'submit', class: 'button primary', 'data-test': 'edit-submit' }, 'Save changes');
@@ -1608,6 +1686,8 @@
     field('events', 'Event types', edit.events, 'Comma-separated, e.g. order.created, order.paid — or * for every event type.'),
     field('filter', 'Payload filter (JSON, optional)', edit.filter, `${FILTER_HINT} Empty removes it. Ctrl+Enter saves.`),
     field('description', 'Description (optional)', edit.description, 'Empty removes it.'),
+    rateFields(editRate, 'Rate limit'),
+    field('ordered', 'Keep publish order per ordering key', edit.ordered, ORDERED_HINT),
     h('div', { class: 'actions' }, editSubmit, editReset));
     fillEdit();
 

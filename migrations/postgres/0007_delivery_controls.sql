@@ -14,3 +14,15 @@ CREATE TABLE hub_notices (
     detail          TEXT,
     created_at      TIMESTAMPTZ NOT NULL
 );
+
+-- A circuit closing is noticed however it closes (a probe, or a late success on any path).
+CREATE FUNCTION hub_notice_circuit_closed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO hub_notices (id, kind, subscription_id, created_at)
+    VALUES (gen_random_uuid(), 'hub.circuit.closed', NEW.id, clock_timestamp());
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER hub_notice_circuit_closed AFTER UPDATE OF circuit_state ON subscriptions
+    FOR EACH ROW WHEN (OLD.circuit_state <> 'closed' AND NEW.circuit_state = 'closed')
+    EXECUTE FUNCTION hub_notice_circuit_closed();

@@ -14,3 +14,11 @@ CREATE TABLE hub_notices (
     detail          TEXT,
     created_at      INTEGER NOT NULL
 ) STRICT;
+
+-- A circuit closing is noticed however it closes (a probe, or a late success on any path).
+CREATE TRIGGER hub_notice_circuit_closed AFTER UPDATE OF circuit_state ON subscriptions
+    WHEN OLD.circuit_state <> 'closed' AND NEW.circuit_state = 'closed'
+BEGIN
+    INSERT INTO hub_notices (id, kind, subscription_id, created_at)
+    VALUES (randomblob(16), 'hub.circuit.closed', NEW.id, CAST(unixepoch('subsec') * 1000000 AS INTEGER));
+END;

@@ -13,6 +13,7 @@ backend_tests!(
     filters_take_only_matching_events_and_bad_ones_are_422s_naming_where,
     a_paused_subscription_keeps_what_is_published_and_delivers_it_on_resume,
     the_hub_tells_about_itself_in_hub_events_and_never_about_its_own,
+    an_ordered_rate_limited_subscription_keeps_each_keys_order_and_its_rate,
 );
 
 const HUB_EVENTS: [&str; 5] = [
@@ -236,6 +237,93 @@ async fn the_hub_tells_about_itself_in_hub_events_and_never_about_its_own(backen
         assert_eq!(
             listed, expected,
             "{event_type}: none about deliveries of hub.* events"
+        );
+    }
+}
+
+async fn an_ordered_rate_limited_subscription_keeps_each_keys_order_and_its_rate(backend: Backend) {
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    // The first attempts fail: the heads they hit are retried, holding back only their keys.
+    receiver.script([Reply::Status(500), Reply::Status(503), Reply::Status(500)]);
+    let body = |rate: Value| {
+        json!({"url": receiver.url("/ordered"), "secret": SECRET, "events": ["o"],
+               "ordered": true, "rate_limit": rate})
+    };
+    let problem = hub
+        .post_json(
+            "/api/v1/subscriptions",
+            &body(json!({"per_second": 0})),
+            422,
+        )
+        .await;
+    assert_eq!(
+        problem["errors"][0]["field"], "rate_limit.per_second",
+        "{problem}"
+    );
+    let limit = json!({"per_second": 20, "burst": 5});
+    let sub = hub
+        .post_json("/api/v1/subscriptions", &body(limit.clone()), 201)
+        .await;
+    assert_eq!(
+        (&sub["ordered"], &sub["rate_limit"]),
+        (&json!(true), &limit)
+    );
+    let bad_key = json!({"event_type": "o", "payload": {}, "ordering_key": ""});
+    hub.post_json("/api/v1/events", &bad_key, 422).await;
+
+    let events: Vec<Value> = (0..60)
+        .map(|n| {
+            json!({"event_type": "o", "payload": {"key": n % 4, "seq": n / 4},
+                        "ordering_key": format!("key-{}", n % 4)})
+        })
+        .collect();
+    // An unlimited subscription beside it is not held back.
+    let other = Receiver::start(Reply::Status(200)).await;
+    hub.subscribe(&other.url("/free"), json!(["o"])).await;
+    let ids = hub.publish_batch(&events).await;
+    other.wait_for("/free", 60, Duration::from_secs(20)).await;
+    let limited_so_far = receiver.requests_to("/ordered").len();
+    assert!(
+        limited_so_far < 60,
+        "the limited one still drains: {limited_so_far}"
+    );
+    for id in &ids {
+        let event = hub.event(id).await;
+        let started = std::time::Instant::now();
+        while !hub.event(id).await["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.iter().all(|d| d["status"] == "succeeded"))
+        {
+            assert!(started.elapsed() < Duration::from_secs(20), "{event}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let requests = receiver.requests_to("/ordered");
+    assert_eq!(requests.len(), 63, "60 deliveries and 3 retries");
+    // Per key, attempts never go back: a retry repeats its head, the next comes after it.
+    for key in 0..4 {
+        let seqs: Vec<i64> = (requests.iter().map(|r| r.json()["payload"].clone()))
+            .filter(|p| p["key"] == key)
+            .map(|p| p["seq"].as_i64().unwrap_or(-1))
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "key {key}: {seqs:?}");
+        let mut delivered = seqs.clone();
+        delivered.dedup();
+        assert_eq!(delivered, (0..15).collect::<Vec<_>>(), "key {key}");
+    }
+    // At most 20 a second plus the burst of 5, in any one-second window.
+    let arrivals: Vec<_> = requests.iter().map(|r| r.at).collect();
+    for (i, at) in arrivals.iter().enumerate() {
+        let window = arrivals[i..]
+            .iter()
+            .take_while(|t| t.duration_since(*at) < Duration::from_secs(1));
+        assert!(
+            window.count() <= 25,
+            "more than 25 within a second of request {i}"
         );
     }
 }

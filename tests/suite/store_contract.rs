@@ -71,6 +71,8 @@ pub(crate) fn new_sub(events: &[&str]) -> NewSubscription {
         headers: BTreeMap::from([("x-team".to_string(), "billing".to_string())]),
         filter: None,
         paused: false,
+        ordered: false,
+        rate_limit: None,
         created_at: now,
         updated_at: now,
         circuit: Circuit::CLOSED,
@@ -87,6 +89,7 @@ pub(crate) fn event(event_type: &str, payload: &str) -> NewEvent {
         event_type: event_type.into(),
         payload: payload.into(),
         created_at: model::now(),
+        ordering_key: None,
     }
 }
 

@@ -4,8 +4,8 @@
 use chrono::TimeDelta;
 use integrations_hub::model::filter::Filter;
 use integrations_hub::model::{
-    self, AttemptResult, ClaimedDelivery, EventFilter, PageRequest, StatsOf, SubscriptionPatch,
-    Target, TypeMatch,
+    self, AttemptResult, ClaimedDelivery, DeliveryStatus, EventFilter, PageRequest, StatsOf,
+    SubscriptionPatch, Target, TypeMatch, rate::RateLimit,
 };
 use integrations_hub::store::Store;
 use integrations_hub_testkit::{Backend, backend_tests};
@@ -18,7 +18,25 @@ backend_tests!(
     a_filter_decides_in_the_publish_transaction,
     a_paused_subscription_holds_its_deliveries_until_resumed,
     circuit_notices_are_written_with_the_transition_and_published_once,
+    an_ordered_key_goes_one_at_a_time_in_publish_order,
+    a_rate_limit_lets_the_rate_and_the_burst_through_and_no_more,
 );
+
+/// Publishes one event of type `a` with `key`; its id.
+async fn keyed(store: &dyn Store, key: Option<&str>) -> Uuid {
+    let mut e = event("a", "{}");
+    e.ordering_key = key.map(str::to_owned);
+    let outcome = store.publish(vec![e], None, model::now());
+    created(outcome.await.expect("publish"))[0].id
+}
+
+/// The events of what `claimed` holds for subscription `id`.
+fn events_to(claimed: &[ClaimedDelivery], id: Uuid) -> Vec<Uuid> {
+    (claimed.iter())
+        .filter(|d| to_subscription(d, id))
+        .map(|d| d.event_id)
+        .collect()
+}
 
 fn to_subscription(d: &ClaimedDelivery, id: Uuid) -> bool {
     matches!(&d.target, Target::Webhook { subscription_id, .. } if *subscription_id == id)
@@ -189,4 +207,137 @@ async fn circuit_notices_are_written_with_the_transition_and_published_once(back
         .await
         .expect("deliveries");
     assert_eq!(ops_deliveries.len(), 2);
+}
+
+async fn an_ordered_key_goes_one_at_a_time_in_publish_order(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let mut ordered = new_sub(&["a"]);
+    ordered.subscription.ordered = true;
+    let ordered = store.create_subscription(ordered).await.expect("create");
+    let free = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("create");
+    let k1 = [
+        keyed(store.as_ref(), Some("k1")).await,
+        keyed(store.as_ref(), Some("k1")).await,
+    ];
+    let k2 = keyed(store.as_ref(), Some("k2")).await;
+    let unkeyed = keyed(store.as_ref(), None).await;
+    let k1_third = keyed(store.as_ref(), Some("k1")).await;
+
+    let now = model::now();
+    let claimed = claim(store.as_ref(), "me", now, 50).await;
+    let mut heads = events_to(&claimed, ordered.id);
+    heads.sort();
+    assert_eq!(
+        heads,
+        [k1[0], k2, unkeyed],
+        "the head of each key, and what has none"
+    );
+    assert_eq!(
+        events_to(&claimed, free.id).len(),
+        5,
+        "an unordered subscription takes all"
+    );
+
+    // The head fails and waits for its retry: its key waits with it, even when the rest is due.
+    let head = claimed
+        .iter()
+        .find(|d| to_subscription(d, ordered.id) && d.event_id == k1[0]);
+    let retry_at = now + TimeDelta::seconds(30);
+    let r = record(
+        head.expect("head"),
+        "me",
+        AttemptResult::Retry(retry_at),
+        Some(ordered.id),
+    );
+    store.record_attempt(r, now).await.expect("record");
+    assert!(events_to(&claim(store.as_ref(), "me", now, 50).await, ordered.id).is_empty());
+    let again = claim(store.as_ref(), "me", retry_at, 50).await;
+    assert_eq!(
+        events_to(&again, ordered.id),
+        [k1[0]],
+        "the head again, alone"
+    );
+
+    // Dead-lettered, it no longer holds its key back: the next goes, then the one after.
+    let head = again
+        .iter()
+        .find(|d| to_subscription(d, ordered.id))
+        .expect("head");
+    let r = record(head, "me", AttemptResult::Dead, Some(ordered.id));
+    store.record_attempt(r, retry_at).await.expect("record");
+    let next = claim(store.as_ref(), "me", retry_at, 50).await;
+    assert_eq!(events_to(&next, ordered.id), [k1[1]]);
+    let d = next
+        .iter()
+        .find(|d| to_subscription(d, ordered.id))
+        .expect("next");
+    let r = record(d, "me", AttemptResult::Succeeded, Some(ordered.id));
+    store.record_attempt(r, retry_at).await.expect("record");
+    let last = claim(store.as_ref(), "me", retry_at, 50).await;
+    assert_eq!(events_to(&last, ordered.id), [k1_third]);
+}
+
+async fn a_rate_limit_lets_the_rate_and_the_burst_through_and_no_more(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let mut limited = new_sub(&["a"]);
+    limited.subscription.rate_limit = Some(RateLimit {
+        per_second: 5,
+        burst: 2,
+    });
+    let limited = store.create_subscription(limited).await.expect("create");
+    let free = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("create");
+    for _ in 0..30 {
+        keyed(store.as_ref(), None).await;
+    }
+    let start = model::now();
+    let mut taken = Vec::new();
+    let mut free_taken = 0;
+    // Claims every 50 ms for two seconds, as several instances would.
+    for step in 0..40 {
+        let at = start + TimeDelta::milliseconds(50 * step);
+        let claimed = claim(store.as_ref(), "me", at, 50).await;
+        let n = events_to(&claimed, limited.id).len();
+        taken.extend(std::iter::repeat_n(at, n));
+        free_taken += events_to(&claimed, free.id).len();
+    }
+    assert_eq!(
+        free_taken, 30,
+        "the unlimited subscription took everything at once"
+    );
+    assert_eq!(
+        taken.iter().filter(|t| **t == start).count(),
+        3,
+        "the burst and one"
+    );
+    for (i, t) in taken.iter().enumerate() {
+        let window = taken[i..]
+            .iter()
+            .take_while(|u| **u < *t + TimeDelta::seconds(1));
+        assert!(
+            window.count() <= 7,
+            "at most 5 a second plus a burst of 2: {taken:?}"
+        );
+    }
+    assert!(
+        taken.len() >= 12,
+        "and the rate is reached: {}",
+        taken.len()
+    );
+    let page = PageRequest {
+        after: None,
+        limit: 100,
+    };
+    let waiting = store.subscription_deliveries(limited.id, &[DeliveryStatus::Pending], page);
+    let waiting = waiting.await.expect("deliveries").len();
+    assert_eq!(waiting, 30 - taken.len(), "the rest waits, none dropped");
 }

@@ -51,6 +51,11 @@ pub struct PublishEvent {
     /// Any JSON object; delivered exactly as sent.
     #[schema(value_type = Object, example = json!({"title": "Access to production DB", "requester": "alice@company.com"}))]
     pub payload: Box<RawValue>,
+    /// Events sharing a key (an order id, a customer) reach a subscription marked `ordered` one
+    /// at a time, in publish order. 1 to 256 printable characters.
+    #[serde(default)]
+    #[schema(example = "order-1042", max_length = 256)]
+    pub ordering_key: Option<String>,
 }
 
 /// Up to 1000 events, stored in one transaction.
@@ -124,11 +129,15 @@ fn new_event(
             ),
         );
     }
+    if let Some(key) = &event.ordering_key {
+        validate::ordering_key(errors, &format!("{at}ordering_key"), key);
+    }
     NewEvent {
         id: Uuid::now_v7(),
         event_type: event.event_type,
         payload: String::from(Box::<str>::from(event.payload)),
         created_at: now,
+        ordering_key: event.ordering_key,
     }
 }
 

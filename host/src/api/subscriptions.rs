@@ -24,7 +24,7 @@ use crate::delivery::retry::Answer;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     self, Circuit as ModelCircuit, ClaimedDelivery, DeliveryLine, DeliveryStatus, InstanceTarget,
-    NewSubscription, Subscription, SubscriptionPatch, Target, filter::Filter,
+    NewSubscription, Subscription, SubscriptionPatch, Target, filter::Filter, rate::RateLimit,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -68,10 +68,36 @@ mirror! {
         filter: Option<Value> => filter_document,
         /// Held: deliveries are created and kept, not attempted, until resumed.
         paused: bool,
+        /// Events sharing an `ordering_key` are delivered one at a time, in publish order.
+        ordered: bool,
+        /// At most this many deliveries a second, plus a burst; `null`: as fast as it takes them.
+        rate_limit: Option<RateLimitOut> => opt,
         created_at: DateTime<Utc>,
         updated_at: DateTime<Utc>,
         circuit: Circuit,
     }
+}
+
+mirror! {
+    /// A subscription's rate limit: in any one second, at most `per_second + burst` deliveries
+    /// go out, whatever the number of instances.
+    pub struct RateLimitOut from RateLimit {
+        per_second: u32,
+        burst: u32,
+    }
+}
+
+/// A rate limit to set.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitIn {
+    /// Deliveries per second, 1 to 10,000.
+    #[schema(example = 50, minimum = 1, maximum = 10000)]
+    pub per_second: u64,
+    /// Extra deliveries allowed at once after a quiet spell, 0 to 10,000 (default 0).
+    #[serde(default)]
+    #[schema(example = 10, maximum = 10000)]
+    pub burst: u64,
 }
 
 /// For `mirror!`: a filter as the document it was given.
@@ -141,6 +167,12 @@ pub struct CreateSubscription {
     /// Created paused: deliveries are created and held until it is resumed.
     #[serde(default)]
     pub paused: bool,
+    /// Deliver events sharing an `ordering_key` one at a time, in publish order (default false).
+    #[serde(default)]
+    pub ordered: bool,
+    /// At most `per_second` deliveries a second, plus `burst`, across all instances.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitIn>,
 }
 
 /// Distinguishes "absent" (`None`) from "null" (`Some(None)`).
@@ -182,6 +214,14 @@ pub struct PatchSubscription {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<bool>)]
     pub paused: Option<Option<bool>>,
+    /// Keep publish order per `ordering_key` from now on (or stop).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<bool>)]
+    pub ordered: Option<Option<bool>>,
+    /// A new rate limit; `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<RateLimitIn>)]
+    pub rate_limit: Option<Option<RateLimitIn>>,
 }
 
 /// Create a subscription.
@@ -235,6 +275,8 @@ async fn create_subscription(
     validate::description(&mut errors, "description", body.description.as_deref());
     let headers = validate::headers(&mut errors, "headers", &body.headers);
     let filter = (body.filter.as_ref()).and_then(|f| validate::filter(&mut errors, "filter", f));
+    let rate_limit = (body.rate_limit.as_ref())
+        .and_then(|r| validate::rate_limit(&mut errors, "rate_limit", r.per_second, r.burst));
     errors.finish()?;
 
     let now = model::now();
@@ -248,6 +290,8 @@ async fn create_subscription(
         headers,
         filter,
         paused: body.paused,
+        ordered: body.ordered,
+        rate_limit,
         created_at: now,
         updated_at: now,
         circuit: ModelCircuit::CLOSED,
@@ -307,6 +351,7 @@ async fn patch_subscription(
     not_null("enabled", matches!(body.enabled, Some(None)));
     not_null("headers", matches!(body.headers, Some(None)));
     not_null("paused", matches!(body.paused, Some(None)));
+    not_null("ordered", matches!(body.ordered, Some(None)));
     if let Some(Some(url)) = body.url {
         validate::url(
             &mut errors,
@@ -335,6 +380,13 @@ async fn patch_subscription(
         patch.filter = Some(filter.and_then(|f| validate::filter(&mut errors, "filter", &f)));
     }
     patch.paused = body.paused.flatten();
+    patch.ordered = body.ordered.flatten();
+    if let Some(limit) = body.rate_limit {
+        patch.rate_limit =
+            Some(limit.and_then(|r| {
+                validate::rate_limit(&mut errors, "rate_limit", r.per_second, r.burst)
+            }));
+    }
     if patch.url.is_some() || patch.secret.is_some() || patch.headers.is_some() {
         let current = state.store.get_subscription(*id).await?;
         if current.ok_or_else(|| id.missing())?.instance.is_some() {

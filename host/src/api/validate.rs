@@ -10,6 +10,7 @@ use crate::egress::policy;
 use crate::error::{ApiError, FieldError};
 use crate::model::filter::Filter;
 use crate::model::names::{EVENT_TYPE_RULE, is_event_type};
+use crate::model::rate::{self, RateLimit};
 use crate::model::{DeliveryStatus, TypeMatch};
 
 pub const MAX_URL_LEN: usize = 2048;
@@ -233,6 +234,49 @@ pub fn text(errors: &mut Errors, field: &str, value: Option<&str>) {
 
 /// Custom headers sent with every delivery: valid HTTP names and values, none of the hub's own.
 /// Names are stored lower-case, as HTTP/2 sends them.
+/// Most characters of an ordering key.
+pub const MAX_ORDERING_KEY_LEN: usize = 256;
+
+/// An event's ordering key: 1 to 256 characters, none of them control characters.
+pub fn ordering_key(errors: &mut Errors, field: &str, key: &str) {
+    if key.is_empty() || key.chars().count() > MAX_ORDERING_KEY_LEN {
+        errors.add(
+            field,
+            format!("must be 1 to {MAX_ORDERING_KEY_LEN} characters"),
+        );
+    } else if key.chars().any(char::is_control) {
+        errors.add(field, "may not contain control characters");
+    }
+}
+
+/// A rate limit: 1 to 10,000 deliveries per second, a burst of 0 to 10,000.
+pub fn rate_limit(
+    errors: &mut Errors,
+    field: &str,
+    per_second: u64,
+    burst: u64,
+) -> Option<RateLimit> {
+    let mut ok = true;
+    if !(1..=u64::from(rate::MAX_PER_SECOND)).contains(&per_second) {
+        errors.add(
+            format!("{field}.per_second"),
+            format!("must be 1 to {}", rate::MAX_PER_SECOND),
+        );
+        ok = false;
+    }
+    if burst > u64::from(rate::MAX_BURST) {
+        errors.add(
+            format!("{field}.burst"),
+            format!("must be 0 to {}", rate::MAX_BURST),
+        );
+        ok = false;
+    }
+    ok.then_some(RateLimit {
+        per_second: per_second as u32,
+        burst: burst as u32,
+    })
+}
+
 /// A payload filter (`model/filter.rs`); its problem is reported at `field.<where in it>`.
 pub fn filter(errors: &mut Errors, field: &str, value: &serde_json::Value) -> Option<Filter> {
     match Filter::parse(value) {

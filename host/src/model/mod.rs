@@ -7,6 +7,7 @@ pub mod filter;
 pub mod names;
 pub mod notice;
 mod query;
+pub mod rate;
 
 pub use query::{
     DeadLetterFilter, DeliveryCounts, DeliveryLine, DestinationStats, EventFilter, EventSummary,
@@ -95,6 +96,10 @@ pub struct Subscription {
     pub filter: Option<filter::Filter>,
     /// Deliveries are created and held, not attempted, until it is resumed.
     pub paused: bool,
+    /// Deliveries of events sharing an ordering key go one at a time, in publish order.
+    pub ordered: bool,
+    /// At most this many deliveries a second (plus a burst), across all instances.
+    pub rate_limit: Option<rate::RateLimit>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub circuit: Circuit,
@@ -193,6 +198,9 @@ pub struct SubscriptionPatch {
     /// `Some(None)` removes the filter.
     pub filter: Option<Option<filter::Filter>>,
     pub paused: Option<bool>,
+    pub ordered: Option<bool>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<rate::RateLimit>>,
 }
 
 impl fmt::Debug for SubscriptionPatch {
@@ -221,6 +229,8 @@ pub struct NewEvent {
     pub event_type: String,
     pub payload: String,
     pub created_at: DateTime<Utc>,
+    /// Events sharing it reach an `ordered` subscription one at a time, in publish order.
+    pub ordering_key: Option<String>,
 }
 
 /// A stored event as returned by a publish.

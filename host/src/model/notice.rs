@@ -2,7 +2,8 @@
 //! subscriptions and connectors, published into its outbox like any event, so a subscription or
 //! a connector (Slack) can take them.
 //!
-//! A notice is written in the transaction of what it reports (`hub_notices`), and the upkeep of
+//! A notice is written in the transaction of what it reports (`hub_notices`; a circuit closing
+//! by a trigger, `hub_notice_circuit_closed`, as every path that closes one is covered), and the upkeep of
 //! every instance publishes what is written, once, in the transaction that removes it
 //! (`Store::publish_notices`). An attempt of a `hub.*` event is quiet: its failures (dead,
 //! circuit opened, 410) produce no notices, so a failing receiver of notices never feeds itself.
@@ -97,6 +98,7 @@ impl Notice {
             event_type: self.kind.clone(),
             payload: payload.to_string(),
             created_at: self.created_at,
+            ordering_key: None,
         }
     }
 }

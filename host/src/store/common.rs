@@ -143,6 +143,7 @@ pub(super) async fn write_events<D: Dialect>(
                         row.opt_time("blocked_until")?
                     },
                     filter: rows::filter(row.opt_text("filter")?)?.map(Arc::new),
+                    ordered: row.bool("ordered")?,
                 }),
             }
         }
@@ -289,18 +290,7 @@ pub(super) async fn apply_to_circuit<C: Conn>(
         return Ok(());
     };
     if record.result == AttemptResult::Succeeded {
-        // Read before the reset: only a circuit that was not closed is noticed closing.
-        conn.exec(
-            "INSERT INTO hub_notices (id, kind, subscription_id, created_at) \
-             SELECT $1, $2, id, $3 FROM subscriptions WHERE id = $4 AND circuit_state <> 'closed'",
-            &[
-                Arg::Uuid(Uuid::now_v7()),
-                Arg::Text(notice::CIRCUIT_CLOSED),
-                Arg::Time(now),
-                Arg::Uuid(sub),
-            ],
-        )
-        .await?;
+        // A closing circuit is noticed by a trigger (`hub_notice_circuit_closed`).
         conn.exec_in(CLOSE_CIRCUITS, &[], &[sub]).await?;
         return Ok(());
     }
@@ -387,6 +377,77 @@ pub(super) async fn admit_probes<'r, C: Conn>(
             if !took {
                 continue;
             }
+        }
+        chosen.push(row);
+    }
+    Ok(chosen)
+}
+
+/// A claim candidate `d` of an ordered subscription is the oldest unfinished delivery of its
+/// key (`deliveries_by_key`): the ones behind it wait, however due they are.
+pub(super) const HEAD_OF_ITS_KEY: &str = "(d.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries d2 \
+     WHERE d2.subscription_id = d.subscription_id AND d2.ordering_key = d.ordering_key \
+     AND d2.status IN ('pending', 'in_flight') AND d2.id < d.id))";
+
+/// A claim candidate's subscription `s`, if rate-limited, may send one at `now` (a placeholder).
+pub(super) fn rate_allows(now: &str) -> String {
+    format!("(s.rate_per_second IS NULL OR s.rate_allow_at IS NULL OR s.rate_allow_at <= {now})")
+}
+
+/// Of claim candidates (`subscription_id`, `rate_per_second` columns), those the rate limits let
+/// go now, in order: per limited subscription, its schedule is read under its row lock (`lock`)
+/// and moved past what is taken (`model/rate.rs`), so instances sharing the database never
+/// exceed it together. The rest stay pending.
+pub(super) async fn admit_rated<'r, C: Conn>(
+    conn: &mut C,
+    candidates: Vec<&'r C::Row>,
+    now: DateTime<Utc>,
+    lock: &str,
+) -> StoreResult<Vec<&'r C::Row>> {
+    let mut wanted: std::collections::BTreeMap<Uuid, u32> = std::collections::BTreeMap::new();
+    for row in &candidates {
+        if row.opt_int("rate_per_second")?.is_some()
+            && let Some(sub) = row.opt_uuid("subscription_id")?
+        {
+            *wanted.entry(sub).or_default() += 1;
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(candidates);
+    }
+    let mut allowed: HashMap<Uuid, u32> = HashMap::new();
+    // In id order, as every transaction that locks several subscriptions does.
+    for (sub, n) in wanted {
+        let sql = format!(
+            "SELECT rate_per_second, rate_burst, rate_allow_at FROM subscriptions WHERE id = $1{lock}"
+        );
+        let Some(row) = conn.row(&sql, &[Arg::Uuid(sub)]).await? else {
+            continue;
+        };
+        let Some(limit) = rows::rate_limit(&row)? else {
+            allowed.insert(sub, n);
+            continue;
+        };
+        let (taken, next) = limit.take(row.opt_time("rate_allow_at")?, now, n);
+        if taken > 0 {
+            conn.exec(
+                "UPDATE subscriptions SET rate_allow_at = $1 WHERE id = $2",
+                &[Arg::OptTime(next), Arg::Uuid(sub)],
+            )
+            .await?;
+        }
+        allowed.insert(sub, taken);
+    }
+    let mut chosen = Vec::with_capacity(candidates.len());
+    for row in candidates {
+        let left = match row.opt_uuid("subscription_id")? {
+            Some(sub) => allowed.get_mut(&sub),
+            None => None,
+        };
+        match left {
+            Some(0) => continue,
+            Some(n) => *n -= 1,
+            None => {}
         }
         chosen.push(row);
     }

@@ -63,8 +63,8 @@ impl<D: Dialect> Store for D {
         let filter = new.filter.as_ref().map(|f| f.source().to_string());
         tx.exec(
             "INSERT INTO subscriptions (id, url, description, events, headers, enabled, created_at, \
-             updated_at, instance_id, filter, paused) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
+             updated_at, instance_id, filter, paused, ordered, rate_per_second, rate_burst) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13)",
             &[
                 Arg::Uuid(new.id),
                 Arg::Text(&new.url),
@@ -76,6 +76,9 @@ impl<D: Dialect> Store for D {
                 Arg::OptUuid(instance),
                 Arg::OptText(filter.as_deref()),
                 Arg::Bool(new.paused),
+                Arg::Bool(new.ordered),
+                Arg::OptInt(new.rate_limit.map(|r| r.per_second.into())),
+                Arg::OptInt(new.rate_limit.map(|r| r.burst.into())),
             ],
         )
         .await?;
@@ -130,10 +133,13 @@ impl<D: Dialect> Store for D {
         let description = patch.description.clone().unwrap_or(current.description);
         let filter = patch.filter.clone().unwrap_or(current.filter);
         let filter = filter.as_ref().map(|f| f.source().to_string());
+        let ordered = patch.ordered.unwrap_or(current.ordered);
+        let rate = patch.rate_limit.unwrap_or(current.rate_limit);
         tx.exec(
             "UPDATE subscriptions SET url = $1, events = $2, enabled = $3, description = $4, headers = $5, \
              disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END, updated_at = $6, \
-             filter = $8, paused = $9 WHERE id = $7",
+             filter = $8, paused = $9, ordered = $10, rate_per_second = $11, rate_burst = $12 \
+             WHERE id = $7",
             &[
                 Arg::Text(patch.url.as_ref().unwrap_or(&current.url)),
                 Arg::Names(patch.events.as_ref().unwrap_or(&current.events)),
@@ -144,6 +150,9 @@ impl<D: Dialect> Store for D {
                 Arg::Uuid(id),
                 Arg::OptText(filter.as_deref()),
                 Arg::Bool(paused),
+                Arg::Bool(ordered),
+                Arg::OptInt(rate.map(|r| r.per_second.into())),
+                Arg::OptInt(rate.map(|r| r.burst.into())),
             ],
         )
         .await?;

@@ -51,6 +51,8 @@ pub(crate) struct DeliveryRow<'a> {
     pub event_id: Uuid,
     pub subscription: Option<Uuid>,
     pub connector: Option<&'a str>,
+    /// The event's ordering key, for a subscription that keeps order.
+    pub ordering_key: Option<&'a str>,
     /// When the event was created (the delivery's creation time).
     pub at: DateTime<Utc>,
     /// When it is first due: at once, or when its subscription's open circuit cools off.
@@ -66,6 +68,8 @@ pub(super) struct Match {
     pub blocked_until: Option<DateTime<Utc>>,
     /// Its payload filter: an event it refuses gets no delivery.
     pub filter: Option<Arc<Filter>>,
+    /// It keeps order: its deliveries carry their event's ordering key.
+    pub ordered: bool,
 }
 
 /// Idempotency keys claimed for writing within one group, with the claiming request.
@@ -149,6 +153,7 @@ pub(super) fn plan_deliveries<'a>(
                 event_id: event.id,
                 subscription: Some(s.id),
                 connector: None,
+                ordering_key: event.ordering_key.as_deref().filter(|_| s.ordered),
                 at: event.created_at,
                 due: s
                     .blocked_until
@@ -160,6 +165,7 @@ pub(super) fn plan_deliveries<'a>(
             event_id: event.id,
             subscription: None,
             connector: Some(c.as_str()),
+            ordering_key: None,
             at: event.created_at,
             due: event.created_at,
         }));

@@ -14,7 +14,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use uuid::Uuid;
 
 use super::StoreResult;
-use super::common::{admit_probes, apply_to_circuit, commit};
+use super::common::{
+    HEAD_OF_ITS_KEY, admit_probes, admit_rated, apply_to_circuit, commit, rate_allows,
+};
 use super::plan::{DeliveryRow, rounds_of_distinct_deliveries, split_by_failures};
 use super::rows;
 use super::sql::{Arg, DbRow, Dialect, Pools, driver};
@@ -190,10 +192,10 @@ impl Dialect for PostgresStore {
 
     const BACKEND: Backend = Backend::Postgres;
     const MATCHING_DESTINATIONS: &'static str = "SELECT id, NULL::text AS connector, \
-         CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until, paused, filter \
-         FROM subscriptions WHERE deleted_at IS NULL AND enabled \
+         CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until, paused, filter, \
+         ordered FROM subscriptions WHERE deleted_at IS NULL AND enabled \
          AND ($1 = ANY (events) OR '*' = ANY (events)) \
-         UNION ALL SELECT NULL, name, NULL, false, NULL FROM connector_bindings \
+         UNION ALL SELECT NULL, name, NULL, false, NULL, false FROM connector_bindings \
          WHERE $1 = ANY (events) OR '*' = ANY (events) ORDER BY id, connector";
     const ROW_LOCKS: bool = true;
 
@@ -207,13 +209,15 @@ impl Dialect for PostgresStore {
 
     async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO events (id, event_type, payload, created_at) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]::json[], $4::timestamptz[])",
+            "INSERT INTO events (id, event_type, payload, created_at, ordering_key) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]::json[], $4::timestamptz[], \
+               $5::text[])",
         )
         .bind(column(events, |e| e.id))
         .bind(column(events, |e| e.event_type.as_str()))
         .bind(column(events, |e| e.payload.as_str()))
         .bind(column(events, |e| e.created_at))
+        .bind(column(events, |e| e.ordering_key.as_deref()))
         .execute(conn)
         .await?;
         Ok(())
@@ -224,10 +228,12 @@ impl Dialect for PostgresStore {
         rows: &[DeliveryRow<'_>],
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, created_at, updated_at) \
-             SELECT d.id, d.event_id, CASE WHEN d.sub IS NULL THEN 'connector' ELSE 'webhook' END, d.sub, d.connector, d.due, d.at, d.at \
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[]) \
-             AS d(id, event_id, sub, connector, at, due)",
+            "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, \
+               created_at, updated_at, ordering_key) \
+             SELECT d.id, d.event_id, CASE WHEN d.sub IS NULL THEN 'connector' ELSE 'webhook' END, \
+               d.sub, d.connector, d.due, d.at, d.at, d.ordering_key \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], \
+               $6::timestamptz[], $7::text[]) AS d(id, event_id, sub, connector, at, due, ordering_key)",
         )
         .bind(column(rows, |r| r.id))
         .bind(column(rows, |r| r.event_id))
@@ -235,6 +241,7 @@ impl Dialect for PostgresStore {
         .bind(column(rows, |r| r.connector))
         .bind(column(rows, |r| r.at))
         .bind(column(rows, |r| r.due))
+        .bind(column(rows, |r| r.ordering_key))
         .execute(conn)
         .await?;
         Ok(())
@@ -452,12 +459,7 @@ impl PostgresStore {
              s AS ( \
                UPDATE subscriptions SET consecutive_failures = 0, circuit_state = 'closed', \
                  circuit_open_until = NULL, circuit_trips = 0 \
-               FROM (SELECT id AS sid, circuit_state AS was FROM subscriptions \
-                 WHERE id = ANY($17) AND (consecutive_failures <> 0 OR circuit_state <> 'closed')) o \
-               WHERE subscriptions.id = o.sid RETURNING o.sid, o.was), \
-             closed AS ( \
-               INSERT INTO hub_notices (id, kind, subscription_id, created_at) \
-               SELECT gen_random_uuid(), $23, sid, $16 FROM s WHERE was <> 'closed') \
+               WHERE id = ANY($17) AND (consecutive_failures <> 0 OR circuit_state <> 'closed')) \
              SELECT id FROM u",
         )
         .bind(column(records, |_| Uuid::now_v7()))
@@ -482,7 +484,6 @@ impl PostgresStore {
         .bind(column(records, |r| r.quiet))
         .bind(column(records, |_| Uuid::now_v7()))
         .bind(notice::DELIVERY_DEAD)
-        .bind(notice::CIRCUIT_CLOSED)
         .fetch_all(executor)
         .await?;
         let moved: std::collections::HashSet<Uuid> = moved.into_iter().collect();
@@ -501,28 +502,18 @@ impl PostgresStore {
         let (now, lease_until, skip) = (claim.now, claim.lease_until, claim.skip);
         let mut tx = self.hot.begin().await?;
         // SKIP LOCKED: instances claiming at the same moment take disjoint rows, never wait.
-        let rows = sqlx::query(
-            "SELECT d.id, d.subscription_id, s.circuit_state \
-             FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
-             AND ((d.kind = 'connector' AND d.connector = ANY ($5)) \
-               OR (s.enabled AND NOT s.paused AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1) \
-                 AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM connector_instances ci \
-                   WHERE ci.id = s.instance_id AND ci.connector = ANY ($6))))) \
-             AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
-             AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
-             ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
-        )
-        .bind(now)
-        .bind(i64::from(claim.limit))
-        .bind(&skip.subscriptions)
-        .bind(&skip.connectors)
-        .bind(claim.connectors)
-        .bind(claim.loaded)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(&SLOW_CANDIDATES)
+            .bind(now)
+            .bind(i64::from(claim.limit))
+            .bind(&skip.subscriptions)
+            .bind(&skip.connectors)
+            .bind(claim.connectors)
+            .bind(claim.loaded)
+            .fetch_all(&mut *tx)
+            .await?;
 
         let chosen = admit_probes(&mut *tx, &rows, now, lease_until).await?;
+        let chosen = admit_rated(&mut *tx, chosen, now, " FOR UPDATE").await?;
         let ids = chosen
             .iter()
             .map(|r| r.uuid("id"))
@@ -546,16 +537,38 @@ impl PostgresStore {
 }
 
 /// The common-case claim (see [`Store::claim_deliveries`]), built once.
+/// Candidates of the probe- and rate-aware claim: due work of every live subscription whose
+/// cool-off is over and whose rate limit allows one now, the heads of ordered keys only.
+static SLOW_CANDIDATES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT d.id, d.subscription_id, s.circuit_state, s.rate_per_second \
+         FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
+         WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+         AND ((d.kind = 'connector' AND d.connector = ANY ($5)) \
+           OR (s.enabled AND NOT s.paused AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= $1) \
+             AND {rate} \
+             AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM connector_instances ci \
+               WHERE ci.id = s.instance_id AND ci.connector = ANY ($6))))) \
+         AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
+         AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
+         AND {HEAD_OF_ITS_KEY} \
+         ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+        rate = rate_allows("$1")
+    )
+});
+
 static FAST_CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH picked AS ( \
                SELECT d.id FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscription_id \
                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
                AND ((d.kind = 'connector' AND d.connector = ANY ($7)) OR (s.enabled AND NOT s.paused AND s.circuit_state = 'closed' \
+                 AND s.rate_per_second IS NULL \
                  AND (s.instance_id IS NULL OR EXISTS (SELECT 1 FROM connector_instances ci \
                    WHERE ci.id = s.instance_id AND ci.connector = ANY ($8))))) \
                AND (d.subscription_id IS NULL OR NOT (d.subscription_id = ANY ($3))) \
                AND (d.connector IS NULL OR NOT (d.connector = ANY ($4))) \
+               AND {HEAD_OF_ITS_KEY} \
                ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED), \
              claimed AS ( \
                UPDATE deliveries SET status = 'in_flight', lease_owner = $5, lease_expires_at = $6, updated_at = $1 \
@@ -564,8 +577,13 @@ static FAST_CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
              got AS ({CLAIMED_ROWS}) \
              SELECT p.probes_due, got.* FROM ( \
                SELECT EXISTS (SELECT 1 FROM subscriptions WHERE enabled AND circuit_state <> 'closed' \
-                 AND (circuit_open_until IS NULL OR circuit_open_until <= $1)) AS probes_due) p \
-             LEFT JOIN got ON TRUE ORDER BY got.next_attempt_at"
+                 AND (circuit_open_until IS NULL OR circuit_open_until <= $1)) \
+               OR EXISTS (SELECT 1 FROM subscriptions s WHERE s.rate_per_second IS NOT NULL \
+                 AND s.enabled AND NOT s.paused AND s.deleted_at IS NULL AND {rate} \
+                 AND EXISTS (SELECT 1 FROM deliveries d3 WHERE d3.subscription_id = s.id \
+                   AND d3.status = 'pending' AND d3.next_attempt_at <= $1)) AS probes_due) p \
+             LEFT JOIN got ON TRUE ORDER BY got.next_attempt_at",
+        rate = rate_allows("$1")
     )
 });
 

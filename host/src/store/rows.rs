@@ -7,6 +7,7 @@ use super::sql::DbRow;
 use super::{StoreError, StoreResult};
 use crate::model::filter::Filter;
 use crate::model::notice::Notice;
+use crate::model::rate::RateLimit;
 use crate::model::{
     AttemptOutcome, AttemptView, Circuit, CircuitState, ClaimedDelivery, ConnectorBinding,
     ConnectorInstance, DeadLetter, DeliveryCounts, DeliveryLine, DeliveryStatus, DeliverySummary,
@@ -31,7 +32,8 @@ macro_rules! decode {
 /// The columns [`subscription`] reads.
 macro_rules! subscription_columns {
     () => {
-        "id, url, description, events, CAST(headers AS TEXT) AS headers, enabled, paused, filter, circuit_state, \
+        "id, url, description, events, CAST(headers AS TEXT) AS headers, enabled, paused, filter, \
+         ordered, rate_per_second, rate_burst, circuit_state, \
          consecutive_failures, created_at, updated_at, instance_id, \
          (SELECT ci.connector FROM connector_instances ci WHERE ci.id = subscriptions.instance_id) \
            AS instance_connector, \
@@ -81,9 +83,23 @@ pub(super) fn subscription(row: &impl DbRow) -> StoreResult<Subscription> {
     let headers = decode_strings(&row.text("headers")?)?;
     decode!(row => Subscription {
         id, url, instance = instance(row)?, events, enabled, description, headers = headers,
-        filter = filter(row.opt_text("filter")?)?, paused, created_at, updated_at,
-        circuit = circuit,
+        filter = filter(row.opt_text("filter")?)?, paused, ordered,
+        rate_limit = rate_limit(row)?, created_at, updated_at, circuit = circuit,
     })
+}
+
+/// A subscription row's rate limit (`rate_per_second`, `rate_burst`), if it has one.
+pub(super) fn rate_limit(row: &impl DbRow) -> StoreResult<Option<RateLimit>> {
+    let Some(per_second) = row.opt_int("rate_per_second")? else {
+        return Ok(None);
+    };
+    Ok(Some(RateLimit {
+        per_second: per_second.clamp(1, i64::from(u32::MAX)) as u32,
+        burst: row
+            .opt_int("rate_burst")?
+            .unwrap_or(0)
+            .clamp(0, i64::from(u32::MAX)) as u32,
+    }))
 }
 
 /// A stored filter (validated when it was set).

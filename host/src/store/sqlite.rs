@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
-use super::common::{admit_probes, commit, record_one};
+use super::common::{HEAD_OF_ITS_KEY, admit_probes, admit_rated, commit, record_one};
 use super::plan::DeliveryRow;
 use super::rows;
 use super::sql::{Arg, Conn, DbRow, Dialect, Pools, driver};
@@ -184,10 +184,10 @@ impl Dialect for SqliteStore {
 
     const BACKEND: Backend = Backend::Sqlite;
     const MATCHING_DESTINATIONS: &'static str = "SELECT id, NULL AS connector, \
-         CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until, paused, filter \
-         FROM subscriptions WHERE deleted_at IS NULL AND enabled = 1 \
+         CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until, paused, filter, \
+         ordered FROM subscriptions WHERE deleted_at IS NULL AND enabled = 1 \
          AND EXISTS (SELECT 1 FROM json_each(subscriptions.events) WHERE value = $1 OR value = '*') \
-         UNION ALL SELECT NULL, name, NULL, 0, NULL FROM connector_bindings \
+         UNION ALL SELECT NULL, name, NULL, 0, NULL, 0 FROM connector_bindings \
          WHERE EXISTS (SELECT 1 FROM json_each(connector_bindings.events) WHERE value = $1 OR value = '*') \
          ORDER BY id, connector";
     const ROW_LOCKS: bool = false;
@@ -203,13 +203,14 @@ impl Dialect for SqliteStore {
     async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> StoreResult<()> {
         for chunk in events.chunks(repr::IDS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (id, event_type, payload, created_at) ",
+                "INSERT INTO events (id, event_type, payload, created_at, ordering_key) ",
             );
             q.push_values(chunk, |mut row, e| {
                 row.push_bind(e.id)
                     .push_bind(&e.event_type)
                     .push_bind(&e.payload)
-                    .push_bind(e.created_at.timestamp_micros());
+                    .push_bind(e.created_at.timestamp_micros())
+                    .push_bind(e.ordering_key.as_deref());
             });
             q.build().execute(&mut *conn).await?;
         }
@@ -222,7 +223,8 @@ impl Dialect for SqliteStore {
     ) -> StoreResult<()> {
         for chunk in rows.chunks(repr::IDS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, created_at, updated_at) ",
+                "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, \
+                 created_at, updated_at, ordering_key) ",
             );
             q.push_values(chunk, |mut row, d| {
                 let at = d.at.timestamp_micros();
@@ -237,7 +239,8 @@ impl Dialect for SqliteStore {
                     .push_bind(d.connector)
                     .push_bind(d.due.timestamp_micros())
                     .push_bind(at)
-                    .push_bind(at);
+                    .push_bind(at)
+                    .push_bind(d.ordering_key);
             });
             q.build().execute(&mut *conn).await?;
         }
@@ -253,6 +256,7 @@ impl Dialect for SqliteStore {
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT d.id, d.event_id, d.kind, d.subscription_id, d.connector, d.attempts, \
              e.event_type, e.payload, e.created_at AS event_created_at, s.url, s.headers, s.circuit_state, \
+             s.rate_per_second, \
              ci.id AS instance_id, ci.connector AS instance_connector, ci.name AS instance_name, \
              ci.settings AS instance_settings \
              FROM deliveries d JOIN events e ON e.id = d.event_id \
@@ -269,8 +273,11 @@ impl Dialect for SqliteStore {
             list.push_bind(name.as_str());
         }
         q.push(
-            ")) OR (s.enabled = 1 AND s.paused = 0 AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ",
+            ")) OR (s.enabled = 1 AND s.paused = 0 AND (s.rate_per_second IS NULL \
+             OR s.rate_allow_at IS NULL OR s.rate_allow_at <= ",
         )
+        .push_bind(at)
+        .push(") AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ")
         .push_bind(at)
         // A connector instance's deliveries only where its component is loaded.
         .push(") AND (s.instance_id IS NULL OR ci.connector IN (");
@@ -295,10 +302,13 @@ impl Dialect for SqliteStore {
             }
             q.push("))");
         }
-        q.push(" ORDER BY d.next_attempt_at LIMIT ")
+        q.push(" AND ")
+            .push(HEAD_OF_ITS_KEY)
+            .push(" ORDER BY d.next_attempt_at LIMIT ")
             .push_bind(i64::from(claim.limit));
         let candidates = q.build().fetch_all(&mut *tx).await?;
         let chosen = admit_probes(&mut *tx, &candidates, now, lease_until).await?;
+        let chosen = admit_rated(&mut *tx, chosen, now, "").await?;
         if chosen.is_empty() {
             commit::<Self>(tx).await?;
             return Ok(Vec::new());
