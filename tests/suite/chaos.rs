@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use integrations_hub_testkit::{Backend, backend_tests};
 use integrations_hub_tools::chaos::{
-    self, BadEndpointsOptions, CrashOptions, DbOutageOptions, InstancesOptions, Launch, Outage,
-    Report,
+    self, BadEndpointsOptions, CrashOptions, DbOutageOptions, InstancesOptions, Launch,
+    OrderedOptions, Outage, Report,
 };
 
 backend_tests!(
@@ -76,5 +76,20 @@ async fn bad_endpoints_fail_within_their_bounds_beside_a_healthy_one(backend: Ba
         assert_passed(&report);
         // One recorded failure per misbehaviour, each checked.
         assert!(report.held.len() >= chaos::Misbehaviour::ALL.len() + 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_rate_limited_subscription_keeps_order_and_rate_through_a_kill() {
+    let options = OrderedOptions {
+        events: 600,
+        keys: 20,
+        instances: 3,
+        per_second: 200,
+        burst: 20,
+        launch: Launch::hub_binary(),
+    };
+    if let Some(report) = chaos::ordered(&options).await {
+        assert_passed(&report);
     }
 }

@@ -297,6 +297,8 @@ pub(crate) struct Publisher {
     payload_bytes: usize,
     phase: Phase,
     outcomes: Arc<Outcomes>,
+    /// Events carry the ordering key `k<seq % keys>`.
+    keys: Option<u64>,
 }
 
 /// How publish requests ended, by kind ("202", "503", "connect error", …).
@@ -346,7 +348,14 @@ impl Publisher {
             payload_bytes,
             phase,
             outcomes: Arc::default(),
+            keys: None,
         }
+    }
+
+    /// Events get the ordering key `k<seq % keys>`.
+    pub(crate) fn with_keys(mut self, keys: u64) -> Self {
+        self.keys = Some(keys.max(1));
+        self
     }
 
     /// How the requests so far ended.
@@ -362,7 +371,13 @@ impl Publisher {
         let pad = self.payload_bytes.saturating_sub(payload.len() + 2);
         payload.extend(std::iter::repeat_n('x', pad));
         payload.push_str("\"}");
-        format!("{{\"event_type\":\"{EVENT_TYPE}\",\"payload\":{payload}}}")
+        match self.keys {
+            Some(keys) => format!(
+                "{{\"event_type\":\"{EVENT_TYPE}\",\"ordering_key\":\"k{}\",\"payload\":{payload}}}",
+                seq % keys
+            ),
+            None => format!("{{\"event_type\":\"{EVENT_TYPE}\",\"payload\":{payload}}}"),
+        }
     }
 
     /// `workers` connections publish as fast as the hub accepts, `per_request` events per
@@ -438,6 +453,7 @@ impl Publisher {
             payload_bytes: self.payload_bytes,
             phase: self.phase,
             outcomes: self.outcomes.clone(),
+            keys: self.keys,
         })
     }
 
@@ -516,6 +532,8 @@ struct ReceiverState {
     /// Per (event, subscription) of the current phase: how often it arrived (saturating).
     seen: Mutex<Arc<Vec<AtomicU8>>>,
     arrivals: Mutex<Vec<Instant>>,
+    /// Every arrival of this phase in the order it came: sequence number and time.
+    sequence: Mutex<Vec<(u64, Instant)>>,
     /// (event, subscription) pairs of this phase seen at least once.
     distinct: AtomicU64,
     latency_us: Mutex<Option<Histogram<u64>>>,
@@ -576,6 +594,11 @@ impl BenchReceiver {
         Self { base, state, task }
     }
 
+    /// Every arrival of this phase so far, in order: sequence number and time.
+    pub(crate) fn sequence(&self) -> Vec<(u64, Instant)> {
+        self.state.sequence.lock().expect("lock").clone()
+    }
+
     pub(crate) fn url(&self, subscription: usize) -> String {
         format!("{}/hook/{subscription}", self.base)
     }
@@ -588,6 +611,7 @@ impl BenchReceiver {
             Arc::new((0..slots).map(|_| AtomicU8::new(0)).collect());
         self.state.overlaps.store(0, Ordering::Relaxed);
         self.state.arrivals.lock().expect("lock").clear();
+        self.state.sequence.lock().expect("lock").clear();
         *self.state.latency_us.lock().expect("lock") =
             Some(Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"));
         self.state.bad_signatures.store(0, Ordering::Relaxed);
@@ -760,6 +784,7 @@ async fn receive(
         state.distinct.fetch_add(1, Ordering::Relaxed);
     }
     state.arrivals.lock().expect("lock").push(now);
+    state.sequence.lock().expect("lock").push((seq, now));
     if let Some(h) = state.latency_us.lock().expect("lock").as_mut() {
         let _ = h.record(received_us.saturating_sub(parsed.payload.sent_us).max(1));
     }

@@ -9,7 +9,9 @@
 //! - [`instances`]: 1, 2, … hubs on one PostgreSQL draining a backlog, optionally one killed
 //!   mid-drain;
 //! - [`db_outage`]: PostgreSQL unreachable mid-run (a [`FaultProxy`] cut, or a real server
-//!   restart by command) while an open loop publishes.
+//!   restart by command) while an open loop publishes;
+//! - [`ordered`]: several hubs on one PostgreSQL delivering to an ordered, rate-limited
+//!   subscription, one of them killed mid-run.
 //!
 //! "Accepted" means a `202` whose body arrived whole. A publish cut off by a kill has an unknown
 //! outcome: it may or may not be delivered, and it is never counted as missing.
@@ -424,6 +426,128 @@ async fn drain_with_instances(
         missing,
         bad_signatures: tally.bad_signatures,
     })
+}
+
+/// Ordered, rate-limited delivery with several instances, one killed.
+#[derive(Debug, Clone)]
+pub struct OrderedOptions {
+    pub events: usize,
+    /// Ordering keys the events are spread over (`seq % keys`).
+    pub keys: u64,
+    pub instances: usize,
+    /// The subscription's rate limit.
+    pub per_second: u32,
+    pub burst: u32,
+    pub launch: Launch,
+}
+
+/// Publishes `events` over `keys` ordering keys (in sequence order, so publish order is
+/// sequence order per key) to an ordered, rate-limited subscription served by `instances` hubs
+/// on one PostgreSQL, kills one a third of the way through, and checks that nothing is lost,
+/// that no key's deliveries arrive out of order (a redelivered head may repeat), and that no
+/// one-second window holds more than the rate plus the burst.
+pub async fn ordered(options: &OrderedOptions) -> Option<Report> {
+    let mut report = Report::new(format!(
+        "ordered: {} events over {} keys to an ordered subscription limited to {}/s + {} burst, \
+         {} instances, one killed (postgres)",
+        options.events, options.keys, options.per_second, options.burst, options.instances
+    ));
+    let db = TestDb::create(Backend::Postgres).await?;
+    let receiver = BenchReceiver::start().await;
+    let client = client();
+    let extra = [("IH_DELIVERY_TIMEOUT_SECONDS", "5".to_owned())];
+    let mut hubs = Vec::new();
+    for _ in 0..options.instances.max(1) {
+        hubs.push(options.launch.start(&db, &extra).await);
+    }
+    let response = client
+        .post(format!("{}/api/v1/subscriptions", hubs[0].base))
+        .json(&serde_json::json!({
+            "url": receiver.url(0), "secret": SECRET, "events": [EVENT_TYPE], "ordered": true,
+            "rate_limit": {"per_second": options.per_second, "burst": options.burst},
+        }))
+        .send()
+        .await
+        .expect("create subscription");
+    assert_eq!(response.status().as_u16(), 201, "creating a subscription");
+    let phase = Phase {
+        name: "ordered",
+        first_seq: 0,
+        events: options.events,
+        subscriptions: 1,
+    };
+    receiver.begin(phase);
+    let started = Instant::now();
+    // One connection, batches in sequence: publish order is sequence order.
+    let publisher =
+        Publisher::new(&hubs[0].base, &client, PAYLOAD_BYTES, phase).with_keys(options.keys);
+    let refused = publisher.closed_loop(1, 500).await;
+    while receiver.distinct() < options.events / 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if hubs.len() > 1
+        && let Some(victim) = hubs.pop()
+    {
+        victim.kill9();
+    }
+    let missing = receiver.wait_none_missing(&refused, STALL).await;
+    let finished = receiver.last_arrival().unwrap_or_else(Instant::now);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tally = receiver.tally(&refused);
+    let arrivals = receiver.sequence();
+    drop(hubs);
+
+    let mut last: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut out_of_order = 0;
+    for (seq, _) in &arrivals {
+        let key = seq % options.keys.max(1);
+        if let Some(previous) = last.insert(key, *seq)
+            && previous > *seq
+        {
+            out_of_order += 1;
+        }
+    }
+    let times: Vec<Instant> = arrivals.iter().map(|(_, at)| *at).collect();
+    let busiest = (0..times.len())
+        .map(|i| {
+            let end = times[i] + Duration::from_secs(1);
+            times[i..].iter().take_while(|t| **t < end).count()
+        })
+        .max()
+        .unwrap_or(0);
+    let seconds = finished.duration_since(started).as_secs_f64();
+    report.figure(
+        "delivered",
+        format!(
+            "{} events in {seconds:.1} s ({:.0}/s), {} duplicates (redelivered after the kill)",
+            tally.delivered,
+            tally.delivered as f64 / seconds,
+            tally.duplicates
+        ),
+    );
+    report.figure("busiest second", format!("{busiest} deliveries"));
+    report.check(
+        missing == 0,
+        "every accepted event is delivered",
+        format!("{missing} missing"),
+    );
+    report.check(
+        out_of_order == 0,
+        "no key's deliveries arrive out of publish order",
+        format!("{out_of_order} out of order"),
+    );
+    let ceiling = (options.per_second + options.burst) as usize;
+    report.check(
+        busiest <= ceiling,
+        &format!("no one-second window holds more than {ceiling} deliveries"),
+        format!("{busiest} in the busiest"),
+    );
+    report.check(
+        tally.bad_signatures == 0,
+        "every delivery is correctly signed",
+        format!("{} bad signatures", tally.bad_signatures),
+    );
+    Some(report)
 }
 
 /// How the database goes away.

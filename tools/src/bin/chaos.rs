@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use integrations_hub_testkit::Backend;
 use integrations_hub_tools::chaos::{
-    self, BadEndpointsOptions, CrashOptions, DbOutageOptions, InstancesOptions, Launch, Outage,
-    Report,
+    self, BadEndpointsOptions, CrashOptions, DbOutageOptions, InstancesOptions, Launch,
+    OrderedOptions, Outage, Report,
 };
 
 const USAGE: &str = "\
@@ -37,6 +37,9 @@ Runs:
                never answer, send endless bodies, drop or reset connections, redirect to a
                private address or answer garbage; each bad attempt must be a recorded failure
                within the timeout
+  ordered      an ordered, rate-limited subscription served by several instances on one
+               PostgreSQL, one killed -9 a third of the way: nothing lost, no key out of
+               publish order, no second above the rate plus the burst
   all          every run above with its defaults
 
 Options:
@@ -50,6 +53,9 @@ Options:
   --delay-ms MS                    instances: receiver's time per webhook (default 50)
   --concurrency N                  instances: IH_DELIVERY_CONCURRENCY each (default 16)
   --no-kill                        instances: skip the run that kills one instance
+  --keys N                         ordered: ordering keys (default 200; --events sets the
+                                   events, default 20000 for this run)
+  --per-second N --burst N         ordered: the rate limit (default 500 + 50)
   --down S                         db-outage: seconds the proxy cuts PostgreSQL off (default 8)
   --command CMD                    db-outage: instead of the proxy, run CMD to take the real
                                    server down and back, e.g.
@@ -70,6 +76,7 @@ struct Plan {
     instances: InstancesOptions,
     outage: DbOutageOptions,
     bad: BadEndpointsOptions,
+    ordered: OrderedOptions,
     backends: Vec<Backend>,
 }
 
@@ -107,6 +114,7 @@ fn main() -> ExitCode {
                     reports
                 }
                 "instances" => vec![chaos::instances(&plan.instances).await],
+                "ordered" => vec![chaos::ordered(&plan.ordered).await],
                 "bad-endpoints" => {
                     let mut reports = Vec::new();
                     for &backend in &plan.backends {
@@ -175,6 +183,14 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
             rate: 1000.0,
             seconds: 10.0,
             timeout: Duration::from_secs(2),
+            launch: launch.clone(),
+        },
+        ordered: OrderedOptions {
+            events: 20_000,
+            keys: 200,
+            instances: 3,
+            per_second: 500,
+            burst: 50,
             launch,
         },
         backends: vec![Backend::Sqlite, Backend::Postgres],
@@ -192,6 +208,10 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
         plan.bad.rate = 100.0;
         plan.bad.seconds = 3.0;
         plan.bad.timeout = Duration::from_secs(1);
+        plan.ordered.events = 600;
+        plan.ordered.keys = 20;
+        plan.ordered.per_second = 200;
+        plan.ordered.burst = 20;
     }
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -206,9 +226,14 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
             "instances" => plan.runs.push("instances"),
             "db-outage" => plan.runs.push("db-outage"),
             "bad-endpoints" => plan.runs.push("bad-endpoints"),
-            "all" => plan
-                .runs
-                .extend(["crash", "instances", "db-outage", "bad-endpoints"]),
+            "ordered" => plan.runs.push("ordered"),
+            "all" => plan.runs.extend([
+                "crash",
+                "instances",
+                "db-outage",
+                "bad-endpoints",
+                "ordered",
+            ]),
             flag if flag.starts_with("--") => {
                 let value = it
                     .next()
@@ -220,7 +245,7 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
         }
     }
     if plan.runs.is_empty() {
-        return Err("which run? crash, instances, db-outage, bad-endpoints or all".into());
+        return Err("which run? crash, instances, db-outage, bad-endpoints, ordered or all".into());
     }
     Ok(Some(plan))
 }
@@ -256,7 +281,13 @@ fn apply(plan: &mut Plan, flag: &str, value: &str) -> Result<(), String> {
             plan.bad.rate = rate;
         }
         "--max-instances" => plan.instances.max_instances = whole()?.clamp(1, 8),
-        "--events" => plan.instances.events = whole()?.clamp(1, 1_000_000),
+        "--events" => {
+            plan.instances.events = whole()?.clamp(1, 1_000_000);
+            plan.ordered.events = plan.instances.events;
+        }
+        "--keys" => plan.ordered.keys = whole()?.clamp(1, 100_000) as u64,
+        "--per-second" => plan.ordered.per_second = whole()?.clamp(1, 10_000) as u32,
+        "--burst" => plan.ordered.burst = whole()?.clamp(0, 10_000) as u32,
         "--delay-ms" => plan.instances.delay = Duration::from_millis(whole()? as u64),
         "--concurrency" => plan.instances.concurrency = whole()?.clamp(1, 1024),
         "--down" => plan.outage.outage = Outage::Proxy(Duration::from_secs_f64(positive()?)),
@@ -276,6 +307,7 @@ fn apply(plan: &mut Plan, flag: &str, value: &str) -> Result<(), String> {
                 &mut plan.instances.launch,
                 &mut plan.outage.launch,
                 &mut plan.bad.launch,
+                &mut plan.ordered.launch,
             ] {
                 launch.vars.push((k.to_owned(), v.to_owned()));
             }
