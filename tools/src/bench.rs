@@ -62,6 +62,8 @@ pub struct Options {
     pub hub_args: Vec<String>,
     /// Extra `IH_*` variables for the hub.
     pub hub_vars: Vec<(String, String)>,
+    /// A payload filter every subscription carries (one every event passes: what it costs).
+    pub filter: Option<serde_json::Value>,
 }
 
 impl Options {
@@ -80,6 +82,7 @@ impl Options {
             hub_program,
             hub_args,
             hub_vars: Vec::new(),
+            filter: None,
         }
     }
 
@@ -177,15 +180,19 @@ async fn run_backend(options: &Options, backend: Backend) -> Option<BackendRepor
         .expect("HTTP client");
 
     for k in 0..options.subscriptions {
+        let mut subscription = serde_json::json!({
+            "url": receiver.url(k),
+            "secret": SECRET,
+            "events": [EVENT_TYPE],
+            "enabled": true,
+            "description": format!("bench subscription {k}"),
+        });
+        if let Some(filter) = &options.filter {
+            subscription["filter"] = filter.clone();
+        }
         let response = client
             .post(format!("{}/api/v1/subscriptions", hub.base))
-            .json(&serde_json::json!({
-                "url": receiver.url(k),
-                "secret": SECRET,
-                "events": [EVENT_TYPE],
-                "enabled": true,
-                "description": format!("bench subscription {k}"),
-            }))
+            .json(&subscription)
             .send()
             .await
             .expect("create subscription");

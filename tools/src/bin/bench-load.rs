@@ -36,6 +36,8 @@ Usage: bench-load [options]
   --publishers N                   concurrent publishing connections (default 64)
   --quick                          a few hundred events: checks the benchmark works
   --hub-env KEY=VALUE              extra IH_* setting for the hub (repeatable)
+  --filter JSON                    a payload filter on every subscription, e.g.
+                                   '{\"payload.seq\": {\"$gte\": 0}}' (every event passes it)
 
 Prints per phase: accepted events/s, deliveries/s end to end and in steady state,
 publish-to-delivery latency p50/p90/p99/max, duplicates, missing, hub CPU seconds per 1,000
@@ -129,6 +131,11 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             }
             "--payload" => options.payload_bytes = number(flag)?.clamp(64, 262_144),
             "--publishers" => options.publishers = number(flag)?.clamp(1, 1024),
+            "--filter" => {
+                let filter = serde_json::from_str(value)
+                    .map_err(|e| format!("--filter is not JSON: {e}"))?;
+                options.filter = Some(filter);
+            }
             "--hub-env" => {
                 let (k, v) = value
                     .split_once('=')
