@@ -473,14 +473,8 @@ impl<D: Dialect> Store for D {
 
     async fn outbox_stats(&self, _now: DateTime<Utc>) -> StoreResult<OutboxStats> {
         let mut conn = self.reader().acquire().await?;
-        let backlog = conn
-            .row(
-                "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest FROM deliveries \
-                 WHERE status IN ('pending', 'in_flight')",
-                &[],
-            )
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("an aggregate returned no row".into()))?;
+        let (pending, oldest_pending_created_at) =
+            queries::backlog(&mut *conn, StatsOf::Hub).await?;
         let open = conn
             .row(
                 "SELECT COUNT(*) AS open FROM subscriptions \
@@ -490,8 +484,8 @@ impl<D: Dialect> Store for D {
             .await?
             .ok_or_else(|| StoreError::Corrupt("an aggregate returned no row".into()))?;
         Ok(OutboxStats {
-            pending: backlog.int("pending")?.max(0) as u64,
-            oldest_pending_created_at: backlog.opt_time("oldest")?,
+            pending,
+            oldest_pending_created_at,
             open_circuits: open.int("open")?.max(0) as u64,
         })
     }

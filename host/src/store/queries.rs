@@ -76,6 +76,65 @@ impl<'a> Where<'a> {
     }
 }
 
+/// How far an event id's time may be from its `created_at` (both from one clock, moments apart).
+const SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// The lowest (or highest) UUIDv7 of the millisecond of `t`.
+fn v7_bound(t: DateTime<Utc>, upper: bool) -> Uuid {
+    let ms = t.timestamp_millis().clamp(0, (1 << 48) - 1) as u64;
+    let mut bytes = if upper { [0xFF; 16] } else { [0; 16] };
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
+}
+
+/// Unfinished deliveries of `of` (pending or in flight) and the oldest one's creation, each part
+/// read through an index that holds only the backlog (or one destination's deliveries), never
+/// the whole history.
+pub(super) async fn backlog<C: Conn>(
+    conn: &mut C,
+    of: StatsOf<'_>,
+) -> StoreResult<(u64, Option<DateTime<Utc>>)> {
+    const OPEN: &str = "status IN ('pending', 'in_flight')";
+    let (parts, arg): (Vec<String>, Option<Arg<'_>>) = match of {
+        // `deliveries_due` and `deliveries_leased`, each partial on its status.
+        StatsOf::Hub => (
+            ["pending", "in_flight"]
+                .map(|s| format!("FROM deliveries d WHERE d.status = '{s}'"))
+                .into(),
+            None,
+        ),
+        StatsOf::Subscription(id) => (
+            vec![format!(
+                "FROM deliveries d WHERE d.subscription_id = $1 AND d.{OPEN}"
+            )],
+            Some(Arg::Uuid(id)),
+        ),
+        StatsOf::Connector(name) => (
+            vec![
+                format!("FROM deliveries d WHERE d.connector = $1 AND d.{OPEN}"),
+                format!(
+                    "FROM deliveries d JOIN subscriptions s2 ON s2.id = d.subscription_id \
+                     JOIN connector_instances ci ON ci.id = s2.instance_id \
+                     WHERE ci.connector = $1 AND d.{OPEN}"
+                ),
+            ],
+            Some(Arg::Text(name)),
+        ),
+    };
+    let args: Vec<Arg<'_>> = arg.into_iter().collect();
+    let (mut pending, mut oldest) = (0, None::<DateTime<Utc>>);
+    for from in parts {
+        let sql = format!("SELECT COUNT(*) AS n, MIN(d.created_at) AS oldest {from}");
+        if let Some(row) = conn.row(&sql, &args).await? {
+            pending += row.get::<u64>("n")?;
+            if let Some(t) = row.opt_time("oldest")? {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            }
+        }
+    }
+    Ok((pending, oldest))
+}
+
 /// `column` matches `wanted` (a type, or a prefix of types).
 pub(super) fn type_matches<'a>(w: &mut Where<'a>, column: &str, wanted: &'a TypeMatch) {
     match wanted {
@@ -106,11 +165,15 @@ pub(super) async fn list_events<D: Dialect>(
     if let Some(wanted) = &filter.event_type {
         type_matches(&mut w, "e.event_type", wanted);
     }
+    // Event ids are UUIDv7 stamped by the clock that stamps `created_at`: their time prefix
+    // bounds the newest-first scan (with a second of slack), the times themselves decide.
     if let Some(since) = filter.since {
         w.push("e.created_at >= {}", [Arg::Time(since)]);
+        w.push("e.id >= {}", [Arg::Uuid(v7_bound(since - SLACK, false))]);
     }
     if let Some(until) = filter.until {
         w.push("e.created_at < {}", [Arg::Time(until)]);
+        w.push("e.id <= {}", [Arg::Uuid(v7_bound(until + SLACK, true))]);
     }
     if let Some(id) = filter.subscription_id {
         w.push(
@@ -251,17 +314,6 @@ pub(super) async fn list_dead_letters<D: Dialect>(
     found.iter().map(rows::dead_letter).collect()
 }
 
-/// The deliveries of `of`, over `d`.
-fn deliveries_of<'a>(of: StatsOf<'a>) -> Where<'a> {
-    let mut w = Where::default();
-    match of {
-        StatsOf::Hub => {}
-        StatsOf::Subscription(id) => w.push("d.subscription_id = {}", [Arg::Uuid(id)]),
-        StatsOf::Connector(name) => w.push(TO_CONNECTOR, [Arg::Text(name), Arg::Text(name)]),
-    }
-    w
-}
-
 /// The attempts of `of`, over `a`: each names its subscription and, to a connector (default
 /// instance or an instance), the connector (`attempts_by_subscription`, `attempts_by_connector`).
 fn attempts_of<'a>(of: StatsOf<'a>) -> Where<'a> {
@@ -344,17 +396,7 @@ pub(super) async fn destination_stats<D: Dialect>(
         .map(|row| Ok::<_, super::StoreError>((row.time("started_at")?, row.opt_text("error")?)))
         .transpose()?;
 
-    let w = deliveries_of(of);
-    let sql = format!(
-        "SELECT COUNT(*) AS pending, MIN(d.created_at) AS oldest FROM deliveries d \
-         WHERE d.status IN ('pending', 'in_flight') AND {}",
-        w.sql()
-    );
-    let backlog = conn.row(&sql, &w.args).await?;
-    let (pending, oldest_pending_created_at) = match &backlog {
-        Some(row) => (row.get::<u64>("pending")?, row.opt_time("oldest")?),
-        None => (0, None),
-    };
+    let (pending, oldest_pending_created_at) = backlog(&mut *conn, of).await?;
     Ok(DestinationStats {
         attempts,
         succeeded,
