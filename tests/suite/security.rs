@@ -230,9 +230,18 @@ async fn secrets_never_appear_in_responses_or_logs(backend: Backend) {
     )
     .await;
     seen.call(client.get(url("/metrics")), 200).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past a tick of every background task (the notices publish every second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let log = hub.log();
     drop(hub);
+    let reconnects = log
+        .iter()
+        .filter(|l| l.contains("released inside a transaction"));
+    assert_eq!(
+        reconnects.count(),
+        0,
+        "a healthy run never hands the writer back mid-transaction"
+    );
 
     let b64 = base64::engine::general_purpose::STANDARD;
     let forbidden = [

@@ -524,6 +524,9 @@ impl<D: Dialect> Store for D {
             .map(rows::notice)
             .collect::<StoreResult<Vec<_>>>()?;
         if notices.is_empty() {
+            // Ended here, not dropped: SQLite's writer must go back to the pool outside a
+            // transaction (`sqlite.rs`, `outside_transaction`).
+            commit::<D>(tx).await?;
             return Ok(0);
         }
         let events: Vec<NewEvent> = notices.iter().map(Notice::event).collect();
