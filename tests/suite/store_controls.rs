@@ -4,8 +4,8 @@
 use chrono::TimeDelta;
 use integrations_hub::model::filter::Filter;
 use integrations_hub::model::{
-    self, AttemptResult, ClaimedDelivery, DeliveryStatus, EventFilter, PageRequest, StatsOf,
-    SubscriptionPatch, Target, TypeMatch, rate::RateLimit,
+    self, AttemptResult, ClaimedDelivery, DeadLetterFilter, DeliveryStatus, EventFilter,
+    PageRequest, StatsOf, SubscriptionPatch, Target, TypeMatch, rate::RateLimit,
 };
 use integrations_hub::store::Store;
 use integrations_hub_testkit::{Backend, backend_tests};
@@ -263,23 +263,58 @@ async fn an_ordered_key_goes_one_at_a_time_in_publish_order(backend: Backend) {
         "the head again, alone"
     );
 
-    // Dead-lettered, it no longer holds its key back: the next goes, then the one after.
-    let head = again
-        .iter()
-        .find(|d| to_subscription(d, ordered.id))
-        .expect("head");
-    let r = record(head, "me", AttemptResult::Dead, Some(ordered.id));
+    // Dead-lettered, it no longer holds its key back: the next goes.
+    let head = again.iter().find(|d| to_subscription(d, ordered.id));
+    let r = record(
+        head.expect("head"),
+        "me",
+        AttemptResult::Dead,
+        Some(ordered.id),
+    );
     store.record_attempt(r, retry_at).await.expect("record");
     let next = claim(store.as_ref(), "me", retry_at, 50).await;
     assert_eq!(events_to(&next, ordered.id), [k1[1]]);
-    let d = next
-        .iter()
-        .find(|d| to_subscription(d, ordered.id))
-        .expect("next");
-    let r = record(d, "me", AttemptResult::Succeeded, Some(ordered.id));
+    let d = next.iter().find(|d| to_subscription(d, ordered.id));
+    let later = retry_at + TimeDelta::seconds(30);
+    let r = record(
+        d.expect("next"),
+        "me",
+        AttemptResult::Retry(later),
+        Some(ordered.id),
+    );
     store.record_attempt(r, retry_at).await.expect("record");
-    let last = claim(store.as_ref(), "me", retry_at, 50).await;
-    assert_eq!(events_to(&last, ordered.id), [k1_third]);
+
+    // Replayed, the dead head is the head again, ahead of what of its key still waits.
+    let page = PageRequest {
+        after: None,
+        limit: 10,
+    };
+    let all = DeadLetterFilter::default();
+    let letters = store
+        .list_dead_letters(&all, page)
+        .await
+        .expect("dead letters");
+    let letter = letters
+        .iter()
+        .find(|l| l.event_id == k1[0])
+        .expect("its dead letter");
+    store
+        .replay_dead_letter(letter.id, retry_at)
+        .await
+        .expect("replay");
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let claimed = claim(store.as_ref(), "me", later, 50).await;
+        let mine: Vec<_> = claimed
+            .iter()
+            .filter(|d| to_subscription(d, ordered.id))
+            .collect();
+        assert_eq!(mine.len(), 1, "one at a time");
+        order.push(mine[0].event_id);
+        let r = record(mine[0], "me", AttemptResult::Succeeded, Some(ordered.id));
+        store.record_attempt(r, later).await.expect("record");
+    }
+    assert_eq!(order, [k1[0], k1[1], k1_third], "publish order again");
 }
 
 async fn a_rate_limit_lets_the_rate_and_the_burst_through_and_no_more(backend: Backend) {
