@@ -119,6 +119,11 @@ pub(crate) async fn claim(
         .expect("claim")
 }
 
+/// The first page of up to `limit` items.
+pub(crate) fn page(limit: u32) -> PageRequest {
+    PageRequest { after: None, limit }
+}
+
 pub(crate) fn created(outcome: PublishOutcome) -> Vec<model::PublishedEvent> {
     match outcome {
         PublishOutcome::Created(events) => events,

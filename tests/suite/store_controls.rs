@@ -4,15 +4,15 @@
 use chrono::TimeDelta;
 use integrations_hub::model::filter::Filter;
 use integrations_hub::model::{
-    self, AttemptResult, ClaimedDelivery, DeadLetterFilter, DeliveryStatus, EventFilter,
-    PageRequest, StatsOf, SubscriptionPatch, Target, TypeMatch, rate::RateLimit,
+    self, AttemptResult, ClaimedDelivery, DeadLetterFilter, DeliveryStatus, EventFilter, StatsOf,
+    SubscriptionPatch, Target, TypeMatch, rate::RateLimit,
 };
 use integrations_hub::store::Store;
 use integrations_hub_testkit::{Backend, backend_tests};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::store_contract::{claim, created, event, new_sub, open, record};
+use crate::store_contract::{claim, created, event, new_sub, open, page, record};
 
 backend_tests!(
     a_filter_decides_in_the_publish_transaction,
@@ -140,11 +140,11 @@ async fn hub_events(store: &dyn Store, event_type: &str) -> usize {
         event_type: Some(TypeMatch::Exact(event_type.to_owned())),
         ..Default::default()
     };
-    let page = PageRequest {
-        after: None,
-        limit: 100,
-    };
-    store.list_events(&filter, page).await.expect("list").len()
+    store
+        .list_events(&filter, page(100))
+        .await
+        .expect("list")
+        .len()
 }
 
 async fn circuit_notices_are_written_with_the_transition_and_published_once(backend: Backend) {
@@ -196,14 +196,7 @@ async fn circuit_notices_are_written_with_the_transition_and_published_once(back
 
     // The notices were delivered like any event: the operations subscription has both.
     let ops_deliveries = store
-        .subscription_deliveries(
-            ops.id,
-            &[],
-            PageRequest {
-                after: None,
-                limit: 10,
-            },
-        )
+        .subscription_deliveries(ops.id, &[], page(10))
         .await
         .expect("deliveries");
     assert_eq!(ops_deliveries.len(), 2);
@@ -285,13 +278,9 @@ async fn an_ordered_key_goes_one_at_a_time_in_publish_order(backend: Backend) {
     store.record_attempt(r, retry_at).await.expect("record");
 
     // Replayed, the dead head is the head again, ahead of what of its key still waits.
-    let page = PageRequest {
-        after: None,
-        limit: 10,
-    };
     let all = DeadLetterFilter::default();
     let letters = store
-        .list_dead_letters(&all, page)
+        .list_dead_letters(&all, page(10))
         .await
         .expect("dead letters");
     let letter = letters
@@ -368,11 +357,7 @@ async fn a_rate_limit_lets_the_rate_and_the_burst_through_and_no_more(backend: B
         "and the rate is nearly reached: {}",
         taken.len()
     );
-    let page = PageRequest {
-        after: None,
-        limit: 100,
-    };
-    let waiting = store.subscription_deliveries(limited.id, &[DeliveryStatus::Pending], page);
+    let waiting = store.subscription_deliveries(limited.id, &[DeliveryStatus::Pending], page(100));
     let waiting = waiting.await.expect("deliveries").len();
     assert_eq!(waiting, 30 - taken.len(), "the rest waits, none dropped");
 }

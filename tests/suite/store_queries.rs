@@ -11,7 +11,7 @@ use integrations_hub::store::Store;
 use integrations_hub_testkit::{Backend, backend_tests};
 use uuid::Uuid;
 
-use crate::store_contract::{claim, created, event, new_sub, open, record};
+use crate::store_contract::{claim, created, event, new_sub, open, page, record};
 
 backend_tests!(
     events_are_listed_newest_first_by_every_filter,
@@ -20,10 +20,6 @@ backend_tests!(
     stats_count_a_windows_attempts_and_the_backlog,
     stats_read_from_hourly_counts_agree_with_the_attempts,
 );
-
-fn page(limit: u32) -> PageRequest {
-    PageRequest { after: None, limit }
-}
 
 /// The event types of the events `filter` lists, newest first.
 async fn listed(store: &dyn Store, filter: EventFilter) -> Vec<String> {

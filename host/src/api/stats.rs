@@ -156,7 +156,7 @@ async fn hub_stats(
     let window = query.window.unwrap_or_default();
     let mut stats = stats_of(&state, StatsOf::Hub, window).await?;
     stats.dead_letters = Some(state.store.count_dead_letters(stats.since).await?);
-    stats.open_circuits = Some(state.store.outbox_stats(model::now()).await?.open_circuits);
+    stats.open_circuits = Some(state.store.open_circuits().await?);
     Ok(Json(stats))
 }
 

@@ -169,7 +169,7 @@ pub(super) struct Notify<'a> {
 
 impl<'a> Notify<'a> {
     /// About a subscription.
-    pub fn about(subscription_id: Uuid, detail: Option<&'a str>) -> Self {
+    pub(super) fn about(subscription_id: Uuid, detail: Option<&'a str>) -> Self {
         Self {
             subscription_id: Some(subscription_id),
             detail,
@@ -177,7 +177,7 @@ impl<'a> Notify<'a> {
         }
     }
 
-    pub async fn write<C: Conn>(
+    pub(super) async fn write<C: Conn>(
         &self,
         conn: &mut C,
         kind: &str,

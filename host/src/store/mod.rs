@@ -23,6 +23,7 @@ mod common;
 mod error;
 pub mod group;
 mod instances;
+mod notices;
 mod ops;
 mod plan;
 mod postgres;
@@ -206,6 +207,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> StoreResult<u64>;
 
     async fn outbox_stats(&self, now: DateTime<Utc>) -> StoreResult<OutboxStats>;
+
+    /// Live subscriptions whose circuit is not closed now.
+    async fn open_circuits(&self) -> StoreResult<u64>;
 
     /// Notes that connector file `connector` failed to load, for a `hub.connector.failed` event.
     async fn notify_connector_failed(

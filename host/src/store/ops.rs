@@ -15,15 +15,13 @@ use super::plan::{Decision, KeyClaims, encode_json, events_to_write, group_outco
 use super::rows::{self, attempt_views, destination_columns, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 use super::{Store, StoreError, StoreResult};
-use super::{instances, queries, rollup};
+use super::{instances, notices, queries, rollup};
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
     ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus,
     DestinationStats, EventDetail, EventFilter, EventSummary, Feed, InstanceDeletion,
-    MAX_BULK_REPLAY, NewEvent, NewSubscription, OutboxStats, PageRequest, PublishOutcome,
-    PublishRequest, ReplayOutcome, SECRET_GRACE, StatsOf, Subscription, SubscriptionPatch,
-    held_until,
-    notice::{self, Notice},
+    MAX_BULK_REPLAY, NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest,
+    ReplayOutcome, SECRET_GRACE, StatsOf, Subscription, SubscriptionPatch, held_until, notice,
 };
 
 /// Hands `owner`'s in-flight deliveries back to `pending`; `only` narrows them down (`{ids}`).
@@ -475,19 +473,15 @@ impl<D: Dialect> Store for D {
         let mut conn = self.reader().acquire().await?;
         let (pending, oldest_pending_created_at) =
             queries::backlog(&mut *conn, StatsOf::Hub).await?;
-        let open = conn
-            .row(
-                "SELECT COUNT(*) AS open FROM subscriptions \
-                 WHERE deleted_at IS NULL AND circuit_state <> 'closed'",
-                &[],
-            )
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("an aggregate returned no row".into()))?;
         Ok(OutboxStats {
             pending,
             oldest_pending_created_at,
-            open_circuits: open.int("open")?.max(0) as u64,
+            open_circuits: queries::open_circuits(&mut *conn).await?,
         })
+    }
+
+    async fn open_circuits(&self) -> StoreResult<u64> {
+        queries::open_circuits(&mut *self.reader().acquire().await?).await
     }
 
     async fn notify_connector_failed(
@@ -496,46 +490,11 @@ impl<D: Dialect> Store for D {
         problem: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let notice = Notify {
-            connector: Some(connector),
-            detail: Some(problem),
-            ..Notify::default()
-        };
-        let mut conn = self.writer().acquire().await?;
-        notice
-            .write(&mut *conn, notice::CONNECTOR_FAILED, now)
-            .await
+        notices::connector_failed(self, connector, problem, now).await
     }
 
     async fn publish_notices(&self, limit: u32) -> StoreResult<u32> {
-        let mut tx = self.writer().begin().await?;
-        // Locked and skipped by other instances: each notice is published once.
-        let sql = format!(
-            "SELECT n.id, n.kind, n.subscription_id, s.url, n.delivery_id, d.event_id, \
-             e.event_type, d.attempts, COALESCE(n.connector, d.connector) AS connector, n.detail, \
-             n.created_at FROM hub_notices n \
-             LEFT JOIN subscriptions s ON s.id = n.subscription_id \
-             LEFT JOIN deliveries d ON d.id = n.delivery_id \
-             LEFT JOIN events e ON e.id = d.event_id \
-             ORDER BY n.created_at, n.id LIMIT $1{}",
-            D::lock(" FOR UPDATE OF n SKIP LOCKED")
-        );
-        let notices = (tx.rows(&sql, &[Arg::Int(limit.into())]).await?.iter())
-            .map(rows::notice)
-            .collect::<StoreResult<Vec<_>>>()?;
-        if notices.is_empty() {
-            // Ended here, not dropped: SQLite's writer must go back to the pool outside a
-            // transaction (`sqlite.rs`, `outside_transaction`).
-            commit::<D>(tx).await?;
-            return Ok(0);
-        }
-        let events: Vec<NewEvent> = notices.iter().map(Notice::event).collect();
-        write_events::<D>(&mut tx, &events.iter().collect::<Vec<_>>()).await?;
-        let ids: Vec<Uuid> = notices.iter().map(|n| n.id).collect();
-        tx.exec_in("DELETE FROM hub_notices WHERE id IN ({ids})", &[], &ids)
-            .await?;
-        commit::<D>(tx).await?;
-        Ok(notices.len() as u32)
+        notices::publish(self, limit).await
     }
 
     async fn count_dead_letters(&self, since: DateTime<Utc>) -> StoreResult<u64> {

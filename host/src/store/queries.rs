@@ -135,6 +135,18 @@ pub(super) async fn backlog<C: Conn>(
     Ok((pending, oldest))
 }
 
+/// Live subscriptions whose circuit is not closed now.
+pub(super) async fn open_circuits<C: Conn>(conn: &mut C) -> StoreResult<u64> {
+    let row = conn
+        .row(
+            "SELECT COUNT(*) AS open FROM subscriptions \
+             WHERE deleted_at IS NULL AND circuit_state <> 'closed'",
+            &[],
+        )
+        .await?;
+    row.map_or(Ok(0), |row| row.get::<u64>("open"))
+}
+
 /// `column` matches `wanted` (a type, or a prefix of types).
 pub(super) fn type_matches<'a>(w: &mut Where<'a>, column: &str, wanted: &'a TypeMatch) {
     match wanted {
