@@ -93,8 +93,8 @@ fn seed_statements(backend: Backend, events: u64, a: &str, b: &str) -> Vec<Strin
             id("b000")
         ),
         // Nothing of the seeded history is counted yet (the hub may have counted the empty
-        // hours before the seed committed).
-        "DELETE FROM attempt_hours".to_owned(),
+        // buckets before the seed committed).
+        "DELETE FROM attempt_buckets".to_owned(),
         "UPDATE attempt_rollup SET rolled_until = NULL".to_owned(),
     ]
 }
@@ -120,17 +120,17 @@ async fn seed(db: &TestDb, events: u64, a: &str, b: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Counts every finished hour not counted yet into the hourly figures, as the hub does
-/// (`Store::roll_up_attempts`); answers how many hours.
-async fn count_hours(db: &TestDb) -> anyhow::Result<u32> {
+/// Counts every finished 5-minute bucket not counted yet into the figures statistics read, as
+/// the hub does (`Store::roll_up_attempts`); answers how many buckets.
+async fn count_buckets(db: &TestDb) -> anyhow::Result<u32> {
     let config = Config::from_vars([("IH_DATABASE_URL", db.url.as_str())])?;
     let store = integrations_hub::store::connect(&config).await?;
-    let mut hours = 0;
+    let mut buckets = 0;
     loop {
-        let counted = store.roll_up_attempts(chrono::Utc::now(), 24).await?;
-        hours += counted;
-        if counted < 24 {
-            return Ok(hours);
+        let counted = store.roll_up_attempts(chrono::Utc::now(), 288).await?;
+        buckets += counted;
+        if counted < 288 {
+            return Ok(buckets);
         }
     }
 }
@@ -168,7 +168,7 @@ pub async fn run(backend: Backend, events: u64, runs: u32) -> anyhow::Result<Opt
     // The seeded history arrived at once, in the past: count its hours as a hub that had run
     // all week would have (the hub's own roll-up may have run before the seed committed).
     let started = Instant::now();
-    let hours = count_hours(&db).await?;
+    let buckets = count_buckets(&db).await?;
     let counted = started.elapsed();
     let day_ago = (chrono::Utc::now() - chrono::TimeDelta::days(1)).to_rfc3339();
     let two_days_ago = (chrono::Utc::now() - chrono::TimeDelta::days(2)).to_rfc3339();
@@ -252,7 +252,10 @@ pub async fn run(backend: Backend, events: u64, runs: u32) -> anyhow::Result<Opt
             format!("(seeding {events} events, {} attempts)", events * 2),
             seeded,
         ),
-        once(format!("(counting {hours} hours of attempts)"), counted),
+        once(
+            format!("(counting {buckets} 5-minute buckets of attempts)"),
+            counted,
+        ),
     ];
     for (label, call) in calls {
         let mut histogram = Histogram::<u64>::new(3)?;

@@ -1,4 +1,4 @@
-//! Background upkeep: the outbox gauges, the hourly attempt counts statistics read, the hub's
+//! Background upkeep: the outbox gauges, the 5-minute attempt counts statistics read, the hub's
 //! own events (`hub.*`), and retention pruning in bounded batches.
 
 use std::sync::Arc;
@@ -16,10 +16,11 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Events deleted per transaction, so pruning never holds long locks.
 pub const PRUNE_BATCH: u32 = 1000;
-/// How often finished hours are counted into the hourly attempt figures.
+/// How often finished 5-minute buckets are counted into the attempt figures.
 pub const ROLLUP_INTERVAL: Duration = Duration::from_secs(60);
-/// Hours counted per transaction, so a first count of a long history commits in steps.
-pub const ROLLUP_BATCH: u32 = 24;
+/// Buckets counted per transaction (six hours), so a first count of a long history commits in
+/// steps and SQLite's writer is never held long.
+pub const ROLLUP_BATCH: u32 = 72;
 
 /// Refreshes the outbox gauges until shutdown.
 pub async fn refresh_stats(
@@ -78,7 +79,7 @@ pub async fn prune(
     }
 }
 
-/// Counts finished hours of attempts into the hourly figures (`store/rollup.rs`), shortly after
+/// Counts finished buckets of attempts into the figures (`store/rollup.rs`), shortly after
 /// start and then every [`ROLLUP_INTERVAL`], until shutdown.
 pub async fn roll_up(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
     let mut wait = Duration::from_secs(5);
@@ -93,7 +94,7 @@ pub async fn roll_up(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>)
                 Ok(n) if n == ROLLUP_BATCH && !*shutdown.borrow() => {}
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "counting hourly attempt figures failed; will try again");
+                    tracing::warn!(error = %e, "counting attempt figures failed; will try again");
                     break;
                 }
             }

@@ -184,9 +184,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         since: DateTime<Utc>,
     ) -> StoreResult<DestinationStats>;
 
-    /// Counts the attempts of up to `max_hours` finished hours not counted yet into the hourly
-    /// figures statistics read (`store/rollup.rs`); answers how many hours it counted.
-    async fn roll_up_attempts(&self, now: DateTime<Utc>, max_hours: u32) -> StoreResult<u32>;
+    /// Counts the attempts of up to `max_buckets` finished 5-minute buckets not counted yet into
+    /// the figures statistics read (`store/rollup.rs`); answers how many buckets it counted.
+    async fn roll_up_attempts(&self, now: DateTime<Utc>, max_buckets: u32) -> StoreResult<u32>;
 
     /// A subscription's deliveries (in any of `statuses`; none given: all), newest first.
     async fn subscription_deliveries(

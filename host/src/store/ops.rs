@@ -401,8 +401,8 @@ impl<D: Dialect> Store for D {
         queries::destination_stats(self, of, since).await
     }
 
-    async fn roll_up_attempts(&self, now: DateTime<Utc>, max_hours: u32) -> StoreResult<u32> {
-        rollup::roll_up(self, now, max_hours).await
+    async fn roll_up_attempts(&self, now: DateTime<Utc>, max_buckets: u32) -> StoreResult<u32> {
+        rollup::roll_up(self, now, max_buckets).await
     }
 
     async fn subscription_deliveries(
@@ -530,7 +530,7 @@ impl<D: Dialect> Store for D {
         )
         .await?;
         tx.exec(
-            "DELETE FROM attempt_hours WHERE hour < $1",
+            "DELETE FROM attempt_buckets WHERE bucket < $1",
             &[Arg::Time(before)],
         )
         .await?;

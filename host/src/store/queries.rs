@@ -347,21 +347,21 @@ pub(super) async fn destination_stats<D: Dialect>(
     let rolled = rollup::rolled_until(&mut *conn).await?;
     let (scope, name) = rollup::key(of);
 
-    // Whole hours of the window already rolled up come from `attempt_hours`; the partial hour
-    // at its start and the hours since `rolled_until` from `attempts`.
-    let first_hour = rollup::hour_of(since) + rollup::HOUR;
+    // Whole buckets of the window already rolled up come from `attempt_buckets`; the partial
+    // bucket at its start and what came since `rolled_until` from `attempts`.
+    let first_bucket = rollup::bucket_of(since) + rollup::BUCKET;
     let (mut attempts, mut succeeded) = (0, 0);
     let mut raw = vec![(since, None)];
-    if let Some(until) = rolled.filter(|until| *until > first_hour) {
+    if let Some(until) = rolled.filter(|until| *until > first_bucket) {
         let row = conn
             .row(
                 "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) AS attempts, \
                  CAST(COALESCE(SUM(succeeded), 0) AS BIGINT) AS succeeded \
-                 FROM attempt_hours WHERE scope = $1 AND name = $2 AND hour >= $3 AND hour < $4",
+                 FROM attempt_buckets WHERE scope = $1 AND name = $2 AND bucket >= $3 AND bucket < $4",
                 &[
                     Arg::Text(scope),
                     Arg::Text(&name),
-                    Arg::Time(first_hour),
+                    Arg::Time(first_bucket),
                     Arg::Time(until),
                 ],
             )
@@ -370,7 +370,7 @@ pub(super) async fn destination_stats<D: Dialect>(
             attempts += row.get::<u64>("attempts")?;
             succeeded += row.get::<u64>("succeeded")?;
         }
-        raw = vec![(since, Some(first_hour)), (until, None)];
+        raw = vec![(since, Some(first_bucket)), (until, None)];
     }
     for (from, to) in raw {
         let mut w = attempts_of(of);
@@ -421,7 +421,7 @@ pub(super) async fn destination_stats<D: Dialect>(
 }
 
 /// The latest attempt of `of` with `outcome`: among the attempts not rolled up yet, else in the
-/// latest rolled-up hour that had one, so a destination that never failed is not read whole.
+/// latest rolled-up bucket that had one, so a destination that never failed is not read whole.
 async fn latest<D: Dialect>(
     conn: &mut D::Conn,
     of: StatsOf<'_>,
@@ -459,19 +459,19 @@ async fn latest<D: Dialect>(
     } else {
         "attempts > succeeded"
     };
-    let hour = conn
+    let bucket = conn
         .row(
             &format!(
-                "SELECT MAX(hour) AS hour FROM attempt_hours \
-                 WHERE scope = $1 AND name = $2 AND hour < $3 AND {having}"
+                "SELECT MAX(bucket) AS bucket FROM attempt_buckets \
+                 WHERE scope = $1 AND name = $2 AND bucket < $3 AND {having}"
             ),
             &[Arg::Text(scope), Arg::Text(&name), Arg::Time(until)],
         )
         .await?;
-    let Some(hour) = hour.map(|r| r.opt_time("hour")).transpose()?.flatten() else {
+    let Some(bucket) = bucket.map(|r| r.opt_time("bucket")).transpose()?.flatten() else {
         return Ok(None);
     };
-    let w = find(Some(hour), Some(hour + rollup::HOUR));
+    let w = find(Some(bucket), Some(bucket + rollup::BUCKET));
     conn.row(&sql(&w), &w.args).await
 }
 
