@@ -1,7 +1,7 @@
 //! Builds the workspace's connectors as wasm32-wasip2 components, and leaves the Slack one in
 //! `OUT_DIR/slack.wasm`, so the hub carries it built in: `cargo run` has Slack available with
-//! nothing else to install. The example connector and the test fixture are built in the same
-//! cargo run (they share its dependencies); the tests find them through `IH_BUILT_WASM_DIR`.
+//! nothing else to install. The example connector, the test fixture and the template of
+//! `integrations-hub connector new` are built in the same cargo run (they share its dependencies); the tests find them through `IH_BUILT_WASM_DIR`.
 //!
 //! The nested cargo uses its own target directory (`target/connectors-wasm`), so it never waits
 //! on the outer build's lock and keeps its own incremental cache. When it cannot run (no
@@ -64,7 +64,12 @@ fn env(name: &str) -> String {
 }
 
 /// The connectors built here (cargo packages), all into one target directory.
-const PACKAGES: [&str; 3] = ["slack-connector", "example-connector", "fixture-connector"];
+const PACKAGES: [&str; 4] = [
+    "slack-connector",
+    "example-connector",
+    "fixture-connector",
+    "connector-template",
+];
 
 fn build_connectors(workspace: &Path) -> Result<PathBuf, String> {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")

@@ -18,7 +18,8 @@
  *             overview-updated, overview-stats-error, overview-connector-problem [data-name] (items)
  *  events     events-table, events-summary, event-row [data-id], event-link, count-<state> [data-count]
  *  event      event-payload, delivery [data-id][data-status], attempts (table), attempt-row
- *             [data-status=succeeded|failed][data-code=HTTP status], replay-delivery [data-delivery-id]
+ *             [data-status=succeeded|failed][data-code=HTTP status], attempt-report (what a
+ *             connector reported), replay-delivery [data-delivery-id]
  *  subs       new-subscription, subscriptions-table, subscription-row [data-id][data-enabled]
  *             [data-paused], subscription-link, health [data-health=healthy|degraded|failing|open|
  *             half_open|idle|disabled|paused|unknown|loading] ("Paused" whenever an enabled one is)
@@ -161,7 +162,15 @@
     const v = (dir === 'up' ? Math.ceil(x) : Math.floor(x)) / 10;
     return `${v.toFixed(v % 1 ? 1 : 0)} %`;
   }
-  function ms(n) {
+  // What a connector reported of an attempt (contract 0.2): its answer, the upstream's id, the delay it asked for.
+function reportText(r) {
+  const parts = [`connector: ${r.kind}`];
+  if (r.external_id) parts.push(`id ${r.external_id}`);
+  if (r.retry_after_ms != null) parts.push(`retry after ${ms(r.retry_after_ms)}`);
+  return parts.join(' · ');
+}
+
+function ms(n) {
     if (n == null) return '—';
     return n < 1000 ? `${n} ms` : `${(n / 1000).toFixed(2)} s`;
   }
@@ -1108,7 +1117,7 @@
       const rows = list.map((a) => h('tr', { 'data-test': 'attempt-row', 'data-status': a.outcome, 'data-code': a.response_status == null ? '' : a.response_status },
         h('td', {}, `#${a.attempt}`),
         h('td', { class: 'nowrap' }, fmtTime(a.started_at)),
-        h('td', {}, badge(a.outcome)),
+        h('td', {}, badge(a.outcome), a.report ? h('div', { class: 'muted', 'data-test': 'attempt-report' }, reportText(a.report)) : null),
         h('td', {}, a.response_status == null ? h('span', { class: 'muted' }, 'no answer') : String(a.response_status)),
         h('td', { class: 'nowrap' }, ms(a.duration_ms)),
         h('td', { class: 'error-text' }, a.error || ''),

@@ -3,7 +3,8 @@
 //!
 //! Code map, top layer first; a module imports only from layers below its own (checked by
 //! `layers::tests`; `ARCHITECTURE.md` has the invariants):
-//! - [`server`]: [`run`], the entry point shared by the binary and the tests; [`telemetry`].
+//! - [`server`]: [`run`], the entry point shared by the binary and the tests; [`telemetry`];
+//!   [`kit`]: the connector author kit behind `integrations-hub connector new|test`.
 //! - [`api`]: the HTTP surface, one router per resource; [`error`], its one error type.
 //! - [`delivery`]: the engine that gets events out: claims, attempts, the retry policy.
 //! - [`connectors`]: the WebAssembly connector platform (the only module importing wasmtime).
@@ -18,6 +19,7 @@ pub mod connectors;
 pub mod delivery;
 pub mod egress;
 pub mod error;
+pub mod kit;
 pub mod metrics;
 pub mod model;
 pub mod server;
@@ -43,6 +45,7 @@ mod layers {
         ("api", 5),
         ("telemetry", 5),
         ("server", 6),
+        ("kit", 6),
         ("main", 7),
     ];
 

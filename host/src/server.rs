@@ -65,7 +65,7 @@ pub async fn run(
     let sender = Sender::new(
         client,
         connectors.clone(),
-        config.delivery.timeout,
+        &config.delivery,
         config.allow_private_destinations,
     );
     let engine = Engine::new(

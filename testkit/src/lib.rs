@@ -486,6 +486,11 @@ impl HubProcess {
         })
     }
 
+    /// The hub's `IH_CONNECTORS_DIR`.
+    pub fn connectors_dir(&self) -> &std::path::Path {
+        self._connectors.path()
+    }
+
     /// What the hub has logged so far, one JSON object per line.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().expect("log lock").clone()

@@ -129,6 +129,14 @@ async fn slack_posts_block_kit_messages_to_a_fake_slack(backend: Backend) {
     let event = hub.wait_status(&id, "succeeded").await;
     assert_eq!(event["deliveries"][0]["destination"]["kind"], "connector");
     assert_eq!(event["deliveries"][0]["destination"]["connector"], "slack");
+    // What Slack answered, as the connector reported it (WIT 0.2): its status and the message ts.
+    assert_eq!(slack["contract"], "0.2.0");
+    let tries = hub.attempts(&id).await;
+    assert_eq!(tries[0]["response_status"], 200, "{}", tries[0]);
+    assert_eq!(
+        tries[0]["report"],
+        json!({"kind": "ok", "external_id": "1.2", "retry_after_ms": null})
+    );
 
     let posted = fake.wait_for("/api/chat.postMessage", 1, WAIT).await;
     let request = &posted[0];
@@ -710,6 +718,8 @@ async fn the_example_connector_dropped_into_a_running_hub_receives_events(backen
     assert_eq!(example["events"], json!(["example.ping"]));
     assert_eq!(example["allowed_hosts"], json!([grant]));
     assert_eq!(example["sha256"].as_str().expect("sha").len(), 64);
+    // The example is written against the first contract, which keeps loading unchanged.
+    assert_eq!(example["contract"], "0.1.0", "{example}");
     assert!(!built_wasm("example_connector").is_empty());
 
     let (id, deliveries) = publish(&hub, "example.ping", json!({"hello": "world"})).await;
@@ -718,6 +728,8 @@ async fn the_example_connector_dropped_into_a_running_hub_receives_events(backen
     let got = target.wait_for("/inbox", 1, WAIT).await;
     let body = got[0].json();
     assert_eq!(body["id"], id.as_str());
+    let tries = hub.attempts(&id).await;
+    assert_eq!(tries[0]["report"]["kind"], "ok", "{}", tries[0]);
     assert_eq!(body["event_type"], "example.ping");
     assert_eq!(body["payload"], json!({"hello": "world"}));
 }

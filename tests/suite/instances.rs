@@ -237,9 +237,27 @@ async fn bad_instances_and_subscriptions_get_clear_errors(backend: Backend) {
         "{problem}"
     );
 
+    // The connector checks the values itself (its WIT 0.2 `validate`).
+    let not_a_token = json!({"name": "x", "settings": {"bot_token": "t"}});
+    let problem = hub.post_json(instances, &not_a_token, 422).await;
+    assert_eq!(field(&problem, 0), "settings.bot_token", "{problem}");
+    let message = problem["errors"][0]["message"].as_str().expect("message");
+    assert!(
+        message.contains("slack refused these settings") && message.contains("xoxb-"),
+        "{problem}"
+    );
+    let bad_channel = json!({"name": "x", "settings": {"bot_token": ALERTS_TOKEN, "default_channel": "two words"}});
+    let problem = hub.post_json(instances, &bad_channel, 422).await;
+    assert_eq!(field(&problem, 0), "settings.default_channel", "{problem}");
+
     alerts_instance(&hub, &fake, ALERTS_TOKEN, "#alerts").await;
-    let again = json!({"name": "alerts", "settings": {"bot_token": "t"}});
+    let again = json!({"name": "alerts", "settings": {"bot_token": ALERTS_TOKEN}});
     hub.post_json(instances, &again, 409).await;
+    let not_a_token = json!({"settings": {"bot_token": "t"}});
+    let problem = hub
+        .patch_json(&format!("{instances}/alerts"), &not_a_token, 422)
+        .await;
+    assert_eq!(field(&problem, 0), "settings.bot_token", "{problem}");
     let removes_required = json!({"settings": {"bot_token": null}});
     let problem = hub
         .patch_json(&format!("{instances}/alerts"), &removes_required, 422)

@@ -654,6 +654,7 @@ pub(crate) fn record(
         gone: false,
         connector: None,
         quiet: false,
+        report: None,
     }
 }
 

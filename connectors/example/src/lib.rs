@@ -11,7 +11,7 @@
 //! Configuration: `IH_EXAMPLE_TARGET_URL` (required). The manifest grants `example.com`; to
 //! forward elsewhere, the operator sets `IH_EXAMPLE_ALLOWED_HOSTS`.
 
-wit_bindgen::generate!({ world: "connector", path: "../../wit" });
+wit_bindgen::generate!({ world: "connector", path: "../../wit/v0.1" });
 
 use integrations_hub::connector::http::{self, Header, Request};
 use integrations_hub::connector::types::{ConfigKey, RetryAfter};

@@ -22,7 +22,10 @@ pub const RETRYABLE_ERRORS: &[&str] = &[
 /// What Slack's answer means for the delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Delivered,
+    /// Posted; `ts` is the message's id in its channel.
+    Delivered {
+        ts: Option<String>,
+    },
     Retry {
         reason: String,
         after_ms: Option<u64>,
@@ -135,7 +138,12 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Verdict 
         .and_then(|v| v.get("ok"))
         .and_then(Value::as_bool)
     {
-        Some(true) => Verdict::Delivered,
+        Some(true) => Verdict::Delivered {
+            ts: (parsed.as_ref())
+                .and_then(|v| v.get("ts"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        },
         Some(false) => {
             let code = error.unwrap_or_else(|| "unknown_error".into());
             if RETRYABLE_ERRORS.contains(&code.as_str()) {
@@ -247,7 +255,13 @@ mod tests {
     fn slack_answers_are_classified() {
         assert_eq!(
             classify(200, None, br#"{"ok": true, "ts": "1"}"#),
-            Verdict::Delivered
+            Verdict::Delivered {
+                ts: Some("1".into())
+            }
+        );
+        assert_eq!(
+            classify(200, None, br#"{"ok": true}"#),
+            Verdict::Delivered { ts: None }
         );
         assert_eq!(
             classify(429, Some("30"), b""),

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::extract::{ApiQuery, Id, noun};
-use super::schema::{Destination, mirror};
+use super::schema::{self, Destination, mirror};
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState, Page, PageQuery};
 use crate::error::{ApiError, ApiResult};
@@ -39,9 +39,25 @@ mirror! {
         response_status: Option<u16>,
         /// The first 4 KiB of the response body.
         response_body: Option<String>,
+        /// Why it failed; for a connector, the reason it gave (after `retry:` or `permanent:`).
         error: Option<String>,
         duration_ms: u64,
         started_at: DateTime<Utc>,
+        /// What the connector reported (connector attempts that got an answer; `null` for
+        /// webhooks and for calls the sandbox stopped). The upstream status it reported is
+        /// `response_status`; a skip's reason is `response_body`.
+        report: Option<ConnectorReportOut> => schema::opt,
+    }
+}
+
+mirror! {
+    /// What a connector reported of an attempt.
+    pub struct ConnectorReportOut from model::ConnectorReport {
+        kind: model::ReportKind,
+        /// The upstream's id for what was created (`ok`).
+        external_id: Option<String>,
+        /// The delay the connector asked for (`retry`), in milliseconds.
+        retry_after_ms: Option<u64>,
     }
 }
 

@@ -88,13 +88,13 @@ fn shown(state: &AppState, instance: ConnectorInstance) -> InstanceDetail {
 }
 
 /// The settings as the connector loaded here accepts them, or the 422 that says why not.
-fn checked(
+async fn checked(
     state: &AppState,
     connector: &str,
     settings: &BTreeMap<String, String>,
 ) -> ApiResult<()> {
     let mut errors = Errors::default();
-    match state.connectors.check_settings(connector, settings) {
+    match state.connectors.check_settings(connector, settings).await {
         Ok(problems) => {
             for (field, message) in problems {
                 errors.add(field, message);
@@ -134,7 +134,7 @@ async fn create_instance(
         );
         errors.finish()?;
     }
-    checked(&state, &connector, &body.settings)?;
+    checked(&state, &connector, &body.settings).await?;
     let now = model::now();
     let instance = ConnectorInstance {
         id: Uuid::now_v7(),
@@ -193,7 +193,7 @@ async fn patch_instance(
             None => settings.remove(&key),
         };
     }
-    checked(&state, &connector, &settings)?;
+    checked(&state, &connector, &settings).await?;
     let updated = state
         .store
         .update_connector_instance(current.id, &settings, model::now())

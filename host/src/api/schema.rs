@@ -98,6 +98,7 @@ macro_rules! named_states {
 named_states!(
     DeliveryStatus: "Lifecycle of a delivery.",
     AttemptOutcome: "How an attempt ended.",
+    ReportKind: "What a connector answered: ok, skipped (the delivery ends without sending), retry or permanent.",
     CircuitState: "State of a subscription's circuit breaker."
 );
 

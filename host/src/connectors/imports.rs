@@ -1,5 +1,5 @@
-//! The host side of the connector world: `http.send`, `config.get` and `log`, each limited to
-//! what the connector was granted.
+//! The host side of the connector world: `http.send`, `config.get`, `log` and `kv`, each limited
+//! to what the connector was granted; 0.1 components' imports are served by the same code.
 //!
 //! Invariants:
 //! - `http.send` reaches only hosts in the grant, goes through the SSRF guard (the same resolver
@@ -7,15 +7,20 @@
 //!   at most [`MAX_RESPONSE_BODY`] and never waits past the call's deadline;
 //! - every refusal is counted in `ih_connector_http_denied_total{connector}`;
 //! - `config.get` answers only keys the manifest declares; values are never logged;
-//! - a call writes at most [`MAX_LOG_LINES`] log lines of at most [`MAX_LOG_LINE`] bytes.
+//! - a call writes at most [`MAX_LOG_LINES`] log lines of at most [`MAX_LOG_LINE`] bytes and
+//!   [`MAX_LOG_FIELDS`] fields, each tagged with the connector, instance and delivery;
+//! - `kv` reaches only the calling instance's values, and only during a delivery.
 
 use std::time::Instant;
 
 use reqwest::header::{HeaderName, HeaderValue};
 
+use super::manifest::is_key;
 use super::outcome::bounded;
+use super::recorder::{Fixture, SeenLog, SeenRequest};
 use super::runtime::HostState;
-use super::runtime::bindings::integrations_hub::connector::{config, http, log, types};
+use super::runtime::bindings::integrations_hub::connector::{config, http, kv, log, types};
+use super::runtime::bindings_v1::integrations_hub::connector as v1;
 use crate::egress::{self, Refusal};
 
 /// Response bytes a connector may receive.
@@ -28,6 +33,10 @@ pub const MAX_REQUEST_HEADERS: usize = 64;
 pub const MAX_LOG_LINES: u32 = 100;
 /// Bytes per log line.
 pub const MAX_LOG_LINE: usize = 4096;
+/// Fields per log line; the rest are dropped.
+pub const MAX_LOG_FIELDS: usize = 16;
+/// Bytes of a log field's value.
+pub const MAX_LOG_FIELD: usize = 512;
 impl types::Host for HostState {}
 
 impl http::Host for HostState {
@@ -50,6 +59,17 @@ impl HostState {
         &mut self,
         req: http::Request,
     ) -> Result<http::Response, http::HttpError> {
+        let result = self.send_within_grant(&req).await;
+        if let Some(recorder) = &self.recorder {
+            recorder.request(seen(&req, &result));
+        }
+        result
+    }
+
+    async fn send_within_grant(
+        &mut self,
+        req: &http::Request,
+    ) -> Result<http::Response, http::HttpError> {
         let invalid = |why: String| http::HttpError::Invalid(why);
         let url = url::Url::parse(&req.url)
             .map_err(|e| invalid(format!("bad URL {:?}: {e}", req.url)))?;
@@ -59,6 +79,20 @@ impl HostState {
         if let Err(denial) = grant.check(&url) {
             return Err(self.denied(denial.0));
         }
+        let scripted = (self.recorder.as_ref()).and_then(|r| r.answer(&req.method, url.as_str()));
+        match scripted {
+            Some(scripted) => scripted_answer(scripted, req),
+            None => self.send_granted(url, req).await,
+        }
+    }
+
+    /// Sends a request whose host is granted, through the SSRF guard.
+    async fn send_granted(
+        &mut self,
+        url: url::Url,
+        req: &http::Request,
+    ) -> Result<http::Response, http::HttpError> {
+        let invalid = |why: String| http::HttpError::Invalid(why);
         if let Err(refused) = egress::check_url(url.as_str(), self.allow_private) {
             return Err(self.denied(refused.to_string()));
         }
@@ -84,7 +118,7 @@ impl HostState {
                 .map_err(|_| invalid(format!("bad value for header {:?}", h.name)))?;
             request = request.header(name, value);
         }
-        let mut response = match request.body(req.body).send().await {
+        let mut response = match request.body(req.body.clone()).send().await {
             Ok(response) => response,
             Err(e) if e.is_timeout() => return Err(http::HttpError::Timeout),
             Err(e) => {
@@ -147,22 +181,190 @@ impl config::Host for HostState {
 }
 
 impl log::Host for HostState {
-    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+    async fn log(
+        &mut self,
+        level: log::Level,
+        message: String,
+        fields: Vec<log::Field>,
+    ) -> wasmtime::Result<()> {
+        self.write_log(level, message, fields);
+        Ok(())
+    }
+}
+
+/// What a trial's script answers (`super::trial`): the fixture, or a connection error naming
+/// the request nothing was scripted for.
+fn scripted_answer(
+    scripted: Option<Fixture>,
+    req: &http::Request,
+) -> Result<http::Response, http::HttpError> {
+    let Some(fixture) = scripted else {
+        return Err(http::HttpError::Connection(format!(
+            "no scripted answer for {} {} (add one to the --http file)",
+            req.method, req.url
+        )));
+    };
+    Ok(http::Response {
+        status: fixture.status,
+        headers: (fixture.headers.iter())
+            .map(|(name, value)| http::Header {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        body: fixture.body_bytes(),
+    })
+}
+
+/// A request as a trial reports it.
+fn seen(req: &http::Request, result: &Result<http::Response, http::HttpError>) -> SeenRequest {
+    SeenRequest {
+        method: req.method.clone(),
+        url: req.url.clone(),
+        headers: (req.headers.iter())
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect(),
+        body: bounded(String::from_utf8_lossy(&req.body).into_owned(), 4096),
+        answer: match result {
+            Ok(r) => format!("HTTP {}", r.status),
+            Err(e) => format!("{e:?}"),
+        },
+    }
+}
+
+impl HostState {
+    fn write_log(&mut self, level: log::Level, message: String, fields: Vec<log::Field>) {
         self.log_lines = self.log_lines.saturating_add(1);
         if self.log_lines > MAX_LOG_LINES {
             if self.log_lines == MAX_LOG_LINES + 1 {
                 tracing::warn!(connector = %self.shared.name, "connector log limit reached; further lines of this call are dropped");
             }
-            return Ok(());
+            return;
         }
         let message = bounded(message, MAX_LOG_LINE);
-        let connector = self.shared.name.as_str();
-        match level {
-            log::Level::Debug => tracing::debug!(connector, "{message}"),
-            log::Level::Info => tracing::info!(connector, "{message}"),
-            log::Level::Warn => tracing::warn!(connector, "{message}"),
-            log::Level::Error => tracing::error!(connector, "{message}"),
+        let fields: Vec<(String, String)> = (fields.into_iter())
+            .filter(|f| is_key(&f.key))
+            .take(MAX_LOG_FIELDS)
+            .map(|f| (f.key, bounded(f.value, MAX_LOG_FIELD)))
+            .collect();
+        if let Some(recorder) = &self.recorder {
+            recorder.log(SeenLog {
+                level: match level {
+                    log::Level::Debug => "debug",
+                    log::Level::Info => "info",
+                    log::Level::Warn => "warn",
+                    log::Level::Error => "error",
+                }
+                .to_owned(),
+                message: message.clone(),
+                fields: fields.clone(),
+            });
         }
+        // tracing's field names are static: the guest's fields travel as one logfmt value.
+        let fields = (fields.iter())
+            .map(|(key, value)| format!("{key}={value:?}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let connector = self.shared.name.as_str();
+        let (instance, delivery) = (self.instance, self.delivery);
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(connector, ?instance, ?delivery, fields, "{message}")
+            };
+        }
+        match level {
+            log::Level::Debug => line!(debug),
+            log::Level::Info => line!(info),
+            log::Level::Warn => line!(warn),
+            log::Level::Error => line!(error),
+        }
+    }
+}
+
+impl kv::Host for HostState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.kv.as_ref().and_then(|(kv, scope)| kv.get(scope, &key)))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<(), kv::KvError>> {
+        let Some((kv, scope)) = self.kv.as_ref() else {
+            return Ok(Err(kv::KvError::TooLarge(
+                "kv is available only while handling a delivery".into(),
+            )));
+        };
+        let ttl = ttl_ms.map(std::time::Duration::from_millis);
+        Ok(kv
+            .set(scope, key, value, ttl)
+            .map_err(|e| kv::KvError::TooLarge(e.0)))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        if let Some((kv, scope)) = self.kv.as_ref() {
+            kv.delete(scope, &key);
+        }
+        Ok(())
+    }
+}
+
+// 0.1.0 components: the same imports, converted.
+
+impl v1::types::Host for HostState {}
+
+impl v1::http::Host for HostState {
+    async fn send(
+        &mut self,
+        req: v1::http::Request,
+    ) -> wasmtime::Result<Result<v1::http::Response, v1::http::HttpError>> {
+        let req = http::Request {
+            method: req.method,
+            url: req.url,
+            headers: (req.headers.into_iter())
+                .map(|h| http::Header {
+                    name: h.name,
+                    value: h.value,
+                })
+                .collect(),
+            body: req.body,
+        };
+        Ok(match self.send_checked(req).await {
+            Ok(r) => Ok(v1::http::Response {
+                status: r.status,
+                headers: (r.headers.into_iter())
+                    .map(|h| v1::http::Header {
+                        name: h.name,
+                        value: h.value,
+                    })
+                    .collect(),
+                body: r.body,
+            }),
+            Err(http::HttpError::Denied(why)) => Err(v1::http::HttpError::Denied(why)),
+            Err(http::HttpError::Timeout) => Err(v1::http::HttpError::Timeout),
+            Err(http::HttpError::Connection(why)) => Err(v1::http::HttpError::Connection(why)),
+            Err(http::HttpError::Invalid(why)) => Err(v1::http::HttpError::Invalid(why)),
+        })
+    }
+}
+
+impl v1::config::Host for HostState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        config::Host::get(self, key).await
+    }
+}
+
+impl v1::log::Host for HostState {
+    async fn log(&mut self, level: v1::log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            v1::log::Level::Debug => log::Level::Debug,
+            v1::log::Level::Info => log::Level::Info,
+            v1::log::Level::Warn => log::Level::Warn,
+            v1::log::Level::Error => log::Level::Error,
+        };
+        self.write_log(level, message, Vec::new());
         Ok(())
     }
 }

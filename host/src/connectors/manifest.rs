@@ -51,7 +51,9 @@ pub fn is_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
-fn is_key(key: &str) -> bool {
+/// A configuration key (also the rule for a log field's key): a lower-case letter, then lower-case
+/// letters, digits and `_`.
+pub fn is_key(key: &str) -> bool {
     let mut chars = key.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && key.len() <= MAX_NAME_LEN

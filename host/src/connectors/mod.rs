@@ -5,11 +5,16 @@
 //! - [`registry`]: which connectors exist (files in the directory, plus the built-in Slack
 //!   connector), their status, the directory watcher, routing and invocation;
 //! - [`runtime`]: the engine, the sandbox (deadline, memory cap, empty WASI) and the calls;
-//! - [`outcome`]: what a call came to ([`CallOutcome`]), typed from the WIT result;
-//! - [`imports`]: `http.send`, `config.get` and `log` as the guest sees them;
+//! - [`outcome`]: what a call takes ([`EventData`], [`CallContext`]) and came to
+//!   ([`CallOutcome`]), typed from the WIT result;
+//! - `recorder`: what `connector test` scripts and records of a call;
+//! - [`imports`]: `http.send`, `config.get`, `log` and `kv` as the guest sees them (WIT 0.2,
+//!   and 0.1 through the same code);
+//! - [`kv`]: the per-instance cache behind the `kv` import;
 //! - [`view`]: what the API shows of a connector;
 //! - [`grant`]: the capability grant `http.send` is checked against;
-//! - [`manifest`]: validation of what a connector declares about itself.
+//! - [`manifest`]: validation of what a connector declares about itself;
+//! - [`trial`]: one component run alone in the sandbox, for `integrations-hub connector test`.
 
 use std::collections::BTreeMap;
 
@@ -17,18 +22,22 @@ use crate::config::Secret;
 
 pub mod grant;
 mod imports;
+mod kv;
 pub mod manifest;
 pub mod outcome;
+mod recorder;
 pub mod registry;
 pub mod runtime;
+pub mod trial;
 pub mod view;
 
-pub use outcome::{CallOutcome, FailureKind};
-pub use registry::{ConnectorStatus, ConnectorView, Connectors, EventData};
+pub use outcome::{CallContext, CallOutcome, EventData, FailureKind};
+pub use registry::{ConnectorStatus, ConnectorView, Connectors};
+pub use runtime::SettingsRefused;
 
 /// Where this build left the workspace's connectors as components (`slack_connector.wasm`,
-/// `example_connector.wasm`, and the tests' `fixture_connector.wasm`); empty when `build.rs` could
-/// not build them.
+/// `example_connector.wasm`, `connector_template.wasm`, and the tests' `fixture_connector.wasm`);
+/// empty when `build.rs` could not build them.
 pub const BUILT_WASM_DIR: &str = env!("IH_BUILT_WASM_DIR");
 
 /// What every call of one loaded connector shares: its name, grant and configuration.

@@ -1,10 +1,38 @@
-//! What a connector call came to, typed from the guest's WIT result up to the engine's retry
-//! policy (`delivery/retry.rs`), and the bound on text a guest hands the host.
+//! What a connector call takes (the event and its context) and what it came to, typed from the
+//! guest's WIT result up to the engine's retry policy (`delivery/retry.rs`), and the bound on
+//! text a guest hands the host.
 
 use std::time::Duration;
 
+use uuid::Uuid;
+
+/// One event as a connector receives it.
+#[derive(Debug, Clone)]
+pub struct EventData {
+    pub id: String,
+    pub event_type: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The payload's JSON text.
+    pub payload: String,
+}
+
+/// Which delivery a call is an attempt of (the guest's `context`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallContext {
+    /// 1-based attempt number within the delivery's current budget.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub delivery_id: Uuid,
+    /// `None` for the default instance.
+    pub instance_id: Option<Uuid>,
+    pub subscription_id: Option<Uuid>,
+}
+
 /// Bytes of a failure reason a connector returns that are kept (attempt records, logs).
 pub const MAX_REASON: usize = 1024;
+/// Bytes of an upstream id a connector reports that are kept.
+pub const MAX_EXTERNAL_ID: usize = 256;
 
 /// `text` cut to at most `max` bytes on a character boundary, with `…` when it was cut: what a
 /// guest hands the host (log lines, failure reasons) is kept within a bound.
@@ -23,11 +51,18 @@ pub fn bounded(mut text: String, max: usize) -> String {
 /// What a call to `handle` came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallOutcome {
-    Delivered,
+    /// Delivered; with what the upstream answered, when the connector says (WIT 0.2).
+    Delivered {
+        upstream_status: Option<u16>,
+        external_id: Option<String>,
+    },
+    /// Nothing to do for this event: the delivery ends (WIT 0.2).
+    Skipped(String),
     /// The connector asked to be retried, optionally after a delay.
     Retry {
         reason: String,
         after: Option<Duration>,
+        upstream_status: Option<u16>,
     },
     /// The connector says retrying will not help.
     Permanent(String),
@@ -46,10 +81,23 @@ pub enum FailureKind {
 }
 
 impl CallOutcome {
+    /// Every `outcome` label, so the metric's series exist before they first happen.
+    pub const LABELS: [&'static str; 8] = [
+        "ok",
+        "skipped",
+        "retry",
+        "permanent",
+        "timeout",
+        "memory",
+        "trap",
+        "unavailable",
+    ];
+
     /// The `outcome` label of `ih_connector_invocations_total`.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::Delivered => "ok",
+            Self::Delivered { .. } => "ok",
+            Self::Skipped(_) => "skipped",
             Self::Retry { .. } => "retry",
             Self::Permanent(_) => "permanent",
             Self::Failed(FailureKind::Timeout, _) => "timeout",

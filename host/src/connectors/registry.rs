@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::grant::Grant;
 use super::manifest::{self, Manifest};
-use super::outcome::{CallOutcome, FailureKind};
+use super::outcome::{CallContext, CallOutcome, EventData, FailureKind};
 use super::runtime::{Prepared, Runtime};
 pub use super::view::{ConnectorStatus, ConnectorView};
 use super::{Shared, setting_variable};
@@ -46,17 +46,6 @@ const POLL_WITHOUT_WATCHER: Duration = Duration::from_secs(1);
 
 /// The Slack connector, compiled to a component by `build.rs` (empty if that build was skipped).
 const BUILTIN_SLACK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/slack.wasm"));
-
-/// One event as a connector receives it.
-#[derive(Debug, Clone)]
-pub struct EventData {
-    pub id: String,
-    pub event_type: String,
-    /// RFC 3339.
-    pub created_at: String,
-    /// The payload's JSON text.
-    pub payload: String,
-}
 
 /// A loaded connector that can be called.
 struct Loaded {
@@ -103,9 +92,9 @@ struct Candidate {
 }
 
 /// A compiled component and its validated manifest (not yet bound to configuration).
-struct Compiled {
-    pre: Prepared,
-    manifest: Manifest,
+pub(super) struct Compiled {
+    pub(super) pre: Prepared,
+    pub(super) manifest: Manifest,
 }
 
 /// The connector registry of one hub instance.
@@ -233,6 +222,7 @@ impl Connectors {
         name: &str,
         event: EventData,
         settings: Option<&BTreeMap<String, String>>,
+        context: &CallContext,
     ) -> CallOutcome {
         let started = Instant::now();
         let loaded = {
@@ -246,7 +236,11 @@ impl Connectors {
                     Some(settings),
                 ) => Ok((
                     loaded.clone(),
-                    Self::instance_shared(&loaded.shared, settings),
+                    Self::instance_shared(
+                        &loaded.shared.name,
+                        loaded.shared.grant.clone(),
+                        settings,
+                    ),
                 )),
                 (
                     Some(Entry {
@@ -270,8 +264,9 @@ impl Connectors {
         };
         let outcome = match loaded {
             Ok((loaded, shared)) => {
-                let event = super::runtime::guest_event(event);
-                self.runtime.call_handle(&loaded.pre, shared, &event).await
+                (self.runtime)
+                    .call_handle(&loaded.pre, shared, event, context)
+                    .await
             }
             Err(why) => CallOutcome::Failed(FailureKind::Unavailable, why),
         };
@@ -549,6 +544,7 @@ impl Connectors {
             problem,
             source: candidate.source.clone(),
             sha256: candidate.sha256.clone(),
+            contract: Some(prepared.pre.contract().to_owned()),
             loaded_at: Some(candidate.loaded_at),
             pending: 0,
             bound_since: None,
@@ -638,7 +634,12 @@ async fn load(
     }
 }
 
-async fn prepare(runtime: &Runtime, source: &str, bytes: Vec<u8>) -> Result<Compiled, String> {
+/// Compiles a component and reads and checks its manifest.
+pub(super) async fn prepare(
+    runtime: &Runtime,
+    source: &str,
+    bytes: Vec<u8>,
+) -> Result<Compiled, String> {
     let pre = runtime.prepare(bytes).await?;
     let shared = Arc::new(Shared {
         name: source.to_owned(),
@@ -679,6 +680,7 @@ fn failed_view(candidate: &Candidate, name: String, problem: String) -> Connecto
         problem: Some(problem),
         source: candidate.source.clone(),
         sha256: candidate.sha256.clone(),
+        contract: None,
         loaded_at: Some(candidate.loaded_at),
         pending: 0,
         bound_since: None,

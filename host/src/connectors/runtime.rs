@@ -23,10 +23,15 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Shared;
-use super::outcome::{CallOutcome, FailureKind, MAX_REASON, bounded};
+use super::kv::{self, Kv};
+use super::outcome::{
+    CallContext, CallOutcome, EventData, FailureKind, MAX_EXTERNAL_ID, MAX_REASON, bounded,
+};
+use super::recorder::Recorder;
 use crate::metrics::Metrics;
 
-/// Generated from `wit/connector.wit`: host traits for the imports, typed calls for the exports.
+/// Generated from `wit/connector.wit` (0.2.0): host traits for the imports, typed calls for the
+/// exports.
 pub(super) mod bindings {
     wasmtime::component::bindgen!({
         world: "connector",
@@ -36,8 +41,19 @@ pub(super) mod bindings {
     });
 }
 
-pub(super) use bindings::ConnectorPre;
+/// Generated from `wit/v0.1/connector.wit`: components built against 0.1.0 load unchanged; their
+/// imports are served by the 0.2 ones (`super::imports`).
+pub(super) mod bindings_v1 {
+    wasmtime::component::bindgen!({
+        world: "connector",
+        path: "../wit/v0.1",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
 use bindings::integrations_hub::connector::types;
+use bindings_v1::integrations_hub::connector::types as types_v1;
 
 /// How often running wasm checks its deadline and yields.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -49,20 +65,52 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Calls beyond the delivery concurrency that may hold an instance at once (loading manifests).
 const SPARE_INSTANCES: u32 = 8;
 
-/// A compiled connector, ready to be instantiated for each call.
-pub(super) type Prepared = ConnectorPre<HostState>;
+/// A compiled connector, ready to be instantiated for each call, by the contract version it was
+/// built against.
+#[derive(Clone)]
+pub(super) enum Prepared {
+    V2(bindings::ConnectorPre<HostState>),
+    V1(bindings_v1::ConnectorPre<HostState>),
+}
+
+impl Prepared {
+    /// The contract version, as the API shows it.
+    pub(super) fn contract(&self) -> &'static str {
+        match self {
+            Self::V2(_) => "0.2.0",
+            Self::V1(_) => "0.1.0",
+        }
+    }
+}
 
 /// The manifest as the guest declared it (not validated yet).
 pub(super) type GuestManifest = types::Manifest;
 
-/// The event as the guest's `handle` takes it.
-pub(super) fn guest_event(event: super::EventData) -> types::Event {
-    types::Event {
-        id: event.id,
-        event_type: event.event_type,
-        created_at: event.created_at,
-        payload: event.payload,
+impl From<types_v1::Manifest> for types::Manifest {
+    fn from(m: types_v1::Manifest) -> Self {
+        Self {
+            name: m.name,
+            version: m.version,
+            description: m.description,
+            events: m.events,
+            allowed_hosts: m.allowed_hosts,
+            config: (m.config.into_iter())
+                .map(|k| types::ConfigKey {
+                    name: k.name,
+                    required: k.required,
+                    secret: k.secret,
+                    description: k.description,
+                })
+                .collect(),
+        }
     }
+}
+
+/// Settings a connector's `validate` refused: the key at fault (if one) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsRefused {
+    pub key: Option<String>,
+    pub message: String,
 }
 
 /// The engine and linker shared by every connector.
@@ -72,6 +120,9 @@ pub struct Runtime {
     pub(super) client: reqwest::Client,
     pub(super) allow_private: bool,
     pub(super) metrics: Arc<Metrics>,
+    kv: Arc<Kv>,
+    /// Set for `connector test` (`super::trial`): scripted HTTP, recorded requests and logs.
+    pub(super) recorder: Option<Arc<Recorder>>,
     timeout: Duration,
     memory_limit: usize,
     pooled: bool,
@@ -115,6 +166,8 @@ impl Runtime {
             .map_err(|e| format!("linking WASI: {e}"))?;
         bindings::Connector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| format!("linking the connector imports: {e}"))?;
+        bindings_v1::Connector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| format!("linking the connector 0.1 imports: {e}"))?;
         start_ticker(&engine);
         Ok(Self {
             engine,
@@ -122,6 +175,8 @@ impl Runtime {
             client,
             allow_private,
             metrics,
+            kv: Arc::default(),
+            recorder: None,
             timeout,
             memory_limit,
             pooled,
@@ -134,7 +189,7 @@ impl Runtime {
     }
 
     /// Compiles a component (on a blocking thread: this is CPU work) and links it.
-    pub async fn prepare(&self, bytes: Vec<u8>) -> Result<Prepared, String> {
+    pub(super) async fn prepare(&self, bytes: Vec<u8>) -> Result<Prepared, String> {
         not_a_component(&bytes).map_or(Ok(()), Err)?;
         let engine = self.engine.clone();
         let component =
@@ -146,22 +201,38 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("the component needs imports the hub does not provide: {e}"))?;
-        ConnectorPre::new(pre).map_err(|e| {
-            format!("the component does not export the integrations-hub:connector world: {e}")
-        })
+        match bindings::ConnectorPre::new(pre.clone()) {
+            Ok(pre) => Ok(Prepared::V2(pre)),
+            Err(v2) => bindings_v1::ConnectorPre::new(pre)
+                .map(Prepared::V1)
+                .map_err(|_| {
+                    format!(
+                        "the component does not export the integrations-hub:connector world \
+                         (0.2.0: {v2}; nor 0.1.0)"
+                    )
+                }),
+        }
     }
 
     /// Calls `manifest` in a fresh instance.
-    pub async fn call_manifest(
+    pub(super) async fn call_manifest(
         &self,
         pre: &Prepared,
         shared: Arc<Shared>,
     ) -> Result<GuestManifest, String> {
-        let mut store = self.store(shared);
+        let mut store = self.store(shared, None);
         let deadline = store.data().deadline;
         let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_manifest(&mut store).await
+            match pre {
+                Prepared::V2(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance.call_manifest(&mut store).await
+                }
+                Prepared::V1(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance.call_manifest(&mut store).await.map(Into::into)
+                }
+            }
         };
         match tokio::time::timeout_at((deadline + TICK * 10).into(), call).await {
             Ok(Ok(manifest)) => Ok(manifest),
@@ -170,31 +241,82 @@ impl Runtime {
         }
     }
 
-    /// Calls `handle(event)` in a fresh instance.
-    pub async fn call_handle(
+    /// Calls `validate` in a fresh instance whose `config.get` answers `shared`'s settings
+    /// (0.1 components have nothing to validate). `Err(Err(why))`: the call itself failed.
+    pub(super) async fn call_validate(
         &self,
         pre: &Prepared,
         shared: Arc<Shared>,
-        event: &types::Event,
-    ) -> CallOutcome {
-        let mut store = self.store(shared);
+    ) -> Result<Result<(), SettingsRefused>, String> {
+        let Prepared::V2(pre) = pre else {
+            return Ok(Ok(()));
+        };
+        let mut store = self.store(shared, None);
         let deadline = store.data().deadline;
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_handle(&mut store, event).await
+            instance.call_validate(&mut store).await
+        };
+        match tokio::time::timeout_at((deadline + TICK * 10).into(), call).await {
+            Ok(Ok(Ok(()))) => Ok(Ok(())),
+            Ok(Ok(Err(e))) => Ok(Err(SettingsRefused {
+                key: e.key.map(|k| bounded(k, 64)),
+                message: bounded(e.message, MAX_REASON),
+            })),
+            Ok(Err(e)) => Err(self.describe_failure(store.data(), &e).1),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// Calls `handle` in a fresh instance, for one attempt of a delivery.
+    pub(super) async fn call_handle(
+        &self,
+        pre: &Prepared,
+        shared: Arc<Shared>,
+        event: EventData,
+        context: &CallContext,
+    ) -> CallOutcome {
+        let mut store = self.store(shared, Some(context));
+        let deadline = store.data().deadline;
+        let call = async {
+            match pre {
+                Prepared::V2(pre) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let context = types::Context {
+                        attempt: context.attempt,
+                        max_attempts: context.max_attempts,
+                        remaining_ms: u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+                        delivery_id: context.delivery_id.to_string(),
+                        instance_id: context.instance_id.map(|id| id.to_string()),
+                        subscription_id: context.subscription_id.map(|id| id.to_string()),
+                    };
+                    let event = types::Event {
+                        id: event.id,
+                        event_type: event.event_type,
+                        created_at: event.created_at,
+                        payload: event.payload,
+                    };
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let outcome = instance.call_handle(&mut store, &event, &context).await?;
+                    Ok(v2_outcome(outcome))
+                }
+                Prepared::V1(pre) => {
+                    let event = types_v1::Event {
+                        id: event.id,
+                        event_type: event.event_type,
+                        created_at: event.created_at,
+                        payload: event.payload,
+                    };
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let result = instance.call_handle(&mut store, &event).await?;
+                    Ok(v1_outcome(result))
+                }
+            }
         };
         // The epoch callback stops running wasm at the deadline; this outer timer also covers a
         // call parked in a host import (whose own timeouts end within the budget anyway).
         match tokio::time::timeout_at((deadline + TICK * 10).into(), call).await {
-            Ok(Ok(Ok(()))) => CallOutcome::Delivered,
-            // A guest's reason may be megabytes: it is cut before it reaches records and logs.
-            Ok(Ok(Err(types::Failure::Retry(r)))) => CallOutcome::Retry {
-                reason: bounded(r.reason, MAX_REASON),
-                after: r.after_ms.map(Duration::from_millis),
-            },
-            Ok(Ok(Err(types::Failure::Permanent(reason)))) => {
-                CallOutcome::Permanent(bounded(reason, MAX_REASON))
-            }
+            Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => {
                 let (kind, why) = self.describe_failure(store.data(), &e);
                 CallOutcome::Failed(kind, why)
@@ -203,7 +325,9 @@ impl Runtime {
         }
     }
 
-    fn store(&self, shared: Arc<Shared>) -> Store<HostState> {
+    /// A store for one call; `context` is `None` outside a delivery (manifest, validation),
+    /// which leaves the kv store closed.
+    fn store(&self, shared: Arc<Shared>, context: Option<&CallContext>) -> Store<HostState> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         // Nothing is granted: no directories, environment, arguments or network. Clocks and
         // randomness stay, since std needs them.
@@ -224,6 +348,10 @@ impl Runtime {
             deadline: Instant::now() + self.timeout,
             timed_out: false,
             log_lines: 0,
+            kv: context.map(|c| (self.kv.clone(), (shared.name.clone(), c.instance_id))),
+            delivery: context.map(|c| c.delivery_id),
+            recorder: self.recorder.clone(),
+            instance: context.and_then(|c| c.instance_id),
             shared,
             client: self.client.clone(),
             allow_private: self.allow_private,
@@ -365,6 +493,42 @@ fn root_cause(error: &wasmtime::Error) -> String {
     format!("{error:#}")
 }
 
+/// What a 0.2 `handle` answered. A guest's text may be megabytes: it is cut before it reaches
+/// records and logs.
+fn v2_outcome(outcome: types::Outcome) -> CallOutcome {
+    match outcome {
+        types::Outcome::Ok(d) => CallOutcome::Delivered {
+            upstream_status: d.upstream_status,
+            external_id: d.external_id.map(|id| bounded(id, MAX_EXTERNAL_ID)),
+        },
+        types::Outcome::Skipped(reason) => CallOutcome::Skipped(bounded(reason, MAX_REASON)),
+        types::Outcome::Retry(r) => CallOutcome::Retry {
+            reason: bounded(r.reason, MAX_REASON),
+            after: r.after_ms.map(Duration::from_millis),
+            upstream_status: r.upstream_status,
+        },
+        types::Outcome::Permanent(reason) => CallOutcome::Permanent(bounded(reason, MAX_REASON)),
+    }
+}
+
+/// What a 0.1 `handle` answered.
+fn v1_outcome(result: Result<(), types_v1::Failure>) -> CallOutcome {
+    match result {
+        Ok(()) => CallOutcome::Delivered {
+            upstream_status: None,
+            external_id: None,
+        },
+        Err(types_v1::Failure::Retry(r)) => CallOutcome::Retry {
+            reason: bounded(r.reason, MAX_REASON),
+            after: r.after_ms.map(Duration::from_millis),
+            upstream_status: None,
+        },
+        Err(types_v1::Failure::Permanent(reason)) => {
+            CallOutcome::Permanent(bounded(reason, MAX_REASON))
+        }
+    }
+}
+
 /// The memory cap of one store.
 #[derive(Debug)]
 pub(super) struct Limits {
@@ -408,6 +572,13 @@ pub struct HostState {
     timed_out: bool,
     /// Log lines written in this call (capped).
     pub(super) log_lines: u32,
+    /// The instance's values, during a delivery.
+    pub(super) kv: Option<(Arc<Kv>, kv::Scope)>,
+    /// For log lines: the delivery and instance of this call.
+    pub(super) delivery: Option<uuid::Uuid>,
+    pub(super) instance: Option<uuid::Uuid>,
+    /// `connector test` only.
+    pub(super) recorder: Option<Arc<Recorder>>,
     pub(super) shared: Arc<Shared>,
     pub(super) client: reqwest::Client,
     pub(super) allow_private: bool,

@@ -41,6 +41,9 @@ pub struct ConnectorView {
     pub source: String,
     /// SHA-256 of the component, hex.
     pub sha256: String,
+    /// The version of the connector contract (`wit/connector.wit`) the component was built
+    /// against: `0.2.0`, or `0.1.0` (still loaded unchanged).
+    pub contract: Option<String>,
     /// When the listed version was loaded (absent for a `missing` one).
     pub loaded_at: Option<DateTime<Utc>>,
     /// Its deliveries not finished yet (waiting, due or in flight), when it is bound.
@@ -67,6 +70,7 @@ impl ConnectorView {
             ),
             source: String::new(),
             sha256: String::new(),
+            contract: None,
             loaded_at: None,
             pending: binding.pending,
             bound_since: Some(binding.created_at),

@@ -12,9 +12,10 @@ use tracing::Instrument;
 
 use super::retry::{self, Answer};
 use super::signing;
-use crate::connectors::{CallOutcome, Connectors, EventData};
+use crate::config::DeliveryConfig;
+use crate::connectors::{CallContext, CallOutcome, Connectors, EventData};
 use crate::egress;
-use crate::model::{ClaimedDelivery, InstanceTarget, Target};
+use crate::model::{ClaimedDelivery, ConnectorReport, InstanceTarget, ReportKind, Target};
 
 /// Response bytes kept with an attempt.
 pub const MAX_RESPONSE_BODY: usize = 4096;
@@ -29,6 +30,8 @@ pub struct Outcome {
     /// The start of the response body.
     pub body: Option<String>,
     pub error: Option<String>,
+    /// What a connector reported (connectors only).
+    pub report: Option<ConnectorReport>,
 }
 
 impl Outcome {
@@ -38,6 +41,55 @@ impl Outcome {
             status: None,
             body: None,
             error,
+            report: None,
+        }
+    }
+
+    /// What a connector answered, as the retry policy and the attempt record take it.
+    fn reported(outcome: CallOutcome) -> Self {
+        let report = |kind, external_id, retry_after_ms| {
+            Some(ConnectorReport {
+                kind,
+                external_id,
+                retry_after_ms,
+            })
+        };
+        match outcome {
+            CallOutcome::Delivered {
+                upstream_status,
+                external_id,
+            } => Self {
+                status: upstream_status,
+                report: report(ReportKind::Ok, external_id, None),
+                ..Self::answered(Answer::Delivered, None)
+            },
+            // Nothing to deliver: the delivery ends, the reason is what the connector answered.
+            CallOutcome::Skipped(reason) => Self {
+                body: Some(reason),
+                report: report(ReportKind::Skipped, None, None),
+                ..Self::answered(Answer::Delivered, None)
+            },
+            CallOutcome::Retry {
+                reason,
+                after,
+                upstream_status,
+            } => Self {
+                status: upstream_status,
+                report: report(
+                    ReportKind::Retry,
+                    None,
+                    after.map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+                ),
+                ..Self::answered(
+                    Answer::Failed { retry_after: after },
+                    Some(format!("retry: {reason}")),
+                )
+            },
+            CallOutcome::Permanent(reason) => Self {
+                report: report(ReportKind::Permanent, None, None),
+                ..Self::answered(Answer::Permanent, Some(format!("permanent: {reason}")))
+            },
+            CallOutcome::Failed(_, why) => Self::failed(why),
         }
     }
 
@@ -52,21 +104,24 @@ pub struct Sender {
     client: reqwest::Client,
     connectors: Arc<Connectors>,
     timeout: Duration,
+    max_attempts: u32,
     allow_private: bool,
 }
 
 impl Sender {
-    /// `client` is the shared, SSRF-guarded client of [`egress::build`].
+    /// `client` is the shared, SSRF-guarded client of [`egress::build`]; `config` gives the
+    /// webhook timeout and the attempt budget connectors are told of.
     pub fn new(
         client: reqwest::Client,
         connectors: Arc<Connectors>,
-        timeout: Duration,
+        config: &DeliveryConfig,
         allow_private: bool,
     ) -> Self {
         Self {
             client,
             connectors,
-            timeout,
+            timeout: config.timeout,
+            max_attempts: config.max_attempts,
             allow_private,
         }
     }
@@ -101,21 +156,18 @@ impl Sender {
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             payload: delivery.payload.clone(),
         };
+        let context = CallContext {
+            attempt: delivery.attempts.saturating_add(1),
+            max_attempts: self.max_attempts,
+            delivery_id: delivery.id,
+            instance_id: instance.map(|i| i.id),
+            subscription_id: instance.map(|i| i.subscription_id),
+        };
         let span =
             tracing::info_span!("connector", connector = %name, instance = ?instance.map(|i| i.id));
         let settings = instance.map(|i| &i.settings.0);
-        let call = self.connectors.invoke(name, event, settings);
-        match call.instrument(span).await {
-            CallOutcome::Delivered => Outcome::answered(Answer::Delivered, None),
-            CallOutcome::Retry { reason, after } => Outcome::answered(
-                Answer::Failed { retry_after: after },
-                Some(format!("retry: {reason}")),
-            ),
-            CallOutcome::Permanent(reason) => {
-                Outcome::answered(Answer::Permanent, Some(format!("permanent: {reason}")))
-            }
-            CallOutcome::Failed(_, why) => Outcome::failed(why),
-        }
+        let call = self.connectors.invoke(name, event, settings, &context);
+        Outcome::reported(call.instrument(span).await)
     }
 
     /// Posts the signed webhook to `url`.
@@ -222,6 +274,7 @@ impl Sender {
             status: Some(status.as_u16()),
             body,
             error,
+            report: None,
         }
     }
 }

@@ -529,6 +529,7 @@ impl Engine {
                 Target::Webhook { .. } => None,
             },
             quiet: notice::is_hub_event(&delivery.event_type),
+            report: outcome.report,
         };
         // The store may be briefly unreachable: retry a few times; if it stays down, the lease
         // expires and the delivery is attempted again (at-least-once).

@@ -471,6 +471,45 @@ pub struct AttemptRecord {
     /// An attempt of one of the hub's own events (`hub.*`): it produces no notices
     /// (`model/notice.rs`), so a failing receiver of notices never feeds itself.
     pub quiet: bool,
+    /// What the connector reported, when a connector answered.
+    pub report: Option<ConnectorReport>,
+}
+
+/// What a connector said of one attempt, kept on its record (upstream status goes to
+/// `response_status`, a reason to `error`, or to `response_body` for a skip).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorReport {
+    pub kind: ReportKind,
+    /// The upstream's id for what was created (`ok`).
+    pub external_id: Option<String>,
+    /// The delay the connector asked for (`retry`).
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Which answer a connector gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    Ok,
+    Skipped,
+    Retry,
+    Permanent,
+}
+
+impl ReportKind {
+    pub const ALL: [Self; 4] = [Self::Ok, Self::Skipped, Self::Retry, Self::Permanent];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Skipped => "skipped",
+            Self::Retry => "retry",
+            Self::Permanent => "permanent",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
 }
 
 /// An attempt as shown by the admin API.
@@ -487,6 +526,8 @@ pub struct AttemptView {
     pub error: Option<String>,
     pub duration_ms: u64,
     pub started_at: DateTime<Utc>,
+    /// What the connector reported (connector attempts only).
+    pub report: Option<ConnectorReport>,
 }
 
 /// A dead letter as shown by the admin API.

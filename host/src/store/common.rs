@@ -210,8 +210,9 @@ pub(super) async fn record_one<C: Conn>(
 ) -> StoreResult<bool> {
     conn.exec(
         "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
-         response_body, error, duration_ms, started_at, subscription_id, connector) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         response_body, error, duration_ms, started_at, subscription_id, connector, reported, \
+         external_id, retry_after_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         &[
             Arg::Uuid(Uuid::now_v7()),
             Arg::Uuid(record.delivery_id),
@@ -225,6 +226,9 @@ pub(super) async fn record_one<C: Conn>(
             Arg::Time(record.started_at),
             Arg::OptUuid(record.subscription_id),
             Arg::OptText(record.connector.as_deref()),
+            Arg::OptText(record.reported()),
+            Arg::OptText(record.external_id()),
+            Arg::OptInt(record.retry_after_ms()),
         ],
     )
     .await?;

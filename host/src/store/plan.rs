@@ -221,6 +221,22 @@ impl AttemptRecord {
         }
     }
 
+    /// The attempt's `reported` column.
+    pub(crate) fn reported(&self) -> Option<&'static str> {
+        self.report.as_ref().map(|r| r.kind.as_str())
+    }
+
+    /// The attempt's `external_id` column.
+    pub(crate) fn external_id(&self) -> Option<&str> {
+        self.report.as_ref()?.external_id.as_deref()
+    }
+
+    /// The attempt's `retry_after_ms` column.
+    pub(crate) fn retry_after_ms(&self) -> Option<i64> {
+        let ms = self.report.as_ref()?.retry_after_ms?;
+        Some(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+
     /// The attempt's `outcome` column.
     pub(crate) fn outcome(&self) -> &'static str {
         if self.result == AttemptResult::Succeeded {

@@ -429,15 +429,18 @@ impl PostgresStore {
                SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], \
                  $6::int[], $7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::text[], \
                  $12::timestamptz[], $13::text[], $14::text[], $15::uuid[], $18::uuid[], $19::text[], \
-                 $20::bool[], $21::uuid[]) \
+                 $20::bool[], $21::uuid[], $23::text[], $24::text[], $25::bigint[]) \
                AS r(attempt_id, delivery_id, event_id, attempt, outcome, response_status, \
                  response_body, error, duration_ms, started_at, status, next_at, last_error, \
-                 owner, dead_letter_id, subscription_id, connector, quiet, notice_id)), \
+                 owner, dead_letter_id, subscription_id, connector, quiet, notice_id, reported, \
+                 external_id, retry_after_ms)), \
              a AS ( \
                INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
-                 response_body, error, duration_ms, started_at, subscription_id, connector) \
+                 response_body, error, duration_ms, started_at, subscription_id, connector, \
+                 reported, external_id, retry_after_ms) \
                SELECT attempt_id, delivery_id, event_id, attempt, outcome, response_status, \
-                 response_body, error, duration_ms, started_at, subscription_id, connector FROM r), \
+                 response_body, error, duration_ms, started_at, subscription_id, connector, \
+                 reported, external_id, retry_after_ms FROM r), \
              u AS ( \
                UPDATE deliveries d SET status = r.status, attempts = r.attempt, \
                  next_attempt_at = COALESCE(r.next_at, d.next_attempt_at), last_error = r.last_error, \
@@ -484,6 +487,9 @@ impl PostgresStore {
         .bind(column(records, |r| r.quiet))
         .bind(column(records, |_| Uuid::now_v7()))
         .bind(notice::DELIVERY_DEAD)
+        .bind(column(records, AttemptRecord::reported))
+        .bind(column(records, AttemptRecord::external_id))
+        .bind(column(records, AttemptRecord::retry_after_ms))
         .fetch_all(executor)
         .await?;
         let moved: std::collections::HashSet<Uuid> = moved.into_iter().collect();

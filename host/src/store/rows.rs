@@ -10,9 +10,9 @@ use crate::model::notice::Notice;
 use crate::model::rate::RateLimit;
 use crate::model::{
     AttemptOutcome, AttemptView, Circuit, CircuitState, ClaimedDelivery, ConnectorBinding,
-    ConnectorInstance, DeadLetter, DeliveryCounts, DeliveryLine, DeliveryStatus, DeliverySummary,
-    Destination, EventSummary, InstanceRef, InstanceTarget, PublishedEvent, Settings, Subscription,
-    Target,
+    ConnectorInstance, ConnectorReport, DeadLetter, DeliveryCounts, DeliveryLine, DeliveryStatus,
+    DeliverySummary, Destination, EventSummary, InstanceRef, InstanceTarget, PublishedEvent,
+    ReportKind, Settings, Subscription, Target,
 };
 
 /// `Ok($ty { .. })` from `$row`: each field named alone is read from the column of its name, as
@@ -62,7 +62,7 @@ macro_rules! attempt_views {
             "SELECT a.id, a.event_id, a.delivery_id, ",
             destination_columns!(),
             ", a.attempt, a.outcome, a.response_status, a.response_body, a.error, \
-             a.duration_ms, a.started_at \
+             a.duration_ms, a.started_at, a.reported, a.external_id, a.retry_after_ms \
              FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
              LEFT JOIN subscriptions s ON s.id = d.subscription_id"
         )
@@ -204,8 +204,22 @@ pub(super) fn attempt_view(row: &impl DbRow) -> StoreResult<AttemptView> {
     };
     decode!(row => AttemptView {
         id, event_id, delivery_id, destination = destination(row)?, attempt, outcome = outcome,
-        response_status, response_body, error, duration_ms, started_at,
+        response_status, response_body, error, duration_ms, started_at, report = report(row)?,
     })
+}
+
+/// What the connector reported of an attempt (`reported`, `external_id`, `retry_after_ms`).
+fn report(row: &impl DbRow) -> StoreResult<Option<ConnectorReport>> {
+    let Some(kind) = row.opt_text("reported")? else {
+        return Ok(None);
+    };
+    let kind = ReportKind::parse(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown connector report {kind:?}")))?;
+    Ok(Some(ConnectorReport {
+        kind,
+        external_id: row.opt_text("external_id")?,
+        retry_after_ms: row.opt_int("retry_after_ms")?.map(|ms| ms.max(0) as u64),
+    }))
 }
 
 pub(super) fn dead_letter(row: &impl DbRow) -> StoreResult<DeadLetter> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{Connectors, Entry, Shared};
 use crate::config::Secret;
+use crate::connectors::grant::Grant;
 
 /// Most settings one instance may have, and the longest value.
 pub const MAX_SETTINGS: usize = 64;
@@ -31,10 +32,11 @@ impl Connectors {
         self.has(name, Entry::serves_instances)
     }
 
-    /// Checks an instance's settings against connector `name`'s manifest: every key declared,
-    /// every required key present, values bounded. Each problem is `(key, message)`; `Err` when
-    /// the connector is not loaded here (its manifest is unknown).
-    pub fn check_settings(
+    /// Checks an instance's settings against connector `name`'s manifest (every key declared,
+    /// every required key present, values bounded), then asks the connector itself (its
+    /// `validate`, WIT 0.2). Each problem is `(field, message)`; `Err` when the connector is not
+    /// loaded here (its manifest is unknown).
+    pub async fn check_settings(
         &self,
         name: &str,
         settings: &BTreeMap<String, String>,
@@ -75,6 +77,25 @@ impl Connectors {
                 ));
             }
         }
+        if !problems.is_empty() {
+            return Ok(problems);
+        }
+        // No HTTP while validating: the grant is withheld, as while the manifest is read.
+        let shared = Self::instance_shared(&loaded.shared.name, None, settings);
+        match self.runtime.call_validate(&loaded.pre, shared).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => problems.push((
+                refused
+                    .key
+                    .filter(|key| declared.iter().any(|k| &k.name == key))
+                    .map_or_else(|| "settings".to_owned(), |key| format!("settings.{key}")),
+                format!("{name} refused these settings: {}", refused.message),
+            )),
+            Err(why) => problems.push((
+                "settings".to_owned(),
+                format!("{name} could not check these settings: its validate {why}"),
+            )),
+        }
         Ok(problems)
     }
 
@@ -90,12 +111,13 @@ impl Connectors {
     /// What an invocation of an instance of `shared`'s connector sees: the connector's grant,
     /// the instance's settings (never the environment's).
     pub(super) fn instance_shared(
-        shared: &Shared,
+        name: &str,
+        grant: Option<Grant>,
         settings: &BTreeMap<String, String>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
-            name: shared.name.clone(),
-            grant: shared.grant.clone(),
+            name: name.to_owned(),
+            grant,
             settings: settings
                 .iter()
                 .map(|(key, value)| (key.clone(), Secret::new(value.clone())))
