@@ -64,11 +64,14 @@ fn env(name: &str) -> String {
 }
 
 /// The connectors built here (cargo packages), all into one target directory.
-const PACKAGES: [&str; 4] = [
+const PACKAGES: [&str; 7] = [
     "slack-connector",
     "example-connector",
     "fixture-connector",
     "connector-template",
+    "discord-connector",
+    "teams-connector",
+    "pagerduty-connector",
 ];
 
 fn build_connectors(workspace: &Path) -> Result<PathBuf, String> {

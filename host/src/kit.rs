@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::settings;
 use crate::connectors::manifest::is_name;
 use crate::connectors::trial::{self, Fixture, Trial, TrialOptions};
 use crate::connectors::{CallOutcome, EventData};
@@ -167,22 +168,45 @@ struct EventFile {
     created_at: Option<String>,
 }
 
-/// `connector test`'s arguments, as the CLI parsed them.
-#[derive(Debug, Clone)]
+/// `connector test`'s arguments (the CLI's, by clap).
+#[derive(Debug, Clone, clap::Args)]
 pub struct TestArgs {
+    /// The component (.wasm)
     pub file: PathBuf,
+    /// The event, as the publish API takes it: {"event_type": …, "payload": {…}}
+    #[arg(long)]
     pub event: PathBuf,
+    /// A setting, as an instance's (repeatable)
+    #[arg(long = "config", value_name = "KEY=VALUE")]
     pub config: Vec<String>,
+    /// Scripted HTTP answers (JSON list of {method, url, status, headers, body}, matched by URL
+    /// prefix); without it, requests go to the granted hosts for real
+    #[arg(long, value_name = "FIXTURES.json")]
     pub http: Option<PathBuf>,
+    /// Replaces the manifest's allowed hosts (as IH_<NAME>_ALLOWED_HOSTS)
+    #[arg(long, value_name = "HOSTS")]
     pub allow: Option<String>,
+    /// Lets real requests reach private addresses (as IH_ALLOW_PRIVATE_DESTINATIONS)
+    #[arg(long)]
     pub allow_private: bool,
+    /// The attempt number the connector is told
+    #[arg(long, default_value_t = 1)]
     pub attempt: u32,
+    /// The attempt budget the connector is told
+    #[arg(long, default_value_t = 5)]
     pub max_attempts: u32,
-    pub timeout: Duration,
+    /// The call's time budget (as IH_CONNECTOR_TIMEOUT_SECONDS)
+    #[arg(long, default_value = settings::CONNECTOR_TIMEOUT.default)]
+    pub timeout_seconds: f64,
+    /// The memory limit (as IH_CONNECTOR_MEMORY_MB)
+    #[arg(long, default_value = settings::CONNECTOR_MEMORY_MB.default)]
     pub memory_mb: u64,
-    pub json: bool,
-    /// The outcome that makes the run pass (`ok`, `skipped`, `retry`, `permanent`, `any`).
+    /// The outcome that passes: ok, skipped, retry, permanent or any
+    #[arg(long, default_value = "ok")]
     pub expect: String,
+    /// Print the report as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `connector test`: answers the report to print and whether it passed. `Err` for a file,
@@ -191,6 +215,17 @@ pub async fn test_connector(args: &TestArgs) -> Result<(String, bool), String> {
     const OUTCOMES: [&str; 5] = ["ok", "skipped", "retry", "permanent", "any"];
     if !OUTCOMES.contains(&args.expect.as_str()) {
         return Err(format!("--expect must be one of {OUTCOMES:?}"));
+    }
+    // The bounds of the hub's own settings.
+    if let settings::Kind::Seconds { min, max } = settings::CONNECTOR_TIMEOUT.kind
+        && !(min..=max).contains(&args.timeout_seconds)
+    {
+        return Err(format!("--timeout-seconds must be {min} to {max}"));
+    }
+    if let settings::Kind::Integer { min, max } = settings::CONNECTOR_MEMORY_MB.kind
+        && !(min..=max).contains(&args.memory_mb)
+    {
+        return Err(format!("--memory-mb must be {min} to {max}"));
     }
     let bytes =
         std::fs::read(&args.file).map_err(|e| format!("reading {}: {e}", args.file.display()))?;
@@ -220,7 +255,7 @@ pub async fn test_connector(args: &TestArgs) -> Result<(String, bool), String> {
         settings,
         fixtures,
         allowed_hosts: args.allow.clone(),
-        timeout: args.timeout,
+        timeout: Duration::from_secs_f64(args.timeout_seconds),
         memory_mb: args.memory_mb,
         allow_private: args.allow_private,
         attempt: args.attempt.max(1),

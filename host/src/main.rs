@@ -3,11 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use integrations_hub::config::settings;
 use integrations_hub::{Config, kit, run, shutdown_signal, store, telemetry};
 
 /// Integrations Hub — signed webhooks and WebAssembly connectors for your product's events.
@@ -45,44 +43,7 @@ enum ConnectorCommand {
     },
     /// Run a connector once in the hub's sandbox and print what it did (exit 1 unless the outcome
     /// is the expected one)
-    Test {
-        /// The component (.wasm)
-        file: PathBuf,
-        /// The event, as the publish API takes it: {"event_type": …, "payload": {…}}
-        #[arg(long)]
-        event: PathBuf,
-        /// A setting, as an instance's (repeatable)
-        #[arg(long = "config", value_name = "KEY=VALUE")]
-        config: Vec<String>,
-        /// Scripted HTTP answers (JSON list of {method, url, status, headers, body}, matched by
-        /// URL prefix); without it, requests go to the granted hosts for real
-        #[arg(long, value_name = "FIXTURES.json")]
-        http: Option<PathBuf>,
-        /// Replaces the manifest's allowed hosts (as IH_<NAME>_ALLOWED_HOSTS)
-        #[arg(long, value_name = "HOSTS")]
-        allow: Option<String>,
-        /// Lets real requests reach private addresses (as IH_ALLOW_PRIVATE_DESTINATIONS)
-        #[arg(long)]
-        allow_private: bool,
-        /// The attempt number the connector is told
-        #[arg(long, default_value_t = 1)]
-        attempt: u32,
-        /// The attempt budget the connector is told
-        #[arg(long, default_value_t = 5)]
-        max_attempts: u32,
-        /// The call's time budget (IH_CONNECTOR_TIMEOUT_SECONDS)
-        #[arg(long, default_value = settings::CONNECTOR_TIMEOUT.default)]
-        timeout_seconds: f64,
-        /// The memory limit (IH_CONNECTOR_MEMORY_MB)
-        #[arg(long, default_value = settings::CONNECTOR_MEMORY_MB.default)]
-        memory_mb: u64,
-        /// The outcome that passes: ok, skipped, retry, permanent or any
-        #[arg(long, default_value = "ok")]
-        expect: String,
-        /// Print the report as one JSON object
-        #[arg(long)]
-        json: bool,
-    },
+    Test(kit::TestArgs),
 }
 
 #[tokio::main]
@@ -142,53 +103,20 @@ async fn connector(command: ConnectorCommand) -> ExitCode {
                 }
             }
         }
-        ConnectorCommand::Test {
-            file,
-            event,
-            config,
-            http,
-            allow,
-            allow_private,
-            attempt,
-            max_attempts,
-            timeout_seconds,
-            memory_mb,
-            expect,
-            json,
-        } => {
-            if !(0.01..=300.0).contains(&timeout_seconds) {
-                eprintln!("integrations-hub connector test: --timeout-seconds must be 0.01 to 300");
-                return ExitCode::from(2);
-            }
-            let args = kit::TestArgs {
-                file,
-                event,
-                config,
-                http,
-                allow,
-                allow_private,
-                attempt,
-                max_attempts,
-                timeout: Duration::from_secs_f64(timeout_seconds),
-                memory_mb: memory_mb.clamp(1, 4096),
-                json,
-                expect,
-            };
-            match kit::test_connector(&args).await {
-                Ok((report, passed)) => {
-                    println!("{report}");
-                    if passed {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(why) => {
-                    eprintln!("integrations-hub connector test: {why}");
-                    ExitCode::from(2)
+        ConnectorCommand::Test(args) => match kit::test_connector(&args).await {
+            Ok((report, passed)) => {
+                println!("{report}");
+                if passed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
                 }
             }
-        }
+            Err(why) => {
+                eprintln!("integrations-hub connector test: {why}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`delivery`]: the engine end to end into a real receiver (signatures, retries, dead
 //!   letters, circuit breaker, crash recovery);
 //! - [`connectors`]: real `.wasm` components in a real hub, hostile ones included;
+//! - [`catalog`]: the Discord, Teams and PagerDuty connectors against local fakes;
 //! - [`connector_contract`]: the connector contract 0.2 (reports, context, kv, validation, logs);
 //! - [`instances`]: connector instances (one component, many configured destinations);
 //! - [`queries`], [`store_queries`]: the visibility API (events by filter, a subscription's
@@ -19,6 +20,7 @@
 
 mod api;
 mod bench_smoke;
+mod catalog;
 mod chaos;
 mod connector_contract;
 mod connectors;

@@ -37,6 +37,7 @@
 //! # assert_eq!(outcome, Outcome::ok().status(200));
 //! ```
 
+pub mod format;
 pub mod mock;
 
 use std::time::Duration;
@@ -376,6 +377,23 @@ impl Response {
 
     pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::from_slice(&self.body)
+    }
+
+    /// The usual reading of an HTTP answer: 2xx delivered; 408, 429 and 5xx retried (after
+    /// `Retry-After`, at most an hour, when given); any other status permanent. The status is
+    /// reported as the upstream's.
+    pub fn outcome(&self) -> Outcome {
+        match self.status {
+            200..=299 => Outcome::ok().status(self.status),
+            408 | 429 | 500..=599 => {
+                let retry = Outcome::retry(format!("HTTP {}", self.status)).status(self.status);
+                match self.retry_after() {
+                    Some(delay) => retry.after(delay.min(Duration::from_secs(3600))),
+                    None => retry,
+                }
+            }
+            status => Outcome::permanent(format!("HTTP {status}")),
+        }
     }
 }
 

@@ -1,18 +1,16 @@
 //! A connector made with `integrations-hub connector new`: it forwards every event it receives as
 //! a JSON POST to the configured `webhook_url`. Change [`ConnectorTemplate::handle`] to speak
-//! your service's API; keep the decisions in plain functions like [`verdict`] and test them with
-//! the mock host (`cargo test`).
+//! your service's API; keep its decisions in plain functions and test them with the mock host
+//! (`cargo test`).
 //!
 //! Build: `cargo build --release --target wasm32-wasip2`, then copy
 //! `target/wasm32-wasip2/release/connector_template.wasm` into the hub's `IH_CONNECTORS_DIR`
 //! (to a temporary name, then rename it into place). Try it first with
 //! `integrations-hub connector test <file>.wasm --event event.json --config webhook_url=…`.
 
-use std::time::Duration;
-
 use integrations_hub_connector::{
-    ConfigKey, Connector, Context, Event, Host, Level, Manifest, Outcome, Request, Response,
-    SettingsError, export_connector,
+    ConfigKey, Connector, Context, Event, Host, Level, Manifest, Outcome, Request, SettingsError,
+    export_connector,
 };
 
 pub struct ConnectorTemplate;
@@ -68,8 +66,10 @@ impl Connector for ConnectorTemplate {
         if let Some(token) = host.config("token") {
             request = request.header("authorization", format!("Bearer {token}"));
         }
+        // The usual reading of an answer (2xx ok; 408, 429, 5xx retried after Retry-After; other
+        // statuses permanent); read the body too when your service explains its errors there.
         let outcome = match host.send(&request) {
-            Ok(response) => verdict(&response),
+            Ok(response) => response.outcome(),
             Err(e) => e.into(),
         };
         let attempt = context.attempt.to_string();
@@ -82,28 +82,14 @@ impl Connector for ConnectorTemplate {
     }
 }
 
-/// What the receiver's answer means: 2xx delivered; 429 and 5xx retried (after `Retry-After`
-/// when given); any other status is permanent.
-pub fn verdict(response: &Response) -> Outcome {
-    match response.status {
-        200..=299 => Outcome::ok().status(response.status),
-        429 | 500..=599 => {
-            let retry = Outcome::retry(format!("HTTP {}", response.status)).status(response.status);
-            match response.retry_after() {
-                Some(delay) => retry.after(delay.min(Duration::from_secs(3600))),
-                None => retry,
-            }
-        }
-        status => Outcome::permanent(format!("HTTP {status}")),
-    }
-}
-
 export_connector!(ConnectorTemplate);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use integrations_hub_connector::Response;
     use integrations_hub_connector::mock::MockHost;
+    use std::time::Duration;
 
     const URL: &str = "https://hooks.example.com/in";
 
@@ -147,7 +133,12 @@ mod tests {
 
     #[test]
     fn client_errors_are_permanent_and_bad_settings_refused() {
-        assert_eq!(verdict(&Response::new(404)), Outcome::permanent("HTTP 404"));
+        let host =
+            MockHost::new()
+                .with_config("webhook_url", URL)
+                .answer("POST", URL, Response::new(404));
+        let outcome = ConnectorTemplate::handle(&host, &event(), &Context::first());
+        assert_eq!(outcome, Outcome::permanent("HTTP 404"));
         let host = MockHost::new().with_config("webhook_url", "hooks.example.com");
         let refused = ConnectorTemplate::validate(&host).expect_err("not a URL");
         assert_eq!(refused.key.as_deref(), Some("webhook_url"));
