@@ -16,7 +16,7 @@ use crate::connectors::trial::{self, Fixture, Trial, TrialOptions};
 use crate::connectors::{CallOutcome, EventData};
 
 /// The files `connector new` writes: path in the new crate, and text (before naming).
-const FILES: [(&str, &str); 7] = [
+const FILES: [(&str, &str); 8] = [
     (
         "Cargo.toml",
         include_str!("../../connectors/template/Cargo.toml"),
@@ -32,6 +32,10 @@ const FILES: [(&str, &str); 7] = [
     (
         "sdk/src/lib.rs",
         include_str!("../../connectors/sdk/src/lib.rs"),
+    ),
+    (
+        "sdk/src/format.rs",
+        include_str!("../../connectors/sdk/src/format.rs"),
     ),
     (
         "sdk/src/mock.rs",
@@ -457,6 +461,26 @@ mod tests {
         let cargo = named(FILES[0].1, "order-alerts");
         assert!(cargo.contains("name = \"order-alerts\""));
         assert!(cargo.contains("path = \"sdk\""));
+    }
+
+    /// Every source file of the SDK and the template is written by `connector new`.
+    #[test]
+    fn every_sdk_and_template_file_is_embedded() {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for (dir, prefix) in [
+            ("connectors/sdk/src", "sdk/src"),
+            ("connectors/template/src", "src"),
+        ] {
+            let entries = std::fs::read_dir(workspace.join(dir)).expect("source folder");
+            for entry in entries {
+                let name = entry.expect("entry").file_name();
+                let path = format!("{prefix}/{}", name.to_string_lossy());
+                assert!(
+                    FILES.iter().any(|(p, _)| *p == path),
+                    "{path} is not in kit.rs's FILES"
+                );
+            }
+        }
     }
 
     #[test]

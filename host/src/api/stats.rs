@@ -59,7 +59,7 @@ pub struct StatsQuery {
 
 mirror! {
     /// Attempt durations in milliseconds (nearest rank), from the latest attempts of the
-    /// window (at most 10,000: `model::MAX_LATENCY_SAMPLE`).
+    /// window (at most 2,000: `model::MAX_LATENCY_SAMPLE`).
     pub struct Latency from Percentiles {
         p50: u64,
         p95: u64,
