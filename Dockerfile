@@ -28,5 +28,8 @@ ENV IH_BIND=0.0.0.0:8000 \
     IH_CONNECTORS_DIR=/var/lib/integrations-hub/data/connectors
 VOLUME ["/var/lib/integrations-hub/data"]
 EXPOSE 8000
+# Ready when the database answers (/readyz); `health --live` asks only whether the process answers.
+HEALTHCHECK --interval=10s --timeout=6s --start-period=20s --retries=3 \
+    CMD ["/usr/local/bin/integrations-hub", "health"]
 ENTRYPOINT ["/usr/local/bin/integrations-hub"]
 CMD ["serve"]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use integrations_hub::config::settings;
 use integrations_hub::{Config, kit, run, shutdown_signal, store, telemetry};
 
 /// Integrations Hub — signed webhooks and WebAssembly connectors for your product's events.
@@ -29,6 +30,15 @@ enum Command {
     /// Write and try connectors (the author kit)
     #[command(subcommand)]
     Connector(ConnectorCommand),
+    /// Ask a running hub whether it is ready (exit 0) or not (exit 1): for HEALTHCHECK
+    Health {
+        /// The hub's address (default: from IH_BIND, a wildcard bind asked on loopback)
+        #[arg(long)]
+        url: Option<String>,
+        /// Ask only whether the process answers (/livez), not the database (/readyz)
+        #[arg(long)]
+        live: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +63,7 @@ async fn main() -> ExitCode {
         Command::Serve => false,
         Command::Migrate => true,
         Command::Connector(command) => return connector(command).await,
+        Command::Health { url, live } => return health(url, live).await,
     };
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -117,6 +128,50 @@ async fn connector(command: ConnectorCommand) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// `integrations-hub health`: one probe of a running hub; the answer's body goes to stdout.
+#[allow(clippy::print_stdout)]
+async fn health(url: Option<String>, live: bool) -> ExitCode {
+    let base = url.unwrap_or_else(|| {
+        let bind = std::env::var("IH_BIND")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| settings::BIND.default.to_owned());
+        let bind = bind
+            .replace("0.0.0.0:", "127.0.0.1:")
+            .replace("[::]:", "[::1]:");
+        format!("http://{bind}")
+    });
+    let path = if live { "/livez" } else { "/readyz" };
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build();
+    let answer = match client {
+        Ok(client) => client.get(&url).send().await,
+        Err(e) => {
+            eprintln!("integrations-hub health: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match answer {
+        Ok(response) => {
+            let ok = response.status().is_success();
+            let status = response.status();
+            println!("{}", response.text().await.unwrap_or_default());
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("integrations-hub health: {url} answered {status}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("integrations-hub health: no answer from {url}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -56,6 +56,27 @@ fn migrate_creates_the_default_sqlite_database() {
 }
 
 #[test]
+fn health_fails_when_nothing_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let out = hub(dir.path())
+        .env("IH_BIND", format!("0.0.0.0:{port}"))
+        .arg("health")
+        .output()
+        .expect("health");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("no answer from http://127.0.0.1:{port}/readyz")),
+        "a wildcard bind is asked on loopback: {stderr}"
+    );
+}
+
+#[test]
 fn serves_then_exits_zero_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = hub(dir.path())
@@ -85,6 +106,21 @@ fn serves_then_exits_zero_on_sigterm() {
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // The probe a HEALTHCHECK runs: ready (the database answers), and alive.
+    let url = format!("http://{addr}");
+    for args in [
+        vec!["health", "--url", &url],
+        vec!["health", "--url", &url, "--live"],
+    ] {
+        let out = hub(dir.path()).args(&args).output().expect("health");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"status\":\"ok\""));
+    }
 
     let status = Command::new("kill")
         .arg("-TERM")

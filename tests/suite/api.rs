@@ -515,6 +515,8 @@ async fn ops_endpoints_work_without_a_key(backend: Backend) {
     };
     let health = hub.expect(hub.get("/health"), 200).await;
     assert_eq!(health["status"], "ok");
+    assert_eq!(hub.expect(hub.get("/readyz"), 200).await, health);
+    assert_eq!(hub.expect(hub.get("/livez"), 200).await["status"], "ok");
     assert_eq!(
         health["database"],
         match backend {
@@ -542,6 +544,8 @@ async fn ops_endpoints_work_without_a_key(backend: Backend) {
         "/api/v1/events/batch",
         "/api/v1/events/{id}",
         "/health",
+        "/livez",
+        "/readyz",
         "/metrics",
     ] {
         assert!(
@@ -569,6 +573,9 @@ async fn ops_endpoints_work_without_a_key(backend: Backend) {
         hub.db().drop_now().await;
         let health = hub.expect(hub.get("/health"), 503).await;
         assert_eq!(health["status"], "unavailable");
+        // Not ready, but alive: an orchestrator takes it out of rotation without restarting it.
+        hub.expect(hub.get("/readyz"), 503).await;
+        hub.expect(hub.get("/livez"), 200).await;
         let problem = hub
             .expect(
                 hub.post("/api/v1/events")

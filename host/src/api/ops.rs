@@ -20,6 +20,8 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(health))
+        .routes(routes!(livez))
+        .routes(routes!(readyz))
         .routes(routes!(metrics))
 }
 
@@ -36,7 +38,36 @@ pub struct Health {
     pub problem: Option<String>,
 }
 
-/// Liveness and readiness: 200 when the database answers, 503 otherwise.
+/// Liveness of this process.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Live {
+    /// Always `ok`: the process answers.
+    pub status: &'static str,
+    pub version: &'static str,
+}
+
+/// Liveness: 200 while the process answers requests. It does not ask the database, so an
+/// orchestrator never restarts a healthy process because the database is down (that is
+/// `/readyz`).
+#[utoipa::path(get, path = "/livez", tag = "operations", security(()),
+    responses((status = 200, description = "Alive", body = Live)))]
+async fn livez() -> Json<Live> {
+    Json(Live {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Readiness: 200 when the database answers, 503 otherwise (take the instance out of the load
+/// balancer, do not restart it).
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "Ready", body = Health), (status = 503, description = "The database is unreachable", body = Health)))]
+async fn readyz(state: State<AppState>) -> (StatusCode, Json<Health>) {
+    health(state).await
+}
+
+/// Readiness, as `/readyz` (kept for existing probes): 200 when the database answers, 503
+/// otherwise.
 #[utoipa::path(get, path = "/health", tag = "operations", security(()),
     responses((status = 200, description = "Healthy", body = Health), (status = 503, description = "The database is unreachable", body = Health)))]
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
