@@ -281,9 +281,19 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// Whose values this call reaches: its connector's, for its instance (`None`: the default).
+    fn kv_scope(&self) -> crate::connectors::kv::Scope {
+        (self.shared.name.clone(), self.instance)
+    }
+}
+
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.kv.as_ref().and_then(|(kv, scope)| kv.get(scope, &key)))
+        Ok(self
+            .kv
+            .as_ref()
+            .and_then(|kv| kv.get(&self.kv_scope(), &key)))
     }
 
     async fn set(
@@ -292,20 +302,20 @@ impl kv::Host for HostState {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), kv::KvError>> {
-        let Some((kv, scope)) = self.kv.as_ref() else {
+        let Some(kv) = self.kv.as_ref() else {
             return Ok(Err(kv::KvError::TooLarge(
                 "kv is available only while handling a delivery".into(),
             )));
         };
         let ttl = ttl_ms.map(std::time::Duration::from_millis);
         Ok(kv
-            .set(scope, key, value, ttl)
+            .set(&self.kv_scope(), key, value, ttl)
             .map_err(|e| kv::KvError::TooLarge(e.0)))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        if let Some((kv, scope)) = self.kv.as_ref() {
-            kv.delete(scope, &key);
+        if let Some(kv) = self.kv.as_ref() {
+            kv.delete(&self.kv_scope(), &key);
         }
         Ok(())
     }

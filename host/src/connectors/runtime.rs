@@ -23,7 +23,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Shared;
-use super::kv::{self, Kv};
+use super::kv::Kv;
 use super::outcome::{
     CallContext, CallOutcome, EventData, FailureKind, MAX_EXTERNAL_ID, MAX_REASON, bounded,
 };
@@ -348,7 +348,7 @@ impl Runtime {
             deadline: Instant::now() + self.timeout,
             timed_out: false,
             log_lines: 0,
-            kv: context.map(|c| (self.kv.clone(), (shared.name.clone(), c.instance_id))),
+            kv: context.map(|_| self.kv.clone()),
             delivery: context.map(|c| c.delivery_id),
             recorder: self.recorder.clone(),
             instance: context.and_then(|c| c.instance_id),
@@ -572,8 +572,9 @@ pub struct HostState {
     timed_out: bool,
     /// Log lines written in this call (capped).
     pub(super) log_lines: u32,
-    /// The instance's values, during a delivery.
-    pub(super) kv: Option<(Arc<Kv>, kv::Scope)>,
+    /// Every instance's values, reachable during a delivery (the scope comes from `shared` and
+    /// `instance`).
+    pub(super) kv: Option<Arc<Kv>>,
     /// For log lines: the delivery and instance of this call.
     pub(super) delivery: Option<uuid::Uuid>,
     pub(super) instance: Option<uuid::Uuid>,
