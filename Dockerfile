@@ -1,12 +1,18 @@
 # syntax=docker/dockerfile:1
 
-# Build stage: the toolchain comes from rust-toolchain.toml (rustup installs it on first use).
-# The wasm32-wasip2 target is added explicitly: build.rs compiles the built-in Slack connector.
+# Build stage: the toolchain comes from rust-toolchain.toml, installed in a layer of its own
+# (it changes rarely); the wasm32-wasip2 target is added there too (build.rs compiles the
+# built-in Slack connector). Dependencies are cached across builds in BuildKit cache mounts (the
+# registry and the target directory), so a change to the hub's code recompiles the hub only.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+COPY rust-toolchain.toml ./
+RUN rustup toolchain install && rustup target add wasm32-wasip2
 COPY . .
-RUN rustup target add wasm32-wasip2 \
-    && CI=true cargo build --release --locked --package integrations-hub \
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    CI=true cargo build --release --locked --package integrations-hub \
     && install -D --mode=0755 target/release/integrations-hub /out/integrations-hub
 
 # Runtime stage: a small Debian with CA certificates, running as an unprivileged user.
@@ -21,8 +27,8 @@ RUN apt-get update \
 COPY --from=build /out/integrations-hub /usr/local/bin/integrations-hub
 USER 10001:10001
 WORKDIR /var/lib/integrations-hub
-# Listening on all interfaces inside the container requires IH_API_KEYS (the hub refuses
-# to start without keys on a non-loopback address).
+# Listening on all interfaces inside the container requires IH_API_KEYS and IH_ENCRYPTION_KEY
+# (or IH_ENCRYPTION_KEY_FILE): the hub refuses to start without them on a non-loopback address.
 ENV IH_BIND=0.0.0.0:8000 \
     IH_DATABASE_URL=sqlite:///var/lib/integrations-hub/data/integrations-hub.db \
     IH_CONNECTORS_DIR=/var/lib/integrations-hub/data/connectors

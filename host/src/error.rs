@@ -53,6 +53,9 @@ pub enum ApiError {
     },
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// A valid key whose scope does not cover the request.
+    #[error("{}", forbidden_detail(*.0))]
+    Forbidden(crate::config::Scope),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -75,6 +78,18 @@ pub enum ApiError {
     Uncertain(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// What a key of `scope` may do instead, for a 403's detail.
+fn forbidden_detail(scope: crate::config::Scope) -> &'static str {
+    use crate::config::Scope;
+    match scope {
+        Scope::Publish => {
+            "this API key may only publish events (POST /api/v1/events and /api/v1/events/batch)"
+        }
+        Scope::Read => "this API key may only read (GET); changes need an admin key",
+        Scope::Admin => "this API key may not do this",
+    }
 }
 
 impl ApiError {
@@ -102,6 +117,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -261,7 +261,7 @@ pub async fn test_connector(args: &TestArgs) -> Result<(String, bool), String> {
         allowed_hosts: args.allow.clone(),
         timeout: Duration::from_secs_f64(args.timeout_seconds),
         memory_mb: args.memory_mb,
-        allow_private: args.allow_private,
+        policy: crate::egress::Policy::new(args.allow_private, &[]),
         attempt: args.attempt.max(1),
         max_attempts: args.max_attempts.max(1),
     };

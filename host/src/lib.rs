@@ -157,7 +157,7 @@ mod layers {
             if text.contains("sqlx::") {
                 assert!(under("store"), "{} uses sqlx", relative.display());
             }
-            if text.contains("wasmtime") {
+            if text.contains("wasmtime::") || text.contains("wasmtime_wasi::") {
                 assert!(under("connectors"), "{} uses wasmtime", relative.display());
             }
         }

@@ -14,7 +14,7 @@ use integrations_hub::{Config, kit, run, shutdown_signal, store, telemetry};
 #[command(
     name = "integrations-hub",
     version,
-    after_help = "The hub is configured by IH_* environment variables; see the README."
+    after_help = "The hub is configured by IH_* environment variables (or the flags of `serve`, which override them); see the README."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,9 +24,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start the hub (the default)
-    Serve,
+    Serve(Flags),
     /// Apply database migrations and exit
-    Migrate,
+    Migrate(Flags),
     /// Write and try connectors (the author kit)
     #[command(subcommand)]
     Connector(ConnectorCommand),
@@ -39,6 +39,59 @@ enum Command {
         #[arg(long)]
         live: bool,
     },
+}
+
+/// One flag per setting of `config/settings.rs` (`--delivery-max-attempts` for
+/// `IH_DELIVERY_MAX_ATTEMPTS`, …), derived from the declarations, never listed twice: the values
+/// given, as `(IH_NAME, value)`.
+#[derive(Debug, Clone, Default)]
+struct Flags(Vec<(String, String)>);
+
+/// The settings that have a flag (all but the per-connector families), with the flag's name.
+fn flagged() -> impl Iterator<Item = (&'static settings::Setting, String)> {
+    settings::ALL
+        .iter()
+        .filter(|s| s.kind != settings::Kind::PerConnector)
+        .map(|s| (s, s.name.to_ascii_lowercase().replace('_', "-")))
+}
+
+impl clap::FromArgMatches for Flags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(
+            flagged()
+                .filter_map(|(s, flag)| {
+                    let value = matches.get_one::<String>(&flag)?;
+                    Some((s.variable(), value.clone()))
+                })
+                .collect(),
+        ))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for Flags {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        flagged().fold(command, |command, (s, flag)| {
+            let default = match s.default {
+                "" => String::new(),
+                d => format!(" [default: {d}]"),
+            };
+            command.arg(
+                clap::Arg::new(flag.clone())
+                    .long(flag)
+                    .value_name("VALUE")
+                    .help(format!("{} [env: {}]{default}", s.help, s.variable())),
+            )
+        })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,13 +112,14 @@ enum ConnectorCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let migrate = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => false,
-        Command::Migrate => true,
+    let (migrate, flags) = match cli.command.unwrap_or(Command::Serve(Flags::default())) {
+        Command::Serve(flags) => (false, flags),
+        Command::Migrate(flags) => (true, flags),
         Command::Connector(command) => return connector(command).await,
         Command::Health { url, live } => return health(url, live).await,
     };
-    let config = match Config::from_env() {
+    // A flag overrides its variable: it comes later into the same map.
+    let config = match Config::from_vars(std::env::vars().chain(flags.0)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("integrations-hub: invalid configuration: {e}");
@@ -87,7 +141,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "integrations-hub failed");
+            tracing::error!(error = causes(&e), "integrations-hub failed");
             ExitCode::FAILURE
         }
     }
@@ -185,4 +239,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             )
         })?;
     run(config, listener, shutdown_signal()).await
+}
+
+/// `error` and its causes, each said once: a cause whose text its error already quotes is not
+/// repeated (sqlx's errors and ours quote their sources).
+fn causes(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }

@@ -1,16 +1,22 @@
-//! Prometheus metrics, kept in one prometheus-client registry and served at `/metrics`.
+//! Prometheus metrics, kept in one prometheus-client registry and served at `/metrics`, in the
+//! OpenMetrics text format or, for scrapers that ask for it, Prometheus text 0.0.4
+//! ([`to_prometheus_text`]).
 //!
 //! Label values that come from clients (event types) are bounded: after
 //! [`MAX_EVENT_TYPE_LABELS`] distinct values, new ones are counted under `other`, so a client
-//! cannot grow the registry without limit.
+//! cannot grow the registry without limit. Every series whose labels are known in advance
+//! (delivery kinds and outcomes; each loaded connector's outcomes) exists at 0 from the start,
+//! so alerts and dashboards see a zero, not "no data".
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::info::Info;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -22,6 +28,23 @@ use prometheus_client::registry::Registry;
 
 /// Distinct `event_type` label values kept before new ones are folded into `other`.
 pub const MAX_EVENT_TYPE_LABELS: usize = 1000;
+
+/// The `kind` label values of deliveries.
+pub const DELIVERY_KINDS: [&str; 2] = ["webhook", "connector"];
+/// The `outcome` label values of `ih_deliveries_total`.
+const DELIVERY_OUTCOMES: [&str; 3] = ["succeeded", "failed", "dead"];
+/// The `outcome` label values of `ih_connector_invocations_total` (`CallOutcome::label` in
+/// `connectors/outcome.rs`).
+pub const CONNECTOR_OUTCOMES: [&str; 8] = [
+    "ok",
+    "skipped",
+    "retry",
+    "permanent",
+    "timeout",
+    "memory",
+    "trap",
+    "unavailable",
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -116,11 +139,26 @@ macro_rules! metrics {
                     let $field = <$ty as Fresh>::fresh();
                     registry.register($name, $help, $field.clone());
                 )*
-                Self {
+                registry.register(
+                    "ih_build",
+                    "The hub's version (always 1)",
+                    Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+                );
+                registry.register_collector(Box::new(ProcessCollector));
+                let metrics = Self {
                     registry,
                     event_types_seen: Mutex::new(HashSet::new()),
                     $($field,)*
+                };
+                for kind in DELIVERY_KINDS {
+                    for outcome in DELIVERY_OUTCOMES {
+                        drop(metrics.deliveries.get_or_create(&DeliveryLabels {
+                            kind: kind.to_owned(),
+                            outcome: outcome.to_owned(),
+                        }));
+                    }
                 }
+                metrics
             }
         }
     };
@@ -218,6 +256,24 @@ impl Metrics {
         }
     }
 
+    /// Makes a loaded connector's series exist at 0 (every outcome, refusals, durations).
+    pub fn connector_loaded(&self, connector: &str) {
+        for outcome in CONNECTOR_OUTCOMES {
+            drop(
+                self.connector_invocations
+                    .get_or_create(&ConnectorOutcomeLabels {
+                        connector: connector.to_owned(),
+                        outcome: outcome.to_owned(),
+                    }),
+            );
+        }
+        let labels = ConnectorLabels {
+            connector: connector.to_owned(),
+        };
+        drop(self.connector_http_denied.get_or_create(&labels));
+        drop(self.connector_duration.get_or_create(&labels));
+    }
+
     /// Counts one connector call. Connector names are bounded by the files the operator deploys.
     pub fn connector_invoked(&self, connector: &str, outcome: &str, duration: Duration) {
         self.connector_invocations
@@ -264,9 +320,195 @@ impl Metrics {
     }
 }
 
+/// OpenMetrics text as Prometheus text 0.0.4, for scrapers that ask for the classic format:
+/// a counter's `# HELP`/`# TYPE` name its `_total` series, an info metric becomes a gauge of its
+/// `_info` series, and the lines 0.0.4 does not know (`# UNIT`, `# EOF`) go. Samples are the same
+/// text in both formats.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    // A family's metadata, renamed by its TYPE (which follows its HELP).
+    let metadata = |name: &str, kind: &str| -> (String, String) {
+        match kind {
+            "counter" => (format!("{name}_total"), "counter".to_owned()),
+            "info" => (format!("{name}_info"), "gauge".to_owned()),
+            other => (name.to_owned(), other.to_owned()),
+        }
+    };
+    let lines: Vec<&str> = openmetrics.lines().collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for (i, line) in lines.iter().enumerate() {
+        if *line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (series, kind) = metadata(name, kind);
+            out.push_str(&format!("# TYPE {series} {kind}\n"));
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let kind = lines
+                .get(i + 1)
+                .and_then(|next| next.strip_prefix("# TYPE "))
+                .and_then(|t| t.split_once(' '))
+                .filter(|(typed, _)| *typed == name)
+                .map_or("untyped", |(_, kind)| kind);
+            let (series, _) = metadata(name, kind);
+            out.push_str(&format!("# HELP {series} {help}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `process_*` metrics read from `/proc/self` at each scrape (Linux; elsewhere none): CPU time,
+/// resident and virtual memory, open and maximum file descriptors, start time.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(process) = process::read() else {
+            return Ok(());
+        };
+        let cpu = ConstCounter::new(process.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                process.resident_bytes,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                process.virtual_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                process.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                process.max_fds,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                process.start_time_seconds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// What `/proc/self` tells of this process.
+mod process {
+    pub struct Process {
+        pub cpu_seconds: f64,
+        pub resident_bytes: f64,
+        pub virtual_bytes: f64,
+        pub open_fds: f64,
+        pub max_fds: f64,
+        pub start_time_seconds: f64,
+    }
+
+    /// Clock ticks per second of `/proc/self/stat`'s times: 100 on every Linux the hub targets
+    /// (`sysconf(_SC_CLK_TCK)`, fixed by the kernel's USER_HZ).
+    const TICKS: f64 = 100.0;
+    const PAGE: f64 = 4096.0;
+
+    pub fn read() -> Option<Process> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (in parentheses, which may hold spaces).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+        let (utime, stime, start_ticks) = (field(14)?, field(15)?, field(22)?);
+        let (virtual_bytes, resident_pages) = (field(23)?, field(24)?);
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as f64;
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3)?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        Some(Process {
+            cpu_seconds: (utime + stime) / TICKS,
+            resident_bytes: resident_pages * PAGE,
+            virtual_bytes,
+            open_fds,
+            max_fds,
+            start_time_seconds: boot + start_ticks / TICKS,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_series_exist_at_zero_and_the_classic_format_names_counters_by_their_series() {
+        let m = Metrics::new();
+        m.connector_loaded("slack");
+        let text = m.encode();
+        for series in [
+            "ih_deliveries_total{kind=\"webhook\",outcome=\"dead\"} 0",
+            "ih_deliveries_total{kind=\"connector\",outcome=\"succeeded\"} 0",
+            "ih_connector_invocations_total{connector=\"slack\",outcome=\"unavailable\"} 0",
+            "ih_connector_http_denied_total{connector=\"slack\"} 0",
+            "ih_build_info{version=",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+        let classic = to_prometheus_text(&text);
+        assert!(
+            classic.contains("# TYPE ih_deliveries_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# HELP ih_deliveries_total Delivery attempts"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE ih_build_info gauge\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE ih_outbox_pending gauge\n"),
+            "{classic}"
+        );
+        assert!(!classic.contains("# EOF"));
+        if cfg!(target_os = "linux") {
+            for process in [
+                "process_cpu_seconds_total ",
+                "process_resident_memory_bytes ",
+                "process_open_fds ",
+            ] {
+                assert!(text.contains(process), "{process} missing");
+            }
+            assert!(
+                classic.contains("# TYPE process_cpu_seconds_total counter"),
+                "{classic}"
+            );
+        }
+    }
 
     #[test]
     fn event_type_labels_are_bounded() {

@@ -24,9 +24,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Held until `run` ends (returns, or is dropped): one hub per SQLite file.
+    let _database_lock = store::hold_database(&config)
+        .await
+        .with_context(|| format!("opening the {}", config.database_url.describe()))?;
     let store = store::connect(&config)
         .await
-        .with_context(|| format!("opening the database {}", config.database_url.redacted()))?;
+        .with_context(|| format!("opening the {}", config.database_url.describe()))?;
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
@@ -34,6 +38,10 @@ pub async fn run(
         %addr,
         database = %store.backend(),
         auth = if config.api_keys.is_empty() { "off (loopback only)" } else { "api keys" },
+        secrets = match config.encryption_keys.first() {
+            Some(key) => format!("sealed with key {}", store::key_id(key)),
+            None => "stored unencrypted (no IH_ENCRYPTION_KEY; loopback only)".to_owned(),
+        },
         "integrations hub listening"
     );
     let metrics = Arc::new(Metrics::new());
@@ -43,31 +51,28 @@ pub async fn run(
 
     // One HTTP client (keep-alive pool, SSRF guard, no redirects) for webhooks and connectors.
     let user_agent = format!("integrations-hub/{}", env!("CARGO_PKG_VERSION"));
-    let client = egress::build(
-        config.delivery.timeout,
-        config.allow_private_destinations,
-        &user_agent,
-    )
-    .context("building the delivery HTTP client")?;
+    let policy = egress::Policy::from_config(&config);
+    let client = egress::build(config.delivery.timeout, &policy, &user_agent)
+        .context("building the delivery HTTP client")?;
     let connectors = Connectors::start(
         &config.connectors,
         config.delivery.concurrency,
         client.clone(),
-        config.allow_private_destinations,
+        policy.clone(),
         metrics.clone(),
         Some(store.clone()),
     )
     .await
     .map_err(anyhow::Error::msg)
     .context("starting the connector runtime")?;
+    for name in config.connectors.settings.keys() {
+        if !connectors.reads_variable(name) {
+            tracing::warn!("{}", crate::config::settings::unread_warning(name));
+        }
+    }
     let watcher = tokio::spawn(connectors.clone().watch(stop_rx.clone()));
 
-    let sender = Sender::new(
-        client,
-        connectors.clone(),
-        &config.delivery,
-        config.allow_private_destinations,
-    );
+    let sender = Sender::new(client, connectors.clone(), &config.delivery, policy.clone());
     let engine = Engine::new(
         store.clone(),
         config.delivery.clone(),

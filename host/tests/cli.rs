@@ -55,6 +55,61 @@ fn migrate_creates_the_default_sqlite_database() {
     assert!(again.status.success());
 }
 
+/// `--help` and `--version` answer on stdout; `serve` and `migrate` take a flag for every
+/// setting, which wins over its variable.
+#[test]
+fn help_is_on_stdout_and_flags_mirror_the_variables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["connector", "test", "--help"],
+    ] {
+        let out = hub(dir.path()).args(args).output().expect("run");
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+    let out = hub(dir.path()).arg("--version").output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let help = hub(dir.path())
+        .args(["serve", "--help"])
+        .output()
+        .expect("run");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--database-url",
+        "--bind",
+        "--delivery-max-attempts",
+        "--encryption-key-file",
+    ] {
+        assert!(help.contains(flag), "{flag} missing:\n{help}");
+    }
+    assert!(help.contains("[env: IH_DELIVERY_MAX_ATTEMPTS]"), "{help}");
+
+    // The flag wins over the variable.
+    let out = hub(dir.path())
+        .env("IH_DATABASE_URL", "sqlite://from-env.db")
+        .args(["migrate", "--database-url", "sqlite://from-flag.db"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("from-flag.db").is_file());
+    assert!(!dir.path().join("from-env.db").exists());
+    let out = hub(dir.path())
+        .args(["serve", "--delivery-max-attempts", "0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("IH_DELIVERY_MAX_ATTEMPTS"));
+}
+
 #[test]
 fn health_fails_when_nothing_answers() {
     let dir = tempfile::tempdir().expect("tempdir");

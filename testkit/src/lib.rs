@@ -140,6 +140,32 @@ impl TestDb {
         }
     }
 
+    /// Every stored subscription secret as `(key_id, secret column)`, read straight from the
+    /// database: what someone with a copy of it would see.
+    pub async fn stored_secrets(&self) -> Vec<(String, String)> {
+        let sql = "SELECT key_id, secret FROM subscription_secrets ORDER BY id";
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("open SQLite");
+                sqlx::query_as(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("read")
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("open Postgres");
+                sqlx::query_as(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("read")
+            }
+        }
+    }
+
     /// A SQLite database at `path` (created by the first hub started on it); the caller owns
     /// the folder.
     pub fn sqlite_file(path: &std::path::Path) -> TestDb {

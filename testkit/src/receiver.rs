@@ -217,14 +217,18 @@ pub fn verify_seed_signature(secret: &str, request: &Received) -> bool {
     hex::encode(mac.finalize().into_bytes()) == request.header("x-webhook-signature")
 }
 
-/// Standard Webhooks verification, as its libraries do it with `whsec_` + base64(secret): true
-/// when one of the space-separated `v1,` entries matches.
+/// Standard Webhooks verification, as its libraries do it with `whsec_` + base64(secret) (or a
+/// `whsec_…` secret as it is): true when one of the space-separated `v1,` entries matches.
 pub fn verify_standard_signature(secret: &str, request: &Received) -> bool {
     use base64::Engine;
-    let whsec = format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(secret.as_bytes())
-    );
+    let whsec = if secret.starts_with("whsec_") {
+        secret.to_owned()
+    } else {
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(secret.as_bytes())
+        )
+    };
     let key = base64::engine::general_purpose::STANDARD
         .decode(whsec.trim_start_matches("whsec_"))
         .expect("base64 key");

@@ -1,7 +1,9 @@
 //! End to end: the real hub on port 0, over real HTTP, on both backends.
 
+use integrations_hub_testkit::fixtures::FAST;
 use integrations_hub_testkit::fixtures::SECRET;
-use integrations_hub_testkit::{Backend, TestHub, backend_tests};
+use integrations_hub_testkit::receiver::{Receiver, Reply};
+use integrations_hub_testkit::{Backend, HubProcess, TestDb, TestHub, backend_tests};
 use serde_json::{Value, json};
 
 backend_tests!(
@@ -15,6 +17,9 @@ backend_tests!(
     api_keys_guard_every_api_route,
     ops_endpoints_work_without_a_key,
     request_ids_are_set_and_propagated,
+    metrics_parse_with_the_official_parser_in_both_formats,
+    logs_carry_numbers_keep_probes_quiet_and_tell_transitions_once,
+    database_errors_name_the_database_and_the_cause_once,
 );
 
 const HOOK: &str = "https://your-service.example.com/webhook";
@@ -118,7 +123,7 @@ async fn bad_input_gets_its_status_and_changes_nothing(backend: Backend) {
         ("missing content type", hub.post("/api/v1/events").body(r#"{"event_type":"a","payload":{}}"#), 415, None),
         ("wrong field type", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": SECRET, "events": "a"})), 422, Some("events")),
         ("wrong element type", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": SECRET, "events": [1]})), 422, Some("events[0]")),
-        ("missing field", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "events": ["a"]})), 422, Some("secret")),
+        ("missing field", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": SECRET})), 422, Some("events")),
         ("unknown field", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": SECRET, "events": ["a"], "evnets": []})), 422, Some("evnets")),
         ("short secret", hub.post("/api/v1/subscriptions").json(&json!({"url": "https://example.com/h", "secret": "short", "events": ["a"]})), 422, Some("secret")),
         ("private literal url", hub.post("/api/v1/subscriptions").json(&json!({"url": "http://192.168.0.10/h", "secret": SECRET, "events": ["a"]})), 422, Some("url")),
@@ -620,4 +625,292 @@ async fn request_ids_are_set_and_propagated(backend: Backend) {
         Some("trace-me-123")
     );
     hub.stop().await.0.expect("graceful stop returns Ok");
+}
+
+/// The official Prometheus Python client's parser (`IH_TEST_PYTHON`, default `python3`, with
+/// `prometheus_client` installed; `.ci/run` provides it) reads `text` as `format`; `None` when
+/// it is not installed outside CI.
+fn official_parse(format: &str, text: &str) -> Option<Value> {
+    use std::io::Write;
+    let python = std::env::var("IH_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/parse_metrics.py");
+    let installed = std::process::Command::new(&python)
+        .args(["-c", "import prometheus_client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "CI=true: {python} with prometheus_client is required (IH_TEST_PYTHON)"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "*** metrics parser test SKIPPED: {python} has no prometheus_client (pip install prometheus_client)"
+        );
+        return None;
+    }
+    let mut child = std::process::Command::new(&python)
+        .args([script, format])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the parser");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write the text");
+    let out = child.wait_with_output().expect("parser output");
+    assert!(
+        out.status.success(),
+        "the official {format} parser refused the text: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("parser JSON"))
+}
+
+/// The value of the sample `name{labels}` in parsed `families`.
+fn sample(families: &Value, family: &str, name: &str, labels: Value) -> Option<f64> {
+    families[family]["samples"]
+        .as_array()?
+        .iter()
+        .find(|s| s[0] == name && s[1] == labels)
+        .and_then(|s| s[2].as_f64())
+}
+
+async fn metrics_parse_with_the_official_parser_in_both_formats(backend: Backend) {
+    let Some(hub) = TestHub::start(backend).await else {
+        return;
+    };
+    publish(&hub, "a").await;
+    let scrape = |accept: &'static str| {
+        let request = hub.get("/metrics").header("accept", accept);
+        async move {
+            let response = request.send().await.expect("metrics");
+            assert_eq!(response.status(), 200);
+            let kind = response.headers()["content-type"]
+                .to_str()
+                .expect("type")
+                .to_owned();
+            (kind, response.text().await.expect("text"))
+        }
+    };
+    // What Prometheus sends: OpenMetrics first, the classic format as a fallback.
+    let (kind, openmetrics) = scrape(
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    )
+    .await;
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let (kind, classic) = scrape("text/plain;version=0.0.4").await;
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let Some(om) = official_parse("openmetrics", &openmetrics) else {
+        return;
+    };
+    let text = official_parse("prometheus", &classic).expect("the parser is there");
+
+    // Known series exist at 0 before anything happened to them, in both formats.
+    for families in [&om, &text] {
+        let dead = json!({"kind": "webhook", "outcome": "dead"});
+        assert_eq!(
+            sample(families, "ih_deliveries", "ih_deliveries_total", dead),
+            Some(0.0)
+        );
+        let slack = json!({"connector": "slack", "outcome": "unavailable"});
+        assert_eq!(
+            sample(
+                families,
+                "ih_connector_invocations",
+                "ih_connector_invocations_total",
+                slack
+            ),
+            Some(0.0),
+            "the built-in Slack connector's series"
+        );
+        let published = json!({"event_type": "a"});
+        assert_eq!(
+            sample(
+                families,
+                "ih_events_published",
+                "ih_events_published_total",
+                published
+            ),
+            Some(1.0)
+        );
+        for process in [
+            "process_cpu_seconds",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert!(families.get(process).is_some(), "{process} missing");
+        }
+    }
+    assert_eq!(om["ih_deliveries"]["type"], "counter");
+    assert_eq!(text["ih_deliveries"]["type"], "counter");
+    // An info metric in OpenMetrics, a gauge of its `_info` series in the classic format.
+    let version = json!({"version": env!("CARGO_PKG_VERSION")});
+    assert_eq!(om["ih_build"]["type"], "info");
+    assert_eq!(
+        sample(&om, "ih_build", "ih_build_info", version.clone()),
+        Some(1.0)
+    );
+    assert_eq!(text["ih_build_info"]["type"], "gauge");
+    assert_eq!(
+        sample(&text, "ih_build_info", "ih_build_info", version),
+        Some(1.0)
+    );
+}
+
+async fn logs_carry_numbers_keep_probes_quiet_and_tell_transitions_once(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let refused = HubProcess::try_start(&db, &[("IH_LOG_LEVEL", "verbose")])
+        .await
+        .expect_err("a level that names no level refuses to start");
+    assert!(refused.contains("IH_LOG_LEVEL"), "{refused}");
+
+    let failing = Receiver::start(Reply::Status(500)).await;
+    let gone = Receiver::start(Reply::Status(410)).await;
+    let mut vars = FAST.to_vec();
+    vars.extend([("IH_DELIVERY_MAX_ATTEMPTS", "1"), ("IH_LOG_LEVEL", "info")]);
+    let hub = HubProcess::start(&db, &vars).await;
+    let failing_sub = hub.subscribe(&failing.url("/down"), json!(["down"])).await;
+    hub.subscribe(&gone.url("/gone"), json!(["gone"])).await;
+    for probe in ["/health", "/livez", "/readyz", "/metrics"] {
+        hub.get(probe).send().await.expect("probe");
+    }
+    // Ten failures in a row open the circuit; a 410 disables its subscription.
+    for i in 0..10 {
+        let id = hub.publish_id("down", json!({"i": i})).await;
+        hub.wait_status(&id, "dead").await;
+    }
+    let id = hub.publish_id("gone", json!({})).await;
+    hub.wait_status(&id, "dead").await;
+    let path = format!(
+        "/api/v1/subscriptions/{}",
+        failing_sub["id"].as_str().expect("id")
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let lines: Vec<Value> = hub
+            .log()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let told = |message: &str| lines.iter().filter(|l| l["message"] == message).count();
+        if told("subscription disabled") > 0
+            && told(
+                "circuit opened: the endpoint failed repeatedly, its deliveries wait for a probe",
+            ) > 0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transitions not logged: {lines:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    hub.get_json(&path, 200).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let lines: Vec<Value> = hub
+        .log()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(lines.len() >= 10, "the log was read: {lines:#?}");
+    let once = |message: &str| {
+        let found: Vec<&Value> = lines.iter().filter(|l| l["message"] == message).collect();
+        assert_eq!(found.len(), 1, "{message}: {found:#?}");
+        assert_eq!(found[0]["level"], "WARN", "{message}");
+        found[0].clone()
+    };
+    let opened =
+        once("circuit opened: the endpoint failed repeatedly, its deliveries wait for a probe");
+    assert_eq!(opened["subscription_id"], failing_sub["id"]);
+    once("subscription disabled");
+
+    let finished: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "finished processing request")
+        .collect();
+    assert!(!finished.is_empty(), "requests are logged: {lines:#?}");
+    for line in &finished {
+        assert!(line["latency_ms"].is_f64(), "a number: {line}");
+        let path = line["span"]["path"].as_str().unwrap_or_default();
+        assert!(
+            !["/health", "/livez", "/readyz", "/metrics"].contains(&path),
+            "probes stay at debug: {line}"
+        );
+    }
+    assert!(
+        !lines.iter().any(|l| l["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("cranelift"))),
+        "no compiler noise"
+    );
+}
+
+/// A second hub on the same SQLite file is refused with a sentence, and the first goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_hub_on_the_same_sqlite_file_is_refused() {
+    let db = TestDb::create(Backend::Sqlite)
+        .await
+        .expect("SQLite is always there");
+    let first = HubProcess::start(&db, &[]).await;
+    let refused = HubProcess::try_start(&db, &[])
+        .await
+        .expect_err("the file is taken");
+    assert!(
+        refused.contains("another integrations-hub is using this file"),
+        "{refused}"
+    );
+    assert!(refused.contains("hub.db"), "the file is named: {refused}");
+    first.get_json("/api/v1/subscriptions", 200).await;
+    drop(first);
+    // Once the first is gone, the file is free again.
+    HubProcess::start(&db, &[]).await;
+}
+
+/// PostgreSQL that cannot be used says where and why, once: the host, port and database, and
+/// the server's or the network's own words.
+async fn database_errors_name_the_database_and_the_cause_once(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    if backend == Backend::Sqlite {
+        return;
+    }
+    let url = url::Url::parse(&db.url).expect("url");
+    let host = url.host_str().expect("host").to_owned();
+    let port = url.port().unwrap_or(5432);
+    let mut missing = url.clone();
+    missing.set_path("no_such_database_here");
+    let mut wrong_port = url.clone();
+    wrong_port.set_port(Some(1)).expect("port");
+    for (url, cause, place) in [
+        (
+            missing.to_string(),
+            "does not exist",
+            format!("\"no_such_database_here\" at {host}:{port}"),
+        ),
+        (wrong_port.to_string(), "refused", format!("at {host}:1")),
+    ] {
+        let refused = HubProcess::try_start(&db, &[("IH_DATABASE_URL", &url)])
+            .await
+            .expect_err("cannot start");
+        let line: Value = refused
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["message"] == "integrations-hub failed")
+            .unwrap_or_else(|| panic!("no failure line in {refused}"));
+        let line = line["error"].as_str().expect("error").to_owned();
+        assert!(line.contains(&place), "{line}");
+        assert!(line.to_lowercase().contains(cause), "{line}");
+        assert_eq!(line.matches(cause).count(), 1, "said once: {line}");
+        assert!(!line.contains("pool timed out"), "{line}");
+    }
 }

@@ -19,6 +19,8 @@ backend_tests!(an_operator_works_through_the_console_in_a_real_browser);
 
 /// The key the console signs in with.
 const KEY: &str = "console-key-0123456789abcdef";
+/// A `read:` key of the same hub.
+const READ_KEY: &str = "console-read-key-0123456789";
 /// How long a page may take to show what a step waits for.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -223,7 +225,8 @@ async fn an_operator_works_through_the_console_in_a_real_browser(backend: Backen
     let Some(browser) = Browser::start(backend).await else {
         return;
     };
-    let vars = fast(&[("IH_API_KEYS", KEY), ("IH_DELIVERY_MAX_ATTEMPTS", "1")]);
+    let keys = format!("{KEY},read:{READ_KEY}");
+    let vars = fast(&[("IH_API_KEYS", &keys), ("IH_DELIVERY_MAX_ATTEMPTS", "1")]);
     let Some(hub) = TestHub::start_with(backend, &vars).await else {
         browser.close().await;
         return;
@@ -443,6 +446,59 @@ async fn an_operator_works_through_the_console_in_a_real_browser(backend: Backen
     browser.ready("subscriptions").await;
     api.expect(api.get(&format!("/api/v1/subscriptions/{sub}")), 404)
         .await;
+
+    // Without a secret the hub generates one, shown once in the flash.
+    browser
+        .open(&format!("{console}#/subscriptions/new"), "subscription-new")
+        .await;
+    browser.fill("field-url", &ok.url("/generated")).await;
+    browser.fill("field-events", "order.created").await;
+    browser.click(&Browser::css("subscription-submit")).await;
+    browser.ready("subscription").await;
+    let generated = browser.text("created-secret").await;
+    assert!(generated.starts_with("whsec_"), "{generated}");
+
+    // A read key: what it may read, and no control that changes anything.
+    browser
+        .client
+        .execute(
+            "sessionStorage.setItem('ih.console.apiKey', arguments[0])",
+            vec![json!(READ_KEY)],
+        )
+        .await
+        .expect("set the key");
+    browser.client.refresh().await.expect("reload");
+    browser.ready("subscription").await;
+    browser.wait_css("body[data-scope=\"read\"]").await;
+    for control in [
+        "send-test",
+        "rotate-form",
+        "delete-subscription",
+        "pause-toggle",
+        "edit-form",
+    ] {
+        let shown = browser
+            .find(control)
+            .await
+            .is_displayed()
+            .await
+            .expect("displayed");
+        assert!(!shown, "{control} is hidden from a read key");
+    }
+    browser
+        .open(&format!("{console}#/subscriptions"), "subscriptions")
+        .await;
+    let new = browser.find("new-subscription").await;
+    assert!(!new.is_displayed().await.expect("displayed"));
+    browser.shot("read-key").await;
+    browser
+        .client
+        .execute(
+            "sessionStorage.setItem('ih.console.apiKey', arguments[0])",
+            vec![json!(KEY)],
+        )
+        .await
+        .expect("set the key");
 
     // The overview, on a laptop and on a narrow screen; the keyboard reaches the skip link first.
     browser

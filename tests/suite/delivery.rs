@@ -19,6 +19,8 @@ backend_tests!(
     records_a_timeout_as_such,
     delivers_a_batch_of_100_exactly_once_each,
     refuses_names_that_resolve_to_private_addresses,
+    allowed_networks_open_one_by_one_and_metadata_never,
+    the_publishers_trace_goes_on_to_webhooks_and_connector_calls,
     gone_disables_the_subscription,
     a_dead_endpoint_opens_its_circuit_without_slowing_a_healthy_one,
     rotated_secrets_sign_during_the_grace_period,
@@ -430,6 +432,64 @@ async fn refuses_names_that_resolve_to_private_addresses(backend: Backend) {
     );
 }
 
+/// `IH_ALLOWED_DESTINATION_CIDRS` opens the receiver's network (by name and by literal address)
+/// and nothing else; metadata stays refused even with every private destination allowed.
+async fn allowed_networks_open_one_by_one_and_metadata_never(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let chosen = [
+        ("IH_ALLOWED_DESTINATION_CIDRS", "127.0.0.0/8"),
+        ("IH_DELIVERY_POLL_INTERVAL_SECONDS", "0.2"),
+    ];
+    let Some(hub) = TestHub::start_with(backend, &chosen).await else {
+        return;
+    };
+    let name = loopback_name().await;
+    let port = receiver.base.rsplit(':').next().expect("port");
+    hub.subscribe(&format!("http://{name}:{port}/by-name"), json!(["*"]))
+        .await;
+    hub.subscribe(&receiver.url("/by-address"), json!(["*"]))
+        .await;
+    let id = hub.publish_id("a", json!({})).await;
+    hub.wait_delivered(&id).await;
+    assert_eq!(receiver.requests_to("/by-name").len(), 1);
+    assert_eq!(receiver.requests_to("/by-address").len(), 1);
+    for (url, rule) in [
+        ("http://10.0.0.5/hook", "IH_ALLOWED_DESTINATION_CIDRS"),
+        ("http://169.254.169.254/latest/meta-data/", "never allowed"),
+    ] {
+        let refused = hub
+            .post_json(
+                "/api/v1/subscriptions",
+                &json!({"url": url, "secret": SECRET, "events": ["*"]}),
+                422,
+            )
+            .await;
+        assert!(refused.to_string().contains(rule), "{url}: {refused}");
+    }
+    drop(hub);
+
+    let Some(open) = TestHub::start_with(backend, &fast(&[])).await else {
+        return;
+    };
+    for url in [
+        "http://169.254.169.254/",
+        "http://[fe80::1]/",
+        "http://[::ffff:a9fe:a9fe]/",
+    ] {
+        let refused = open
+            .post_json(
+                "/api/v1/subscriptions",
+                &json!({"url": url, "secret": SECRET, "events": ["*"]}),
+                422,
+            )
+            .await;
+        assert!(
+            refused.to_string().contains("never allowed"),
+            "{url}: {refused}"
+        );
+    }
+}
+
 async fn gone_disables_the_subscription(backend: Backend) {
     let receiver = Receiver::start(Reply::Status(410)).await;
     let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
@@ -537,8 +597,8 @@ async fn rotated_secrets_sign_during_the_grace_period(backend: Backend) {
     hub.publish_id("a", json!({})).await;
     let got = receiver.wait_for("/rot", 1, WAIT).await;
     assert!(
-        verify_seed_signature(new_secret, &got[0]),
-        "X-Webhook-Signature uses the newest secret"
+        verify_seed_signature(SECRET, &got[0]),
+        "X-Webhook-Signature keeps the previous secret during the grace period"
     );
     assert!(verify_standard_signature(new_secret, &got[0]));
     assert!(
@@ -693,4 +753,64 @@ async fn hanging_endpoints_cannot_take_every_slot(backend: Backend) {
         3,
         "the hanging endpoints together hold at most 3 of the 4 slots"
     );
+}
+
+/// A `traceparent` on a publish reaches every call its event causes: the same trace id and
+/// flags, a parent id of the hub's own per call. A missing or malformed one sends none.
+async fn the_publishers_trace_goes_on_to_webhooks_and_connector_calls(backend: Backend) {
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let slack = Receiver::start(Reply::Json(200, json!({"ok": true, "ts": "1.2"}))).await;
+    let slack_base = slack.url("/api");
+    let slack_host = slack.base.trim_start_matches("http://").to_owned();
+    let vars = fast(&[
+        ("IH_SLACK_BOT_TOKEN", "xoxb-trace-test"),
+        ("IH_SLACK_API_BASE_URL", &slack_base),
+        ("IH_SLACK_ALLOWED_HOSTS", &slack_host),
+    ]);
+    let Some(hub) = TestHub::start_with(backend, &vars).await else {
+        return;
+    };
+    hub.subscribe(&receiver.url("/traced"), json!(["*"])).await;
+    let payload = json!({"title": "t", "requester": "r@example.com", "description": "d"});
+    let publish = |traceparent: Option<&str>| {
+        let mut request = hub
+            .post("/api/v1/events")
+            .json(&json!({"event_type": "request_submitted", "payload": payload}));
+        if let Some(t) = traceparent {
+            request = request.header("traceparent", t);
+        }
+        hub.expect(request, 202)
+    };
+    publish(Some(TRACE)).await;
+    let webhook = receiver.wait_for("/traced", 1, WAIT).await;
+    let call = slack.wait_for("/api/chat.postMessage", 1, WAIT).await;
+    for got in [
+        webhook[0].header("traceparent"),
+        call[0].header("traceparent"),
+    ] {
+        let parts: Vec<&str> = got.split('-').collect();
+        assert_eq!(parts.len(), 4, "{got}");
+        assert_eq!(
+            (parts[0], parts[1], parts[3]),
+            ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01")
+        );
+        assert_ne!(parts[2], "00f067aa0ba902b7", "the hub's own parent id");
+        assert!(
+            parts[2].len() == 16 && parts[2] != "0000000000000000",
+            "{got}"
+        );
+    }
+    assert_ne!(
+        webhook[0].header("traceparent"),
+        call[0].header("traceparent"),
+        "each call its own parent id"
+    );
+
+    publish(None).await;
+    publish(Some("00-not-a-trace-01")).await;
+    let webhooks = receiver.wait_for("/traced", 3, WAIT).await;
+    for got in &webhooks[1..] {
+        assert_eq!(got.header("traceparent"), "", "no trace to go on");
+    }
 }

@@ -8,18 +8,30 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use integrations_hub_testkit::fixtures::SECRET;
-use integrations_hub_testkit::receiver::{Receiver, Reply};
-use integrations_hub_testkit::{Backend, HubProcess, TestDb, backend_tests};
+use integrations_hub::Config;
+use integrations_hub::config::EncryptionKey;
+use integrations_hub::store::{self, key_id};
+use integrations_hub_testkit::fixtures::{SECRET, fast};
+use integrations_hub_testkit::receiver::{
+    Receiver, Reply, verify_seed_signature, verify_standard_signature,
+};
+use integrations_hub_testkit::{Backend, HubProcess, TestDb, TestHub, backend_tests};
 use serde_json::{Value, json};
 
-backend_tests!(secrets_never_appear_in_responses_or_logs);
+backend_tests!(
+    secrets_never_appear_in_responses_or_logs,
+    secrets_are_sealed_at_rest_and_keys_rotate,
+    a_webhook_without_a_secret_gets_a_generated_one,
+    api_keys_are_scoped_and_metrics_can_require_a_key,
+);
 
 const API_KEY: &str = "ih-api-key-7f3a9c2e-never-shown";
 const OTHER_KEY: &str = "ih-api-key-second-4d1b-never-shown";
 const SLACK_TOKEN: &str = "xoxb-slack-token-5b1d-never-shown";
 const ROTATED: &str = "rotated-secret-1c9a7-never-shown";
 const DB_PASSWORD: &str = "db-password-42aa-never-shown";
+/// `IH_ENCRYPTION_KEY` (32 bytes, base64).
+const ENCRYPTION_KEY: &str = "ZW5jcnlwdGlvbi1rZXktbmV2ZXItc2hvd24tMzJieXQ=";
 
 /// Every response the test got: status line, headers and body, as text.
 #[derive(Default)]
@@ -76,6 +88,9 @@ async fn secrets_never_appear_in_responses_or_logs(backend: Backend) {
                 "debug,cranelift_codegen=warn,wasmtime_internal_cranelift=warn,cranelift_frontend=warn",
             ),
             ("IH_API_KEYS", &keys),
+            ("IH_ENCRYPTION_KEY", ENCRYPTION_KEY),
+            // A singular that is nobody's variable: warned about by name, never by value.
+            ("IH_API_KEY", API_KEY),
             ("IH_SLACK_BOT_TOKEN", SLACK_TOKEN),
             ("IH_SLACK_API_BASE_URL", &slack_base),
             ("IH_SLACK_ALLOWED_HOSTS", &slack_host),
@@ -116,6 +131,22 @@ async fn secrets_never_appear_in_responses_or_logs(backend: Backend) {
         )
         .await;
     let sub_id = sub["id"].as_str().expect("id").to_owned();
+    // A generated secret is in its create response, once, and nowhere else.
+    let generated = seen
+        .call(
+            client
+                .post(url("/api/v1/subscriptions"))
+                .header("authorization", &auth)
+                .json(&json!({"url": endpoint.url("/generated"), "events": ["never.published"]})),
+            201,
+        )
+        .await;
+    let generated = generated["secret"]
+        .as_str()
+        .expect("a generated secret")
+        .to_owned();
+    let generated_response = seen.0.pop().expect("the create response");
+    assert!(generated_response.contains(&generated));
     let short = &SECRET[..8];
     seen.call(
         client
@@ -253,6 +284,8 @@ async fn secrets_never_appear_in_responses_or_logs(backend: Backend) {
         ("a secret's whsec_ form", b64.encode(SECRET)),
         ("a rotated secret's whsec_ form", b64.encode(ROTATED)),
         ("the database password", DB_PASSWORD.to_owned()),
+        ("the encryption key", ENCRYPTION_KEY.to_owned()),
+        ("a generated secret", generated.clone()),
     ];
     assert!(
         log.iter().any(|l| l.contains("dead-letters")) && log.iter().any(|l| l.contains("DEBUG")),
@@ -260,6 +293,12 @@ async fn secrets_never_appear_in_responses_or_logs(backend: Backend) {
         log.len()
     );
     assert!(seen.0.len() > 20, "responses were collected");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("IH_API_KEY is read by neither")
+                && l.contains("did you mean IH_API_KEYS?")),
+        "IH_API_KEY is warned about"
+    );
     for (what, secret) in &forbidden {
         for response in &seen.0 {
             assert!(
@@ -280,4 +319,281 @@ async fn secrets_never_appear_in_responses_or_logs(backend: Backend) {
         posted[0].header("authorization"),
         format!("Bearer {SLACK_TOKEN}")
     );
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Publishes one event and checks the delivery `receiver` got for it is signed with `secret`
+/// in both headers (the seed header with `seed`, the previous secret during a rotation).
+async fn delivered_signed_with(
+    hub: &TestHub,
+    receiver: &Receiver,
+    path: &str,
+    (secret, seed): (&str, &str),
+) {
+    let before = receiver.requests_to(path).len();
+    hub.publish_id("sealed.check", json!({"n": before})).await;
+    let got = receiver.wait_for(path, before + 1, WAIT).await;
+    let last = got.last().expect("a delivery");
+    assert!(verify_seed_signature(seed, last), "seed signature");
+    assert!(
+        verify_standard_signature(secret, last),
+        "Standard Webhooks signature"
+    );
+}
+
+/// Opening the database as the hub would, with `keys`: the error, if it refuses.
+async fn open_with(db: &TestDb, keys: &str) -> Result<(), String> {
+    let config = Config::from_vars([
+        ("IH_DATABASE_URL", db.url.as_str()),
+        ("IH_ENCRYPTION_KEY", keys),
+    ])
+    .expect("valid configuration");
+    store::connect(&config)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+async fn secrets_are_sealed_at_rest_and_keys_rotate(backend: Backend) {
+    let (k1, k2) = (
+        "a2V5LW9uZS1rZXktb25lLWtleS1vbmUta2V5LW9uZSE=",
+        "a2V5LXR3by1rZXktdHdvLWtleS10d28ta2V5LXR3byE=",
+    );
+    let id_of = |b64: &str| {
+        use base64::Engine;
+        let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64")
+            .try_into()
+            .expect("32 bytes");
+        key_id(&EncryptionKey::new(bytes))
+    };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+
+    // A hub without a key (loopback, development) stores the secret as given.
+    let hub = TestHub::start_on(db, &fast(&[])).await;
+    let sub = hub.subscribe(&receiver.url("/sealed"), json!(["*"])).await;
+    let (_, db) = hub.stop().await;
+    assert_eq!(
+        db.stored_secrets().await,
+        vec![(String::new(), SECRET.to_owned())]
+    );
+
+    // With a key, the existing row is sealed at start-up, and new secrets are sealed as written.
+    let hub = TestHub::start_on(db, &fast(&[("IH_ENCRYPTION_KEY", k1)])).await;
+    delivered_signed_with(&hub, &receiver, "/sealed", (SECRET, SECRET)).await;
+    let rotated = "rotated-after-sealing-0123456789";
+    let path = format!("/api/v1/subscriptions/{}", sub["id"].as_str().expect("id"));
+    hub.patch_json(&path, &json!({"secret": rotated}), 200)
+        .await;
+    delivered_signed_with(&hub, &receiver, "/sealed", (rotated, SECRET)).await;
+    let (_, db) = hub.stop().await;
+    let stored = db.stored_secrets().await;
+    assert_eq!(
+        stored.len(),
+        2,
+        "the rotated-out secret is kept for its grace period"
+    );
+    for (key, text) in &stored {
+        assert_eq!(key, &id_of(k1));
+        assert!(!text.contains(SECRET) && !text.contains(rotated), "{text}");
+    }
+
+    // Rotation of the key: the new key first, the old one after it; every row moves over.
+    let both = format!("{k2},{k1}");
+    let hub = TestHub::start_on(db, &fast(&[("IH_ENCRYPTION_KEY", &both)])).await;
+    delivered_signed_with(&hub, &receiver, "/sealed", (rotated, SECRET)).await;
+    let (_, db) = hub.stop().await;
+    let stored = db.stored_secrets().await;
+    assert!(
+        stored.iter().all(|(key, _)| key == &id_of(k2)),
+        "{stored:?}"
+    );
+
+    // Without the key that sealed them, the hub refuses to start and names the key it needs.
+    for keys in [k1, ""] {
+        let refused = open_with(&db, keys)
+            .await
+            .expect_err("the sealing key is missing");
+        assert!(refused.contains(&id_of(k2)), "{refused}");
+        assert!(
+            !refused.contains(k2) && !refused.contains(rotated),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        db.stored_secrets().await,
+        stored,
+        "a refused start changes nothing"
+    );
+    open_with(&db, k2)
+        .await
+        .expect("the new key alone opens everything");
+}
+
+async fn a_webhook_without_a_secret_gets_a_generated_one(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
+        return;
+    };
+    let created = hub
+        .post_json(
+            "/api/v1/subscriptions",
+            &json!({"url": receiver.url("/gen"), "events": ["*"]}),
+            201,
+        )
+        .await;
+    let secret = created["secret"]
+        .as_str()
+        .expect("the generated secret, once")
+        .to_owned();
+    assert!(
+        secret.starts_with("whsec_") && secret.len() >= 32,
+        "{secret}"
+    );
+    let path = format!(
+        "/api/v1/subscriptions/{}",
+        created["id"].as_str().expect("id")
+    );
+    let read = hub.get_json(&path, 200).await;
+    assert!(read.get("secret").is_none(), "returned once only: {read}");
+    // Receivers use it as given: the seed's HMAC over the whole string, and any Standard
+    // Webhooks library with the `whsec_` secret itself.
+    delivered_signed_with(&hub, &receiver, "/gen", (&secret, &secret)).await;
+
+    let another = hub
+        .post_json(
+            "/api/v1/subscriptions",
+            &json!({"url": receiver.url("/gen2"), "events": ["*"]}),
+            201,
+        )
+        .await;
+    assert_ne!(another["secret"], created["secret"]);
+    let given = hub
+        .post_json(
+            "/api/v1/subscriptions",
+            &json!({"url": receiver.url("/given"), "secret": SECRET, "events": ["*"]}),
+            201,
+        )
+        .await;
+    assert!(
+        given.get("secret").is_none(),
+        "a given secret is not echoed: {given}"
+    );
+}
+
+async fn api_keys_are_scoped_and_metrics_can_require_a_key(backend: Backend) {
+    let (admin, reader, publisher, metrics) = (
+        "admin-key-0123456789abcdef",
+        "read-key-0123456789abcdef",
+        "publish-key-0123456789abcdef",
+        "metrics-key-0123456789abcdef",
+    );
+    let keys = format!("{admin},read:{reader},publish:{publisher}");
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &[("IH_API_KEYS", &keys), ("IH_METRICS_KEY", metrics)],
+    )
+    .await
+    else {
+        return;
+    };
+    let with = |request: reqwest::RequestBuilder, key: &str| request.bearer_auth(key);
+    let sub = json!({"url": "https://example.com/hook", "secret": SECRET, "events": ["*"]});
+    let event = json!({"event_type": "a", "payload": {}});
+    let batch = json!({"events": [event]});
+
+    // What each key may do, as `GET /api/v1/key` tells the console.
+    for (key, scope) in [(admin, "admin"), (reader, "read"), (publisher, "publish")] {
+        let told = hub.expect(with(hub.get("/api/v1/key"), key), 200).await;
+        assert_eq!(told, json!({"scope": scope, "authentication": true}));
+    }
+    hub.expect(hub.get("/api/v1/key"), 401).await;
+
+    // Publish: events only.
+    hub.expect(
+        with(hub.post("/api/v1/events"), publisher).json(&event),
+        202,
+    )
+    .await;
+    hub.expect(
+        with(hub.post("/api/v1/events/batch"), publisher).json(&batch),
+        202,
+    )
+    .await;
+    for forbidden in [
+        with(hub.get("/api/v1/events"), publisher),
+        with(hub.get("/api/v1/subscriptions"), publisher),
+        with(hub.post("/api/v1/subscriptions"), publisher).json(&sub),
+    ] {
+        let problem = hub.expect(forbidden, 403).await;
+        assert_eq!(
+            problem["type"],
+            "https://integrations-hub.dev/problems/forbidden"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("only publish"),
+            "{problem}"
+        );
+    }
+
+    // Read: every GET, no change.
+    hub.expect(with(hub.get("/api/v1/events"), reader), 200)
+        .await;
+    hub.expect(with(hub.get("/api/v1/subscriptions"), reader), 200)
+        .await;
+    hub.expect(with(hub.get("/api/v1/admin/dead-letters"), reader), 200)
+        .await;
+    for forbidden in [
+        with(hub.post("/api/v1/events"), reader).json(&event),
+        with(hub.post("/api/v1/subscriptions"), reader).json(&sub),
+        with(hub.post("/api/v1/admin/dead-letters/replay"), reader).json(&json!({})),
+    ] {
+        let problem = hub.expect(forbidden, 403).await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("only read"),
+            "{problem}"
+        );
+    }
+
+    // Admin: everything.
+    let created = hub
+        .expect(
+            with(hub.post("/api/v1/subscriptions"), admin).json(&sub),
+            201,
+        )
+        .await;
+    let path = format!(
+        "/api/v1/subscriptions/{}",
+        created["id"].as_str().expect("id")
+    );
+    hub.expect(with(hub.delete(&path), reader), 403).await;
+    hub.expect(with(hub.delete(&path), admin), 204).await;
+
+    // /metrics wants its own key once IH_METRICS_KEY is set (and an API key is not it).
+    hub.expect(hub.get("/metrics"), 401).await;
+    hub.expect(with(hub.get("/metrics"), admin), 401).await;
+    let response = with(hub.get("/metrics"), metrics)
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(response.status(), 200);
+    // Probes stay open.
+    for probe in ["/livez", "/readyz", "/health"] {
+        assert_eq!(
+            hub.get(probe).send().await.expect("probe").status(),
+            200,
+            "{probe}"
+        );
+    }
 }

@@ -90,6 +90,7 @@ pub(crate) fn event(event_type: &str, payload: &str) -> NewEvent {
         payload: payload.into(),
         created_at: model::now(),
         ordering_key: None,
+        traceparent: None,
     }
 }
 

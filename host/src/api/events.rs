@@ -23,6 +23,7 @@ use super::schema::{Destination, mirror};
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState, Page, PageQuery};
 use crate::error::{ApiError, ApiResult};
+use crate::model::trace::TraceParent;
 use crate::model::{
     self, DeliveryCounts, DeliveryStatus, DeliverySummary, EventFilter, EventSummary,
     IdempotencyKey, NewEvent, PublishOutcome, PublishRequest, PublishedEvent,
@@ -138,6 +139,7 @@ fn new_event(
         payload: String::from(Box::<str>::from(event.payload)),
         created_at: now,
         ordering_key: event.ordering_key,
+        traceparent: None,
     }
 }
 
@@ -176,11 +178,20 @@ async fn validate_and_store(
 ) -> ApiResult<(Vec<PublishedEvent>, bool)> {
     let mut errors = Errors::default();
     let now = model::now();
+    // The caller's trace, when it sent a valid one (a malformed one is ignored, as W3C asks).
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map(|t| t.to_string());
     let events: Vec<NewEvent> = events
         .into_iter()
         .map(|(prefix, e)| {
             let max_payload = state.config.max_payload_bytes;
-            new_event(&mut errors, &prefix, e, max_payload, now)
+            NewEvent {
+                traceparent: traceparent.clone(),
+                ..new_event(&mut errors, &prefix, e, max_payload, now)
+            }
         })
         .collect();
     errors.finish()?;

@@ -34,7 +34,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::TraceLayer;
 use tracing::Level;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -44,6 +44,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::connectors::Connectors;
 use crate::delivery::Sender;
+use crate::egress::Policy;
 use crate::error::ApiError;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::model::{PublishOutcome, PublishRequest};
@@ -69,6 +70,8 @@ pub struct AppState {
     pub publisher: Arc<GroupCommit<PublishRequest, PublishOutcome>>,
     /// Sends test events exactly as the engine sends deliveries.
     pub sender: Sender,
+    /// Which destinations URLs may name (checked again at every attempt).
+    pub policy: Policy,
     /// Live feeds open (at most `feed::MAX_FEEDS`).
     feeds: Arc<tokio::sync::Semaphore>,
     /// Turns true when the hub shuts down: live feeds end.
@@ -94,6 +97,7 @@ impl AppState {
             wake,
             connectors,
             api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
+            policy: Policy::from_config(&config),
             store,
             metrics,
             config: Arc::new(config),
@@ -187,6 +191,7 @@ fn with_common_responses(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::
                     .or_insert_with(|| problem(description));
             };
             add("401", "Missing or wrong API key");
+            add("403", "The API key's scope does not cover this request");
             add(
                 "503",
                 "The database is unreachable: nothing was changed, retry later (or, as `detail` \
@@ -216,6 +221,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(instances::router())
         .merge(stats::router())
         .merge(feed::router())
+        .merge(auth::router())
 }
 
 /// Builds the complete application for `state`.
@@ -255,9 +261,25 @@ pub fn router(state: AppState) -> Router {
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    let (method, path) = (req.method(), req.uri().path());
+                    // Probes and scrapes come every few seconds: at debug, not among requests.
+                    if matches!(path, "/health" | "/livez" | "/readyz" | "/metrics") {
+                        tracing::debug_span!("request", method = %method, path = %path, request_id = %id)
+                    } else {
+                        tracing::info_span!("request", method = %method, path = %path, request_id = %id)
+                    }
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(|res: &Response, latency: Duration, span: &tracing::Span| {
+                    // The event at the span's level (none when the span is filtered out), with
+                    // the latency as a number: log queries compare numbers, not "3 ms".
+                    let status = res.status().as_u16();
+                    let latency_ms = latency.as_secs_f64() * 1000.0;
+                    match span.metadata().map(|m| *m.level()) {
+                        Some(Level::INFO) => tracing::info!(status, latency_ms, "finished processing request"),
+                        Some(_) => tracing::debug!(status, latency_ms, "finished processing request"),
+                        None => {}
+                    }
+                }),
         )
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

@@ -8,6 +8,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use sha2::Digest;
+use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -105,16 +107,31 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     )
 }
 
-/// Prometheus metrics (OpenMetrics text format).
+/// Prometheus metrics: OpenMetrics text when the scraper accepts it (Prometheus asks for it
+/// first), Prometheus text 0.0.4 otherwise.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
-    responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String)))]
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+    responses((status = 200, description = "Metrics", content((String = "application/openmetrics-text"), (String = "text/plain"))), (status = 401, description = "IH_METRICS_KEY is set and the request does not carry it")))]
+async fn metrics(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    if let Some(key) = &state.config.metrics_key {
+        let presented = super::auth::bearer(&req).unwrap_or_default();
+        let digest = |s: &str| -> [u8; 32] { sha2::Sha256::digest(s.as_bytes()).into() };
+        if !bool::from(digest(presented).ct_eq(&digest(key.expose()))) {
+            return crate::error::ApiError::Unauthorized.into_response();
+        }
+    }
+    let openmetrics = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let text = state.metrics.encode();
+    if openmetrics {
+        let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        ([(header::CONTENT_TYPE, kind)], text).into_response()
+    } else {
+        let kind = "text/plain; version=0.0.4; charset=utf-8";
+        let text = crate::metrics::to_prometheus_text(&text);
+        ([(header::CONTENT_TYPE, kind)], text).into_response()
+    }
 }

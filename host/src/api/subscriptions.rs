@@ -1,7 +1,7 @@
 //! `/api/v1/subscriptions`: webhook endpoints, the events they take, their secrets.
 //!
 //! The secret is write-only: it is accepted on create and on PATCH (which rotates it, the old one
-//! staying valid for 24 h) and never returned.
+//! staying valid for 24 h) and never returned, except once when the hub generated it.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +21,7 @@ use super::schema::{Circuit, mirror, non_empty, opt};
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState, Page, PageQuery};
 use crate::delivery::retry::Answer;
+use crate::delivery::signing;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     self, Circuit as ModelCircuit, ClaimedDelivery, DeliveryLine, DeliveryStatus, InstanceTarget,
@@ -139,7 +140,8 @@ pub struct CreateSubscription {
         max_length = 2048
     )]
     pub url: Option<String>,
-    /// Signing secret, 16 to 256 characters; required with `url`. Never returned.
+    /// Signing secret, 16 to 256 characters. Without one, a webhook subscription gets a
+    /// generated `whsec_…` secret, returned once in the response. Never returned otherwise.
     #[schema(
         example = "whsec-my-very-secret-key",
         min_length = 16,
@@ -226,20 +228,18 @@ pub struct PatchSubscription {
 
 /// Create a subscription.
 #[utoipa::path(post, path = "/api/v1/subscriptions", tag = "subscriptions", request_body = CreateSubscription,
-    responses((status = 201, description = "Created", body = SubscriptionOut), (status = 400, description = "Malformed JSON"), (status = 401, description = "Missing or wrong API key"), (status = 422, description = "Invalid fields")))]
+    responses((status = 201, description = "Created", body = CreatedSubscription), (status = 400, description = "Malformed JSON"), (status = 401, description = "Missing or wrong API key"), (status = 422, description = "Invalid fields")))]
 async fn create_subscription(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateSubscription>,
-) -> ApiResult<(StatusCode, Json<SubscriptionOut>)> {
+) -> ApiResult<(StatusCode, Json<CreatedSubscription>)> {
     let mut errors = Errors::default();
     let mut instance = None;
     match (&body.url, &body.secret, &body.connector) {
         (Some(url), secret, None) => {
-            let private = state.config.allow_private_destinations;
-            validate::url(&mut errors, "url", url, private);
-            match secret {
-                Some(secret) => validate::secret(&mut errors, "secret", secret),
-                None => errors.add("secret", "is required with a url"),
+            validate::url(&mut errors, "url", url, &state.policy);
+            if let Some(secret) = secret {
+                validate::secret(&mut errors, "secret", secret);
             }
         }
         (None, None, Some(choice)) => {
@@ -279,6 +279,7 @@ async fn create_subscription(
         .and_then(|r| validate::rate_limit(&mut errors, "rate_limit", r.per_second, r.burst));
     errors.finish()?;
 
+    let generated = (body.secret.is_none() && body.url.is_some()).then(signing::generate_secret);
     let now = model::now();
     let subscription = Subscription {
         id: Uuid::now_v7(),
@@ -298,12 +299,31 @@ async fn create_subscription(
     };
     let new = NewSubscription {
         subscription,
-        secret: body.secret,
+        secret: body.secret.or_else(|| generated.clone()),
     };
     let created = state.store.create_subscription(new).await?;
     let instance = created.instance.as_ref().map(|i| i.id);
-    tracing::info!(subscription_id = %created.id, url = %created.url, instance = ?instance, "subscription created");
-    Ok((StatusCode::CREATED, Json(created.into())))
+    tracing::info!(subscription_id = %created.id, url = %created.url, instance = ?instance, secret_generated = generated.is_some(), "subscription created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedSubscription {
+            subscription: created.into(),
+            secret: generated,
+        }),
+    ))
+}
+
+/// A subscription just created: with its secret when the hub generated it (the only time a
+/// secret is ever returned).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedSubscription {
+    #[serde(flatten)]
+    pub subscription: SubscriptionOut,
+    /// The generated signing secret (`whsec_…`): store it now, it is not shown again. Absent
+    /// when the request gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    pub secret: Option<String>,
 }
 
 /// List subscriptions, oldest first.
@@ -353,12 +373,7 @@ async fn patch_subscription(
     not_null("paused", matches!(body.paused, Some(None)));
     not_null("ordered", matches!(body.ordered, Some(None)));
     if let Some(Some(url)) = body.url {
-        validate::url(
-            &mut errors,
-            "url",
-            &url,
-            state.config.allow_private_destinations,
-        );
+        validate::url(&mut errors, "url", &url, &state.policy);
         patch.url = Some(url);
     }
     if let Some(Some(secret)) = body.secret {
@@ -555,6 +570,7 @@ async fn send_test(
         payload: payload.to_string(),
         attempts: 0,
         target,
+        traceparent: None,
     };
     let clock = std::time::Instant::now();
     let outcome = state.sender.send(&delivery).await;

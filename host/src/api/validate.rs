@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::http::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 
-use crate::egress::policy;
+use crate::egress::Policy;
 use crate::error::{ApiError, FieldError};
 use crate::model::filter::Filter;
 use crate::model::names::{EVENT_TYPE_RULE, is_event_type};
@@ -124,7 +124,7 @@ pub fn event_type(errors: &mut Errors, field: &str, value: &str) {
 
 /// A webhook URL: absolute http(s), with a host, and not a literal private address unless
 /// private destinations are allowed. Names are resolved (and checked again) at every attempt.
-pub fn url(errors: &mut Errors, field: &str, value: &str, allow_private: bool) {
+pub fn url(errors: &mut Errors, field: &str, value: &str, policy: &Policy) {
     if value.len() > MAX_URL_LEN {
         return errors.add(field, format!("must be at most {MAX_URL_LEN} characters"));
     }
@@ -155,13 +155,15 @@ pub fn url(errors: &mut Errors, field: &str, value: &str, allow_private: bool) {
              Authorization",
         );
     }
-    if !allow_private && let Some(reason) = policy::host_refusal(&host) {
-        errors.add(
+    match policy.host_refusal(&host) {
+        Some(refused) if refused.always => errors.add(field, format!("refused: {refused}")),
+        Some(refused) => errors.add(
             field,
             format!(
-                "refused: {reason}; set IH_ALLOW_PRIVATE_DESTINATIONS=true to deliver to private networks"
+                "refused: {refused}; list its network in IH_ALLOWED_DESTINATION_CIDRS to deliver there"
             ),
-        );
+        ),
+        None => {}
     }
 }
 
@@ -350,7 +352,7 @@ mod tests {
     fn urls_are_checked_for_scheme_host_and_private_literals() {
         let check = |u: &str, allow: bool| {
             let mut e = Errors::default();
-            url(&mut e, "url", u, allow);
+            url(&mut e, "url", u, &Policy::new(allow, &[]));
             e.0
         };
         assert!(check("https://example.com/hook", false).is_empty());
@@ -360,6 +362,19 @@ mod tests {
         assert!(!check("ftp://example.com", false).is_empty());
         assert!(!check("/relative", false).is_empty());
         assert!(!check("http://[::1]:8080/", false).is_empty());
+        assert!(
+            refused[0].message.contains("IH_ALLOWED_DESTINATION_CIDRS"),
+            "{refused:?}"
+        );
+        let metadata = check("http://169.254.169.254/latest", true);
+        assert!(
+            metadata[0].message.contains("never allowed"),
+            "{metadata:?}"
+        );
+        assert!(
+            !metadata[0].message.contains("IH_"),
+            "no setting opens it: {metadata:?}"
+        );
     }
 
     #[test]

@@ -44,6 +44,73 @@ impl fmt::Display for Secret {
     }
 }
 
+/// What an API key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Publish events (`POST /api/v1/events`, `/events/batch`), nothing else.
+    Publish,
+    /// Read everything, change nothing.
+    Read,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Publish, Scope::Read, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Publish => "publish",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// One key of `IH_API_KEYS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    pub scope: Scope,
+    pub key: Secret,
+}
+
+/// One key of `IH_ENCRYPTION_KEY`: 32 bytes, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptionKey([u8; 32]);
+
+impl EncryptionKey {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key's bytes. Call sites are easy to audit with a grep for `expose`.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Reads one key written as base64 (standard or URL-safe, padded or not) or as 64 hex digits.
+    fn parse(text: &str) -> Option<Self> {
+        use base64::Engine;
+        use base64::engine::general_purpose::{
+            STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
+        };
+        let decoded = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex::decode(text).ok()
+        } else {
+            [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+                .iter()
+                .find_map(|engine| engine.decode(text).ok())
+        };
+        decoded?.try_into().ok().map(Self)
+    }
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Where events are stored.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl(String);
@@ -59,6 +126,35 @@ impl DatabaseUrl {
 
     pub fn is_postgres(&self) -> bool {
         self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+
+    /// What it names, for errors: `PostgreSQL database "hub" at db:5432 (user hub)` or
+    /// `SQLite database data/hub.db`, never the password.
+    pub fn describe(&self) -> String {
+        if !self.is_postgres() {
+            let path = self
+                .0
+                .trim_start_matches("sqlite:")
+                .trim_start_matches("//");
+            return format!("SQLite database {path}");
+        }
+        match url::Url::parse(&self.0) {
+            Ok(url) => {
+                let host = url.host_str().unwrap_or("localhost");
+                let port = url.port().unwrap_or(5432);
+                let database = url.path().trim_start_matches('/');
+                let database = if database.is_empty() {
+                    url.username()
+                } else {
+                    database
+                };
+                format!(
+                    "PostgreSQL database {database:?} at {host}:{port} (user {:?})",
+                    url.username()
+                )
+            }
+            Err(_) => self.redacted(),
+        }
     }
 
     /// The URL with any password replaced, safe for logs.
@@ -114,9 +210,16 @@ pub struct Config {
     pub database_url: DatabaseUrl,
     pub database_max_connections: u32,
     pub bind: SocketAddr,
-    pub api_keys: Vec<Secret>,
+    pub api_keys: Vec<ApiKey>,
+    /// The token `/metrics` requires (`IH_METRICS_KEY`); `None`: open.
+    pub metrics_key: Option<Secret>,
+    /// Keys sealing subscription secrets at rest, the sealing one first; empty: stored plain
+    /// (only allowed on a loopback bind).
+    pub encryption_keys: Vec<EncryptionKey>,
     pub delivery: DeliveryConfig,
     pub allow_private_destinations: bool,
+    /// Private networks opened one by one (`IH_ALLOWED_DESTINATION_CIDRS`).
+    pub allowed_destination_cidrs: Vec<ipnet::IpNet>,
     pub connectors: ConnectorConfig,
     pub max_payload_bytes: usize,
     pub max_batch_bytes: usize,
@@ -183,13 +286,18 @@ impl Config {
         }
 
         let bind_raw = vars.text(&s::BIND);
-        let bind: SocketAddr = bind_raw.parse().map_err(|_| {
+        let bind: SocketAddr = parse_bind(&bind_raw).ok_or_else(|| {
             err(
                 &s::BIND,
                 format!("expected an address with a port such as 127.0.0.1:8000 or 0.0.0.0:8000, got {bind_raw:?}"),
             )
         })?;
         let api_keys = api_keys(&vars, bind)?;
+        let metrics_key = vars.raw(&s::METRICS_KEY).map(Secret::new);
+        if let Some(key) = &metrics_key {
+            check_token(&s::METRICS_KEY, key)?;
+        }
+        let encryption_keys = encryption_keys(&vars, bind)?;
 
         let backoff_max = vars.seconds(&s::DELIVERY_BACKOFF_MAX)?;
         let backoff_base = vars.seconds(&s::DELIVERY_BACKOFF_BASE)?;
@@ -244,14 +352,7 @@ impl Config {
         }
 
         let log_level = vars.text(&s::LOG_LEVEL).to_ascii_lowercase();
-        if let Err(e) = log_level.parse::<tracing_subscriber::EnvFilter>() {
-            return Err(err(
-                &s::LOG_LEVEL,
-                format!(
-                    "expected trace, debug, info, warn or error (or a tracing filter), got {log_level:?}: {e}"
-                ),
-            ));
-        }
+        check_log_level(&log_level)?;
         let log_format = match vars.text(&s::LOG_FORMAT).to_ascii_lowercase().as_str() {
             "json" => LogFormat::Json,
             "pretty" | "text" => LogFormat::Pretty,
@@ -268,8 +369,11 @@ impl Config {
             database_max_connections: vars.integer(&s::DATABASE_MAX_CONNECTIONS)?,
             bind,
             api_keys,
+            metrics_key,
+            encryption_keys,
             delivery,
             allow_private_destinations: vars.boolean(&s::ALLOW_PRIVATE_DESTINATIONS)?,
+            allowed_destination_cidrs: cidrs(&vars)?,
             connectors,
             max_payload_bytes,
             max_batch_bytes,
@@ -281,31 +385,111 @@ impl Config {
     }
 }
 
-/// `IH_API_KEYS`: comma-separated, each long enough and printable; required beyond loopback.
-fn api_keys(vars: &Vars, bind: SocketAddr) -> Result<Vec<Secret>, ConfigError> {
-    let setting = &settings::API_KEYS;
-    let keys: Vec<Secret> = vars
-        .text(setting)
+/// The levels a filter may name.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// `IH_LOG_LEVEL`: a level, or a tracing filter whose every directive names a level. A bare word
+/// that is not a level would be read as a target (`verbose` = "everything of target verbose"),
+/// leaving the hub silent: it is refused instead.
+fn check_log_level(filter: &str) -> Result<(), ConfigError> {
+    let setting = &settings::LOG_LEVEL;
+    let refuse = |why: String| {
+        err(
+            setting,
+            format!(
+                "expected trace, debug, info, warn, error or off (or a filter such as info,integrations_hub=debug): {why}"
+            ),
+        )
+    };
+    for directive in filter.split(',').map(str::trim) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level) {
+            return Err(refuse(format!("{directive:?} names no level")));
+        }
+    }
+    filter
+        .parse::<tracing_subscriber::EnvFilter>()
+        .map(drop)
+        .map_err(|e| refuse(format!("{filter:?}: {e}")))
+}
+
+/// `IH_ALLOWED_DESTINATION_CIDRS`: networks such as `10.20.0.0/16`; a bare address is one host.
+fn cidrs(vars: &Vars) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let setting = &settings::ALLOWED_DESTINATION_CIDRS;
+    vars.text(setting)
         .split(',')
         .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(Secret::new)
-        .collect();
-    if keys.iter().any(|k| k.expose().len() < 16) {
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<ipnet::IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    err(
+                        setting,
+                        format!("{c:?} is not a network such as 10.20.0.0/16 or fd00:1::/32"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// An address with a port; `localhost` stands for the IPv4 loopback.
+fn parse_bind(text: &str) -> Option<SocketAddr> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => {
+            Some(SocketAddr::from(([127, 0, 0, 1], port.parse().ok()?)))
+        }
+        _ => text.parse().ok(),
+    }
+}
+
+/// A bearer token: long enough to guess never, and printable.
+fn check_token(setting: &settings::Setting, key: &Secret) -> Result<(), ConfigError> {
+    if key.expose().len() < 16 {
         return Err(err(
             setting,
             "every key must be at least 16 characters long (generate one with `openssl rand -hex 32`)",
         ));
     }
-    if keys.iter().any(|k| {
-        k.expose()
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    }) {
+    if key
+        .expose()
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(err(
             setting,
             "keys may not contain spaces or control characters",
         ));
+    }
+    Ok(())
+}
+
+/// `IH_API_KEYS`: comma-separated, each long enough and printable, `admin` unless prefixed with
+/// another scope; required beyond loopback.
+fn api_keys(vars: &Vars, bind: SocketAddr) -> Result<Vec<ApiKey>, ConfigError> {
+    let setting = &settings::API_KEYS;
+    let keys: Vec<ApiKey> = vars
+        .text(setting)
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            let scoped = Scope::ALL.iter().find_map(|scope| {
+                let rest = k.strip_prefix(scope.as_str())?.strip_prefix(':')?;
+                Some((*scope, rest))
+            });
+            let (scope, key) = scoped.unwrap_or((Scope::Admin, k));
+            ApiKey {
+                scope,
+                key: Secret::new(key),
+            }
+        })
+        .collect();
+    for key in &keys {
+        check_token(setting, &key.key)?;
     }
     if keys.is_empty() && !bind.ip().is_loopback() {
         return Err(err(
@@ -313,6 +497,55 @@ fn api_keys(vars: &Vars, bind: SocketAddr) -> Result<Vec<Secret>, ConfigError> {
             format!(
                 "is empty but IH_BIND={bind} is reachable from other machines, so anyone could publish events \
                  and read subscriptions; set IH_API_KEYS=<key>[,<key>...] or bind to 127.0.0.1"
+            ),
+        ));
+    }
+    Ok(keys)
+}
+
+/// `IH_ENCRYPTION_KEY` or the file `IH_ENCRYPTION_KEY_FILE` names: keys separated by commas or
+/// line breaks; required beyond loopback, as API keys are.
+fn encryption_keys(vars: &Vars, bind: SocketAddr) -> Result<Vec<EncryptionKey>, ConfigError> {
+    let (inline, file) = (&settings::ENCRYPTION_KEY, &settings::ENCRYPTION_KEY_FILE);
+    let (setting, text) = match (vars.raw(inline), vars.raw(file)) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                file,
+                "set either IH_ENCRYPTION_KEY or IH_ENCRYPTION_KEY_FILE, not both",
+            ));
+        }
+        (Some(keys), None) => (inline, keys.to_owned()),
+        (None, Some(path)) => (
+            file,
+            std::fs::read_to_string(path)
+                .map_err(|e| err(file, format!("cannot read {path:?}: {e}")))?,
+        ),
+        (None, None) => (inline, String::new()),
+    };
+    let keys = text
+        .split([',', '\n', '\r'])
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .enumerate()
+        .map(|(i, k)| {
+            EncryptionKey::parse(k).ok_or_else(|| {
+                err(
+                    setting,
+                    format!(
+                        "key {} is not 32 bytes written as base64 or hex (generate one with `openssl rand -base64 32`)",
+                        i + 1
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() && !bind.ip().is_loopback() {
+        return Err(err(
+            setting,
+            format!(
+                "is empty but IH_BIND={bind} is reachable from other machines, so subscription secrets would be \
+                 stored unencrypted; set IH_ENCRYPTION_KEY=$(openssl rand -base64 32) (keep it safe: secrets cannot \
+                 be read without it) or bind to 127.0.0.1"
             ),
         ));
     }
@@ -358,8 +591,12 @@ mod tests {
             ("IH_DATABASE_URL", "mysql://localhost/x"),
             ("IH_BIND", "localhost"),
             ("IH_ALLOW_PRIVATE_DESTINATIONS", "maybe"),
+            ("IH_ALLOWED_DESTINATION_CIDRS", "10.0.0.0/33"),
+            ("IH_ALLOWED_DESTINATION_CIDRS", "intranet"),
             ("IH_LOG_FORMAT", "xml"),
             ("IH_LOG_LEVEL", "loud=="),
+            ("IH_LOG_LEVEL", "verbose"),
+            ("IH_LOG_LEVEL", "info,integrations_hub=chatty"),
             ("IH_MAX_PAYLOAD_BYTES", "12"),
             ("IH_RETENTION_DAYS", "NaN"),
             ("IH_CONNECTOR_MEMORY_MB", "0"),
@@ -386,11 +623,81 @@ mod tests {
         let ok = parse(&[
             ("IH_BIND", "0.0.0.0:8000"),
             ("IH_API_KEYS", "0123456789abcdef0123, fedcba9876543210fedc"),
+            ("IH_ENCRYPTION_KEY", KEY),
         ])
         .expect("keys make a public bind acceptable");
         assert_eq!(ok.api_keys.len(), 2);
         let short = parse(&[("IH_API_KEYS", "short")]).expect_err("short keys refused");
         assert_eq!(short.variable, "IH_API_KEYS");
+    }
+
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+    #[test]
+    fn allowed_networks_are_parsed() {
+        let c = parse(&[(
+            "IH_ALLOWED_DESTINATION_CIDRS",
+            "10.20.1.0/16, fd00:1::/32,192.168.5.5",
+        )])
+        .expect("valid networks");
+        let shown: Vec<String> = c
+            .allowed_destination_cidrs
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(shown, ["10.20.0.0/16", "fd00:1::/32", "192.168.5.5/32"]);
+    }
+
+    #[test]
+    fn localhost_binds_the_loopback() {
+        let c = parse(&[("IH_BIND", "localhost:9000")]).expect("localhost is accepted");
+        assert_eq!(c.bind, "127.0.0.1:9000".parse().expect("addr"));
+        let e = parse(&[("IH_BIND", "localhost:http")]).expect_err("a port is a number");
+        assert_eq!(e.variable, "IH_BIND");
+    }
+
+    #[test]
+    fn encryption_keys_are_read_and_required_beyond_loopback() {
+        let hex = "30313233343536373839616263646566303132333435363738396162636465ff";
+        let c = parse(&[("IH_ENCRYPTION_KEY", &format!("{KEY}, {hex}"))]).expect("two keys");
+        assert_eq!(c.encryption_keys.len(), 2);
+        assert_eq!(
+            c.encryption_keys[0].expose(),
+            b"0123456789abcdef0123456789abcdef"
+        );
+        assert_eq!(c.encryption_keys[1].expose()[31], 0xff);
+        assert!(!format!("{c:?}").contains(KEY));
+
+        for bad in ["short", "MDEyMzQ1Njc4OWFiY2RlZg==", "not base64 at all!"] {
+            let e = parse(&[("IH_ENCRYPTION_KEY", bad)]).expect_err(bad);
+            assert_eq!(e.variable, "IH_ENCRYPTION_KEY", "{e}");
+            assert!(!e.message.contains(bad), "the value is not echoed: {e}");
+        }
+
+        let public = [
+            ("IH_BIND", "0.0.0.0:8000"),
+            ("IH_API_KEYS", "0123456789abcdef0123"),
+        ];
+        let e = parse(&public).expect_err("a public bind needs a key");
+        assert_eq!(e.variable, "IH_ENCRYPTION_KEY");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("key");
+        std::fs::write(&file, format!("{KEY}\n")).expect("write");
+        let path = file.to_str().expect("utf-8 path");
+        let c = parse(&[public[0], public[1], ("IH_ENCRYPTION_KEY_FILE", path)])
+            .expect("a key file is as good");
+        assert_eq!(c.encryption_keys.len(), 1);
+        let both = parse(&[("IH_ENCRYPTION_KEY", KEY), ("IH_ENCRYPTION_KEY_FILE", path)]);
+        assert_eq!(
+            both.expect_err("not both").variable,
+            "IH_ENCRYPTION_KEY_FILE"
+        );
+        let missing = parse(&[("IH_ENCRYPTION_KEY_FILE", "/nonexistent/key")]);
+        assert_eq!(
+            missing.expect_err("unreadable").variable,
+            "IH_ENCRYPTION_KEY_FILE"
+        );
     }
 
     #[test]

@@ -56,9 +56,15 @@ settings! {
         "SQLite file (file and folder created), or `postgres://user:pw@host/db`";
     DATABASE_MAX_CONNECTIONS = "DATABASE_MAX_CONNECTIONS", "16", Kind::Integer { min: 1, max: 1000 },
         "PostgreSQL connections per instance (a third of them, at most 6, serve the delivery engine)";
-    BIND = "BIND", "127.0.0.1:8000", Kind::Text, "listen address";
+    BIND = "BIND", "127.0.0.1:8000", Kind::Text, "listen address, `host:port` (`localhost:8000` is `127.0.0.1:8000`)";
     API_KEYS = "API_KEYS", "", Kind::Text,
-        "comma-separated bearer tokens (16+ characters each). Empty with a non-loopback `IH_BIND` refuses to start";
+        "comma-separated bearer tokens (16+ characters each), each `admin` unless prefixed `publish:` (events only) or `read:` (reading only). Empty with a non-loopback `IH_BIND` refuses to start";
+    METRICS_KEY = "METRICS_KEY", "", Kind::Text,
+        "bearer token `/metrics` then requires (16+ characters); empty: `/metrics` is open";
+    ENCRYPTION_KEY = "ENCRYPTION_KEY", "", Kind::Text,
+        "keys sealing subscription secrets at rest (AES-256-GCM): 32 bytes each as base64 or hex (`openssl rand -base64 32`), comma-separated; the first seals, all open (rotation). Empty with a non-loopback `IH_BIND` refuses to start";
+    ENCRYPTION_KEY_FILE = "ENCRYPTION_KEY_FILE", "", Kind::Text,
+        "a file holding the value of `IH_ENCRYPTION_KEY` instead (a Docker or Kubernetes secret)";
     DELIVERY_POLL_INTERVAL = "DELIVERY_POLL_INTERVAL_SECONDS", "2.0", Kind::Seconds { min: 0.01, max: 3600.0 },
         "fallback poll of the delivery engine";
     DELIVERY_MAX_ATTEMPTS = "DELIVERY_MAX_ATTEMPTS", "5", Kind::Integer { min: 1, max: 100 },
@@ -72,7 +78,9 @@ settings! {
     DELIVERY_CONCURRENCY = "DELIVERY_CONCURRENCY", "64", Kind::Integer { min: 1, max: 10_000 },
         "attempts in flight per instance";
     ALLOW_PRIVATE_DESTINATIONS = "ALLOW_PRIVATE_DESTINATIONS", "false", Kind::Boolean,
-        "allow loopback/private/link-local targets (development, tests)";
+        "allow every loopback, private and special-purpose target (development, tests); cloud metadata and link-local addresses stay refused";
+    ALLOWED_DESTINATION_CIDRS = "ALLOWED_DESTINATION_CIDRS", "", Kind::Text,
+        "comma-separated networks webhooks and connectors may reach although private, e.g. `10.20.0.0/16,fd00:1::/32` (never metadata or link-local)";
     CONNECTORS_DIR = "CONNECTORS_DIR", "data/connectors", Kind::Text,
         "where connector `.wasm` files are loaded from";
     CONNECTOR_TIMEOUT = "CONNECTOR_TIMEOUT_SECONDS", "10.0", Kind::Seconds { min: 0.01, max: 300.0 },
@@ -90,7 +98,7 @@ settings! {
     RETENTION_DAYS = "RETENTION_DAYS", "30", Kind::Integer { min: 1, max: 3650 },
         "age after which finished events, attempts and dead letters are pruned";
     LOG_LEVEL = "LOG_LEVEL", "info", Kind::Text,
-        "`trace`…`error` (any case), or a tracing filter such as `info,integrations_hub=debug`";
+        "`trace`…`error` (any case), or a tracing filter such as `info,integrations_hub=debug` (every part names a level); sqlx and the wasm compiler stay at warn unless named";
     LOG_FORMAT = "LOG_FORMAT", "json", Kind::Text, "`json` (one object per line) or `pretty`";
 }
 
@@ -106,6 +114,24 @@ pub fn is_own_prefix(name: &str) -> bool {
             name.strip_prefix(head)
                 .is_some_and(|rest| rest.starts_with('_'))
         })
+}
+
+/// The warning for a variable (without prefix) that neither the hub nor any connector reads,
+/// naming it and the hub's own variable it most likely meant (`API_KEY` → `IH_API_KEYS`).
+pub fn unread_warning(name: &str) -> String {
+    let near = ALL
+        .iter()
+        .filter(|s| s.kind != Kind::PerConnector)
+        .find(|s| s.name.starts_with(name) || name.starts_with(s.name));
+    match near {
+        Some(s) => format!(
+            "{PREFIX}{name} is read by neither the hub nor a loaded connector and was ignored; did you mean {}?",
+            s.variable()
+        ),
+        None => format!(
+            "{PREFIX}{name} is read by neither the hub nor a loaded connector and was ignored (a typo, or a connector that is not loaded?)"
+        ),
+    }
 }
 
 /// Whether `name` (without prefix) is one of the hub's own variables.
@@ -245,6 +271,20 @@ mod tests {
                 Kind::Text | Kind::PerConnector => {}
             }
         }
+    }
+
+    #[test]
+    fn unread_variables_are_named_with_the_setting_they_resemble() {
+        let w = unread_warning("API_KEY");
+        assert!(
+            w.starts_with("IH_API_KEY ") && w.ends_with("did you mean IH_API_KEYS?"),
+            "{w}"
+        );
+        let w = unread_warning("SLAK_BOT_TOKEN");
+        assert!(
+            w.contains("IH_SLAK_BOT_TOKEN") && !w.contains("did you mean"),
+            "{w}"
+        );
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl HostState {
         req: &http::Request,
     ) -> Result<http::Response, http::HttpError> {
         let invalid = |why: String| http::HttpError::Invalid(why);
-        if let Err(refused) = egress::check_url(url.as_str(), self.allow_private) {
+        if let Err(refused) = egress::check_url(url.as_str(), &self.policy) {
             return Err(self.denied(refused.to_string()));
         }
         let method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
@@ -111,6 +111,14 @@ impl HostState {
             return Err(http::HttpError::Timeout);
         }
         let mut request = self.client.request(method, url).timeout(remaining);
+        // The event's trace goes on, unless the connector sets its own.
+        let own_trace = req
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("traceparent"));
+        if let (Some(trace), false) = (self.traceparent, own_trace) {
+            request = request.header("traceparent", trace.child().to_string());
+        }
         for h in &req.headers {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| invalid(format!("bad header name {:?}", h.name)))?;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::model::trace::TraceParent;
+
 /// One event as a connector receives it.
 #[derive(Debug, Clone)]
 pub struct EventData {
@@ -27,6 +29,8 @@ pub struct CallContext {
     /// `None` for the default instance.
     pub instance_id: Option<Uuid>,
     pub subscription_id: Option<Uuid>,
+    /// The event's trace: its HTTP calls carry it on (`model/trace.rs`).
+    pub traceparent: Option<TraceParent>,
 }
 
 /// Bytes of a failure reason a connector returns that are kept (attempt records, logs).
@@ -81,19 +85,8 @@ pub enum FailureKind {
 }
 
 impl CallOutcome {
-    /// Every `outcome` label, so the metric's series exist before they first happen.
-    pub const LABELS: [&'static str; 8] = [
-        "ok",
-        "skipped",
-        "retry",
-        "permanent",
-        "timeout",
-        "memory",
-        "trap",
-        "unavailable",
-    ];
-
-    /// The `outcome` label of `ih_connector_invocations_total`.
+    /// The `outcome` label of `ih_connector_invocations_total` (one of
+    /// `metrics::CONNECTOR_OUTCOMES`, whose series exist from the connector's load on).
     pub fn label(&self) -> &'static str {
         match self {
             Self::Delivered { .. } => "ok",

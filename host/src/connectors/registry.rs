@@ -28,6 +28,7 @@ use super::runtime::{Prepared, Runtime};
 pub use super::view::{ConnectorStatus, ConnectorView};
 use super::{Shared, setting_variable};
 use crate::config::{ConnectorConfig, Secret};
+use crate::egress::Policy;
 use crate::metrics::Metrics;
 use crate::model;
 
@@ -127,7 +128,7 @@ impl Connectors {
         config: &ConnectorConfig,
         concurrency: usize,
         client: reqwest::Client,
-        allow_private: bool,
+        policy: Policy,
         metrics: Arc<Metrics>,
         store: Option<Arc<dyn Store>>,
     ) -> Result<Arc<Self>, String> {
@@ -142,7 +143,7 @@ impl Connectors {
             config.memory_mb,
             concurrency,
             client,
-            allow_private,
+            policy,
             metrics,
         )?;
         let mut builtins = Vec::new();
@@ -180,6 +181,20 @@ impl Connectors {
     /// The wall-clock budget of one connector call.
     pub fn timeout(&self) -> Duration {
         self.runtime.timeout()
+    }
+
+    /// Whether the `IH_*` variable `name` (without the prefix) is read by a connector known
+    /// here: a loaded one's declared setting or grant, or anything under a failed one's name.
+    pub fn reads_variable(&self, name: &str) -> bool {
+        self.current().entries.values().any(|e| match &e.loaded {
+            Some(l) => {
+                let m = &l.manifest;
+                let keys = m.config.iter().map(|k| k.name.as_str());
+                keys.chain(["allowed_hosts"])
+                    .any(|key| setting_variable(&m.name, key) == name)
+            }
+            None => name.starts_with(&setting_variable(&e.view.name, "")),
+        })
     }
 
     /// Every connector, by name.
@@ -550,6 +565,7 @@ impl Connectors {
             bound_since: None,
         };
         let loaded = (status != ConnectorStatus::Failed).then(|| {
+            self.runtime.metrics.connector_loaded(&m.name);
             Arc::new(Loaded {
                 pre: prepared.pre.clone(),
                 shared: Arc::new(Shared {

@@ -28,7 +28,9 @@ use super::outcome::{
     CallContext, CallOutcome, EventData, FailureKind, MAX_EXTERNAL_ID, MAX_REASON, bounded,
 };
 use super::recorder::Recorder;
+use crate::egress::Policy;
 use crate::metrics::Metrics;
+use crate::model::trace::TraceParent;
 
 /// Generated from `wit/connector.wit` (0.2.0): host traits for the imports, typed calls for the
 /// exports.
@@ -118,7 +120,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     pub(super) client: reqwest::Client,
-    pub(super) allow_private: bool,
+    pub(super) policy: Policy,
     pub(super) metrics: Arc<Metrics>,
     kv: Arc<Kv>,
     /// Set for `connector test` (`super::trial`): scripted HTTP, recorded requests and logs.
@@ -146,7 +148,7 @@ impl Runtime {
         memory_mb: u64,
         concurrency: usize,
         client: reqwest::Client,
-        allow_private: bool,
+        policy: Policy,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         let memory_limit = usize::try_from(memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
@@ -173,7 +175,7 @@ impl Runtime {
             engine,
             linker,
             client,
-            allow_private,
+            policy,
             metrics,
             kv: Arc::default(),
             recorder: None,
@@ -352,9 +354,10 @@ impl Runtime {
             delivery: context.map(|c| c.delivery_id),
             recorder: self.recorder.clone(),
             instance: context.and_then(|c| c.instance_id),
+            traceparent: context.and_then(|c| c.traceparent),
             shared,
             client: self.client.clone(),
-            allow_private: self.allow_private,
+            policy: self.policy.clone(),
             metrics: self.metrics.clone(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -578,11 +581,13 @@ pub struct HostState {
     /// For log lines: the delivery and instance of this call.
     pub(super) delivery: Option<uuid::Uuid>,
     pub(super) instance: Option<uuid::Uuid>,
+    /// The event's trace, carried on by the call's HTTP requests.
+    pub(super) traceparent: Option<TraceParent>,
     /// `connector test` only.
     pub(super) recorder: Option<Arc<Recorder>>,
     pub(super) shared: Arc<Shared>,
     pub(super) client: reqwest::Client,
-    pub(super) allow_private: bool,
+    pub(super) policy: Policy,
     pub(super) metrics: Arc<Metrics>,
 }
 

@@ -17,6 +17,7 @@ use super::recorder::{MAX_FIXTURES, Recorder};
 use super::registry;
 use super::runtime::{Runtime, SettingsRefused};
 use super::{CallContext, CallOutcome, EventData, Shared, grant::Grant};
+use crate::egress::Policy;
 use crate::metrics::Metrics;
 
 /// How a trial runs.
@@ -30,8 +31,8 @@ pub struct TrialOptions {
     pub allowed_hosts: Option<String>,
     pub timeout: Duration,
     pub memory_mb: u64,
-    /// Lets real calls reach private addresses (as `IH_ALLOW_PRIVATE_DESTINATIONS`).
-    pub allow_private: bool,
+    /// Which addresses real calls may reach (as `IH_ALLOW_PRIVATE_DESTINATIONS`).
+    pub policy: Policy,
     pub attempt: u32,
     pub max_attempts: u32,
 }
@@ -60,7 +61,7 @@ pub struct Trial {
 pub async fn run(bytes: Vec<u8>, event: EventData, options: TrialOptions) -> Result<Trial, String> {
     let client = crate::egress::build(
         options.timeout,
-        options.allow_private,
+        &options.policy,
         &format!(
             "integrations-hub/{} (connector test)",
             env!("CARGO_PKG_VERSION")
@@ -72,7 +73,7 @@ pub async fn run(bytes: Vec<u8>, event: EventData, options: TrialOptions) -> Res
         options.memory_mb,
         1,
         client,
-        options.allow_private,
+        options.policy.clone(),
         Arc::new(Metrics::new()),
     )?;
     let recorder = Arc::new(Recorder {
@@ -131,6 +132,7 @@ pub async fn run(bytes: Vec<u8>, event: EventData, options: TrialOptions) -> Res
         delivery_id: Uuid::now_v7(),
         instance_id: None,
         subscription_id: None,
+        traceparent: None,
     };
     let started = Instant::now();
     let outcome = runtime

@@ -14,7 +14,8 @@ use super::retry::{self, Answer};
 use super::signing;
 use crate::config::DeliveryConfig;
 use crate::connectors::{CallContext, CallOutcome, Connectors, EventData};
-use crate::egress;
+use crate::egress::{self, Policy};
+use crate::model::trace::TraceParent;
 use crate::model::{ClaimedDelivery, ConnectorReport, InstanceTarget, ReportKind, Target};
 
 /// Response bytes kept with an attempt.
@@ -98,6 +99,22 @@ impl Outcome {
     }
 }
 
+/// The trace of `delivery`'s event, if its publish carried one.
+fn trace_of(delivery: &ClaimedDelivery) -> Option<TraceParent> {
+    delivery.traceparent.as_deref().and_then(TraceParent::parse)
+}
+
+/// `traceparent` for one webhook attempt: the event's trace with this attempt as its parent.
+fn trace_header(delivery: &ClaimedDelivery) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) =
+        trace_of(delivery).and_then(|t| HeaderValue::from_str(&t.child().to_string()).ok())
+    {
+        headers.insert("traceparent", value);
+    }
+    headers
+}
+
 /// Sends attempts: the one HTTP client and the connectors, with the webhook timeout.
 #[derive(Debug, Clone)]
 pub struct Sender {
@@ -105,7 +122,7 @@ pub struct Sender {
     connectors: Arc<Connectors>,
     timeout: Duration,
     max_attempts: u32,
-    allow_private: bool,
+    policy: Policy,
 }
 
 impl Sender {
@@ -115,14 +132,14 @@ impl Sender {
         client: reqwest::Client,
         connectors: Arc<Connectors>,
         config: &DeliveryConfig,
-        allow_private: bool,
+        policy: Policy,
     ) -> Self {
         Self {
             client,
             connectors,
             timeout: config.timeout,
             max_attempts: config.max_attempts,
-            allow_private,
+            policy,
         }
     }
 
@@ -162,6 +179,7 @@ impl Sender {
             delivery_id: delivery.id,
             instance_id: instance.map(|i| i.id),
             subscription_id: instance.map(|i| i.subscription_id),
+            traceparent: trace_of(delivery),
         };
         let span =
             tracing::info_span!("connector", connector = %name, instance = ?instance.map(|i| i.id));
@@ -178,10 +196,10 @@ impl Sender {
         headers: &BTreeMap<String, String>,
         secrets: &[String],
     ) -> Outcome {
-        if let Err(refused) = egress::check_url(url, self.allow_private) {
+        if let Err(refused) = egress::check_url(url, &self.policy) {
             return Outcome::failed(refused.to_string());
         }
-        let Some(newest) = secrets.first() else {
+        let Some(seed_secret) = signing::seed_secret(secrets) else {
             return Outcome::failed("the subscription has no valid signing secret");
         };
         let body = signing::webhook_body(delivery);
@@ -195,9 +213,10 @@ impl Sender {
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(
                 "x-webhook-signature",
-                signing::seed_signature(newest, timestamp, body.as_bytes()),
+                signing::seed_signature(seed_secret, timestamp, body.as_bytes()),
             )
             .header("x-webhook-timestamp", timestamp)
+            .headers(trace_header(delivery))
             .header("x-webhook-event", &delivery.event_type)
             .header("x-webhook-event-id", &event_id)
             .header("webhook-id", &event_id)

@@ -1,9 +1,11 @@
 //! What a webhook carries and how it is signed: the body assembled around the stored payload
 //! bytes, the seed's hex HMAC and the Standard Webhooks scheme.
 //!
-//! Both sign the exact body bytes that are sent. The seed scheme signs with the newest secret
-//! only; the Standard Webhooks header carries one `v1,<base64>` entry per valid secret, so a
-//! receiver that has not switched to a rotated secret yet still verifies.
+//! Both sign the exact body bytes that are sent. The Standard Webhooks header carries one
+//! `v1,<base64>` entry per valid secret; the seed header has room for one signature, made with
+//! the oldest secret still valid, so after a rotation it keeps verifying for receivers of the
+//! previous secret until its grace period ends. Either way a receiver that has not switched to a
+//! rotated secret yet still verifies.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -42,6 +44,30 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// A new secret for a subscription created without one: `whsec_` + base64 of 24 random bytes,
+/// the form Standard Webhooks libraries take as it is.
+pub fn generate_secret() -> String {
+    use rand::RngCore;
+    let mut key = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    format!("whsec_{}", STANDARD.encode(key))
+}
+
+/// The HMAC key of the Standard Webhooks scheme: for `whsec_<base64>` the decoded bytes, as
+/// every Standard Webhooks library does; for any other secret its UTF-8 bytes.
+pub fn standard_key(secret: &str) -> Vec<u8> {
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|encoded| STANDARD.decode(encoded).ok())
+        .filter(|key| !key.is_empty())
+        .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+/// The secret `X-Webhook-Signature` is made with: the oldest valid one (see the module's doc).
+pub fn seed_secret(secrets: &[String]) -> Option<&str> {
+    secrets.last().map(String::as_str)
+}
+
 /// `X-Webhook-Signature`: hex HMAC-SHA256 of `{timestamp}.{body}` keyed with the secret's UTF-8
 /// bytes — what the seed's Python snippet computes.
 pub fn seed_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
@@ -66,19 +92,20 @@ pub fn standard_signature_entry(key: &[u8], msg_id: &str, timestamp: i64, body: 
     format!("v1,{}", STANDARD.encode(digest))
 }
 
-/// `webhook-signature`: one entry per valid secret, newest first, space-separated. The key of a
-/// secret is its UTF-8 bytes; receivers configure `whsec_` + base64(secret) in their library.
+/// `webhook-signature`: one entry per valid secret, newest first, space-separated, each keyed
+/// with [`standard_key`]; receivers configure [`standard_webhooks_secret`] in their library.
 pub fn standard_signature(secrets: &[String], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
     secrets
         .iter()
-        .map(|s| standard_signature_entry(s.as_bytes(), msg_id, timestamp, body))
+        .map(|s| standard_signature_entry(&standard_key(s), msg_id, timestamp, body))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-/// The secret as a Standard Webhooks library expects it (`whsec_` + base64 of its bytes).
+/// The secret as a Standard Webhooks library expects it: a `whsec_<base64>` secret as it is,
+/// any other as `whsec_` + base64 of its bytes.
 pub fn standard_webhooks_secret(secret: &str) -> String {
-    format!("whsec_{}", STANDARD.encode(secret.as_bytes()))
+    format!("whsec_{}", STANDARD.encode(standard_key(secret)))
 }
 
 #[cfg(test)]
@@ -102,6 +129,7 @@ mod tests {
                 name: "x".into(),
                 instance: None,
             },
+            traceparent: None,
         };
         let body = webhook_body(&delivery);
         assert_eq!(
@@ -159,6 +187,34 @@ mod tests {
             standard_signature_entry(b"old-secret-0123456789", "msg", 1, b"{}")
         );
         assert_eq!(standard_webhooks_secret("abc"), "whsec_YWJj");
+        assert_eq!(seed_secret(&secrets), Some("old-secret-0123456789"));
+        assert_eq!(seed_secret(&secrets[..1]), Some("new-secret-0123456789"));
+    }
+
+    #[test]
+    fn a_whsec_secret_is_used_as_standard_webhooks_libraries_use_it() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string();
+        assert_eq!(
+            standard_signature(
+                std::slice::from_ref(&secret),
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1_614_265_330,
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        assert_eq!(standard_webhooks_secret(&secret), secret);
+        // Not base64 after the prefix: an ordinary secret.
+        assert_eq!(standard_key("whsec_not base64!"), b"whsec_not base64!");
+    }
+
+    #[test]
+    fn generated_secrets_are_fresh_whsec_secrets() {
+        let (a, b) = (generate_secret(), generate_secret());
+        assert_ne!(a, b);
+        assert!(a.starts_with("whsec_"), "{a}");
+        assert_eq!(standard_key(&a).len(), 24);
+        assert_eq!(standard_webhooks_secret(&a), a);
     }
 }
 
@@ -192,6 +248,8 @@ mod properties {
             prop_assert_eq!(entries.len(), secrets.len());
             let ts = timestamp.to_string();
             for (entry, secret) in entries.iter().zip(&secrets) {
+                // (`whsec_<base64>` secrets are keyed by their decoded bytes: unit tests above.)
+                prop_assume!(!secret.starts_with("whsec_"));
                 let encoded = entry.strip_prefix("v1,").expect("v1, prefix");
                 let signature = STANDARD.decode(encoded).expect("base64");
                 let input: [&[u8]; 5] = [id.as_bytes(), b".", ts.as_bytes(), b".", &body];
@@ -221,6 +279,7 @@ mod properties {
 
         #[test]
         fn the_whsec_form_decodes_back_to_the_secret(secret in ".{0,64}") {
+            prop_assume!(!secret.starts_with("whsec_"));
             let whsec = standard_webhooks_secret(&secret);
             let decoded = STANDARD
                 .decode(whsec.strip_prefix("whsec_").expect("whsec_ prefix"))

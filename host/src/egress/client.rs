@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use super::policy;
+use super::policy::Policy;
 
 /// A destination the SSRF guard refused, with the rule that matched. It travels as the error
 /// of the resolver, so it is found by type in a failed request's cause chain ([`Refusal::find_in`]).
@@ -44,11 +44,12 @@ pub enum UrlProblem {
 }
 
 /// Resolves names and drops every address the SSRF policy refuses.
-#[derive(Debug, Clone, Copy)]
-struct GuardedResolver;
+#[derive(Debug, Clone)]
+struct GuardedResolver(Policy);
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let resolved: Vec<SocketAddr> =
@@ -56,9 +57,9 @@ impl Resolve for GuardedResolver {
             let mut refused = Vec::new();
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()
-                .filter(|addr| match policy::refusal_reason(addr.ip()) {
-                    Some(reason) => {
-                        refused.push(reason);
+                .filter(|addr| match policy.refusal(addr.ip()) {
+                    Some(refused_here) => {
+                        refused.push(refused_here.reason);
                         false
                     }
                     None => true,
@@ -77,13 +78,13 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// Builds the shared client. `allow_private` turns the guard off (development and tests).
+/// Builds the shared client, its resolver applying `policy`.
 pub fn build(
     timeout: Duration,
-    allow_private: bool,
+    policy: &Policy,
     user_agent: &str,
 ) -> reqwest::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .user_agent(user_agent)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
@@ -94,23 +95,19 @@ pub fn build(
         // HTTP(S)_PROXY from the environment would hand the name to a proxy that resolves it
         // itself, past the guard below: deliveries connect directly, always.
         .no_proxy();
-    if !allow_private {
-        builder = builder.dns_resolver(Arc::new(GuardedResolver));
-    }
-    builder.build()
+    builder
+        .dns_resolver(Arc::new(GuardedResolver(policy.clone())))
+        .build()
 }
 
 /// Refuses a URL whose host is a literal address (or `localhost`) the policy forbids.
-pub fn check_url(url: &str, allow_private: bool) -> Result<(), UrlProblem> {
-    if allow_private {
-        return Ok(());
-    }
+pub fn check_url(url: &str, policy: &Policy) -> Result<(), UrlProblem> {
     let parsed = url::Url::parse(url).map_err(|e| UrlProblem::Invalid(e.to_string()))?;
     let host = parsed
         .host()
         .ok_or_else(|| UrlProblem::Invalid("URL has no host".into()))?;
-    match policy::host_refusal(&host) {
-        Some(reason) => Err(Refusal(reason).into()),
+    match policy.host_refusal(&host) {
+        Some(refused) => Err(Refusal(refused.reason).into()),
         None => Ok(()),
     }
 }
@@ -161,7 +158,7 @@ mod tests {
             ("https://0.0.0.0/", "unspecified"),
         ];
         for (url, rule) in refused {
-            let error = match check_url(url, false) {
+            let error = match check_url(url, &Policy::default()) {
                 Err(UrlProblem::Refused(refusal)) => refusal.to_string(),
                 other => panic!("{url}: {other:?}"),
             };
@@ -176,7 +173,7 @@ mod tests {
     /// refusal is found by type in the request's error.
     #[tokio::test]
     async fn the_resolver_refuses_and_the_refusal_is_typed() {
-        let client = build(Duration::from_secs(5), false, "test").expect("client");
+        let client = build(Duration::from_secs(5), &Policy::default(), "test").expect("client");
         let error = client
             .get("http://localhost:9/hook")
             .send()
@@ -195,9 +192,32 @@ mod tests {
             "http://[2606:4700::6810:85e5]/hook",
             "https://hooks.localhost.example.com/",
         ] {
-            assert_eq!(check_url(url, false), Ok(()), "{url}");
+            assert_eq!(check_url(url, &Policy::default()), Ok(()), "{url}");
         }
-        assert_eq!(check_url("http://127.0.0.1:9/", true), Ok(()));
-        assert!(check_url("not a url", false).is_err());
+        let open = Policy::new(true, &[]);
+        assert_eq!(check_url("http://127.0.0.1:9/", &open), Ok(()));
+        assert!(check_url("not a url", &Policy::default()).is_err());
+    }
+
+    /// The metadata service is refused by the resolver even with private destinations allowed
+    /// (a name pointing at it is how SSRF usually reaches it).
+    #[tokio::test]
+    async fn metadata_stays_refused_when_private_destinations_are_allowed() {
+        let open = Policy::new(true, &["169.254.0.0/16".parse().expect("cidr")]);
+        let problem = check_url("http://169.254.169.254/latest/meta-data/", &open);
+        assert!(
+            matches!(&problem, Err(UrlProblem::Refused(r)) if r.0.contains("metadata")),
+            "{problem:?}"
+        );
+        let client = build(Duration::from_secs(5), &open, "test").expect("client");
+        let error = client
+            .get("http://localhost:9/hook")
+            .send()
+            .await
+            .expect_err("nothing listens on port 9");
+        assert!(
+            Refusal::find_in(&error).is_none(),
+            "loopback is open with private destinations allowed: {error}"
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod names;
 pub mod notice;
 mod query;
 pub mod rate;
+pub mod trace;
 
 pub use query::{
     DeadLetterFilter, DeliveryCounts, DeliveryLine, DestinationStats, EventFilter, EventSummary,
@@ -231,6 +232,8 @@ pub struct NewEvent {
     pub created_at: DateTime<Utc>,
     /// Events sharing it reach an `ordered` subscription one at a time, in publish order.
     pub ordering_key: Option<String>,
+    /// The W3C `traceparent` of the request that published it (`trace.rs`).
+    pub traceparent: Option<String>,
 }
 
 /// A stored event as returned by a publish.
@@ -375,6 +378,8 @@ pub struct ClaimedDelivery {
     /// Attempts already spent from the current budget.
     pub attempts: u32,
     pub target: Target,
+    /// The event's `traceparent`, passed on (as a child) to the calls this delivery makes.
+    pub traceparent: Option<String>,
 }
 
 impl fmt::Debug for ClaimedDelivery {

@@ -57,6 +57,35 @@ pub struct Notice {
 }
 
 impl Notice {
+    /// Logs the transition it reports, once (it is published once): circuits opening and
+    /// subscriptions disabled at warn, circuits closing at info. Dead deliveries are logged by
+    /// the engine when they die, connector failures by the registry when they load.
+    pub fn log(&self) {
+        let (subscription, url, detail) = (
+            self.subscription_id.map(|id| id.to_string()),
+            self.url.as_deref().filter(|u| !u.is_empty()),
+            self.detail.as_deref(),
+        );
+        match self.kind.as_str() {
+            CIRCUIT_OPENED => tracing::warn!(
+                subscription_id = subscription,
+                url,
+                open_until = detail,
+                "circuit opened: the endpoint failed repeatedly, its deliveries wait for a probe"
+            ),
+            CIRCUIT_CLOSED => {
+                tracing::info!(subscription_id = subscription, url, "circuit closed")
+            }
+            SUBSCRIPTION_DISABLED => tracing::warn!(
+                subscription_id = subscription,
+                url,
+                reason = detail,
+                "subscription disabled"
+            ),
+            _ => {}
+        }
+    }
+
     /// The event it publishes (documented in the README, "The hub's own events").
     pub fn event(&self) -> NewEvent {
         let mut payload = json!({ "at": self.created_at });
@@ -99,6 +128,7 @@ impl Notice {
             payload: payload.to_string(),
             created_at: self.created_at,
             ordering_key: None,
+            traceparent: None,
         }
     }
 }

@@ -22,6 +22,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The database could not be reached at start-up; the text is the innermost cause
+    /// ("Connection refused", "database \"x\" does not exist").
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// Subscription secrets cannot be sealed or opened with the configured keys.
+    #[error("subscription secrets: {0}")]
+    Sealing(String),
     /// The failure of a group commit, shared by every request of the group.
     #[error("{0}")]
     Shared(Arc<StoreError>),
@@ -33,7 +40,8 @@ impl StoreError {
         match self {
             StoreError::Unavailable(_)
             | StoreError::TimedOut(_)
-            | StoreError::CommitUncertain(_) => true,
+            | StoreError::CommitUncertain(_)
+            | StoreError::Connect(_) => true,
             StoreError::Shared(inner) => inner.is_unavailable(),
             _ => false,
         }
@@ -57,6 +65,21 @@ impl StoreError {
             }
             other => other.into(),
         }
+    }
+}
+
+impl StoreError {
+    /// A failed first connection, by what went wrong at the bottom: a server's own message
+    /// (a missing database, a refused login) or the innermost I/O error.
+    pub fn connect(e: &sqlx::Error) -> Self {
+        if let Some(db) = e.as_database_error() {
+            return StoreError::Connect(db.message().to_owned());
+        }
+        let mut innermost: &dyn std::error::Error = e;
+        while let Some(next) = innermost.source() {
+            innermost = next;
+        }
+        StoreError::Connect(innermost.to_string())
     }
 }
 

@@ -30,6 +30,7 @@ mod postgres;
 mod queries;
 mod rollup;
 mod rows;
+mod seal;
 mod sql;
 mod sqlite;
 
@@ -51,6 +52,7 @@ use crate::model::{
 
 pub use error::{StoreError, StoreResult};
 pub use postgres::PostgresStore;
+pub use seal::{Keyring, key_id};
 pub use sqlite::SqliteStore;
 
 /// Storage operations of the hub. Object-safe, so the backend is chosen at run time.
@@ -60,6 +62,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the database answers.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Seals every subscription secret that is stored plain or under another key than the
+    /// first one; returns how many. Fails, changing nothing more, when a secret is sealed with
+    /// a key the keyring does not hold.
+    async fn reseal_secrets(&self) -> StoreResult<u64>;
 
     async fn create_subscription(&self, new: NewSubscription) -> StoreResult<Subscription>;
 
@@ -336,12 +343,28 @@ fn only<T>(mut answers: Vec<T>) -> StoreResult<T> {
 /// the embedded migrations.
 pub async fn connect(config: &Config) -> StoreResult<Arc<dyn Store>> {
     let url = config.database_url.as_str();
+    let keyring = Keyring::new(&config.encryption_keys);
     let store: Arc<dyn Store> = if config.database_url.is_postgres() {
-        Arc::new(PostgresStore::connect(url, config.database_max_connections).await?)
+        Arc::new(PostgresStore::connect(url, config.database_max_connections, keyring).await?)
     } else {
-        Arc::new(SqliteStore::connect(url).await?)
+        Arc::new(SqliteStore::connect(url, keyring).await?)
     };
+    // Before anything reads a secret: rows stored plain or under a retired key are sealed
+    // with the first key now, and a missing key stops start-up here, naming its id.
+    let resealed = store.reseal_secrets().await?;
+    if resealed > 0 {
+        tracing::info!(resealed, key_id = ?config.encryption_keys.first().map(key_id), "subscription secrets sealed with the first IH_ENCRYPTION_KEY");
+    }
     Ok(store)
+}
+
+/// What a serving hub holds for as long as it runs so that no second hub serves the same
+/// SQLite file (nothing for PostgreSQL, which serves many): see `sqlite::exclusive`.
+pub async fn hold_database(config: &Config) -> StoreResult<Option<std::fs::File>> {
+    if config.database_url.is_postgres() {
+        return Ok(None);
+    }
+    sqlite::exclusive(config.database_url.as_str()).await
 }
 
 /// Applies pending migrations without starting anything else (`integrations-hub migrate`).

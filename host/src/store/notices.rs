@@ -59,5 +59,6 @@ pub(super) async fn publish<D: Dialect>(store: &D, limit: u32) -> StoreResult<u3
     tx.exec_in("DELETE FROM hub_notices WHERE id IN ({ids})", &[], &ids)
         .await?;
     commit::<D>(tx).await?;
+    notices.iter().for_each(Notice::log);
     Ok(notices.len() as u32)
 }

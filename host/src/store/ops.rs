@@ -28,6 +28,9 @@ use crate::model::{
 const RELEASE: &str = "UPDATE deliveries SET status = 'pending', lease_owner = NULL, \
      lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight'";
 
+/// Secrets re-sealed per transaction by [`Store::reseal_secrets`].
+const RESEAL_BATCH: i64 = 500;
+
 /// Runs a read on a reader connection and decodes every row with `decode`.
 async fn read_all<D: Dialect, T>(
     store: &D,
@@ -81,12 +84,14 @@ impl<D: Dialect> Store for D {
         )
         .await?;
         if let Some(secret) = &secret {
+            let (key_id, sealed) = self.keyring().seal(new.id, secret)?;
             tx.exec(
-                "INSERT INTO subscription_secrets (subscription_id, secret, created_at) VALUES ($1, $2, $3)",
+                "INSERT INTO subscription_secrets (subscription_id, secret, created_at, key_id) VALUES ($1, $2, $3, $4)",
                 &[
                     Arg::Uuid(new.id),
-                    Arg::Text(secret),
+                    Arg::Text(&sealed),
                     Arg::Time(new.created_at),
+                    Arg::Text(&key_id),
                 ],
             )
             .await?;
@@ -183,11 +188,14 @@ impl<D: Dialect> Store for D {
         if let Some(secret) = &patch.secret {
             let current_secret = tx
                 .row(
-                    "SELECT secret FROM subscription_secrets WHERE subscription_id = $1 AND expires_at IS NULL",
+                    "SELECT key_id, secret FROM subscription_secrets WHERE subscription_id = $1 AND expires_at IS NULL",
                     &[Arg::Uuid(id)],
                 )
                 .await?
-                .map(|row| row.text("secret"))
+                .map(|row| {
+                    self.keyring()
+                        .open(id, &row.text("key_id")?, &row.text("secret")?)
+                })
                 .transpose()?;
             if current_secret.as_deref() != Some(secret.as_str()) {
                 tx.exec(
@@ -200,9 +208,15 @@ impl<D: Dialect> Store for D {
                     &[Arg::Time(now + SECRET_GRACE), Arg::Uuid(id)],
                 )
                 .await?;
+                let (key_id, sealed) = self.keyring().seal(id, secret)?;
                 tx.exec(
-                    "INSERT INTO subscription_secrets (subscription_id, secret, created_at) VALUES ($1, $2, $3)",
-                    &[Arg::Uuid(id), Arg::Text(secret), Arg::Time(now)],
+                    "INSERT INTO subscription_secrets (subscription_id, secret, created_at, key_id) VALUES ($1, $2, $3, $4)",
+                    &[
+                        Arg::Uuid(id),
+                        Arg::Text(&sealed),
+                        Arg::Time(now),
+                        Arg::Text(&key_id),
+                    ],
                 )
                 .await?;
             }
@@ -243,10 +257,54 @@ impl<D: Dialect> Store for D {
     }
 
     async fn subscription_secrets(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<String>> {
-        let sql = "SELECT secret FROM subscription_secrets \
+        let sql = "SELECT key_id, secret FROM subscription_secrets \
              WHERE subscription_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY id DESC";
         let args = [Arg::Uuid(id), Arg::Time(now)];
-        read_all(self, sql, &args, |row| row.text("secret")).await
+        read_all(self, sql, &args, |row| {
+            self.keyring()
+                .open(id, &row.text("key_id")?, &row.text("secret")?)
+        })
+        .await
+    }
+
+    async fn reseal_secrets(&self) -> StoreResult<u64> {
+        let keyring = self.keyring();
+        let sealing = keyring.sealing_key().unwrap_or("");
+        let mut resealed = 0;
+        loop {
+            // Bounded rounds: a large table is re-sealed in short transactions. A failed
+            // round changes nothing; the rows before it stay re-sealed (each is valid alone).
+            let mut tx = self.writer().begin().await?;
+            let rows = tx
+                .rows(
+                    "SELECT id, subscription_id, key_id, secret FROM subscription_secrets \
+                     WHERE key_id <> $1 ORDER BY id LIMIT $2",
+                    &[Arg::Text(sealing), Arg::Int(RESEAL_BATCH)],
+                )
+                .await?;
+            if rows.is_empty() {
+                // Ended, not dropped: a dropped transaction costs SQLite's writer a reconnect.
+                commit::<D>(tx).await?;
+                return Ok(resealed);
+            }
+            for row in &rows {
+                let subscription = row.uuid("subscription_id")?;
+                let secret =
+                    keyring.open(subscription, &row.text("key_id")?, &row.text("secret")?)?;
+                let (key_id, sealed) = keyring.seal(subscription, &secret)?;
+                tx.exec(
+                    "UPDATE subscription_secrets SET key_id = $1, secret = $2 WHERE id = $3",
+                    &[
+                        Arg::Text(&key_id),
+                        Arg::Text(&sealed),
+                        Arg::Int(row.int("id")?),
+                    ],
+                )
+                .await?;
+            }
+            commit::<D>(tx).await?;
+            resealed += rows.len() as u64;
+        }
     }
 
     async fn publish_group(

@@ -9,17 +9,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Postgres;
-use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
 use uuid::Uuid;
 
-use super::StoreResult;
 use super::common::{
     HEAD_OF_ITS_KEY, admit_probes, admit_rated, apply_to_circuit, commit, rate_allows,
 };
 use super::plan::{DeliveryRow, rounds_of_distinct_deliveries, split_by_failures};
 use super::rows;
+use super::seal::Keyring;
 use super::sql::{Arg, DbRow, Dialect, Pools, driver};
+use super::{StoreError, StoreResult};
 use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent, notice};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -68,7 +69,7 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 impl PostgresStore {
     /// Connects to `url` with up to `max_connections` connections and applies the migrations
     /// (sqlx takes an advisory lock, so instances starting together migrate once).
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+    pub async fn connect(url: &str, max_connections: u32, keyring: Keyring) -> StoreResult<Self> {
         // JIT compilation pays off for long analytical queries; the hub's are all short, and
         // JIT would turn a sub-millisecond claim into 200 ms of compiling.
         let options = PgConnectOptions::from_str(url)?
@@ -76,6 +77,19 @@ impl PostgresStore {
             .options([("jit", "off")]);
         // Of the connection budget, a few serve the delivery hot path: one claiming loop and
         // the attempt-record writers.
+        // One plain connection first: a pool that cannot connect only says it timed out, this
+        // says why (refused, no such database, wrong password).
+        match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&options))
+            .await
+        {
+            Ok(Ok(probe)) => drop(probe.close().await),
+            Ok(Err(e)) => return Err(StoreError::connect(&e)),
+            Err(_) => {
+                return Err(StoreError::Connect(
+                    "no answer within 5 s (a firewall, or the wrong host or port?)".into(),
+                ));
+            }
+        }
         let hot_connections = (max_connections / 3).clamp(1, 6);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.saturating_sub(hot_connections).max(2))
@@ -92,6 +106,7 @@ impl PostgresStore {
             pools: Pools {
                 reader: pool.clone(),
                 writer: pool,
+                keyring,
             },
             hot,
             announcing: Default::default(),
@@ -209,15 +224,16 @@ impl Dialect for PostgresStore {
 
     async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO events (id, event_type, payload, created_at, ordering_key) \
+            "INSERT INTO events (id, event_type, payload, created_at, ordering_key, traceparent) \
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]::json[], $4::timestamptz[], \
-               $5::text[])",
+               $5::text[], $6::text[])",
         )
         .bind(column(events, |e| e.id))
         .bind(column(events, |e| e.event_type.as_str()))
         .bind(column(events, |e| e.payload.as_str()))
         .bind(column(events, |e| e.created_at))
         .bind(column(events, |e| e.ordering_key.as_deref()))
+        .bind(column(events, |e| e.traceparent.as_deref()))
         .execute(conn)
         .await?;
         Ok(())
@@ -272,7 +288,7 @@ impl Dialect for PostgresStore {
         for row in &rows {
             // The one row of an empty claim carries only the flag.
             if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
-                claimed.push(claimed_from_row(row)?);
+                claimed.push(claimed_from_row(row, self.keyring())?);
             }
         }
         let room = claim.limit.saturating_sub(claimed.len() as u32);
@@ -538,7 +554,10 @@ impl PostgresStore {
             .await?;
         commit::<Self>(tx).await?;
 
-        claimed.iter().map(claimed_from_row).collect()
+        claimed
+            .iter()
+            .map(|row| claimed_from_row(row, self.keyring()))
+            .collect()
     }
 }
 
@@ -608,14 +627,15 @@ static LEASE_AND_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
 /// subscription and its valid secrets, newest first.
 const CLAIMED_ROWS: &str = "SELECT c.id, c.event_id, c.kind, c.subscription_id, c.connector, c.attempts, \
      c.next_attempt_at, e.event_type, e.payload::text AS payload, e.created_at AS event_created_at, \
+     e.traceparent, \
      s.url, s.headers::text AS headers, ci.id AS instance_id, ci.connector AS instance_connector, \
      ci.name AS instance_name, ci.settings::text AS instance_settings, \
-     ARRAY(SELECT ss.secret FROM subscription_secrets ss WHERE ss.subscription_id = c.subscription_id \
+     ARRAY(SELECT ss.key_id || ':' || ss.secret FROM subscription_secrets ss WHERE ss.subscription_id = c.subscription_id \
            AND (ss.expires_at IS NULL OR ss.expires_at > c.updated_at) ORDER BY ss.id DESC) AS secrets \
      FROM claimed c JOIN events e ON e.id = c.event_id \
      LEFT JOIN subscriptions s ON s.id = c.subscription_id \
      LEFT JOIN connector_instances ci ON ci.id = s.instance_id";
 
-fn claimed_from_row(row: &PgRow) -> StoreResult<ClaimedDelivery> {
-    rows::claimed(row, row.names("secrets")?)
+fn claimed_from_row(row: &PgRow, keyring: &Keyring) -> StoreResult<ClaimedDelivery> {
+    rows::claimed(row, keyring, row.names("secrets")?)
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::plan::decode_strings;
+use super::seal::Keyring;
 use super::sql::DbRow;
 use super::{StoreError, StoreResult};
 use crate::model::filter::Filter;
@@ -230,19 +231,26 @@ pub(super) fn dead_letter(row: &impl DbRow) -> StoreResult<DeadLetter> {
 }
 
 /// A claimed delivery (columns of a claim: the delivery, its event, its subscription's `url`
-/// and `headers`) with its subscription's valid secrets, newest first.
-pub(super) fn claimed(row: &impl DbRow, secrets: Vec<String>) -> StoreResult<ClaimedDelivery> {
+/// and `headers`) with its subscription's valid secrets as stored (`key_id:text`), newest first.
+pub(super) fn claimed(
+    row: &impl DbRow,
+    keyring: &Keyring,
+    secrets: Vec<String>,
+) -> StoreResult<ClaimedDelivery> {
     let target = match destination(row)? {
         Destination::Webhook {
             subscription_id,
             url,
         } => Target::Webhook {
+            secrets: secrets
+                .iter()
+                .map(|s| keyring.open_joined(subscription_id, s))
+                .collect::<StoreResult<_>>()?,
             subscription_id,
             url,
             headers: decode_strings(&row.opt_text("headers")?.ok_or_else(|| {
                 StoreError::Corrupt("webhook delivery without its subscription".into())
             })?)?,
-            secrets,
         },
         Destination::Connector { connector } => Target::Connector {
             name: connector,
@@ -263,6 +271,7 @@ pub(super) fn claimed(row: &impl DbRow, secrets: Vec<String>) -> StoreResult<Cla
     };
     decode!(row => ClaimedDelivery {
         id, event_id, event_type, event_created_at, payload, attempts, target = target,
+        traceparent = row.opt_text("traceparent")?,
     })
 }
 

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::StoreResult;
 use super::plan::DeliveryRow;
+use super::seal::Keyring;
 use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent};
 
 /// A value bound to a shared statement.
@@ -253,6 +254,8 @@ pub(crate) use driver;
 pub(crate) struct Pools<Db: sqlx::Database> {
     pub reader: sqlx::Pool<Db>,
     pub writer: sqlx::Pool<Db>,
+    /// Seals and opens subscription secrets.
+    pub keyring: Keyring,
 }
 
 /// One backend: its pools, the statements whose text differs, and the operations that do.
@@ -288,6 +291,10 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
 
     fn writer(&self) -> &sqlx::Pool<Self::Db> {
         &self.pools().writer
+    }
+
+    fn keyring(&self) -> &Keyring {
+        &self.pools().keyring
     }
 
     fn insert_events(

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::common::{HEAD_OF_ITS_KEY, admit_probes, admit_rated, commit, record_one};
 use super::plan::DeliveryRow;
 use super::rows;
+use super::seal::Keyring;
 use super::sql::{Arg, Conn, DbRow, Dialect, Pools, driver};
 use super::{StoreError, StoreResult};
 use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent};
@@ -33,6 +34,57 @@ const READERS: u32 = 4;
 pub struct SqliteStore {
     /// A single writer connection beside the readers.
     pools: Pools<Sqlite>,
+}
+
+/// How long a starting hub waits for the database file's lock: a hub being replaced may take a
+/// few seconds to let go of it.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes `<database>.lock` exclusively for a hub serving the SQLite database at `url` (an OS
+/// lock, released when the file is dropped or the process ends however it ends); `None` for an
+/// in-memory database. SQLite would let a second hub open the same file and both would claim
+/// the same deliveries under separate leases: a second hub is refused instead, after
+/// [`LOCK_WAIT`]. (Tools and tests that open the store beside a hub do not take it.)
+pub async fn exclusive(url: &str) -> StoreResult<Option<std::fs::File>> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let database = options.get_filename();
+    if database.as_os_str() == ":memory:" || url.contains(":memory:") {
+        return Ok(None);
+    }
+    if let Some(parent) = database.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+    }
+    let mut path = database.as_os_str().to_owned();
+    path.push(".lock");
+    let path = std::path::PathBuf::from(path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Connect(format!("cannot create {}: {e}", path.display())))?;
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Connect(format!(
+                    "another integrations-hub is using this file (it holds {}): SQLite serves one \
+                     hub at a time; stop the other, or use PostgreSQL for several instances",
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Connect(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
 }
 
 /// Whether the writer connection may be used again: only when sqlx has no transaction open on
@@ -58,7 +110,7 @@ fn outside_transaction(conn: &sqlx::SqliteConnection) -> bool {
 impl SqliteStore {
     /// Opens (creating file and folder if needed) and migrates the database at `url`
     /// (`sqlite://path/to/file.db`, or `sqlite::memory:` for a throwaway database).
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    pub async fn connect(url: &str, keyring: Keyring) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -72,6 +124,7 @@ impl SqliteStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         }
+
         let mut writer_options = SqlitePoolOptions::new()
             .max_connections(1)
             // As PostgreSQL's pools: see `group::MAX_WAIT`.
@@ -95,7 +148,11 @@ impl SqliteStore {
                 .await?
         };
         Ok(Self {
-            pools: Pools { reader, writer },
+            pools: Pools {
+                reader,
+                writer,
+                keyring,
+            },
         })
     }
 }
@@ -203,14 +260,15 @@ impl Dialect for SqliteStore {
     async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> StoreResult<()> {
         for chunk in events.chunks(repr::IDS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (id, event_type, payload, created_at, ordering_key) ",
+                "INSERT INTO events (id, event_type, payload, created_at, ordering_key, traceparent) ",
             );
             q.push_values(chunk, |mut row, e| {
                 row.push_bind(e.id)
                     .push_bind(&e.event_type)
                     .push_bind(&e.payload)
                     .push_bind(e.created_at.timestamp_micros())
-                    .push_bind(e.ordering_key.as_deref());
+                    .push_bind(e.ordering_key.as_deref())
+                    .push_bind(e.traceparent.as_deref());
             });
             q.build().execute(&mut *conn).await?;
         }
@@ -255,7 +313,7 @@ impl Dialect for SqliteStore {
         let mut tx = self.writer().begin().await?;
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT d.id, d.event_id, d.kind, d.subscription_id, d.connector, d.attempts, \
-             e.event_type, e.payload, e.created_at AS event_created_at, s.url, s.headers, s.circuit_state, \
+             e.event_type, e.payload, e.created_at AS event_created_at, e.traceparent, s.url, s.headers, s.circuit_state, \
              s.rate_per_second, \
              ci.id AS instance_id, ci.connector AS instance_connector, ci.name AS instance_name, \
              ci.settings AS instance_settings \
@@ -339,7 +397,7 @@ impl Dialect for SqliteStore {
         let mut secrets: HashMap<Uuid, Vec<String>> = HashMap::new();
         for row in tx
             .rows_in(
-                "SELECT subscription_id, secret FROM subscription_secrets \
+                "SELECT subscription_id, key_id || ':' || secret AS secret FROM subscription_secrets \
                  WHERE (expires_at IS NULL OR expires_at > $1) AND subscription_id IN ({ids}) ORDER BY id DESC",
                 &[Arg::Time(now)],
                 &subs,
@@ -360,7 +418,7 @@ impl Dialect for SqliteStore {
                     .opt_uuid("subscription_id")?
                     .and_then(|sub| secrets.get(&sub).cloned())
                     .unwrap_or_default();
-                rows::claimed(row, secrets)
+                rows::claimed(row, self.keyring(), secrets)
             })
             .collect()
     }

@@ -62,14 +62,16 @@ async fn main() {
         memory_mb: 64,
         settings,
     };
-    let client = integrations_hub::egress::build(Duration::from_secs(10), true, "bench")
+    // The fake upstream is on loopback.
+    let policy = integrations_hub::egress::Policy::new(true, &[]);
+    let client = integrations_hub::egress::build(Duration::from_secs(10), &policy, "bench")
         .expect("HTTP client");
     let started = Instant::now();
     let connectors = Connectors::start(
         &config,
         concurrency.max(64),
         client,
-        true,
+        policy,
         Arc::new(Metrics::new()),
         None,
     )
@@ -163,6 +165,7 @@ fn context() -> CallContext {
         delivery_id: uuid::Uuid::now_v7(),
         instance_id: None,
         subscription_id: None,
+        traceparent: None,
     }
 }
 
