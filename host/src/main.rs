@@ -126,7 +126,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config);
+    // Held to the end: dropping it flushes the last traces.
+    let _telemetry = telemetry::init(&config);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

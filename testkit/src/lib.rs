@@ -585,7 +585,7 @@ pub fn serve_hub() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    integrations_hub::telemetry::init(&config);
+    let _telemetry = integrations_hub::telemetry::init(&config);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.bind)

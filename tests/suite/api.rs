@@ -20,6 +20,7 @@ backend_tests!(
     metrics_parse_with_the_official_parser_in_both_formats,
     logs_carry_numbers_keep_probes_quiet_and_tell_transitions_once,
     database_errors_name_the_database_and_the_cause_once,
+    traces_go_to_an_otlp_collector_when_the_standard_variables_ask,
 );
 
 const HOOK: &str = "https://your-service.example.com/webhook";
@@ -912,5 +913,61 @@ async fn database_errors_name_the_database_and_the_cause_once(backend: Backend) 
         assert!(line.to_lowercase().contains(cause), "{line}");
         assert_eq!(line.matches(cause).count(), 1, "said once: {line}");
         assert!(!line.contains("pool timed out"), "{line}");
+    }
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the hub's spans reach an OTLP/HTTP collector (here a
+/// local receiver) in the publisher's trace, and the webhook names the attempt span as parent.
+async fn traces_go_to_an_otlp_collector_when_the_standard_variables_ask(backend: Backend) {
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let collector = Receiver::start(Reply::Status(200)).await;
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let mut vars = FAST.to_vec();
+    vars.extend([
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.base.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ]);
+    let hub = HubProcess::start(&db, &vars).await;
+    hub.subscribe(&receiver.url("/traced"), json!(["*"])).await;
+    let traceparent = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
+    hub.expect(
+        hub.post("/api/v1/events")
+            .header("traceparent", &traceparent)
+            .json(&json!({"event_type": "a", "payload": {}})),
+        202,
+    )
+    .await;
+    let got = receiver
+        .wait_for("/traced", 1, std::time::Duration::from_secs(20))
+        .await;
+    let sent = got[0].header("traceparent").to_owned();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts[1], TRACE_ID, "{sent}");
+    let parent = hex::decode(parts[2]).expect("hex parent id");
+    let trace_id = hex::decode(TRACE_ID).expect("hex");
+
+    // The exported spans (OTLP protobuf): the trace id, the spans' names, and the attempt's span
+    // id that the webhook named as its parent.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let bodies: Vec<Vec<u8>> = collector
+            .requests_to("/v1/traces")
+            .into_iter()
+            .map(|r| r.body.to_vec())
+            .collect();
+        let all: Vec<u8> = bodies.concat();
+        let has = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+        if has(&trace_id) && has(b"publish") && has(b"attempt") && has(&parent) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spans not exported: {} requests to the collector",
+            bodies.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

@@ -105,6 +105,18 @@ impl Browser {
         })
     }
 
+    /// Signs the console in with `key`, as the login form would (it takes effect on the next
+    /// page load).
+    async fn use_key(&self, key: &str) {
+        self.client
+            .execute(
+                "sessionStorage.setItem('ih.console.apiKey', arguments[0])",
+                vec![json!(key)],
+            )
+            .await
+            .expect("set the key");
+    }
+
     fn css(test: &str) -> String {
         format!("[data-test=\"{test}\"]")
     }
@@ -459,14 +471,7 @@ async fn an_operator_works_through_the_console_in_a_real_browser(backend: Backen
     assert!(generated.starts_with("whsec_"), "{generated}");
 
     // A read key: what it may read, and no control that changes anything.
-    browser
-        .client
-        .execute(
-            "sessionStorage.setItem('ih.console.apiKey', arguments[0])",
-            vec![json!(READ_KEY)],
-        )
-        .await
-        .expect("set the key");
+    browser.use_key(READ_KEY).await;
     browser.client.refresh().await.expect("reload");
     browser.ready("subscription").await;
     browser.wait_css("body[data-scope=\"read\"]").await;
@@ -491,14 +496,7 @@ async fn an_operator_works_through_the_console_in_a_real_browser(backend: Backen
     let new = browser.find("new-subscription").await;
     assert!(!new.is_displayed().await.expect("displayed"));
     browser.shot("read-key").await;
-    browser
-        .client
-        .execute(
-            "sessionStorage.setItem('ih.console.apiKey', arguments[0])",
-            vec![json!(KEY)],
-        )
-        .await
-        .expect("set the key");
+    browser.use_key(KEY).await;
 
     // The overview, on a laptop and on a narrow screen; the keyboard reaches the skip link first.
     browser

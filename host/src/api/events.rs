@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,7 +24,7 @@ use super::schema::{Destination, mirror};
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState, Page, PageQuery};
 use crate::error::{ApiError, ApiResult};
-use crate::model::trace::TraceParent;
+use crate::model::trace::{self, TraceParent};
 use crate::model::{
     self, DeliveryCounts, DeliveryStatus, DeliverySummary, EventFilter, EventSummary,
     IdempotencyKey, NewEvent, PublishOutcome, PublishRequest, PublishedEvent,
@@ -179,11 +180,17 @@ async fn validate_and_store(
     let mut errors = Errors::default();
     let now = model::now();
     // The caller's trace, when it sent a valid one (a malformed one is ignored, as W3C asks).
-    let traceparent = headers
+    // With traces exported, the publish is a span of it, and what the event's calls carry on
+    // is that span.
+    let incoming = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .map(|t| t.to_string());
+        .and_then(TraceParent::parse);
+    let span = tracing::info_span!("publish", route);
+    if let Some(parent) = &incoming {
+        trace::adopt(&span, parent);
+    }
+    let traceparent = trace::of_span(&span).or(incoming).map(|t| t.to_string());
     let events: Vec<NewEvent> = events
         .into_iter()
         .map(|(prefix, e)| {
@@ -200,7 +207,7 @@ async fn validate_and_store(
         events,
         idempotency,
     };
-    match state.publisher.submit(request).await? {
+    match state.publisher.submit(request).instrument(span).await? {
         PublishOutcome::Created(published) => {
             if published.iter().any(|e| e.deliveries > 0) {
                 state.wake.notify_one();

@@ -22,6 +22,7 @@ use super::runtime::HostState;
 use super::runtime::bindings::integrations_hub::connector::{config, http, kv, log, types};
 use super::runtime::bindings_v1::integrations_hub::connector as v1;
 use crate::egress::{self, Refusal};
+use crate::model::trace;
 
 /// Response bytes a connector may receive.
 pub const MAX_RESPONSE_BODY: usize = 1 << 20;
@@ -111,13 +112,17 @@ impl HostState {
             return Err(http::HttpError::Timeout);
         }
         let mut request = self.client.request(method, url).timeout(remaining);
-        // The event's trace goes on, unless the connector sets its own.
+        // The event's trace goes on, unless the connector sets its own: from the connector
+        // call's span when traces are exported, else with a parent id of this request's own.
         let own_trace = req
             .headers
             .iter()
             .any(|h| h.name.eq_ignore_ascii_case("traceparent"));
-        if let (Some(trace), false) = (self.traceparent, own_trace) {
-            request = request.header("traceparent", trace.child().to_string());
+        let trace = self.traceparent.map(|event| {
+            trace::of_span(&tracing::Span::current()).unwrap_or_else(|| event.child())
+        });
+        if let (Some(trace), false) = (trace, own_trace) {
+            request = request.header("traceparent", trace.to_string());
         }
         for h in &req.headers {
             let name = HeaderName::from_bytes(h.name.as_bytes())

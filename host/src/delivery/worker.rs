@@ -24,6 +24,7 @@ use super::send::Sender;
 use crate::config::DeliveryConfig;
 use crate::connectors::Connectors;
 use crate::metrics::Metrics;
+use crate::model::trace::{self, TraceParent};
 use crate::model::{
     self, AttemptRecord, AttemptResult, Claim, ClaimedDelivery, Skip, Target, notice,
 };
@@ -252,7 +253,11 @@ impl Engine {
         let Some(slot) = self.take_slot(&delivery) else {
             return Some(delivery);
         };
-        let span = tracing::info_span!("delivery", delivery_id = %delivery.id, event_id = %delivery.event_id);
+        let span = tracing::info_span!("attempt", delivery_id = %delivery.id, event_id = %delivery.event_id, attempt = delivery.attempts + 1);
+        // A span of the publisher's trace when traces are exported (`model/trace.rs`).
+        if let Some(parent) = delivery.traceparent.as_deref().and_then(TraceParent::parse) {
+            trace::adopt(&span, &parent);
+        }
         tasks.spawn(
             self.clone()
                 .attempt(delivery, permit, slot)
@@ -348,7 +353,9 @@ impl Engine {
                 let skip = self.saturated();
                 let running = self.connectors.running();
                 let loaded = self.connectors.loaded();
-                match self
+                let claim =
+                    tracing::info_span!("claim", limit = free, claimed = tracing::field::Empty);
+                let claimed = self
                     .store
                     .claim_deliveries(Claim {
                         owner: &self.owner,
@@ -359,8 +366,13 @@ impl Engine {
                         connectors: &running,
                         loaded: &loaded,
                     })
-                    .await
-                {
+                    .instrument(claim.clone())
+                    .await;
+                if let Ok(batch) = &claimed {
+                    claim.record("claimed", batch.len());
+                }
+                drop(claim);
+                match claimed {
                     Ok(batch) => {
                         more = batch.len() == free;
                         let mut overflow = Vec::new();

@@ -2,12 +2,42 @@
 //! passed on to every webhook and connector HTTP call they cause, so a receiver can tie what it
 //! gets to the request that caused it.
 //!
-//! The hub is a hop of the trace: each outgoing call carries the same trace id and flags with a
-//! fresh parent id of its own ([`TraceParent::child`]).
+//! The hub is a hop of the trace. When traces are exported (`telemetry.rs`), its spans join the
+//! caller's trace ([`adopt`]) and each outgoing call names the span it was made in
+//! ([`of_span`]); otherwise each call carries the same trace id and flags with a fresh parent id
+//! ([`TraceParent::child`]).
 
 use std::fmt;
 
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use rand::RngCore;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Makes `span` a child of the caller's `parent` in the exported trace (nothing when traces are
+/// not exported).
+pub fn adopt(span: &tracing::Span, parent: &TraceParent) {
+    let context = SpanContext::new(
+        TraceId::from_bytes(parent.trace_id),
+        SpanId::from_bytes(parent.parent_id),
+        TraceFlags::new(parent.flags),
+        true,
+        TraceState::default(),
+    );
+    let parent = opentelemetry::Context::new().with_remote_span_context(context);
+    // Fails only when no exporter is installed: then there is no trace to join.
+    let _ = span.set_parent(parent);
+}
+
+/// `span` as the parent of a call made inside it, when traces are exported.
+pub fn of_span(span: &tracing::Span) -> Option<TraceParent> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| TraceParent {
+        trace_id: span_context.trace_id().to_bytes(),
+        parent_id: span_context.span_id().to_bytes(),
+        flags: span_context.trace_flags().to_u8(),
+    })
+}
 
 /// A valid `traceparent` (version `00`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
