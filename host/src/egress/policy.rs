@@ -61,13 +61,13 @@ impl Policy {
                 always: true,
             });
         }
-        let reason = refusal_reason(ip)?;
+        // (Checked before the reason is written: every attempt asks.)
         let open = |net: &IpNet| net.contains(&ip) || net.contains(&canonical(ip));
         if self.allow_private || self.allowed.iter().any(open) {
             return None;
         }
         Some(Refused {
-            reason,
+            reason: refusal_reason(ip)?,
             always: false,
         })
     }
