@@ -31,6 +31,7 @@ mod queries;
 mod rollup;
 mod rows;
 mod seal;
+mod secrets;
 mod sql;
 mod sqlite;
 

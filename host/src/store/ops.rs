@@ -15,21 +15,18 @@ use super::plan::{Decision, KeyClaims, encode_json, events_to_write, group_outco
 use super::rows::{self, attempt_views, destination_columns, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 use super::{Store, StoreError, StoreResult};
-use super::{instances, notices, queries, rollup};
+use super::{instances, notices, queries, rollup, secrets};
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
     ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus,
     DestinationStats, EventDetail, EventFilter, EventSummary, Feed, InstanceDeletion,
     MAX_BULK_REPLAY, NewSubscription, OutboxStats, PageRequest, PublishOutcome, PublishRequest,
-    ReplayOutcome, SECRET_GRACE, StatsOf, Subscription, SubscriptionPatch, held_until, notice,
+    ReplayOutcome, StatsOf, Subscription, SubscriptionPatch, held_until, notice,
 };
 
 /// Hands `owner`'s in-flight deliveries back to `pending`; `only` narrows them down (`{ids}`).
 const RELEASE: &str = "UPDATE deliveries SET status = 'pending', lease_owner = NULL, \
      lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 WHERE status = 'in_flight'";
-
-/// Secrets re-sealed per transaction by [`Store::reseal_secrets`].
-const RESEAL_BATCH: i64 = 500;
 
 /// Runs a read on a reader connection and decodes every row with `decode`.
 async fn read_all<D: Dialect, T>(
@@ -84,17 +81,7 @@ impl<D: Dialect> Store for D {
         )
         .await?;
         if let Some(secret) = &secret {
-            let (key_id, sealed) = self.keyring().seal(new.id, secret)?;
-            tx.exec(
-                "INSERT INTO subscription_secrets (subscription_id, secret, created_at, key_id) VALUES ($1, $2, $3, $4)",
-                &[
-                    Arg::Uuid(new.id),
-                    Arg::Text(&sealed),
-                    Arg::Time(new.created_at),
-                    Arg::Text(&key_id),
-                ],
-            )
-            .await?;
+            secrets::add(&mut *tx, self.keyring(), new.id, secret, new.created_at).await?;
         }
         let created = live_subscription::<D>(&mut tx, new.id, "")
             .await?
@@ -186,40 +173,7 @@ impl<D: Dialect> Store for D {
             .await?;
         }
         if let Some(secret) = &patch.secret {
-            let current_secret = tx
-                .row(
-                    "SELECT key_id, secret FROM subscription_secrets WHERE subscription_id = $1 AND expires_at IS NULL",
-                    &[Arg::Uuid(id)],
-                )
-                .await?
-                .map(|row| {
-                    self.keyring()
-                        .open(id, &row.text("key_id")?, &row.text("secret")?)
-                })
-                .transpose()?;
-            if current_secret.as_deref() != Some(secret.as_str()) {
-                tx.exec(
-                    "DELETE FROM subscription_secrets WHERE subscription_id = $1 AND expires_at <= $2",
-                    &[Arg::Uuid(id), Arg::Time(now)],
-                )
-                .await?;
-                tx.exec(
-                    "UPDATE subscription_secrets SET expires_at = $1 WHERE subscription_id = $2 AND expires_at IS NULL",
-                    &[Arg::Time(now + SECRET_GRACE), Arg::Uuid(id)],
-                )
-                .await?;
-                let (key_id, sealed) = self.keyring().seal(id, secret)?;
-                tx.exec(
-                    "INSERT INTO subscription_secrets (subscription_id, secret, created_at, key_id) VALUES ($1, $2, $3, $4)",
-                    &[
-                        Arg::Uuid(id),
-                        Arg::Text(&sealed),
-                        Arg::Time(now),
-                        Arg::Text(&key_id),
-                    ],
-                )
-                .await?;
-            }
+            secrets::rotate(&mut *tx, self.keyring(), id, secret, now).await?;
         }
         let updated = live_subscription::<D>(&mut tx, id, "").await?;
         commit::<D>(tx).await?;
@@ -268,43 +222,7 @@ impl<D: Dialect> Store for D {
     }
 
     async fn reseal_secrets(&self) -> StoreResult<u64> {
-        let keyring = self.keyring();
-        let sealing = keyring.sealing_key().unwrap_or("");
-        let mut resealed = 0;
-        loop {
-            // Bounded rounds: a large table is re-sealed in short transactions. A failed
-            // round changes nothing; the rows before it stay re-sealed (each is valid alone).
-            let mut tx = self.writer().begin().await?;
-            let rows = tx
-                .rows(
-                    "SELECT id, subscription_id, key_id, secret FROM subscription_secrets \
-                     WHERE key_id <> $1 ORDER BY id LIMIT $2",
-                    &[Arg::Text(sealing), Arg::Int(RESEAL_BATCH)],
-                )
-                .await?;
-            if rows.is_empty() {
-                // Ended, not dropped: a dropped transaction costs SQLite's writer a reconnect.
-                commit::<D>(tx).await?;
-                return Ok(resealed);
-            }
-            for row in &rows {
-                let subscription = row.uuid("subscription_id")?;
-                let secret =
-                    keyring.open(subscription, &row.text("key_id")?, &row.text("secret")?)?;
-                let (key_id, sealed) = keyring.seal(subscription, &secret)?;
-                tx.exec(
-                    "UPDATE subscription_secrets SET key_id = $1, secret = $2 WHERE id = $3",
-                    &[
-                        Arg::Text(&key_id),
-                        Arg::Text(&sealed),
-                        Arg::Int(row.int("id")?),
-                    ],
-                )
-                .await?;
-            }
-            commit::<D>(tx).await?;
-            resealed += rows.len() as u64;
-        }
+        secrets::reseal(self).await
     }
 
     async fn publish_group(
