@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use integrations_hub_testkit::fixtures::fast;
-use integrations_hub_testkit::receiver::{Receiver, Reply, verify_seed_signature};
+use integrations_hub_testkit::receiver::{
+    Receiver, Reply, verify_seed_signature, verify_standard_signature,
+};
 use integrations_hub_testkit::{Api, Backend, TestHub, backend_tests};
 use serde_json::json;
 
@@ -313,7 +315,8 @@ async fn an_operator_works_through_the_console_in_a_real_browser(backend: Backen
         .await;
     browser.shot("subscription").await;
 
-    // Rotate the secret: the next delivery is signed with the new one.
+    // Rotate the secret: the next delivery is signed with the new one (and, through the grace
+    // period, the seed header still with the old one).
     let rotated = "console-rotated-secret-0123456789";
     browser.fill("rotate-secret", rotated).await;
     browser.click(&Browser::css("rotate-submit")).await;
@@ -324,8 +327,12 @@ async fn an_operator_works_through_the_console_in_a_real_browser(backend: Backen
     let requests = ok.wait_for("/hook", before + 1, PATIENCE).await;
     let last = requests.last().expect("a delivery");
     assert!(
-        verify_seed_signature(rotated, last),
+        verify_standard_signature(rotated, last),
         "signed with the new secret"
+    );
+    assert!(
+        verify_seed_signature(secret, last),
+        "the seed header keeps the old secret during the grace period"
     );
 
     // Edit: a change is saved; a bad filter's API error shows beside the filter, naming where.
