@@ -48,13 +48,6 @@ pub struct Telemetry {
     traces: Option<SdkTracerProvider>,
 }
 
-impl Telemetry {
-    /// Whether spans are being exported.
-    pub fn exports_traces(&self) -> bool {
-        self.traces.is_some()
-    }
-}
-
 impl Drop for Telemetry {
     fn drop(&mut self) {
         if let Some(traces) = self.traces.take()

@@ -77,6 +77,8 @@ pub struct AppState {
     /// Turns true when the hub shuts down: live feeds end.
     stop: tokio::sync::watch::Receiver<bool>,
     api_keys: Arc<auth::ApiKeys>,
+    /// `IH_METRICS_KEY`, checked as API keys are; `None`: `/metrics` is open.
+    metrics_key: Option<Arc<auth::ApiKeys>>,
 }
 
 impl AppState {
@@ -97,6 +99,13 @@ impl AppState {
             wake,
             connectors,
             api_keys: Arc::new(auth::ApiKeys::new(&config.api_keys)),
+            metrics_key: config.metrics_key.as_ref().map(|key| {
+                let only = crate::config::ApiKey {
+                    scope: crate::config::Scope::Read,
+                    key: key.clone(),
+                };
+                Arc::new(auth::ApiKeys::new(&[only]))
+            }),
             policy: Policy::from_config(&config),
             store,
             metrics,

@@ -22,7 +22,6 @@ use super::runtime::HostState;
 use super::runtime::bindings::integrations_hub::connector::{config, http, kv, log, types};
 use super::runtime::bindings_v1::integrations_hub::connector as v1;
 use crate::egress::{self, Refusal};
-use crate::model::trace;
 
 /// Response bytes a connector may receive.
 pub const MAX_RESPONSE_BODY: usize = 1 << 20;
@@ -118,9 +117,7 @@ impl HostState {
             .headers
             .iter()
             .any(|h| h.name.eq_ignore_ascii_case("traceparent"));
-        let trace = self.traceparent.map(|event| {
-            trace::of_span(&tracing::Span::current()).unwrap_or_else(|| event.child())
-        });
+        let trace = self.traceparent.map(|event| event.for_call());
         if let (Some(trace), false) = (trace, own_trace) {
             request = request.header("traceparent", trace.to_string());
         }

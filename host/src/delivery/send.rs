@@ -15,7 +15,7 @@ use super::signing;
 use crate::config::DeliveryConfig;
 use crate::connectors::{CallContext, CallOutcome, Connectors, EventData};
 use crate::egress::{self, Policy};
-use crate::model::trace::{self, TraceParent};
+use crate::model::trace::TraceParent;
 use crate::model::{ClaimedDelivery, ConnectorReport, InstanceTarget, ReportKind, Target};
 
 /// Response bytes kept with an attempt.
@@ -108,8 +108,7 @@ fn trace_of(delivery: &ClaimedDelivery) -> Option<TraceParent> {
 /// event's trace with a parent id of this call's own.
 fn trace_header(delivery: &ClaimedDelivery) -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
-    let trace = trace_of(delivery)
-        .map(|event| trace::of_span(&tracing::Span::current()).unwrap_or_else(|| event.child()));
+    let trace = trace_of(delivery).map(|event| event.for_call());
     if let Some(value) = trace.and_then(|t| HeaderValue::from_str(&t.to_string()).ok()) {
         headers.insert("traceparent", value);
     }

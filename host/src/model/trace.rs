@@ -81,6 +81,12 @@ impl TraceParent {
         (!zero).then_some(parsed)
     }
 
+    /// The `traceparent` of a call made now in this trace: the current span when traces are
+    /// exported, else [`TraceParent::child`].
+    pub fn for_call(&self) -> Self {
+        of_span(&tracing::Span::current()).unwrap_or_else(|| self.child())
+    }
+
     /// The same trace, with a new parent id: the header of one outgoing call.
     pub fn child(&self) -> Self {
         let mut parent_id = [0u8; 8];
