@@ -9,8 +9,8 @@
 //!   `failed` with the reason and changes nothing else: the connector that had the name first
 //!   keeps it, and the built-in Slack connector yields only to a file that names itself `slack`;
 //! - a connector with a required key unset is `inactive`: listed, but routed nothing;
-//! - changes in the directory take effect within [`SETTLE`] plus one load (well under 2 s), via
-//!   the notify watcher, with a slower poll as the fallback.
+//! - changes in the directory take effect within [`watch::SETTLE`] plus one load (well under 2 s), via
+//!   the notify watcher, with a slower poll as the fallback (`registry/watch.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,7 +19,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
 
 use super::grant::Grant;
 use super::manifest::{self, Manifest};
@@ -33,17 +32,13 @@ use crate::metrics::Metrics;
 use crate::model;
 
 mod instances;
+mod watch;
 use crate::store::Store;
 
 /// Files considered in the directory (the rest are ignored, with a warning).
 pub const MAX_FILES: usize = 256;
 /// Largest `.wasm` file loaded.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
-/// Quiet time after a change in the directory before it is rescanned (lets a copy finish).
-pub const SETTLE: Duration = Duration::from_millis(200);
-/// Rescan interval when no watcher could be set up, and as a safety net beside it.
-pub const POLL: Duration = Duration::from_secs(5);
-const POLL_WITHOUT_WATCHER: Duration = Duration::from_secs(1);
 
 /// The Slack connector, compiled to a component by `build.rs` (empty if that build was skipped).
 const BUILTIN_SLACK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/slack.wasm"));
@@ -577,52 +572,6 @@ impl Connectors {
             })
         });
         Entry { view, loaded }
-    }
-
-    /// Watches the directory until `stop`, rescanning after each burst of changes.
-    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        let watcher = {
-            use notify::Watcher;
-            let tx = tx.clone();
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
-                    // A full channel already means "rescan"; nothing is lost by dropping this.
-                    let _ = tx.try_send(());
-                }
-            })
-            .and_then(|mut w| {
-                w.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
-                Ok(w)
-            })
-        };
-        let poll = match &watcher {
-            Ok(_) => POLL,
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the connectors directory; polling it every second instead");
-                POLL_WITHOUT_WATCHER
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = stop.changed() => break,
-                Some(()) = rx.recv() => {
-                    // Let the burst (a copy in progress) settle, then rescan once.
-                    loop {
-                        tokio::select! {
-                            () = tokio::time::sleep(SETTLE) => break,
-                            Some(()) = rx.recv() => {}
-                        }
-                    }
-                }
-                () = tokio::time::sleep(poll) => {}
-            }
-            if *stop.borrow() {
-                break;
-            }
-            self.rescan().await;
-        }
-        drop(watcher);
     }
 }
 
