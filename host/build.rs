@@ -22,6 +22,8 @@ fn main() {
     for watched in [
         "connectors",
         "tests/fixtures/connector",
+        "tests/fixtures/transform",
+        "transforms",
         "wit",
         "Cargo.lock",
     ] {
@@ -64,7 +66,7 @@ fn env(name: &str) -> String {
 }
 
 /// The connectors built here (cargo packages), all into one target directory.
-const PACKAGES: [&str; 7] = [
+const PACKAGES: [&str; 11] = [
     "slack-connector",
     "example-connector",
     "fixture-connector",
@@ -72,6 +74,10 @@ const PACKAGES: [&str; 7] = [
     "discord-connector",
     "teams-connector",
     "pagerduty-connector",
+    "slack-text-transform",
+    "cloudevents-transform",
+    "require-field-transform",
+    "fixture-transform",
 ];
 
 fn build_connectors(workspace: &Path) -> Result<PathBuf, String> {

@@ -40,7 +40,10 @@
  *             stat-backlog, stat-last-success, stat-last-failure, stat-circuit, enable-toggle
  *             [aria-checked][data-enabled], pause-toggle [aria-pressed][data-paused] ("Pause
  *             deliveries" / "Resume deliveries"), send-test, test-result
- *             [data-succeeded] (with test-status, test-latency, test-error, test-body), rotate-form,
+ *             [data-succeeded] (with test-status, test-latency, test-error, test-body), sub-transform
+ *             [data-transform] (its name, empty for none), transform-card (only with a transform:
+ *             transform-event, transform-try, transform-result [data-outcome=deliver|keep|drop|
+ *             failed|invalid] with transform-reason, transform-body), rotate-form,
  *             rotate-secret, rotate-generate, rotate-submit, delete-subscription, confirm-dialog,
  *             confirm-delete, confirm-cancel, deliveries-filter, deliveries-status, deliveries-table
  *             [data-loaded-status], delivery-row [data-id][data-status]
@@ -1480,6 +1483,12 @@ function ms(n) {
           ? h('dd', { 'data-test': 'sub-rate-limit', 'data-rate-limit': 'set', 'data-per-second': sub.rate_limit.per_second, 'data-burst': sub.rate_limit.burst || 0 },
             `At most ${sub.rate_limit.per_second} a second (+${sub.rate_limit.burst || 0} burst)`)
           : h('dd', { 'data-test': 'sub-rate-limit', 'data-rate-limit': 'none' }, 'No limit'),
+        h('dt', {}, 'Transform'), sub.transform
+          ? h('dd', { 'data-test': 'sub-transform', 'data-transform': sub.transform.name },
+            h('span', { class: 'mono' }, sub.transform.name),
+            Object.keys(sub.transform.settings || {}).length
+              ? ` (${Object.entries(sub.transform.settings).map(([k, v]) => `${k}=${v}`).join(', ')})` : '')
+          : h('dd', { 'data-test': 'sub-transform', 'data-transform': '' }, h('span', { class: 'muted' }, 'none: the hub\'s own body')),
         h('dt', {}, 'Custom headers'), h('dd', {}, Object.keys(sub.headers || {}).length
           ? h('ul', { class: 'plain' }, Object.entries(sub.headers).map(([k, v]) => h('li', { class: 'mono' }, `${k}: ${v}`))) : 'none'),
         h('dt', {}, 'Circuit'), h('dd', {}, badge(sub.circuit.state), sub.circuit.consecutive_failures ? ` ${sub.circuit.consecutive_failures} consecutive failures` : ''),
@@ -1552,6 +1561,47 @@ function ms(n) {
         } catch (e) { flashError(e); } finally { busy(testBtn, false); }
       },
     }, 'Send test event');
+
+    // Try the subscription's transform on an event (a dry run: nothing is sent or stored).
+    const tryResult = h('div', { class: 'test-result', 'aria-live': 'polite' });
+    const tryEvent = h('textarea', {
+      class: 'code', rows: '5', 'data-test': 'transform-event', id: nextId('f-try'),
+      spellcheck: 'false',
+    });
+    tryEvent.value = JSON.stringify({ event_type: sub.events[0] === '*' ? 'example.event' : sub.events[0], payload: {} }, null, 2);
+    const tryBtn = h('button', {
+      type: 'button', class: 'button', 'data-test': 'transform-try',
+      onclick: async () => {
+        if (!sub.transform) return;
+        let event;
+        try { event = JSON.parse(tryEvent.value); } catch (e) {
+          put(tryResult, h('p', { class: 'error-text', 'data-test': 'transform-result', 'data-outcome': 'invalid' }, `Not JSON: ${e.message}`));
+          return;
+        }
+        busy(tryBtn, true, 'Running…');
+        put(tryResult);
+        try {
+          const r = await ctx.send('POST', `/transforms/${enc(sub.transform.name)}/test`, { event, subscription_id: sub.id });
+          const shown = r.body != null ? r.body : r.body_base64;
+          put(tryResult, h('div', { class: 'card', 'data-test': 'transform-result', 'data-outcome': r.outcome },
+            h('p', {}, { deliver: badge('succeeded', 'Would send'), keep: badge('succeeded', 'Would send the hub\'s body'),
+              drop: badge('cancelled', 'Would drop'), failed: badge('failed', 'Would fail') }[r.outcome] || r.outcome,
+              ` in ${ms(r.duration_ms)}`),
+            r.reason ? h('p', { class: r.outcome === 'failed' ? 'error-text' : 'muted', 'data-test': 'transform-reason' }, r.reason) : null,
+            shown != null ? h('dl', { class: 'meta' },
+              h('dt', {}, 'Content type'), h('dd', { class: 'mono' }, r.content_type || ''),
+              h('dt', {}, 'Headers'), h('dd', {}, Object.keys(r.headers || {}).length
+                ? h('ul', { class: 'plain' }, Object.entries(r.headers).map(([k, v]) => h('li', { class: 'mono' }, `${k}: ${v}`))) : 'none'),
+              h('dt', {}, r.body != null ? 'Body' : 'Body (base64)'),
+              h('dd', {}, h('pre', { class: 'code small', 'data-test': 'transform-body' }, r.body != null ? prettyJson(shown) : shown))) : null));
+        } catch (e) { flashError(e); } finally { busy(tryBtn, false); }
+      },
+    }, 'Run the transform');
+    const tryCard = sub.transform
+      ? h('div', { class: 'card', 'data-test': 'transform-card' }, h('h3', {}, 'Transform'),
+        h('p', { class: 'muted small' }, 'Runs the transform on this event as a delivery would; nothing is sent or stored.'),
+        h('label', { for: tryEvent.id }, 'Event'), tryEvent, tryBtn, tryResult)
+      : null;
 
     // Rotate the secret (webhooks only).
     let rotate;
@@ -1806,6 +1856,7 @@ function ms(n) {
         h('div', { class: 'action-grid' },
           h('div', { class: 'card' }, h('h3', {}, 'Delivery'), pauseHint, h('div', { class: 'actions' }, toggle, pauseBtn)),
           h('div', { class: 'card' }, h('h3', {}, 'Test'), h('p', { class: 'muted small' }, 'Sends a signed hub.test event now; nothing is stored or retried.'), testBtn, testResult),
+          tryCard,
           h('div', { class: 'card' }, h('h3', {}, 'Rotate secret'), rotate),
           h('div', { class: 'card' }, h('h3', {}, 'Delete'), h('p', { class: 'muted small' }, 'Pending deliveries are cancelled.'), deleteBtn))),
       h('section', { 'aria-labelledby': 'sub-edit-h' }, h('h2', { id: 'sub-edit-h' }, 'Edit'), editForm),

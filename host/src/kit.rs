@@ -1,7 +1,8 @@
 //! The connector author kit: `integrations-hub connector new` writes a standalone crate from
 //! the template (`connectors/template`, with the SDK `connectors/sdk` and the contract
 //! `wit/connector.wit` copied in, all embedded in this binary), and `connector test` runs a
-//! component once in the hub's sandbox ([`crate::connectors::trial`]) and says what it did.
+//! component once in the hub's sandbox ([`crate::connectors::trial`]) and says what it did;
+//! `connector keygen|sign|verify` handle signatures ([`crate::connectors::signature`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,6 +13,7 @@ use serde::Deserialize;
 
 use crate::config::settings;
 use crate::connectors::manifest::is_name;
+use crate::connectors::signature;
 use crate::connectors::trial::{self, Fixture, Trial, TrialOptions};
 use crate::connectors::{CallOutcome, EventData};
 
@@ -445,6 +447,54 @@ fn json_report(trial: &Trial, passed: bool) -> String {
         "passed": passed,
     })
     .to_string()
+}
+
+/// `connector keygen`: writes a new ed25519 private key (PKCS#8 PEM, readable by its owner
+/// only) to `out`, which must not exist, and returns the public key to trust.
+pub fn keygen(out: &Path) -> Result<String, String> {
+    let (pem, public) = signature::generate_key()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(out)
+        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    std::io::Write::write_all(&mut file, pem.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(public.to_string())
+}
+
+/// `connector sign`: signs `file` with the private key in `key`, writing `out` (default: the
+/// file itself, replaced whole through a temporary file so a watching hub never reads half of
+/// it). Returns the signer's key id.
+pub fn sign(file: &Path, key: &Path, out: Option<&Path>) -> Result<String, String> {
+    let text = std::fs::read_to_string(key)
+        .map_err(|e| format!("cannot read the key {}: {e}", key.display()))?;
+    let pair = signature::read_private_key(&text).map_err(|e| format!("{}: {e}", key.display()))?;
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let signed = signature::sign(&bytes, &pair).map_err(|e| format!("{}: {e}", file.display()))?;
+    let out = out.unwrap_or(file);
+    let temporary = out.with_extension("wasm.signing");
+    std::fs::write(&temporary, signed)
+        .and_then(|()| std::fs::rename(&temporary, out))
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(signature::public_key(&pair).id())
+}
+
+/// `connector verify`: who signed `file`, as one line; `Err` when it is unsigned or its
+/// signature does not verify.
+pub fn verify(file: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    match signature::inspect(&bytes) {
+        signature::Signed::By(key) => Ok(format!(
+            "{}: signed by key {} (public key {key})",
+            file.display(),
+            key.id()
+        )),
+        signature::Signed::Unsigned => Err(format!("{}: not signed", file.display())),
+        signature::Signed::Invalid(why) => Err(format!("{}: {why}", file.display())),
+    }
 }
 
 #[cfg(test)]

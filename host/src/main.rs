@@ -107,6 +107,31 @@ enum ConnectorCommand {
     /// Run a connector once in the hub's sandbox and print what it did (exit 1 unless the outcome
     /// is the expected one)
     Test(kit::TestArgs),
+    /// Make an ed25519 key for signing components: writes the private key, prints the public
+    /// key to list in IH_COMPONENTS_TRUSTED_KEYS
+    Keygen {
+        /// Where to write the private key (PKCS#8 PEM; must not exist)
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a component (connector) with an ed25519 private key; the signature goes inside the
+    /// file, replacing an earlier one
+    Sign {
+        /// The component (.wasm)
+        file: PathBuf,
+        /// The private key (PKCS#8 PEM from `connector keygen` or `openssl genpkey -algorithm
+        /// ed25519`)
+        #[arg(long)]
+        key: PathBuf,
+        /// Write the signed component here instead of replacing FILE
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Say who signed a component (exit 1 when it is unsigned or its signature does not verify)
+    Verify {
+        /// The component (.wasm)
+        file: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -169,6 +194,39 @@ async fn connector(command: ConnectorCommand) -> ExitCode {
                 }
             }
         }
+        ConnectorCommand::Keygen { out } => match kit::keygen(&out) {
+            Ok(public) => {
+                println!("wrote the private key to {}; keep it secret", out.display());
+                println!("public key: {public}");
+                println!("trust it with: IH_COMPONENTS_TRUSTED_KEYS={public}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("integrations-hub connector keygen: {why}");
+                ExitCode::from(2)
+            }
+        },
+        ConnectorCommand::Sign { file, key, out } => match kit::sign(&file, &key, out.as_deref()) {
+            Ok(key_id) => {
+                let out = out.as_deref().unwrap_or(&file);
+                println!("signed {} with key {key_id}", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("integrations-hub connector sign: {why}");
+                ExitCode::from(2)
+            }
+        },
+        ConnectorCommand::Verify { file } => match kit::verify(&file) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("integrations-hub connector verify: {why}");
+                ExitCode::FAILURE
+            }
+        },
         ConnectorCommand::Test(args) => match kit::test_connector(&args).await {
             Ok((report, passed)) => {
                 println!("{report}");

@@ -33,6 +33,8 @@ pub const MAX_EVENT_TYPE_LABELS: usize = 1000;
 pub const DELIVERY_KINDS: [&str; 2] = ["webhook", "connector"];
 /// The `outcome` label values of `ih_deliveries_total`.
 const DELIVERY_OUTCOMES: [&str; 3] = ["succeeded", "failed", "dead"];
+/// The `outcome` label values of `ih_transform_calls_total` (`Connectors::transform`).
+pub const TRANSFORM_OUTCOMES: [&str; 4] = ["ok", "dropped", "failed", "unavailable"];
 /// The `outcome` label values of `ih_connector_invocations_total` (`CallOutcome::label` in
 /// `connectors/outcome.rs`).
 pub const CONNECTOR_OUTCOMES: [&str; 8] = [
@@ -83,6 +85,18 @@ pub struct ConnectorOutcomeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectorLabels {
     pub connector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransformOutcomeLabels {
+    pub transform: String,
+    /// One of [`TRANSFORM_OUTCOMES`].
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransformLabels {
+    pub transform: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -189,6 +203,12 @@ metrics! {
         "Duration of one connector call, instantiation included";
     connector_http_denied: Family<ConnectorLabels, Counter> = "ih_connector_http_denied",
         "Connector HTTP requests refused (outside the grant, or by the SSRF guard)";
+    transform_calls: Family<TransformOutcomeLabels, Counter> = "ih_transform_calls",
+        "Transform calls by transform and outcome (ok, dropped, failed, unavailable)";
+    transform_duration: HistogramFamily<TransformLabels> = "ih_transform_call_duration_seconds",
+        "Duration of one transform call, instantiation included";
+    transform_held: Family<TransformLabels, Counter> = "ih_transform_held",
+        "Deliveries held (not attempted) because their transform is not loaded";
 }
 
 impl Default for Metrics {
@@ -287,6 +307,49 @@ impl Metrics {
                 connector: connector.to_owned(),
             })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Exports a loaded transform's series at 0.
+    pub fn transform_loaded(&self, transform: &str) {
+        for outcome in TRANSFORM_OUTCOMES {
+            drop(self.transform_calls.get_or_create(&TransformOutcomeLabels {
+                transform: transform.to_owned(),
+                outcome: outcome.to_owned(),
+            }));
+        }
+        let labels = TransformLabels {
+            transform: transform.to_owned(),
+        };
+        drop(self.transform_duration.get_or_create(&labels));
+        drop(self.transform_held.get_or_create(&labels));
+    }
+
+    /// Counts a delivery held for its transform.
+    pub fn transform_held(&self, transform: &str) {
+        self.transform_held
+            .get_or_create(&TransformLabels {
+                transform: transform.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one transform call. Names are bounded by the files deployed and the names
+    /// subscriptions give (validated names, one per subscription at most).
+    pub fn transform_called(&self, transform: &str, outcome: &str, duration: Duration) {
+        let labels = TransformLabels {
+            transform: transform.to_owned(),
+        };
+        self.transform_calls
+            .get_or_create(&TransformOutcomeLabels {
+                transform: transform.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if outcome != "unavailable" {
+            self.transform_duration
+                .get_or_create(&labels)
+                .observe(duration.as_secs_f64());
+        }
     }
 
     /// Counts an `http.send` the grant or the SSRF guard refused.

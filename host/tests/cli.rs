@@ -186,3 +186,105 @@ fn serves_then_exits_zero_on_sigterm() {
     let exit = child.wait().expect("wait");
     assert_eq!(exit.code(), Some(0), "SIGTERM is a clean shutdown");
 }
+
+/// `connector keygen`, `sign` and `verify` as an operator chains them; an `openssl`-made key
+/// signs too.
+#[test]
+fn components_are_signed_and_verified_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let built = std::path::Path::new(integrations_hub::connectors::BUILT_WASM_DIR);
+    assert!(
+        !built.as_os_str().is_empty(),
+        "the connectors were not built"
+    );
+    std::fs::copy(
+        built.join("example_connector.wasm"),
+        dir.path().join("example.wasm"),
+    )
+    .expect("copy the example");
+    let run = |args: &[&str]| hub(dir.path()).args(args).output().expect("run");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    let out = run(&["connector", "keygen", "--out", "signing.pem"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let public = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .expect("the public key is printed")
+        .to_owned();
+    assert!(stdout.contains(&format!("IH_COMPONENTS_TRUSTED_KEYS={public}")));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("signing.pem"))
+            .expect("key")
+            .permissions();
+        assert_eq!(
+            mode.mode() & 0o777,
+            0o600,
+            "the private key is its owner's alone"
+        );
+    }
+    // Never over an existing key.
+    let again = run(&["connector", "keygen", "--out", "signing.pem"]);
+    assert_eq!(again.status.code(), Some(2));
+
+    let unsigned = run(&["connector", "verify", "example.wasm"]);
+    assert_eq!(unsigned.status.code(), Some(1));
+    assert!(text(&unsigned.stderr).contains("not signed"));
+
+    let out = run(&["connector", "sign", "example.wasm", "--key", "signing.pem"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["connector", "verify", "example.wasm"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("(public key {public})")),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let mut bytes = std::fs::read(dir.path().join("example.wasm")).expect("signed");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(dir.path().join("tampered.wasm"), bytes).expect("write");
+    let out = run(&["connector", "verify", "tampered.wasm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("changed after key"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::write(dir.path().join("not.wasm"), b"hello").expect("write");
+    let out = run(&["connector", "sign", "not.wasm", "--key", "signing.pem"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not a WebAssembly component"));
+
+    // A key made by OpenSSL (PKCS#8 v1) signs as well, into another file.
+    let openssl = Command::new("openssl")
+        .current_dir(dir.path())
+        .args(["genpkey", "-algorithm", "ed25519", "-out", "openssl.pem"])
+        .output();
+    match openssl {
+        Ok(o) if o.status.success() => {
+            let out = run(&[
+                "connector",
+                "sign",
+                "example.wasm",
+                "--key",
+                "openssl.pem",
+                "--out",
+                "resigned.wasm",
+            ]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let out = run(&["connector", "verify", "resigned.wasm"]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            assert!(
+                !text(&out.stdout).contains(&public),
+                "the new key signed it"
+            );
+        }
+        _ => eprintln!("openssl is not installed: the OpenSSL key case is not run"),
+    }
+}

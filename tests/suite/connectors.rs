@@ -23,6 +23,7 @@ backend_tests!(
     a_looping_connector_cannot_take_every_slot,
     connector_http_follows_no_redirects_and_retries_when_asked,
     the_example_connector_dropped_into_a_running_hub_receives_events,
+    a_trust_policy_loads_only_files_signed_by_a_trusted_key,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -861,5 +862,85 @@ async fn slack_made_inactive_after_it_was_bound_keeps_its_events_waiting(backend
     assert_eq!(
         fake.wait_for("/api/chat.postMessage", 2, WAIT).await.len(),
         2
+    );
+}
+
+/// `IH_COMPONENTS_TRUSTED_KEYS`: a file signed by a listed key loads (and says who signed it); a
+/// tampered one over it is refused while the signed version keeps serving; files signed by
+/// another key, or not at all, are listed `failed` with the reason.
+async fn a_trust_policy_loads_only_files_signed_by_a_trusted_key(backend: Backend) {
+    use integrations_hub::connectors::signature;
+    let trusted = signature::read_private_key(&signature::generate_key().expect("key").0)
+        .expect("read the key");
+    let stranger = signature::read_private_key(&signature::generate_key().expect("key").0)
+        .expect("read the key");
+    let public = signature::public_key(&trusted);
+    let Some(hub) = TestHub::start_with(
+        backend,
+        &[("IH_COMPONENTS_TRUSTED_KEYS", &public.to_string())],
+    )
+    .await
+    else {
+        return;
+    };
+    let dir = hub.connectors_dir.clone();
+    let signed = signature::sign(&fixture_wasm("fixture", "1.0.0"), &trusted).expect("sign");
+    deploy(&dir, "fixture.wasm", &signed);
+    let list = wait_connector(&hub, "fixture", "active").await;
+    let fixture = list
+        .iter()
+        .find(|c| c["name"] == "fixture")
+        .expect("listed");
+    assert_eq!(fixture["signed_by"], public.id(), "{fixture}");
+    let (before, _) = publish(&hub, "fixture.ok", json!({})).await;
+    hub.wait_status(&before, "succeeded").await;
+
+    // One byte changed after signing: refused, the signed version keeps serving.
+    let mut tampered = signature::sign(&fixture_wasm("fixture", "1.0.1"), &trusted).expect("sign");
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x20;
+    deploy(&dir, "fixture.wasm", &tampered);
+    let list = wait_listing(&hub, "the tampered file refused", |l| {
+        l.iter().any(|c| {
+            c["name"] == "fixture"
+                && c["problem"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("signature does not verify"))
+        })
+    })
+    .await;
+    let fixture = list
+        .iter()
+        .find(|c| c["name"] == "fixture")
+        .expect("listed");
+    assert_eq!(fixture["status"], "active", "{fixture}");
+    assert_eq!(fixture["version"], "1.0.0", "{fixture}");
+    let (during, _) = publish(&hub, "fixture.ok", json!({})).await;
+    hub.wait_status(&during, "succeeded").await;
+
+    // Another key's signature, and none at all.
+    let foreign = signature::sign(&fixture_wasm("foreign", "1.0.0"), &stranger).expect("sign");
+    deploy(&dir, "foreign.wasm", &foreign);
+    deploy(&dir, "plain.wasm", &fixture_wasm("plain", "1.0.0"));
+    let stranger_id = signature::public_key(&stranger).id();
+    let list = wait_listing(&hub, "foreign and plain refused", |l| {
+        ["foreign", "plain"]
+            .iter()
+            .all(|n| l.iter().any(|c| c["name"] == *n && c["status"] == "failed"))
+    })
+    .await;
+    let problem = |name: &str| {
+        let c = list.iter().find(|c| c["name"] == name).expect("listed");
+        c["problem"].as_str().unwrap_or_default().to_owned()
+    };
+    assert!(
+        problem("foreign").contains(&format!("signed by key {stranger_id}")),
+        "{}",
+        problem("foreign")
+    );
+    assert!(
+        problem("plain").contains("not signed"),
+        "{}",
+        problem("plain")
     );
 }

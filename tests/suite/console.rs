@@ -477,6 +477,47 @@ async fn an_operator_works_through_the_console_in_a_real_browser(backend: Backen
     let generated = browser.text("created-secret").await;
     assert!(generated.starts_with("whsec_"), "{generated}");
 
+    // A transform on it: shown, and tried on an event from its page (nothing sent).
+    integrations_hub_testkit::deploy(
+        &hub.connectors_dir,
+        "cloudevents.wasm",
+        &integrations_hub_testkit::built_wasm("cloudevents_transform"),
+    );
+    let transformed = shown_subscription(&browser).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while api.get_json("/api/v1/transforms", 200).await["data"][0]["status"] != "active" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transform never loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    api.patch_json(
+        &format!("/api/v1/subscriptions/{transformed}"),
+        &json!({"transform": {"name": "cloudevents", "settings": {"source": "/console"}}}),
+        200,
+    )
+    .await;
+    browser.client.refresh().await.expect("reload");
+    browser.ready("subscription").await;
+    browser
+        .wait_css("[data-test=\"sub-transform\"][data-transform=\"cloudevents\"]")
+        .await;
+    browser.click(&Browser::css("transform-try")).await;
+    browser
+        .wait_css("[data-test=\"transform-result\"][data-outcome=\"deliver\"]")
+        .await;
+    let body = browser.text("transform-body").await;
+    assert!(
+        body.contains("\"specversion\": \"1.0\"") && body.contains("/console"),
+        "{body}"
+    );
+    browser.shot("transform-dry-run").await;
+    assert!(
+        ok.requests_to("/generated").is_empty(),
+        "a dry run sends nothing"
+    );
+
     // A read key: what it may read, and no control that changes anything.
     browser.use_key(READ_KEY).await;
     browser.client.refresh().await.expect("reload");
@@ -488,6 +529,7 @@ async fn an_operator_works_through_the_console_in_a_real_browser(backend: Backen
         "delete-subscription",
         "pause-toggle",
         "edit-form",
+        "transform-card",
     ] {
         let shown = browser
             .find(control)

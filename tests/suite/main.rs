@@ -5,6 +5,8 @@
 //! - [`delivery`]: the engine end to end into a real receiver (signatures, retries, dead
 //!   letters, circuit breaker, crash recovery);
 //! - [`connectors`]: real `.wasm` components in a real hub, hostile ones included;
+//! - [`transforms`]: transform components reshaping webhooks, hostile ones included, and
+//!   the dry run;
 //! - [`catalog`]: the Discord, Teams and PagerDuty connectors against local fakes;
 //! - [`connector_contract`]: the connector contract 0.2 (reports, context, kv, validation, logs);
 //! - [`instances`]: connector instances (one component, many configured destinations);
@@ -36,3 +38,4 @@ mod store_contract;
 mod store_controls;
 mod store_instances;
 mod store_queries;
+mod transforms;

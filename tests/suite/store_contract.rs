@@ -37,6 +37,7 @@ backend_tests!(
     a_publish_group_answers_each_request_as_if_alone,
     a_group_of_attempt_records_applies_each_in_order,
     concurrent_groups_failing_the_same_subscriptions_never_deadlock,
+    a_transform_rides_with_its_subscription_and_held_deliveries_wait,
 );
 
 pub(crate) async fn open(backend: Backend) -> Option<(TestDb, Arc<dyn Store>)> {
@@ -73,6 +74,7 @@ pub(crate) fn new_sub(events: &[&str]) -> NewSubscription {
         paused: false,
         ordered: false,
         rate_limit: None,
+        transform: None,
         created_at: now,
         updated_at: now,
         circuit: Circuit::CLOSED,
@@ -656,6 +658,7 @@ pub(crate) fn record(
         connector: None,
         quiet: false,
         report: None,
+        body_sha256: None,
     }
 }
 
@@ -755,7 +758,9 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
             url,
             secrets,
             headers,
+            transform,
         } => {
+            assert_eq!(transform, &None);
             assert_eq!(*subscription_id, sub.id);
             assert_eq!(url, &sub.url);
             assert_eq!(secrets, &["first-secret-0123456789"]);
@@ -1627,4 +1632,127 @@ async fn connector_deliveries_wait_for_their_connector_and_unbinding_cancels_the
             .expect("publish"),
     );
     assert_eq!(after[0].deliveries, 0);
+}
+
+/// A subscription's transform is stored, patched and removed, claims carry it, a delivery held
+/// for it is due again only at the time given (unattempted), and an attempt keeps the digest of
+/// the body it sent.
+async fn a_transform_rides_with_its_subscription_and_held_deliveries_wait(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let transform = model::TransformRef {
+        name: "cloudevents".into(),
+        settings: BTreeMap::from([("source".to_string(), "/shop".to_string())]),
+    };
+    let mut new = new_sub(&["a"]);
+    new.subscription.transform = Some(transform.clone());
+    let sub = store.create_subscription(new).await.expect("sub");
+    assert_eq!(sub.transform.as_ref(), Some(&transform));
+    let read = store
+        .get_subscription(sub.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(read.transform.as_ref(), Some(&transform));
+
+    store
+        .publish(vec![event("a", "{}")], None, model::now())
+        .await
+        .expect("publish");
+    let now = model::now();
+    let claimed = claim(store.as_ref(), "me", now, 10).await;
+    assert_eq!(claimed.len(), 1);
+    let Target::Webhook {
+        transform: carried, ..
+    } = &claimed[0].target
+    else {
+        panic!("a webhook delivery");
+    };
+    assert_eq!(carried.as_ref(), Some(&transform));
+
+    // Held: back to pending, due later, no attempt spent; only its owner can hold it.
+    let ids = [claimed[0].id];
+    let until = now + TimeDelta::seconds(5);
+    assert_eq!(
+        store
+            .postpone_deliveries("other", &ids, until, now)
+            .await
+            .expect("hold"),
+        0
+    );
+    assert_eq!(
+        store
+            .postpone_deliveries("me", &ids, until, now)
+            .await
+            .expect("hold"),
+        1
+    );
+    assert!(
+        claim(store.as_ref(), "me", now + TimeDelta::seconds(4), 10)
+            .await
+            .is_empty()
+    );
+    let again = claim(store.as_ref(), "me", until + TimeDelta::seconds(1), 10).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 0, "holding spends no attempt");
+
+    let mut sent = record(&again[0], "me", AttemptResult::Succeeded, Some(sub.id));
+    sent.body_sha256 = Some("ab".repeat(32));
+    store
+        .record_attempts(vec![sent], model::now())
+        .await
+        .expect("record");
+    let attempts = store
+        .list_attempts(again[0].event_id)
+        .await
+        .expect("attempts");
+    assert_eq!(
+        attempts[0].body_sha256.as_deref(),
+        Some("ab".repeat(32).as_str())
+    );
+
+    let other = model::TransformRef {
+        name: "slack-text".into(),
+        settings: BTreeMap::new(),
+    };
+    let patched = store
+        .update_subscription(
+            sub.id,
+            SubscriptionPatch {
+                transform: Some(Some(other.clone())),
+                ..Default::default()
+            },
+            model::now(),
+        )
+        .await
+        .expect("patch")
+        .expect("found");
+    assert_eq!(patched.transform, Some(other));
+    let untouched = store
+        .update_subscription(
+            sub.id,
+            SubscriptionPatch {
+                enabled: Some(true),
+                ..Default::default()
+            },
+            model::now(),
+        )
+        .await
+        .expect("patch")
+        .expect("found");
+    assert!(untouched.transform.is_some(), "a patch without it keeps it");
+    let removed = store
+        .update_subscription(
+            sub.id,
+            SubscriptionPatch {
+                transform: Some(None),
+                ..Default::default()
+            },
+            model::now(),
+        )
+        .await
+        .expect("patch")
+        .expect("found");
+    assert_eq!(removed.transform, None);
 }

@@ -64,6 +64,9 @@ pub struct Options {
     pub hub_vars: Vec<(String, String)>,
     /// A payload filter every subscription carries (one every event passes: what it costs).
     pub filter: Option<serde_json::Value>,
+    /// A transform every subscription carries (`{"name", "settings"}`, one of `transforms/`,
+    /// deployed into the hub's directory before the run).
+    pub transform: Option<serde_json::Value>,
 }
 
 impl Options {
@@ -83,6 +86,7 @@ impl Options {
             hub_args,
             hub_vars: Vec::new(),
             filter: None,
+            transform: None,
         }
     }
 
@@ -162,6 +166,45 @@ pub async fn run(options: &Options) -> Vec<Option<BackendReport>> {
     reports
 }
 
+/// Copies the built transform `transform` names (`transforms/<name>`) into the hub's directory
+/// and waits until the hub lists it active.
+async fn install_transform(
+    client: &reqwest::Client,
+    hub: &HubProcess,
+    transform: &serde_json::Value,
+) {
+    let name = transform["name"].as_str().unwrap_or_default();
+    let stem = format!("{}_transform", name.replace('-', "_"));
+    integrations_hub_testkit::deploy(
+        hub.connectors_dir(),
+        &format!("{stem}.wasm"),
+        &integrations_hub_testkit::built_wasm(&stem),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list: serde_json::Value = client
+            .get(format!("{}/api/v1/transforms", hub.base))
+            .send()
+            .await
+            .expect("list transforms")
+            .json()
+            .await
+            .expect("transforms JSON");
+        let active = list["data"].as_array().into_iter().flatten();
+        if active
+            .into_iter()
+            .any(|t| t["name"] == name && t["status"] == "active")
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transform {name} never loaded: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn run_backend(options: &Options, backend: Backend) -> Option<BackendReport> {
     let db = TestDb::create(backend).await?;
     let receiver = BenchReceiver::start().await;
@@ -179,6 +222,9 @@ async fn run_backend(options: &Options, backend: Backend) -> Option<BackendRepor
         .build()
         .expect("HTTP client");
 
+    if let Some(transform) = &options.transform {
+        install_transform(&client, &hub, transform).await;
+    }
     for k in 0..options.subscriptions {
         let mut subscription = serde_json::json!({
             "url": receiver.url(k),
@@ -189,6 +235,9 @@ async fn run_backend(options: &Options, backend: Backend) -> Option<BackendRepor
         });
         if let Some(filter) = &options.filter {
             subscription["filter"] = filter.clone();
+        }
+        if let Some(transform) = &options.transform {
+            subscription["transform"] = transform.clone();
         }
         let response = client
             .post(format!("{}/api/v1/subscriptions", hub.base))
@@ -928,6 +977,12 @@ pub fn render(options: &Options, reports: &[Option<BackendReport>]) -> String {
         options.rate,
         options.latency_seconds,
     );
+    if let Some(filter) = &options.filter {
+        let _ = writeln!(out, "every subscription filters: {filter}");
+    }
+    if let Some(transform) = &options.transform {
+        let _ = writeln!(out, "every subscription transforms: {transform}");
+    }
     for (backend, report) in options.backends.iter().zip(reports) {
         let name = match backend {
             Backend::Sqlite => "sqlite",

@@ -47,6 +47,9 @@ mirror! {
         /// webhooks and for calls the sandbox stopped). The upstream status it reported is
         /// `response_status`; a skip's reason is `response_body`.
         report: Option<ConnectorReportOut> => schema::opt,
+        /// The SHA-256 (hex) of the body the subscription's transform made and the receiver
+        /// got; `null` when nothing was transformed.
+        body_sha256: Option<String>,
     }
 }
 

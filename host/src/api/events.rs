@@ -111,7 +111,7 @@ pub struct EventOut {
 }
 
 /// Validates one event and turns it into what the store takes.
-fn new_event(
+pub(super) fn new_event(
     errors: &mut Errors,
     at: &str,
     event: PublishEvent,

@@ -20,6 +20,7 @@ mod ops;
 mod schema;
 mod stats;
 mod subscriptions;
+mod transforms;
 pub(crate) mod validate;
 
 use std::sync::Arc;
@@ -130,6 +131,7 @@ impl AppState {
         (name = "events", description = "Publishing events and following their deliveries"),
         (name = "admin", description = "Attempts, dead letters and replay"),
         (name = "connectors", description = "WebAssembly connectors loaded from IH_CONNECTORS_DIR"),
+        (name = "transforms", description = "WebAssembly transforms (from IH_CONNECTORS_DIR) that reshape webhook bodies"),
         (name = "operations", description = "Health and metrics (no API key needed)")
     )
 )]
@@ -227,6 +229,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(admin::router())
         .merge(connectors::router())
+        .merge(transforms::router())
         .merge(instances::router())
         .merge(stats::router())
         .merge(feed::router())

@@ -25,7 +25,8 @@ use crate::delivery::signing;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
     self, Circuit as ModelCircuit, ClaimedDelivery, DeliveryLine, DeliveryStatus, InstanceTarget,
-    NewSubscription, Subscription, SubscriptionPatch, Target, filter::Filter, rate::RateLimit,
+    NewSubscription, Subscription, SubscriptionPatch, Target, TransformRef, filter::Filter,
+    rate::RateLimit,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -73,6 +74,8 @@ mirror! {
         ordered: bool,
         /// At most this many deliveries a second, plus a burst; `null`: as fast as it takes them.
         rate_limit: Option<RateLimitOut> => opt,
+        /// The transform each delivery's body goes through; `null`: the payload as published.
+        transform: Option<TransformOut> => opt,
         created_at: DateTime<Utc>,
         updated_at: DateTime<Utc>,
         circuit: Circuit,
@@ -86,6 +89,28 @@ mirror! {
         per_second: u32,
         burst: u32,
     }
+}
+
+mirror! {
+    /// A subscription's transform: the component (`GET /api/v1/transforms`) and its settings.
+    pub struct TransformOut from TransformRef {
+        /// The transform's name, e.g. `cloudevents`.
+        name: String,
+        /// Settings the transform reads.
+        settings: BTreeMap<String, String>,
+    }
+}
+
+/// The transform a webhook subscription's deliveries go through.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformIn {
+    /// A transform's name (`GET /api/v1/transforms`); deliveries wait while it is not loaded.
+    #[schema(example = "cloudevents")]
+    pub name: String,
+    /// Settings the transform reads (at most 32; keys in lower case).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
 }
 
 /// A rate limit to set.
@@ -105,6 +130,10 @@ pub struct RateLimitIn {
 fn filter_document(filter: Option<Filter>) -> Option<Value> {
     filter.map(|f| f.source().clone())
 }
+
+const TRANSFORM: &str = "transform";
+const TRANSFORM_IS_FOR_WEBHOOKS: &str =
+    "reshapes webhook bodies: a connector instance takes the event as published";
 
 /// A page of subscriptions.
 #[derive(Debug, Serialize, ToSchema)]
@@ -175,6 +204,10 @@ pub struct CreateSubscription {
     /// At most `per_second` deliveries a second, plus `burst`, across all instances.
     #[serde(default)]
     pub rate_limit: Option<RateLimitIn>,
+    /// Reshape every delivery's body with this transform (webhooks only); signatures cover the
+    /// body as transformed.
+    #[serde(default)]
+    pub transform: Option<TransformIn>,
 }
 
 /// Distinguishes "absent" (`None`) from "null" (`Some(None)`).
@@ -224,6 +257,10 @@ pub struct PatchSubscription {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<RateLimitIn>)]
     pub rate_limit: Option<Option<RateLimitIn>>,
+    /// A new transform; `null` removes it (the payload as published again).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<TransformIn>)]
+    pub transform: Option<Option<TransformIn>>,
 }
 
 /// Create a subscription.
@@ -277,6 +314,11 @@ async fn create_subscription(
     let filter = (body.filter.as_ref()).and_then(|f| validate::filter(&mut errors, "filter", f));
     let rate_limit = (body.rate_limit.as_ref())
         .and_then(|r| validate::rate_limit(&mut errors, "rate_limit", r.per_second, r.burst));
+    let transform = (body.transform.as_ref())
+        .and_then(|t| validate::transform(&mut errors, "transform", &t.name, &t.settings));
+    if transform.is_some() && body.connector.is_some() {
+        errors.add(TRANSFORM, TRANSFORM_IS_FOR_WEBHOOKS);
+    }
     errors.finish()?;
 
     let generated = (body.secret.is_none() && body.url.is_some()).then(signing::generate_secret);
@@ -293,6 +335,7 @@ async fn create_subscription(
         paused: body.paused,
         ordered: body.ordered,
         rate_limit,
+        transform,
         created_at: now,
         updated_at: now,
         circuit: ModelCircuit::CLOSED,
@@ -402,13 +445,21 @@ async fn patch_subscription(
                 validate::rate_limit(&mut errors, "rate_limit", r.per_second, r.burst)
             }));
     }
-    if patch.url.is_some() || patch.secret.is_some() || patch.headers.is_some() {
+    if let Some(transform) = body.transform {
+        patch.transform = Some(
+            transform
+                .and_then(|t| validate::transform(&mut errors, TRANSFORM, &t.name, &t.settings)),
+        );
+    }
+    let sets_transform = matches!(patch.transform, Some(Some(_)));
+    if patch.url.is_some() || patch.secret.is_some() || patch.headers.is_some() || sets_transform {
         let current = state.store.get_subscription(*id).await?;
         if current.ok_or_else(|| id.missing())?.instance.is_some() {
             let webhook_only = [
                 ("url", patch.url.is_some()),
                 ("secret", patch.secret.is_some()),
                 ("headers", patch.headers.is_some()),
+                (TRANSFORM, sets_transform),
             ];
             for (field, _) in webhook_only.into_iter().filter(|(_, given)| *given) {
                 errors.add(field, "this subscription delivers to a connector instance");
@@ -541,6 +592,7 @@ async fn send_test(
             url: sub.url.clone(),
             headers: sub.headers.clone(),
             secrets: state.store.subscription_secrets(sub.id, now).await?,
+            transform: sub.transform.clone(),
         },
         Some(instance) => {
             let found = state

@@ -11,7 +11,7 @@ use crate::error::{ApiError, FieldError};
 use crate::model::filter::Filter;
 use crate::model::names::{EVENT_TYPE_RULE, is_event_type};
 use crate::model::rate::{self, RateLimit};
-use crate::model::{DeliveryStatus, TypeMatch};
+use crate::model::{DeliveryStatus, TransformRef, TypeMatch};
 
 pub const MAX_URL_LEN: usize = 2048;
 pub const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
@@ -276,6 +276,52 @@ pub fn rate_limit(
     ok.then_some(RateLimit {
         per_second: per_second as u32,
         burst: burst as u32,
+    })
+}
+
+/// A subscription's transform: a component name and at most
+/// [`TransformRef::MAX_SETTINGS`] settings with lower-case keys.
+pub fn transform(
+    errors: &mut Errors,
+    field: &str,
+    name: &str,
+    settings: &BTreeMap<String, String>,
+) -> Option<TransformRef> {
+    let mut ok = true;
+    let mut refuse = |field: String, message: String| {
+        errors.add(field, message);
+        ok = false;
+    };
+    if !crate::connectors::manifest::is_name(name) {
+        refuse(
+            format!("{field}.name"),
+            "is not a transform name: lower-case letters, digits, `-` and `_`, starting with a letter"
+                .into(),
+        );
+    }
+    if settings.len() > TransformRef::MAX_SETTINGS {
+        refuse(
+            format!("{field}.settings"),
+            format!("may hold at most {} settings", TransformRef::MAX_SETTINGS),
+        );
+    }
+    for (key, value) in settings {
+        if !crate::connectors::manifest::is_key(key) {
+            refuse(
+                format!("{field}.settings.{key}"),
+                "is not a setting name: lower-case letters, digits and `_`, starting with a letter"
+                    .into(),
+            );
+        } else if value.len() > TransformRef::MAX_VALUE {
+            refuse(
+                format!("{field}.settings.{key}"),
+                format!("is longer than {} bytes", TransformRef::MAX_VALUE),
+            );
+        }
+    }
+    ok.then(|| TransformRef {
+        name: name.to_owned(),
+        settings: settings.clone(),
     })
 }
 

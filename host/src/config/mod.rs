@@ -203,6 +203,9 @@ pub struct ConnectorConfig {
     /// Every `IH_*` variable that is not one of the hub's own: connector settings such as
     /// `IH_SLACK_BOT_TOKEN`, keyed by the name without the prefix. Values may be secrets.
     pub settings: BTreeMap<String, Secret>,
+    /// `IH_COMPONENTS_TRUSTED_KEYS`: when not empty, only files signed by one of these ed25519
+    /// public keys load.
+    pub trusted_keys: Vec<[u8; 32]>,
 }
 
 /// The whole configuration of one hub instance.
@@ -341,6 +344,7 @@ impl Config {
             timeout: vars.seconds(&s::CONNECTOR_TIMEOUT)?,
             memory_mb: vars.integer(&s::CONNECTOR_MEMORY_MB)?,
             settings,
+            trusted_keys: read::trusted_keys(&vars)?,
         };
 
         let max_payload_bytes = vars.integer(&s::MAX_PAYLOAD_BYTES)?;

@@ -175,3 +175,25 @@ pub(super) fn encryption_keys(
     }
     Ok(keys)
 }
+
+/// `IH_COMPONENTS_TRUSTED_KEYS`: ed25519 public keys, base64 of their 32 bytes.
+pub(super) fn trusted_keys(vars: &Vars) -> Result<Vec<[u8; 32]>, ConfigError> {
+    use base64::Engine as _;
+    let setting = &settings::COMPONENTS_TRUSTED_KEYS;
+    (vars.text(setting).split(','))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(k);
+            bytes.ok().and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                err(
+                    setting,
+                    format!(
+                        "{k:?} is not an ed25519 public key (the base64 of 32 bytes that \
+                         `integrations-hub connector keygen` prints)"
+                    ),
+                )
+            })
+        })
+        .collect()
+}

@@ -87,6 +87,8 @@ settings! {
         "wall-clock budget of one connector invocation";
     CONNECTOR_MEMORY_MB = "CONNECTOR_MEMORY_MB", "64", Kind::Integer { min: 1, max: 4096 },
         "memory cap of one connector instance";
+    COMPONENTS_TRUSTED_KEYS = "COMPONENTS_TRUSTED_KEYS", "", Kind::Text,
+        "ed25519 public keys (base64, comma-separated; `integrations-hub connector keygen` prints one): when set, only connector files signed by one of them load (`integrations-hub connector sign`)";
     CONNECTOR_SETTING = "<CONNECTOR>_<KEY>", "", Kind::PerConnector,
         "connector settings, e.g. `IH_SLACK_BOT_TOKEN`, `IH_SLACK_DEFAULT_CHANNEL` (`#integrations`), `IH_SLACK_API_BASE_URL` (`https://slack.com/api`)";
     CONNECTOR_ALLOWED_HOSTS = "<CONNECTOR>_ALLOWED_HOSTS", "the manifest's", Kind::PerConnector,

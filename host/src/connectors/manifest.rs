@@ -60,16 +60,27 @@ pub fn is_key(key: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// Checks a manifest as the guest returned it; the error is one sentence naming the field.
-pub fn validate(
+/// Checks a transform's manifest: its name, version and description (it has no events, hosts
+/// or keys).
+pub fn validate_transform(
     name: String,
     version: String,
     description: String,
-    events: Vec<String>,
-    allowed_hosts: Vec<String>,
-    config: Vec<ConfigKey>,
 ) -> Result<Manifest, String> {
-    if !is_name(&name) {
+    check_identity(&name, &version, &description)?;
+    Ok(Manifest {
+        name,
+        version,
+        description,
+        events: Vec::new(),
+        grant: Grant::default(),
+        config: Vec::new(),
+    })
+}
+
+/// The name, version and description every component declares.
+fn check_identity(name: &str, version: &str, description: &str) -> Result<(), String> {
+    if !is_name(name) {
         return Err(format!(
             "manifest name {name:?} is invalid: use 1-{MAX_NAME_LEN} lower-case letters, digits, \
              `_` or `-`, starting with a letter"
@@ -85,6 +96,19 @@ pub fn validate(
             "manifest description is longer than {MAX_DESCRIPTION_LEN} bytes"
         ));
     }
+    Ok(())
+}
+
+/// Checks a manifest as the guest returned it; the error is one sentence naming the field.
+pub fn validate(
+    name: String,
+    version: String,
+    description: String,
+    events: Vec<String>,
+    allowed_hosts: Vec<String>,
+    config: Vec<ConfigKey>,
+) -> Result<Manifest, String> {
+    check_identity(&name, &version, &description)?;
     if events.is_empty() || events.len() > MAX_EVENTS {
         return Err(format!(
             "manifest events must list 1-{MAX_EVENTS} event types"

@@ -14,6 +14,9 @@
 //! - [`view`]: what the API shows of a connector;
 //! - [`grant`]: the capability grant `http.send` is checked against;
 //! - [`manifest`]: validation of what a connector declares about itself;
+//! - [`signature`]: ed25519 signatures inside components, and the trust policy;
+//! - [`transform`]: transform components (`wit/transform/transform.wit`): the call and its
+//!   checked output;
 //! - [`trial`]: one component run alone in the sandbox, for `integrations-hub connector test`.
 
 use std::collections::BTreeMap;
@@ -28,12 +31,15 @@ pub mod outcome;
 mod recorder;
 pub mod registry;
 pub mod runtime;
+pub mod signature;
+pub mod transform;
 pub mod trial;
 pub mod view;
 
 pub use outcome::{CallContext, CallOutcome, EventData, FailureKind};
-pub use registry::{ConnectorStatus, ConnectorView, Connectors};
+pub use registry::{ComponentKind, ConnectorStatus, ConnectorView, Connectors};
 pub use runtime::SettingsRefused;
+pub use transform::{TransformError, TransformInput, Transformed, TransformedBody};
 
 /// Where this build left the workspace's connectors as components (`slack_connector.wasm`,
 /// `example_connector.wasm`, `connector_template.wasm`, and the tests' `fixture_connector.wasm`);

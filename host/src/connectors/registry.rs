@@ -15,25 +15,28 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::grant::Grant;
 use super::manifest::{self, Manifest};
 use super::outcome::{CallContext, CallOutcome, EventData, FailureKind};
 use super::runtime::{Prepared, Runtime};
-pub use super::view::{ConnectorStatus, ConnectorView};
+use super::signature::PublicKey;
+use super::transform::{TransformError, TransformInput, Transformed};
+pub use super::view::{ComponentKind, ConnectorStatus, ConnectorView};
 use super::{Shared, setting_variable};
 use crate::config::{ConnectorConfig, Secret};
 use crate::egress::Policy;
 use crate::metrics::Metrics;
 use crate::model;
 
+mod candidate;
 mod instances;
 mod watch;
 use crate::store::Store;
+use candidate::{Candidate, load};
 
 /// Files considered in the directory (the rest are ignored, with a warning).
 pub const MAX_FILES: usize = 256;
@@ -57,9 +60,14 @@ struct Entry {
 }
 
 impl Entry {
-    /// Whether this instance runs it: loaded and active.
+    /// Whether this instance runs it as a connector: loaded, active, not a transform.
     fn runs(&self) -> bool {
-        self.view.status == ConnectorStatus::Active && self.loaded.is_some()
+        self.view.status == ConnectorStatus::Active
+            && self.loaded.as_ref().is_some_and(|l| !l.pre.is_transform())
+    }
+
+    fn is_transform(&self) -> bool {
+        self.view.kind == ComponentKind::Transform
     }
 }
 
@@ -68,23 +76,6 @@ impl Entry {
 struct Snapshot {
     /// By name; failed files that have no name of their own are keyed by source.
     entries: BTreeMap<String, Entry>,
-}
-
-/// The outcome of loading one component's bytes.
-#[derive(Clone)]
-struct Candidate {
-    source: String,
-    sha256: String,
-    loaded_at: DateTime<Utc>,
-    /// File length and modification time, to skip re-reading unchanged files.
-    stamp: Option<(u64, SystemTime)>,
-    /// Order in which paths first appeared: on a name clash the earlier one keeps the name, also
-    /// after it is replaced by a new version.
-    first_seen: u64,
-    result: Result<Arc<Compiled>, String>,
-    /// Why the file now at `source` was not loaded, when this candidate keeps serving the last
-    /// good version from there (a bad deploy over a working connector).
-    rejected: Option<String>,
 }
 
 /// A compiled component and its validated manifest (not yet bound to configuration).
@@ -106,6 +97,8 @@ pub struct Connectors {
     seen: std::sync::atomic::AtomicU64,
     /// Where bindings are kept; `None` runs connectors without routing (benchmarks).
     store: Option<Arc<dyn Store>>,
+    /// `IH_COMPONENTS_TRUSTED_KEYS`: when not empty, files must be signed by one of these.
+    trusted: Vec<PublicKey>,
 }
 
 impl std::fmt::Debug for Connectors {
@@ -168,6 +161,7 @@ impl Connectors {
             builtins,
             seen: std::sync::atomic::AtomicU64::new(0),
             store,
+            trusted: config.trusted_keys.iter().copied().map(PublicKey).collect(),
         });
         connectors.rescan().await;
         Ok(connectors)
@@ -192,13 +186,74 @@ impl Connectors {
         })
     }
 
-    /// Every connector, by name.
+    /// Every connector, by name (files that failed to load included, whatever they are).
     pub fn list(&self) -> Vec<ConnectorView> {
-        self.current()
+        self.views(|e| !e.is_transform())
+    }
+
+    /// Every transform, by name.
+    pub fn transforms(&self) -> Vec<ConnectorView> {
+        self.views(Entry::is_transform)
+    }
+
+    fn views(&self, test: impl Fn(&Entry) -> bool) -> Vec<ConnectorView> {
+        let snapshot = self.current();
+        let passing = snapshot.entries.values().filter(|e| test(e));
+        passing.map(|e| e.view.clone()).collect()
+    }
+
+    /// `Ok` when transform `name` is loaded here; otherwise why not.
+    pub fn transform_available(&self, name: &str) -> Result<(), String> {
+        let snapshot = self.current();
+        match snapshot.entries.get(name) {
+            Some(entry) if entry.is_transform() && entry.loaded.is_some() => Ok(()),
+            Some(entry) if entry.is_transform() || entry.loaded.is_none() => Err(format!(
+                "transform {name:?} is not loaded: {}",
+                entry.view.problem.as_deref().unwrap_or("unknown problem")
+            )),
+            Some(_) => Err(format!("{name:?} is a connector, not a transform")),
+            None => Err(format!("transform {name:?} is not loaded in this hub")),
+        }
+    }
+
+    /// Runs transform `name` on one delivery.
+    pub async fn transform(
+        &self,
+        name: &str,
+        input: TransformInput,
+    ) -> Result<Transformed, TransformError> {
+        let started = Instant::now();
+        self.transform_available(name)
+            .map_err(TransformError::Unavailable)?;
+        let loaded = self
+            .current()
             .entries
-            .values()
-            .map(|e| e.view.clone())
-            .collect()
+            .get(name)
+            .and_then(|e| e.loaded.clone());
+        let Some(Loaded {
+            pre: Prepared::Transform(pre),
+            shared,
+            ..
+        }) = loaded.as_deref()
+        else {
+            return Err(TransformError::Unavailable(format!(
+                "{name:?} is not a transform"
+            )));
+        };
+        let result = self
+            .runtime
+            .call_transform(pre, shared.clone(), input)
+            .await;
+        let label = match &result {
+            Ok(Transformed::Deliver(_) | Transformed::Keep) => "ok",
+            Ok(Transformed::Drop(_)) => "dropped",
+            Err(TransformError::Unavailable(_)) => "unavailable",
+            Err(TransformError::Failed(..)) => "failed",
+        };
+        self.runtime
+            .metrics
+            .transform_called(name, label, started.elapsed());
+        result
     }
 
     /// Names of the connectors this instance can run now (active): the engine claims
@@ -414,50 +469,6 @@ impl Connectors {
         }
     }
 
-    async fn load_file(&self, path: &Path, previous: Option<&Candidate>) -> Candidate {
-        let source = path.display().to_string();
-        let stamp = std::fs::metadata(path)
-            .ok()
-            .and_then(|m| Some((m.len(), m.modified().ok()?)));
-        if let Some(previous) = previous
-            && stamp.is_some()
-            && previous.stamp == stamp
-        {
-            return previous.clone();
-        }
-        let bytes = match stamp {
-            Some((len, _)) if len > MAX_FILE_BYTES => Err(format!(
-                "the file is {len} bytes; the limit is {MAX_FILE_BYTES}"
-            )),
-            _ => tokio::fs::read(path)
-                .await
-                .map_err(|e| format!("cannot read the file: {e}")),
-        };
-        match bytes {
-            Ok(bytes) => {
-                let sha = hex::encode(Sha256::digest(&bytes));
-                match previous {
-                    // Touched but not changed: keep the compiled component.
-                    Some(previous) if previous.sha256 == sha => Candidate {
-                        stamp,
-                        rejected: None,
-                        ..previous.clone()
-                    },
-                    _ => load(&self.runtime, source, bytes, sha, stamp).await,
-                }
-            }
-            Err(problem) => Candidate {
-                source,
-                sha256: String::new(),
-                loaded_at: Utc::now(),
-                stamp,
-                first_seen: 0,
-                result: Err(problem),
-                rejected: None,
-            },
-        }
-    }
-
     /// Builds the snapshot from the loaded files and the built-ins: resolves name clashes
     /// (first loaded wins), applies configuration and grants.
     fn assemble(&self, files: &HashMap<PathBuf, Candidate>) -> Snapshot {
@@ -558,9 +569,15 @@ impl Connectors {
             loaded_at: Some(candidate.loaded_at),
             pending: 0,
             bound_since: None,
+            signed_by: candidate.signer.map(|k| k.id()),
+            kind: ComponentKind::of(&prepared.pre),
         };
         let loaded = (status != ConnectorStatus::Failed).then(|| {
-            self.runtime.metrics.connector_loaded(&m.name);
+            if prepared.pre.is_transform() {
+                self.runtime.metrics.transform_loaded(&m.name);
+            } else {
+                self.runtime.metrics.connector_loaded(&m.name);
+            }
             Arc::new(Loaded {
                 pre: prepared.pre.clone(),
                 shared: Arc::new(Shared {
@@ -572,30 +589,6 @@ impl Connectors {
             })
         });
         Entry { view, loaded }
-    }
-}
-
-/// Compiles a component (whose SHA-256 the caller has already taken) and reads its manifest.
-async fn load(
-    runtime: &Runtime,
-    source: String,
-    bytes: Vec<u8>,
-    sha256: String,
-    stamp: Option<(u64, SystemTime)>,
-) -> Candidate {
-    let started = Instant::now();
-    let result = prepare(runtime, &source, bytes).await.map(Arc::new);
-    if result.is_ok() {
-        tracing::debug!(%source, elapsed_ms = started.elapsed().as_millis() as u64, "connector compiled");
-    }
-    Candidate {
-        source,
-        sha256,
-        loaded_at: Utc::now(),
-        stamp,
-        first_seen: 0,
-        result,
-        rejected: None,
     }
 }
 
@@ -615,6 +608,10 @@ pub(super) async fn prepare(
         .call_manifest(&pre, shared)
         .await
         .map_err(|e| format!("manifest() {e}"))?;
+    if pre.is_transform() {
+        let manifest = manifest::validate_transform(raw.name, raw.version, raw.description)?;
+        return Ok(Compiled { pre, manifest });
+    }
     let manifest = manifest::validate(
         raw.name,
         raw.version,
@@ -649,6 +646,11 @@ fn failed_view(candidate: &Candidate, name: String, problem: String) -> Connecto
         loaded_at: Some(candidate.loaded_at),
         pending: 0,
         bound_since: None,
+        signed_by: candidate.signer.map(|k| k.id()),
+        kind: match &candidate.result {
+            Ok(compiled) => ComponentKind::of(&compiled.pre),
+            Err(_) => ComponentKind::Connector,
+        },
     }
 }
 

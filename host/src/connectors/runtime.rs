@@ -54,6 +54,16 @@ pub(super) mod bindings_v1 {
     });
 }
 
+/// Generated from `wit/transform/transform.wit` (0.1.0): typed calls for a transform's exports
+/// (`super::transform`).
+pub(super) mod bindings_transform {
+    wasmtime::component::bindgen!({
+        world: "transform",
+        path: "../wit/transform",
+        exports: { default: async },
+    });
+}
+
 use bindings::integrations_hub::connector::types;
 use bindings_v1::integrations_hub::connector::types as types_v1;
 
@@ -73,6 +83,8 @@ const SPARE_INSTANCES: u32 = 8;
 pub(super) enum Prepared {
     V2(bindings::ConnectorPre<HostState>),
     V1(bindings_v1::ConnectorPre<HostState>),
+    /// A transform (`super::transform`), not a connector.
+    Transform(bindings_transform::TransformPre<HostState>),
 }
 
 impl Prepared {
@@ -81,7 +93,12 @@ impl Prepared {
         match self {
             Self::V2(_) => "0.2.0",
             Self::V1(_) => "0.1.0",
+            Self::Transform(_) => "transform 0.1.0",
         }
+    }
+
+    pub(super) fn is_transform(&self) -> bool {
+        matches!(self, Self::Transform(_))
     }
 }
 
@@ -203,17 +220,21 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("the component needs imports the hub does not provide: {e}"))?;
-        match bindings::ConnectorPre::new(pre.clone()) {
-            Ok(pre) => Ok(Prepared::V2(pre)),
-            Err(v2) => bindings_v1::ConnectorPre::new(pre)
-                .map(Prepared::V1)
-                .map_err(|_| {
-                    format!(
-                        "the component does not export the integrations-hub:connector world \
-                         (0.2.0: {v2}; nor 0.1.0)"
-                    )
-                }),
+        let v2 = match bindings::ConnectorPre::new(pre.clone()) {
+            Ok(pre) => return Ok(Prepared::V2(pre)),
+            Err(v2) => v2,
+        };
+        if let Ok(v1) = bindings_v1::ConnectorPre::new(pre.clone()) {
+            return Ok(Prepared::V1(v1));
         }
+        bindings_transform::TransformPre::new(pre)
+            .map(Prepared::Transform)
+            .map_err(|_| {
+                format!(
+                    "the component exports neither the integrations-hub:connector world \
+                     (0.2.0: {v2}; nor 0.1.0) nor the integrations-hub:transform world"
+                )
+            })
     }
 
     /// Calls `manifest` in a fresh instance.
@@ -233,6 +254,19 @@ impl Runtime {
                 Prepared::V1(pre) => {
                     let instance = pre.instantiate_async(&mut store).await?;
                     instance.call_manifest(&mut store).await.map(Into::into)
+                }
+                Prepared::Transform(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let m = instance.call_manifest(&mut store).await?;
+                    // A transform has no events, hosts or keys.
+                    Ok(types::Manifest {
+                        name: m.name,
+                        version: m.version,
+                        description: m.description,
+                        events: Vec::new(),
+                        allowed_hosts: Vec::new(),
+                        config: Vec::new(),
+                    })
                 }
             }
         };
@@ -313,6 +347,10 @@ impl Runtime {
                     let result = instance.call_handle(&mut store, &event).await?;
                     Ok(v1_outcome(result))
                 }
+                Prepared::Transform(_) => Ok(CallOutcome::Failed(
+                    FailureKind::Unavailable,
+                    "this component is a transform, not a connector".to_owned(),
+                )),
             }
         };
         // The epoch callback stops running wasm at the deadline; this outer timer also covers a
@@ -329,7 +367,11 @@ impl Runtime {
 
     /// A store for one call; `context` is `None` outside a delivery (manifest, validation),
     /// which leaves the kv store closed.
-    fn store(&self, shared: Arc<Shared>, context: Option<&CallContext>) -> Store<HostState> {
+    pub(super) fn store(
+        &self,
+        shared: Arc<Shared>,
+        context: Option<&CallContext>,
+    ) -> Store<HostState> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         // Nothing is granted: no directories, environment, arguments or network. Clocks and
         // randomness stay, since std needs them.
@@ -379,7 +421,7 @@ impl Runtime {
         store
     }
 
-    fn timed_out(&self) -> String {
+    pub(super) fn timed_out(&self) -> String {
         format!(
             "timed out after {:.1}s (IH_CONNECTOR_TIMEOUT_SECONDS)",
             self.timeout.as_secs_f64()
@@ -388,7 +430,7 @@ impl Runtime {
 
     /// One sentence for an attempt record: which limit stopped the guest, or how it trapped
     /// (with the tail of its stderr, where a Rust panic message lands).
-    fn describe_failure(
+    pub(super) fn describe_failure(
         &self,
         state: &HostState,
         error: &wasmtime::Error,

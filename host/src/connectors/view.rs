@@ -51,6 +51,29 @@ pub struct ConnectorView {
     /// Since when its event types get deliveries whether or not it is loaded (see `Missing`);
     /// absent for a connector that has never been active.
     pub bound_since: Option<DateTime<Utc>>,
+    /// The key id (first 8 hex digits of the public key's SHA-256) of the valid ed25519
+    /// signature the file carries (`integrations-hub connector sign`); absent when unsigned.
+    pub signed_by: Option<String>,
+    /// What the component is: a `connector`, or a `transform` (`GET /api/v1/transforms`).
+    pub kind: ComponentKind,
+}
+
+/// The world a component exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentKind {
+    Connector,
+    Transform,
+}
+
+impl ComponentKind {
+    pub(super) fn of(prepared: &super::runtime::Prepared) -> Self {
+        if prepared.is_transform() {
+            Self::Transform
+        } else {
+            Self::Connector
+        }
+    }
 }
 
 impl ConnectorView {
@@ -74,6 +97,8 @@ impl ConnectorView {
             loaded_at: None,
             pending: binding.pending,
             bound_since: Some(binding.created_at),
+            signed_by: None,
+            kind: ComponentKind::Connector,
         }
     }
 }

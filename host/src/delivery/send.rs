@@ -7,16 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::retry::{self, Answer};
 use super::signing;
 use crate::config::DeliveryConfig;
-use crate::connectors::{CallContext, CallOutcome, Connectors, EventData};
+use crate::connectors::{
+    CallContext, CallOutcome, Connectors, EventData, TransformInput, Transformed,
+};
 use crate::egress::{self, Policy};
 use crate::model::trace::TraceParent;
-use crate::model::{ClaimedDelivery, ConnectorReport, InstanceTarget, ReportKind, Target};
+use crate::model::{
+    ClaimedDelivery, ConnectorReport, InstanceTarget, ReportKind, Target, TransformRef,
+};
 
 /// Response bytes kept with an attempt.
 pub const MAX_RESPONSE_BODY: usize = 4096;
@@ -31,8 +36,10 @@ pub struct Outcome {
     /// The start of the response body.
     pub body: Option<String>,
     pub error: Option<String>,
-    /// What a connector reported (connectors only).
+    /// What a connector reported (connectors), or a transform's drop.
     pub report: Option<ConnectorReport>,
+    /// The SHA-256 (hex) of the body a transform made, when one was sent.
+    pub body_sha256: Option<String>,
 }
 
 impl Outcome {
@@ -43,6 +50,7 @@ impl Outcome {
             body: None,
             error,
             report: None,
+            body_sha256: None,
         }
     }
 
@@ -150,8 +158,23 @@ impl Sender {
                 url,
                 headers,
                 secrets,
-                ..
-            } => self.webhook(delivery, url, headers, secrets).await,
+                transform,
+                subscription_id,
+            } => {
+                let body = match transform {
+                    None => Body::plain(delivery),
+                    Some(transform) => {
+                        match self
+                            .transformed(delivery, *subscription_id, url, transform)
+                            .await
+                        {
+                            Ok(body) => body,
+                            Err(outcome) => return outcome,
+                        }
+                    }
+                };
+                self.webhook(delivery, url, headers, secrets, body).await
+            }
             Target::Connector { name, instance } => {
                 self.connector(delivery, name, instance.as_ref()).await
             }
@@ -165,14 +188,7 @@ impl Sender {
         name: &str,
         instance: Option<&InstanceTarget>,
     ) -> Outcome {
-        let event = EventData {
-            id: delivery.event_id.to_string(),
-            event_type: delivery.event_type.clone(),
-            created_at: delivery
-                .event_created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            payload: delivery.payload.clone(),
-        };
+        let event = event_data(delivery);
         let context = CallContext {
             attempt: delivery.attempts.saturating_add(1),
             max_attempts: self.max_attempts,
@@ -188,6 +204,44 @@ impl Sender {
         Outcome::reported(call.instrument(span).await)
     }
 
+    /// The body `transform` makes of `delivery`, or the attempt's outcome when there is nothing
+    /// to send (dropped, or the transform failed).
+    async fn transformed(
+        &self,
+        delivery: &ClaimedDelivery,
+        subscription_id: uuid::Uuid,
+        url: &str,
+        transform: &TransformRef,
+    ) -> Result<Body, Outcome> {
+        let input = TransformInput {
+            event: event_data(delivery),
+            subscription_id,
+            url: url.to_owned(),
+            settings: transform.settings.clone(),
+        };
+        let span = tracing::info_span!("transform", transform = %transform.name);
+        let call = self.connectors.transform(&transform.name, input);
+        match call.instrument(span).await {
+            Ok(Transformed::Deliver(made)) => Ok(Body {
+                digest: Some(hex::encode(Sha256::digest(&made.body))),
+                bytes: made.body,
+                content_type: made.content_type,
+                headers: made.headers,
+            }),
+            Ok(Transformed::Keep) => Ok(Body::plain(delivery)),
+            Ok(Transformed::Drop(reason)) => Err(Outcome {
+                body: Some(reason),
+                report: Some(ConnectorReport {
+                    kind: ReportKind::Skipped,
+                    external_id: None,
+                    retry_after_ms: None,
+                }),
+                ..Outcome::answered(Answer::Delivered, None)
+            }),
+            Err(e) => Err(Outcome::failed(e.to_string())),
+        }
+    }
+
     /// Posts the signed webhook to `url`.
     pub async fn webhook(
         &self,
@@ -195,6 +249,7 @@ impl Sender {
         url: &str,
         headers: &BTreeMap<String, String>,
         secrets: &[String],
+        body: Body,
     ) -> Outcome {
         if let Err(refused) = egress::check_url(url, &self.policy) {
             return Outcome::failed(refused.to_string());
@@ -202,18 +257,30 @@ impl Sender {
         let Some(seed_secret) = signing::seed_secret(secrets) else {
             return Outcome::failed("the subscription has no valid signing secret");
         };
-        let body = signing::webhook_body(delivery);
+        let Body {
+            bytes: body,
+            content_type,
+            headers: made,
+            digest,
+        } = body;
         let timestamp = Utc::now().timestamp();
         let event_id = delivery.event_id.to_string();
         let mut request = self.client.post(url);
         for (name, value) in headers {
             request = request.header(name, value);
         }
+        // A transform's headers come after the subscription's (and win over them); the hub's own
+        // come last, and `connectors/transform.rs` refuses those names anyway.
+        for (name, value) in made {
+            request = request.header(name, value);
+        }
+        let content_type =
+            content_type.unwrap_or_else(|| HeaderValue::from_static("application/json"));
         let request = request
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(CONTENT_TYPE, content_type)
             .header(
                 "x-webhook-signature",
-                signing::seed_signature(seed_secret, timestamp, body.as_bytes()),
+                signing::seed_signature(seed_secret, timestamp, &body),
             )
             .header("x-webhook-timestamp", timestamp)
             .headers(trace_header(delivery))
@@ -223,7 +290,7 @@ impl Sender {
             .header("webhook-timestamp", timestamp)
             .header(
                 "webhook-signature",
-                signing::standard_signature(secrets, &event_id, timestamp, body.as_bytes()),
+                signing::standard_signature(secrets, &event_id, timestamp, &body),
             )
             .body(body);
 
@@ -294,6 +361,42 @@ impl Sender {
             body,
             error,
             report: None,
+            body_sha256: digest,
         }
+    }
+}
+
+/// What a webhook attempt sends: the hub's envelope, or what a transform made of it.
+#[derive(Debug)]
+pub struct Body {
+    bytes: Vec<u8>,
+    /// `None`: `application/json`.
+    content_type: Option<HeaderValue>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// The SHA-256 (hex) of a transformed body, for the attempt record.
+    digest: Option<String>,
+}
+
+impl Body {
+    /// The envelope `{"id", "event_type", "created_at", "payload"}` (`signing::webhook_body`).
+    pub fn plain(delivery: &ClaimedDelivery) -> Self {
+        Self {
+            bytes: signing::webhook_body(delivery).into_bytes(),
+            content_type: None,
+            headers: Vec::new(),
+            digest: None,
+        }
+    }
+}
+
+/// The event of `delivery` as connectors and transforms take it.
+fn event_data(delivery: &ClaimedDelivery) -> EventData {
+    EventData {
+        id: delivery.event_id.to_string(),
+        event_type: delivery.event_type.clone(),
+        created_at: delivery
+            .event_created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        payload: delivery.payload.clone(),
     }
 }

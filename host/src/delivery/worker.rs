@@ -31,6 +31,10 @@ use crate::model::{
 use crate::store::Store;
 use crate::store::group::GroupCommit;
 
+/// How long a delivery whose transform is not loaded waits before it is looked at again (a
+/// transform dropped into the directory loads within about two seconds).
+pub const TRANSFORM_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a lease outlives the attempt timeout: as long again (at least 1 s), so a live worker
 /// always records its attempt before the lease expires, and a crashed instance's work is picked
 /// up after twice the timeout.
@@ -460,8 +464,26 @@ impl Engine {
         let number = delivery.attempts + 1;
         let (kind, subscription_id, outcome) = match &delivery.target {
             Target::Webhook {
-                subscription_id, ..
+                subscription_id,
+                transform,
+                ..
             } => {
+                if let Some(transform) = transform
+                    && let Err(why) = self.connectors.transform_available(&transform.name)
+                {
+                    // Never sent untransformed: it waits, unattempted, for the transform.
+                    tracing::debug!(subscription_id = %subscription_id, reason = %why, "delivery held for its transform");
+                    self.metrics.transform_held(&transform.name);
+                    let until = model::now() + TRANSFORM_WAIT;
+                    let ids = [delivery.id];
+                    if let Err(e) = (self.store)
+                        .postpone_deliveries(&self.owner, &ids, until, model::now())
+                        .await
+                    {
+                        tracing::warn!(error = %e, "holding a delivery failed; its lease expires");
+                    }
+                    return;
+                }
                 let outcome = self.sender.send(&delivery).await;
                 ("webhook", Some(*subscription_id), outcome)
             }
@@ -542,6 +564,7 @@ impl Engine {
             },
             quiet: notice::is_hub_event(&delivery.event_type),
             report: outcome.report,
+            body_sha256: outcome.body_sha256,
         };
         // The store may be briefly unreachable: retry a few times; if it stays down, the lease
         // expires and the delivery is attempted again (at-least-once).

@@ -101,6 +101,8 @@ pub struct Subscription {
     pub ordered: bool,
     /// At most this many deliveries a second (plus a burst), across all instances.
     pub rate_limit: Option<rate::RateLimit>,
+    /// The transform its webhook deliveries go through.
+    pub transform: Option<TransformRef>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub circuit: Circuit,
@@ -112,6 +114,22 @@ impl Circuit {
         state: CircuitState::Closed,
         consecutive_failures: 0,
     };
+}
+
+/// The transform component a webhook subscription's deliveries go through, and its settings
+/// (`connectors/transform.rs`). Stored as this JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransformRef {
+    pub name: String,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+impl TransformRef {
+    /// Settings one transform may have.
+    pub const MAX_SETTINGS: usize = 32;
+    /// Bytes of one setting's value.
+    pub const MAX_VALUE: usize = 4096;
 }
 
 /// A connector instance as a subscription names it.
@@ -202,6 +220,8 @@ pub struct SubscriptionPatch {
     pub ordered: Option<bool>,
     /// `Some(None)` removes the limit.
     pub rate_limit: Option<Option<rate::RateLimit>>,
+    /// `Some(None)` removes the transform.
+    pub transform: Option<Option<TransformRef>>,
 }
 
 impl fmt::Debug for SubscriptionPatch {
@@ -401,6 +421,8 @@ pub enum Target {
         headers: BTreeMap<String, String>,
         /// Valid secrets, newest first (rotation).
         secrets: Vec<String>,
+        /// The transform the body goes through first.
+        transform: Option<TransformRef>,
     },
     Connector {
         name: String,
@@ -478,6 +500,8 @@ pub struct AttemptRecord {
     pub quiet: bool,
     /// What the connector reported, when a connector answered.
     pub report: Option<ConnectorReport>,
+    /// The SHA-256 (hex) of the body a transform made, when one was sent.
+    pub body_sha256: Option<String>,
 }
 
 /// What a connector said of one attempt, kept on its record (upstream status goes to
@@ -533,6 +557,8 @@ pub struct AttemptView {
     pub started_at: DateTime<Utc>,
     /// What the connector reported (connector attempts only).
     pub report: Option<ConnectorReport>,
+    /// The SHA-256 (hex) of the body a transform made (transformed webhooks only).
+    pub body_sha256: Option<String>,
 }
 
 /// A dead letter as shown by the admin API.

@@ -201,6 +201,29 @@ impl<'a> Notify<'a> {
     }
 }
 
+/// Hands `owner`'s in-flight deliveries `ids` back to `pending`, unattempted: due at `until`,
+/// or (`None`) at the time they had.
+pub(super) async fn hand_back<D: Dialect>(
+    store: &D,
+    owner: &str,
+    ids: &[Uuid],
+    until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    store
+        .writer()
+        .acquire()
+        .await?
+        .exec_in(
+            "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+             next_attempt_at = COALESCE($3, next_attempt_at), updated_at = $1 \
+             WHERE status = 'in_flight' AND lease_owner = $2 AND id IN ({ids})",
+            &[Arg::Time(now), Arg::Text(owner), Arg::OptTime(until)],
+            ids,
+        )
+        .await
+}
+
 /// Applies one attempt record (see [`Store::record_attempt`]): the attempt row, the delivery's
 /// move when `owner` still holds its lease, its dead letter, and the circuit breaker.
 pub(super) async fn record_one<C: Conn>(
@@ -211,8 +234,8 @@ pub(super) async fn record_one<C: Conn>(
     conn.exec(
         "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
          response_body, error, duration_ms, started_at, subscription_id, connector, reported, \
-         external_id, retry_after_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         external_id, retry_after_ms, body_sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         &[
             Arg::Uuid(Uuid::now_v7()),
             Arg::Uuid(record.delivery_id),
@@ -229,6 +252,7 @@ pub(super) async fn record_one<C: Conn>(
             Arg::OptText(record.reported()),
             Arg::OptText(record.external_id()),
             Arg::OptInt(record.retry_after_ms()),
+            Arg::OptText(record.body_sha256.as_deref()),
         ],
     )
     .await?;

@@ -129,6 +129,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// passes those it already runs at their cap).
     async fn claim_deliveries(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>>;
 
+    /// Hands claimed deliveries back to `pending`, unattempted, due at `until` (their transform
+    /// is not loaded here yet).
+    async fn postpone_deliveries(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+
     /// Hands claimed deliveries back to `pending`, unattempted.
     async fn release_deliveries(
         &self,

@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::common::{
-    Notify, claim_key, commit, commit_publish, live_subscription, requeue_dead, write_events,
+    Notify, claim_key, commit, commit_publish, hand_back, live_subscription, requeue_dead,
+    write_events,
 };
 use super::plan::{Decision, KeyClaims, encode_json, events_to_write, group_outcomes};
 use super::rows::{self, attempt_views, destination_columns, subscription_columns};
@@ -59,10 +60,11 @@ impl<D: Dialect> Store for D {
         let headers = encode_json(&new.headers);
         let instance = new.instance.as_ref().map(|i| i.id);
         let filter = new.filter.as_ref().map(|f| f.source().to_string());
+        let transform = new.transform.as_ref().map(encode_json);
         tx.exec(
             "INSERT INTO subscriptions (id, url, description, events, headers, enabled, created_at, \
-             updated_at, instance_id, filter, paused, ordered, rate_per_second, rate_burst) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13)",
+             updated_at, instance_id, filter, paused, ordered, rate_per_second, rate_burst, transform) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14)",
             &[
                 Arg::Uuid(new.id),
                 Arg::Text(&new.url),
@@ -77,6 +79,7 @@ impl<D: Dialect> Store for D {
                 Arg::Bool(new.ordered),
                 Arg::OptInt(new.rate_limit.map(|r| r.per_second.into())),
                 Arg::OptInt(new.rate_limit.map(|r| r.burst.into())),
+                Arg::OptText(transform.as_deref()),
             ],
         )
         .await?;
@@ -125,11 +128,13 @@ impl<D: Dialect> Store for D {
         let filter = filter.as_ref().map(|f| f.source().to_string());
         let ordered = patch.ordered.unwrap_or(current.ordered);
         let rate = patch.rate_limit.unwrap_or(current.rate_limit);
+        let transform = patch.transform.clone().unwrap_or(current.transform);
+        let transform = transform.as_ref().map(encode_json);
         tx.exec(
             "UPDATE subscriptions SET url = $1, events = $2, enabled = $3, description = $4, headers = $5, \
              disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END, updated_at = $6, \
-             filter = $8, paused = $9, ordered = $10, rate_per_second = $11, rate_burst = $12 \
-             WHERE id = $7",
+             filter = $8, paused = $9, ordered = $10, rate_per_second = $11, rate_burst = $12, \
+             transform = $13 WHERE id = $7",
             &[
                 Arg::Text(patch.url.as_ref().unwrap_or(&current.url)),
                 Arg::Names(patch.events.as_ref().unwrap_or(&current.events)),
@@ -143,6 +148,7 @@ impl<D: Dialect> Store for D {
                 Arg::Bool(ordered),
                 Arg::OptInt(rate.map(|r| r.per_second.into())),
                 Arg::OptInt(rate.map(|r| r.burst.into())),
+                Arg::OptText(transform.as_deref()),
             ],
         )
         .await?;
@@ -304,16 +310,17 @@ impl<D: Dialect> Store for D {
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
         // Unattempted: they keep their due time.
-        self.writer()
-            .acquire()
-            .await?
-            .exec_in(
-                "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
-                 updated_at = $1 WHERE status = 'in_flight' AND lease_owner = $2 AND id IN ({ids})",
-                &[Arg::Time(now), Arg::Text(owner)],
-                ids,
-            )
-            .await
+        hand_back(self, owner, ids, None, now).await
+    }
+
+    async fn postpone_deliveries(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        hand_back(self, owner, ids, Some(until), now).await
     }
 
     async fn record_attempts(

@@ -445,18 +445,18 @@ impl PostgresStore {
                SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], \
                  $6::int[], $7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::text[], \
                  $12::timestamptz[], $13::text[], $14::text[], $15::uuid[], $18::uuid[], $19::text[], \
-                 $20::bool[], $21::uuid[], $23::text[], $24::text[], $25::bigint[]) \
+                 $20::bool[], $21::uuid[], $23::text[], $24::text[], $25::bigint[], $26::text[]) \
                AS r(attempt_id, delivery_id, event_id, attempt, outcome, response_status, \
                  response_body, error, duration_ms, started_at, status, next_at, last_error, \
                  owner, dead_letter_id, subscription_id, connector, quiet, notice_id, reported, \
-                 external_id, retry_after_ms)), \
+                 external_id, retry_after_ms, body_sha256)), \
              a AS ( \
                INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
                  response_body, error, duration_ms, started_at, subscription_id, connector, \
-                 reported, external_id, retry_after_ms) \
+                 reported, external_id, retry_after_ms, body_sha256) \
                SELECT attempt_id, delivery_id, event_id, attempt, outcome, response_status, \
                  response_body, error, duration_ms, started_at, subscription_id, connector, \
-                 reported, external_id, retry_after_ms FROM r), \
+                 reported, external_id, retry_after_ms, body_sha256 FROM r), \
              u AS ( \
                UPDATE deliveries d SET status = r.status, attempts = r.attempt, \
                  next_attempt_at = COALESCE(r.next_at, d.next_attempt_at), last_error = r.last_error, \
@@ -506,6 +506,7 @@ impl PostgresStore {
         .bind(column(records, AttemptRecord::reported))
         .bind(column(records, AttemptRecord::external_id))
         .bind(column(records, AttemptRecord::retry_after_ms))
+        .bind(column(records, |r| r.body_sha256.as_deref()))
         .fetch_all(executor)
         .await?;
         let moved: std::collections::HashSet<Uuid> = moved.into_iter().collect();
@@ -628,7 +629,7 @@ static LEASE_AND_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
 const CLAIMED_ROWS: &str = "SELECT c.id, c.event_id, c.kind, c.subscription_id, c.connector, c.attempts, \
      c.next_attempt_at, e.event_type, e.payload::text AS payload, e.created_at AS event_created_at, \
      e.traceparent, \
-     s.url, s.headers::text AS headers, ci.id AS instance_id, ci.connector AS instance_connector, \
+     s.url, s.headers::text AS headers, s.transform, ci.id AS instance_id, ci.connector AS instance_connector, \
      ci.name AS instance_name, ci.settings::text AS instance_settings, \
      ARRAY(SELECT ss.key_id || ':' || ss.secret FROM subscription_secrets ss WHERE ss.subscription_id = c.subscription_id \
            AND (ss.expires_at IS NULL OR ss.expires_at > c.updated_at) ORDER BY ss.id DESC) AS secrets \

@@ -13,7 +13,7 @@ use crate::model::{
     AttemptOutcome, AttemptView, Circuit, CircuitState, ClaimedDelivery, ConnectorBinding,
     ConnectorInstance, ConnectorReport, DeadLetter, DeliveryCounts, DeliveryLine, DeliveryStatus,
     DeliverySummary, Destination, EventSummary, InstanceRef, InstanceTarget, PublishedEvent,
-    ReportKind, Settings, Subscription, Target,
+    ReportKind, Settings, Subscription, Target, TransformRef,
 };
 
 /// `Ok($ty { .. })` from `$row`: each field named alone is read from the column of its name, as
@@ -34,7 +34,7 @@ macro_rules! decode {
 macro_rules! subscription_columns {
     () => {
         "id, url, description, events, CAST(headers AS TEXT) AS headers, enabled, paused, filter, \
-         ordered, rate_per_second, rate_burst, circuit_state, \
+         transform, ordered, rate_per_second, rate_burst, circuit_state, \
          consecutive_failures, created_at, updated_at, instance_id, \
          (SELECT ci.connector FROM connector_instances ci WHERE ci.id = subscriptions.instance_id) \
            AS instance_connector, \
@@ -63,7 +63,7 @@ macro_rules! attempt_views {
             "SELECT a.id, a.event_id, a.delivery_id, ",
             destination_columns!(),
             ", a.attempt, a.outcome, a.response_status, a.response_body, a.error, \
-             a.duration_ms, a.started_at, a.reported, a.external_id, a.retry_after_ms \
+             a.duration_ms, a.started_at, a.reported, a.external_id, a.retry_after_ms, a.body_sha256 \
              FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
              LEFT JOIN subscriptions s ON s.id = d.subscription_id"
         )
@@ -85,7 +85,8 @@ pub(super) fn subscription(row: &impl DbRow) -> StoreResult<Subscription> {
     decode!(row => Subscription {
         id, url, instance = instance(row)?, events, enabled, description, headers = headers,
         filter = filter(row.opt_text("filter")?)?, paused, ordered,
-        rate_limit = rate_limit(row)?, created_at, updated_at, circuit = circuit,
+        rate_limit = rate_limit(row)?, transform = transform(row)?, created_at, updated_at,
+        circuit = circuit,
     })
 }
 
@@ -108,6 +109,14 @@ pub(super) fn filter(text: Option<String>) -> StoreResult<Option<Filter>> {
     text.map(|t| Filter::from_json(&t))
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("a stored filter does not parse: {e}")))
+}
+
+/// A subscription row's transform (`transform`, JSON), if it has one.
+pub(super) fn transform(row: &impl DbRow) -> StoreResult<Option<TransformRef>> {
+    row.opt_text("transform")?
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("a stored transform does not parse: {e}")))
 }
 
 /// The connector instance a subscription row names (`instance_id`, `instance_connector`,
@@ -206,6 +215,7 @@ pub(super) fn attempt_view(row: &impl DbRow) -> StoreResult<AttemptView> {
     decode!(row => AttemptView {
         id, event_id, delivery_id, destination = destination(row)?, attempt, outcome = outcome,
         response_status, response_body, error, duration_ms, started_at, report = report(row)?,
+        body_sha256,
     })
 }
 
@@ -251,6 +261,7 @@ pub(super) fn claimed(
             headers: decode_strings(&row.opt_text("headers")?.ok_or_else(|| {
                 StoreError::Corrupt("webhook delivery without its subscription".into())
             })?)?,
+            transform: transform(row)?,
         },
         Destination::Connector { connector } => Target::Connector {
             name: connector,

@@ -313,7 +313,7 @@ impl Dialect for SqliteStore {
         let mut tx = self.writer().begin().await?;
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT d.id, d.event_id, d.kind, d.subscription_id, d.connector, d.attempts, \
-             e.event_type, e.payload, e.created_at AS event_created_at, e.traceparent, s.url, s.headers, s.circuit_state, \
+             e.event_type, e.payload, e.created_at AS event_created_at, e.traceparent, s.url, s.headers, s.transform, s.circuit_state, \
              s.rate_per_second, \
              ci.id AS instance_id, ci.connector AS instance_connector, ci.name AS instance_name, \
              ci.settings AS instance_settings \

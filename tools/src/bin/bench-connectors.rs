@@ -11,7 +11,9 @@
 //!   call is the sandbox's rule);
 //! - invocations per second for the trivial fixture and for the Slack connector posting to a
 //!   local fake Slack API over real HTTP;
-//! - resident memory per loaded connector (RSS growth over 20 more loaded copies).
+//! - resident memory per loaded connector (RSS growth over 20 more loaded copies);
+//! - the latency of one call of the example transforms (`transforms/`): what a subscription's
+//!   transform adds to each delivery.
 //!
 //! Figures, not assertions: compare runs on the same machine.
 
@@ -24,10 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use integrations_hub::config::{ConnectorConfig, Secret};
-use integrations_hub::connectors::{CallContext, CallOutcome, Connectors, EventData};
+use integrations_hub::connectors::{
+    CallContext, CallOutcome, Connectors, EventData, TransformInput,
+};
 use integrations_hub::metrics::Metrics;
 use integrations_hub_testkit::receiver::{Receiver, Reply};
-use integrations_hub_testkit::{deploy, fixture_wasm};
+use integrations_hub_testkit::{built_wasm, deploy, fixture_wasm};
 
 const COPIES: usize = 20;
 
@@ -45,6 +49,9 @@ async fn main() {
         "fixture.wasm",
         &fixture_wasm("fixture", "1.0.0"),
     );
+    for stem in ["require_field_transform", "cloudevents_transform"] {
+        deploy(dir.path(), &format!("{stem}.wasm"), &built_wasm(stem));
+    }
     let mut settings = BTreeMap::new();
     for (key, value) in [
         ("SLACK_BOT_TOKEN", "xoxb-bench".to_owned()),
@@ -61,6 +68,7 @@ async fn main() {
         timeout: Duration::from_secs(10),
         memory_mb: 64,
         settings,
+        trusted_keys: Vec::new(),
     };
     // The fake upstream is on loopback.
     let policy = integrations_hub::egress::Policy::new(true, &[]);
@@ -86,9 +94,41 @@ async fn main() {
         .collect();
     println!("connectors: {active:?}");
     println!(
-        "load (compile + manifest) of 2 components (slack built-in, fixture): {:.0} ms",
+        "load (compile + manifest) of 4 components (slack built-in, fixture, 2 transforms): {:.0} ms",
         load.as_secs_f64() * 1e3
     );
+
+    // What a transform adds to a delivery: one call at a time.
+    for (name, settings) in [
+        ("require-field", [("pointer", "/title")]),
+        ("cloudevents", [("source", "/bench")]),
+    ] {
+        let mut samples = Vec::with_capacity(1000);
+        for _ in 0..1000 {
+            let input = TransformInput {
+                event: event("order.paid"),
+                subscription_id: uuid::Uuid::nil(),
+                url: "https://example.com/".into(),
+                settings: settings
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+            };
+            let t = Instant::now();
+            let made = connectors.transform(name, input).await;
+            samples.push(t.elapsed());
+            assert!(
+                made.is_ok(),
+                "the benchmark's transforms must succeed: {made:?}"
+            );
+        }
+        samples.sort();
+        println!(
+            "transform {name}, sequential (instantiate + call): p50 {:.1} µs, p99 {:.1} µs",
+            percentile(&samples, 0.50).as_secs_f64() * 1e6,
+            percentile(&samples, 0.99).as_secs_f64() * 1e6
+        );
+    }
 
     // Latency of a trivial call, one at a time (mostly instantiation).
     let mut samples = Vec::with_capacity(1000);
@@ -102,11 +142,10 @@ async fn main() {
         samples.push(t.elapsed());
     }
     samples.sort();
-    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
     println!(
         "trivial call, sequential (instantiate + call): p50 {:.1} µs, p99 {:.1} µs",
-        pct(0.50).as_secs_f64() * 1e6,
-        pct(0.99).as_secs_f64() * 1e6
+        percentile(&samples, 0.50).as_secs_f64() * 1e6,
+        percentile(&samples, 0.99).as_secs_f64() * 1e6
     );
 
     for (name, event_type) in [("fixture", "fixture.ok"), ("slack", "request_submitted")] {
@@ -146,6 +185,11 @@ async fn main() {
         (after.saturating_sub(before)) as f64 / 1024.0,
         (after.saturating_sub(before)) as f64 / COPIES as f64
     );
+}
+
+/// The `p` quantile of sorted `samples`.
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)]
 }
 
 fn event(event_type: &str) -> EventData {

@@ -38,6 +38,9 @@ Usage: bench-load [options]
   --hub-env KEY=VALUE              extra IH_* setting for the hub (repeatable)
   --filter JSON                    a payload filter on every subscription, e.g.
                                    '{\"payload.seq\": {\"$gte\": 0}}' (every event passes it)
+  --transform JSON                 a transform on every subscription, one of transforms/, e.g.
+                                   '{\"name\": \"require-field\", \"settings\": {\"pointer\": \"/seq\"}}'
+                                   (a trivial one: every event passes, the hub's own body goes out)
 
 Prints per phase: accepted events/s, deliveries/s end to end and in steady state,
 publish-to-delivery latency p50/p90/p99/max, duplicates, missing, hub CPU seconds per 1,000
@@ -135,6 +138,14 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
                 let filter = serde_json::from_str(value)
                     .map_err(|e| format!("--filter is not JSON: {e}"))?;
                 options.filter = Some(filter);
+            }
+            "--transform" => {
+                let transform: serde_json::Value = serde_json::from_str(value)
+                    .map_err(|e| format!("--transform is not JSON: {e}"))?;
+                if !transform["name"].is_string() {
+                    return Err("--transform wants {\"name\": …, \"settings\": {…}}".into());
+                }
+                options.transform = Some(transform);
             }
             "--hub-env" => {
                 let (k, v) = value
