@@ -94,6 +94,23 @@ async fn wait_listing(hub: &TestHub, what: &str, ok: impl Fn(&[Value]) -> bool) 
     }
 }
 
+/// Waits until connector `name` is listed with a problem containing `problem` (a newer file was
+/// refused) and checks that it is still active; returns its entry.
+async fn wait_still_serving(hub: &TestHub, name: &str, problem: &str) -> Value {
+    let list = wait_listing(hub, &format!("{name}: {problem}"), |l| {
+        l.iter().any(|c| {
+            c["name"] == name && c["problem"].as_str().is_some_and(|p| p.contains(problem))
+        })
+    })
+    .await;
+    let entry = list
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .expect("listed");
+    assert_eq!(entry["status"], "active", "{entry}");
+    entry
+}
+
 /// Waits until connector `name` is listed with `status`; returns the listing.
 async fn wait_connector(hub: &TestHub, name: &str, status: &str) -> Vec<Value> {
     wait_listing(hub, &format!("{name} {status}"), |l| {
@@ -748,20 +765,7 @@ async fn a_bad_file_over_a_working_connector_loses_no_event(backend: Backend) {
     hub.wait_status(&before, "succeeded").await;
 
     deploy(&dir, "fixture.wasm", b"\0asm a broken build");
-    let list = wait_listing(&hub, "the rejected file named", |l| {
-        l.iter().any(|c| {
-            c["name"] == "fixture"
-                && c["problem"]
-                    .as_str()
-                    .is_some_and(|p| p.contains("serving the previous version"))
-        })
-    })
-    .await;
-    let fixture = list
-        .iter()
-        .find(|c| c["name"] == "fixture")
-        .expect("listed");
-    assert_eq!(fixture["status"], "active", "{fixture}");
+    let fixture = wait_still_serving(&hub, "fixture", "serving the previous version").await;
     assert_eq!(fixture["version"], "1.0.0");
     let (during, deliveries) = publish(&hub, "fixture.ok", json!({})).await;
     assert_eq!(deliveries, 1);
@@ -900,20 +904,7 @@ async fn a_trust_policy_loads_only_files_signed_by_a_trusted_key(backend: Backen
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x20;
     deploy(&dir, "fixture.wasm", &tampered);
-    let list = wait_listing(&hub, "the tampered file refused", |l| {
-        l.iter().any(|c| {
-            c["name"] == "fixture"
-                && c["problem"]
-                    .as_str()
-                    .is_some_and(|p| p.contains("signature does not verify"))
-        })
-    })
-    .await;
-    let fixture = list
-        .iter()
-        .find(|c| c["name"] == "fixture")
-        .expect("listed");
-    assert_eq!(fixture["status"], "active", "{fixture}");
+    let fixture = wait_still_serving(&hub, "fixture", "signature does not verify").await;
     assert_eq!(fixture["version"], "1.0.0", "{fixture}");
     let (during, _) = publish(&hub, "fixture.ok", json!({})).await;
     hub.wait_status(&during, "succeeded").await;
