@@ -115,14 +115,7 @@ async fn test_transform(
         settings = given;
     }
     let input = TransformInput {
-        event: EventData {
-            id: event.id.to_string(),
-            event_type: event.event_type,
-            created_at: event
-                .created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            payload: event.payload,
-        },
+        event: EventData::new(event.id, event.event_type, event.created_at, event.payload),
         subscription_id,
         url,
         settings,

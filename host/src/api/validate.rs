@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::egress::Policy;
 use crate::error::{ApiError, FieldError};
 use crate::model::filter::Filter;
-use crate::model::names::{EVENT_TYPE_RULE, is_event_type};
+use crate::model::names::{EVENT_TYPE_RULE, is_event_type, is_set_by_hub};
 use crate::model::rate::{self, RateLimit};
 use crate::model::{DeliveryStatus, TransformRef, TypeMatch};
 
@@ -20,22 +20,6 @@ pub const MAX_DESCRIPTION_LEN: usize = 1024;
 pub const MAX_HEADERS: usize = 20;
 pub const MAX_HEADER_VALUE_LEN: usize = 1024;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-
-/// Headers the hub sets itself; a subscription may not override them.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "content-type",
-    "content-encoding",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "user-agent",
-];
-const RESERVED_PREFIXES: &[&str] = &["x-webhook-", "webhook-"];
 
 /// Collects field errors; `finish` turns them into a 422.
 #[derive(Debug, Default)]
@@ -354,9 +338,7 @@ pub fn headers(
         let lower = name.to_ascii_lowercase();
         if HeaderName::from_bytes(name.as_bytes()).is_err() {
             errors.add(&at, "is not a valid HTTP header name");
-        } else if RESERVED_HEADERS.contains(&lower.as_str())
-            || RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
-        {
+        } else if is_set_by_hub(&lower) {
             errors.add(&at, "is set by the hub and cannot be overridden");
         }
         if val.len() > MAX_HEADER_VALUE_LEN {

@@ -19,6 +19,23 @@ pub struct EventData {
     pub payload: String,
 }
 
+impl EventData {
+    /// An event as stored: its creation time written as RFC 3339 with microseconds, UTC.
+    pub fn new(
+        id: uuid::Uuid,
+        event_type: String,
+        created_at: chrono::DateTime<chrono::Utc>,
+        payload: String,
+    ) -> Self {
+        Self {
+            id: id.to_string(),
+            event_type,
+            created_at: created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            payload,
+        }
+    }
+}
+
 /// Which delivery a call is an attempt of (the guest's `context`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallContext {

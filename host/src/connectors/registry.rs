@@ -204,14 +204,26 @@ impl Connectors {
 
     /// `Ok` when transform `name` is loaded here; otherwise why not.
     pub fn transform_available(&self, name: &str) -> Result<(), String> {
+        self.loaded_transform(name).map(drop)
+    }
+
+    /// Transform `name` as loaded now, or why it is not.
+    fn loaded_transform(&self, name: &str) -> Result<Arc<Loaded>, String> {
         let snapshot = self.current();
         match snapshot.entries.get(name) {
-            Some(entry) if entry.is_transform() && entry.loaded.is_some() => Ok(()),
-            Some(entry) if entry.is_transform() || entry.loaded.is_none() => Err(format!(
+            Some(entry) if entry.is_transform() => entry.loaded.clone().ok_or_else(|| {
+                format!(
+                    "transform {name:?} is not loaded: {}",
+                    entry.view.problem.as_deref().unwrap_or("unknown problem")
+                )
+            }),
+            Some(entry) if entry.loaded.is_some() => {
+                Err(format!("{name:?} is a connector, not a transform"))
+            }
+            Some(entry) => Err(format!(
                 "transform {name:?} is not loaded: {}",
                 entry.view.problem.as_deref().unwrap_or("unknown problem")
             )),
-            Some(_) => Err(format!("{name:?} is a connector, not a transform")),
             None => Err(format!("transform {name:?} is not loaded in this hub")),
         }
     }
@@ -223,26 +235,16 @@ impl Connectors {
         input: TransformInput,
     ) -> Result<Transformed, TransformError> {
         let started = Instant::now();
-        self.transform_available(name)
-            .map_err(TransformError::Unavailable)?;
         let loaded = self
-            .current()
-            .entries
-            .get(name)
-            .and_then(|e| e.loaded.clone());
-        let Some(Loaded {
-            pre: Prepared::Transform(pre),
-            shared,
-            ..
-        }) = loaded.as_deref()
-        else {
+            .loaded_transform(name)
+            .map_err(TransformError::Unavailable)?;
+        let Prepared::Transform(pre) = &loaded.pre else {
             return Err(TransformError::Unavailable(format!(
                 "{name:?} is not a transform"
             )));
         };
-        let result = self
-            .runtime
-            .call_transform(pre, shared.clone(), input)
+        let result = (self.runtime)
+            .call_transform(pre, loaded.shared.clone(), input)
             .await;
         let label = match &result {
             Ok(Transformed::Deliver(_) | Transformed::Keep) => "ok",

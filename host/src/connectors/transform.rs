@@ -5,8 +5,9 @@
 //!
 //! Invariants:
 //! - what a transform returns is checked here before anything is sent: the body at most
-//!   [`MAX_BODY`], at most [`MAX_HEADERS`] headers, none of them one the hub sets itself (the
-//!   signatures, ids, timestamps, trace, length and hop-by-hop headers), a valid media type;
+//!   [`MAX_BODY`], at most [`MAX_HEADERS`] headers, none of them one the hub sets itself
+//!   (`model::names::is_set_by_hub`, the rule a subscription's headers follow), a valid media
+//!   type;
 //! - a transform that is not loaded is [`TransformError::Unavailable`] (the delivery waits), one
 //!   that ran and failed is [`TransformError::Failed`] (the attempt fails): nothing is ever sent
 //!   untransformed.
@@ -17,6 +18,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 
 use super::outcome::{EventData, FailureKind, MAX_REASON, bounded};
 use super::runtime::{HostState, Runtime, TICK};
+use crate::model::names::is_set_by_hub;
 
 use super::runtime::bindings_transform::{TransformPre, integrations_hub::transform::types};
 
@@ -25,26 +27,6 @@ pub const MAX_BODY: usize = 1 << 20;
 /// Headers a transform may add.
 pub const MAX_HEADERS: usize = 16;
 const MAX_HEADER_VALUE: usize = 4096;
-
-/// Headers the hub sets (or that only the HTTP layer may set): a transform cannot set them.
-const RESERVED_HEADERS: [&str; 16] = [
-    "content-type",
-    "content-length",
-    "content-encoding",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-authorization",
-    "traceparent",
-    "tracestate",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-];
 
 /// What one transform call is given.
 #[derive(Debug, Clone)]
@@ -175,10 +157,7 @@ fn checked(output: types::Output) -> Result<TransformedBody, String> {
                 header.name
             )
         })?;
-        let reserved = RESERVED_HEADERS.contains(&name.as_str())
-            || name.as_str().starts_with("x-webhook-")
-            || name.as_str().starts_with("proxy-");
-        if reserved {
+        if is_set_by_hub(name.as_str()) {
             return Err(format!(
                 "set the header {name}, which the hub sets itself (or only HTTP may)"
             ));

@@ -391,12 +391,10 @@ impl Body {
 
 /// The event of `delivery` as connectors and transforms take it.
 fn event_data(delivery: &ClaimedDelivery) -> EventData {
-    EventData {
-        id: delivery.event_id.to_string(),
-        event_type: delivery.event_type.clone(),
-        created_at: delivery
-            .event_created_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        payload: delivery.payload.clone(),
-    }
+    EventData::new(
+        delivery.event_id,
+        delivery.event_type.clone(),
+        delivery.event_created_at,
+        delivery.payload.clone(),
+    )
 }

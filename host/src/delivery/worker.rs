@@ -474,10 +474,10 @@ impl Engine {
                     // Never sent untransformed: it waits, unattempted, for the transform.
                     tracing::debug!(subscription_id = %subscription_id, reason = %why, "delivery held for its transform");
                     self.metrics.transform_held(&transform.name);
-                    let until = model::now() + TRANSFORM_WAIT;
+                    let now = model::now();
                     let ids = [delivery.id];
                     if let Err(e) = (self.store)
-                        .postpone_deliveries(&self.owner, &ids, until, model::now())
+                        .postpone_deliveries(&self.owner, &ids, now + TRANSFORM_WAIT, now)
                         .await
                     {
                         tracing::warn!(error = %e, "holding a delivery failed; its lease expires");

@@ -20,9 +20,53 @@ pub fn is_event_type(name: &str) -> bool {
 pub const EVENT_TYPE_RULE: &str =
     "must be 1-128 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit";
 
+/// Request headers the hub sets on a webhook itself (or that only the HTTP layer may set): a
+/// subscription's custom headers and a transform's headers may not name them.
+const HUB_HEADERS: [&str; 15] = [
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "user-agent",
+    "traceparent",
+    "tracestate",
+    "proxy-authorization",
+    "proxy-connection",
+];
+const HUB_HEADER_PREFIXES: [&str; 3] = ["x-webhook-", "webhook-", "proxy-"];
+
+/// Whether `name` (any case) is a header of [`HUB_HEADERS`] or under one of its prefixes.
+pub fn is_set_by_hub(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    HUB_HEADERS.contains(&lower.as_str())
+        || HUB_HEADER_PREFIXES.iter().any(|p| lower.starts_with(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hubs_own_headers_are_recognised_in_any_case() {
+        for own in [
+            "Content-Type",
+            "webhook-signature",
+            "X-Webhook-Event",
+            "traceparent",
+            "Proxy-Foo",
+        ] {
+            assert!(is_set_by_hub(own), "{own}");
+        }
+        for free in ["x-tenant", "authorization", "x-webhooks", "webhookid"] {
+            assert!(!is_set_by_hub(free), "{free}");
+        }
+    }
 
     #[test]
     fn event_type_rule_matches_its_pattern() {
