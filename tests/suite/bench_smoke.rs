@@ -15,7 +15,18 @@ async fn the_load_benchmark_delivers_every_event_exactly_once() {
     let mut measured = 0;
     for report in reports.iter().flatten() {
         measured += 1;
+        let names: Vec<&str> = report.phases.iter().map(|p| p.name).collect();
+        assert_eq!(names, ["single", "batch", "latency", "low"], "{rendered}");
         for phase in &report.phases {
+            // PostgreSQL runs on this machine wherever the suite does (`.ci/run`), and its CPU is
+            // read from /proc; SQLite's is the hub's own.
+            let db_cpu = phase.db_cpu_seconds_per_1000;
+            match report.backend {
+                integrations_hub_testkit::Backend::Postgres => {
+                    assert!(db_cpu.is_some_and(|s| s >= 0.0), "{rendered}")
+                }
+                integrations_hub_testkit::Backend::Sqlite => assert_eq!(db_cpu, None),
+            }
             assert_eq!(
                 phase.publish_errors, 0,
                 "{:?} {}: publishes refused\n{rendered}",

@@ -381,6 +381,109 @@ async fn the_dry_run_answers_without_delivering(backend: Backend) {
     assert!(receiver.requests().is_empty());
 }
 
+/// Instances are kept between deliveries (instantiating costs more than a small transform's
+/// work), but only for the subscription they served, only while they behave, and never for dry
+/// runs (`host/src/connectors/transform.rs`). Storage plays no part: SQLite only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_instances_are_reused_only_within_one_subscription() {
+    let Some(hub) = TestHub::start_with(Backend::Sqlite, &fast(&[])).await else {
+        return;
+    };
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    install(&hub, "fixture_transform", "fixture-transform").await;
+    let mut subs = Vec::new();
+    for (path, mode) in [
+        ("/a", "count"),
+        ("/b", "count"),
+        ("/noisy", "noisy-count"),
+        ("/trap", "trap-count"),
+    ] {
+        let event = format!("count{}", path.replace('/', "."));
+        subscribe(
+            &hub,
+            &receiver.url(path),
+            json!([event]),
+            json!({"name": "fixture-transform", "settings": {"mode": mode}}),
+        )
+        .await;
+        subs.push(event);
+    }
+    // One at a time, so that each delivery can find the instance the previous one left.
+    let deliver = async |event: &str, payload: Value| {
+        let id = hub.publish_id(event, payload).await;
+        hub.wait_delivered(&id).await;
+    };
+    let calls = |path: &str| -> Vec<u64> {
+        (receiver.requests_to(path).iter())
+            .map(|r| r.json()["calls"].as_u64().expect("calls"))
+            .collect()
+    };
+    for _ in 0..3 {
+        deliver("count.a", json!({})).await;
+    }
+    assert_eq!(calls("/a"), [1, 2, 3], "one instance served subscription a");
+    deliver("count.b", json!({})).await;
+    assert_eq!(calls("/b"), [1], "subscription b never shares a's instance");
+    deliver("count.a", json!({})).await;
+    assert_eq!(
+        calls("/a"),
+        [1, 2, 3, 4],
+        "a's instance was kept aside meanwhile"
+    );
+
+    for _ in 0..2 {
+        deliver("count.noisy", json!({})).await;
+    }
+    assert_eq!(
+        calls("/noisy"),
+        [1, 1],
+        "an instance that wrote to stderr is not kept"
+    );
+
+    deliver("count.trap", json!({})).await;
+    let trapped = hub.publish_id("count.trap", json!({"trap": true})).await;
+    let deadline = Instant::now() + WAIT;
+    while hub.attempts(&trapped).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the trapping delivery was never attempted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let attempts = hub.attempts(&trapped).await;
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("panicked"),
+        "{attempts:?}"
+    );
+    deliver("count.trap", json!({})).await;
+    assert_eq!(
+        calls("/trap"),
+        [1, 1],
+        "a trapped instance is never called again"
+    );
+
+    let tested = hub
+        .post_json(
+            "/api/v1/transforms/fixture-transform/test",
+            &json!({"event": {"event_type": "count.a", "payload": {}}, "settings": {"mode": "count"}}),
+            200,
+        )
+        .await;
+    assert_eq!(
+        tested["body"], r#"{"calls":1}"#,
+        "a dry run gets a fresh instance"
+    );
+    deliver("count.a", json!({})).await;
+    assert_eq!(
+        calls("/a"),
+        [1, 2, 3, 4, 5],
+        "nor does it take or leave one"
+    );
+}
+
 /// The Python example (`transforms/redact-py`), built here with componentize-py
 /// (`IH_TEST_COMPONENTIZE_PY`; `.ci/run` installs it), runs in the hub like the Rust ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,10 +11,13 @@
 //!    a backlog the engine drains while the hub's resident memory is sampled.
 //! 3. **latency** — open loop at `rate` events/s for `latency_seconds`: each event is sent at its
 //!    scheduled time, and latency counts from that time (no coordinated omission), so a
-//!    stalled hub shows as latency instead of as a lower rate.
+//!    stalled hub shows as latency instead of as a lower rate;
+//! 4. **low** — the same at `low_rate` (400 events/s by default): a moderate, realistic load,
+//!    where fixed costs per round are paid by few deliveries.
 //!
 //! The hub's CPU time and resident memory are read from `/proc/<pid>` (Linux), so they are the
-//! hub's own, not the benchmark's.
+//! hub's own, not the benchmark's; PostgreSQL's CPU time is the postmaster's and its
+//! children's (a local server only), read the same way.
 
 // A benchmark's output is its report.
 #![allow(clippy::print_stdout)]
@@ -52,6 +55,8 @@ pub struct Options {
     pub batch_size: usize,
     /// Open-loop publish rate of the latency phase (events/s); 0 skips the phase.
     pub rate: f64,
+    /// Open-loop publish rate of the low-rate phase (events/s); 0 skips the phase.
+    pub low_rate: f64,
     pub latency_seconds: f64,
     /// Size of each event's payload (JSON object, padded to this many bytes).
     pub payload_bytes: usize,
@@ -79,6 +84,7 @@ impl Options {
             batch_events: 100_000,
             batch_size: 500,
             rate: 2_500.0,
+            low_rate: 400.0,
             latency_seconds: 10.0,
             payload_bytes: 1024,
             publishers: 64,
@@ -98,6 +104,7 @@ impl Options {
             batch_events: 300,
             batch_size: 100,
             rate: 200.0,
+            low_rate: 100.0,
             latency_seconds: 1.0,
             publishers: 8,
             ..Self::full(hub_program, hub_args)
@@ -127,6 +134,9 @@ pub struct PhaseReport {
     pub latency_ms: Latency,
     pub hub_cpu_seconds: f64,
     pub cpu_seconds_per_1000: f64,
+    /// PostgreSQL's CPU seconds per 1,000 deliveries (= ms per delivery); `None` on SQLite or
+    /// a server this machine does not run.
+    pub db_cpu_seconds_per_1000: Option<f64>,
     pub peak_rss_mib: f64,
 }
 
@@ -249,15 +259,18 @@ async fn run_backend(options: &Options, backend: Backend) -> Option<BackendRepor
     }
 
     let pid = hub.pid();
+    let db_pid = match backend {
+        Backend::Postgres => postmaster_pid(),
+        Backend::Sqlite => None,
+    };
     let mut phases = Vec::new();
     let mut next_seq = 0u64;
-    let plan: [(&'static str, usize); 3] = [
+    let open_loop = |rate: f64| (rate * options.latency_seconds).round() as usize;
+    let plan: [(&'static str, usize); 4] = [
         ("single", options.single_events),
         ("batch", options.batch_events),
-        (
-            "latency",
-            (options.rate * options.latency_seconds).round() as usize,
-        ),
+        ("latency", open_loop(options.rate)),
+        ("low", open_loop(options.low_rate)),
     ];
     for (name, events) in plan {
         if events == 0 {
@@ -270,7 +283,11 @@ async fn run_backend(options: &Options, backend: Backend) -> Option<BackendRepor
             subscriptions: options.subscriptions,
         };
         next_seq += events as u64;
-        phases.push(run_phase(options, &hub.base, &client, &receiver, pid, phase).await);
+        let pids = Pids {
+            hub: pid,
+            db: db_pid,
+        };
+        phases.push(run_phase(options, &hub.base, &client, &receiver, pids, phase).await);
     }
     let hub_peak_rss_mib = proc_status_kib(pid, "VmHWM:") as f64 / 1024.0;
     drop(hub);
@@ -290,16 +307,26 @@ pub(crate) struct Phase {
     pub(crate) subscriptions: usize,
 }
 
+/// The processes whose CPU a phase measures.
+#[derive(Debug, Clone, Copy)]
+struct Pids {
+    hub: u32,
+    /// PostgreSQL's postmaster, when it runs here.
+    db: Option<u32>,
+}
+
 async fn run_phase(
     options: &Options,
     base: &str,
     client: &reqwest::Client,
     receiver: &BenchReceiver,
-    pid: u32,
+    pids: Pids,
     phase: Phase,
 ) -> PhaseReport {
+    let pid = pids.hub;
     receiver.begin(phase);
     let cpu_before = proc_cpu_seconds(pid);
+    let db_cpu_before = pids.db.map(postgres_cpu_seconds);
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample_rss(pid, sampling.clone()));
     let started = Instant::now();
@@ -312,6 +339,7 @@ async fn run_phase(
                 .closed_loop(options.publishers.min(8), options.batch_size)
                 .await
         }
+        "low" => publisher.open_loop(options.low_rate).await,
         _ => publisher.open_loop(options.rate).await,
     };
     let publish_seconds = started.elapsed().as_secs_f64();
@@ -323,8 +351,11 @@ async fn run_phase(
     sampling.store(false, Ordering::Relaxed);
     let peak_rss_kib = sampler.await.unwrap_or(0);
     let hub_cpu_seconds = proc_cpu_seconds(pid) - cpu_before;
+    let db_cpu_seconds =
+        (pids.db.zip(db_cpu_before)).map(|(db, before)| postgres_cpu_seconds(db) - before);
 
     let tally = receiver.tally(&errors);
+    let per_1000 = |seconds: f64| seconds / (tally.delivered.max(1) as f64 / 1000.0);
     let end_to_end = finished.duration_since(started).as_secs_f64();
     PhaseReport {
         name: phase.name,
@@ -341,7 +372,8 @@ async fn run_phase(
         steady_per_second: tally.steady_per_second,
         latency_ms: tally.latency,
         hub_cpu_seconds,
-        cpu_seconds_per_1000: hub_cpu_seconds / (tally.delivered.max(1) as f64 / 1000.0),
+        cpu_seconds_per_1000: per_1000(hub_cpu_seconds),
+        db_cpu_seconds_per_1000: db_cpu_seconds.map(per_1000),
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
     }
 }
@@ -899,20 +931,71 @@ fn now_us() -> u64 {
 
 /// User + system CPU seconds of a process (`/proc/<pid>/stat`, in USER_HZ = 100 ticks/s).
 pub(crate) fn proc_cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
+    proc_stat(pid).map_or(0.0, |s| s.cpu_seconds)
+}
+
+/// What the benchmark reads of `/proc/<pid>/stat`.
+struct ProcStat {
+    name: String,
+    parent: u32,
+    /// User + system.
+    cpu_seconds: f64,
+    /// User + system of its children that have exited and been waited for.
+    children_cpu_seconds: f64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is parenthesised and may hold spaces: fields count from after it.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / 100.0
+    // Fields 4 (ppid) and 14–17 (utime, stime, cutime, cstime) of the whole line: 1 and 11–14
+    // after the name.
+    let ticks = |at: &[usize]| -> f64 {
+        let sum: u64 = (at.iter())
+            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+            .sum();
+        sum as f64 / 100.0
+    };
+    Some(ProcStat {
+        name,
+        parent: fields.get(1)?.parse().ok()?,
+        cpu_seconds: ticks(&[11, 12]),
+        children_cpu_seconds: ticks(&[13, 14]),
+    })
+}
+
+/// Every process of this machine, as `/proc` lists them.
+fn processes() -> Vec<(u32, ProcStat)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    (entries.flatten())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, proc_stat(pid)?)))
+        .collect()
+}
+
+/// The local PostgreSQL server's postmaster: a `postgres` process whose parent is not one.
+fn postmaster_pid() -> Option<u32> {
+    let all = processes();
+    let is_postgres = |pid: u32| all.iter().any(|(p, s)| *p == pid && s.name == "postgres");
+    (all.iter())
+        .find(|(_, s)| s.name == "postgres" && !is_postgres(s.parent))
+        .map(|(pid, _)| *pid)
+}
+
+/// CPU seconds of a PostgreSQL server: the postmaster, its live children (backends, writers)
+/// and the children it has reaped (closed connections).
+fn postgres_cpu_seconds(postmaster: u32) -> f64 {
+    (processes().iter())
+        .map(|(pid, s)| match *pid == postmaster {
+            true => s.cpu_seconds + s.children_cpu_seconds,
+            false if s.parent == postmaster => s.cpu_seconds,
+            false => 0.0,
+        })
+        .sum()
 }
 
 /// A `kB` line of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`).
@@ -967,7 +1050,8 @@ pub fn render(options: &Options, reports: &[Option<BackendReport>]) -> String {
     let _ = writeln!(
         out,
         "load: {} subscription(s), {} B payloads, {} publishers; single {} events, batch {} \
-         events ({} per request), latency phase {} events/s for {} s",
+         events ({} per request), latency phase {} events/s and low phase {} events/s for {} s \
+         each",
         options.subscriptions,
         options.payload_bytes,
         options.publishers,
@@ -975,6 +1059,7 @@ pub fn render(options: &Options, reports: &[Option<BackendReport>]) -> String {
         options.batch_events,
         options.batch_size,
         options.rate,
+        options.low_rate,
         options.latency_seconds,
     );
     if let Some(filter) = &options.filter {
@@ -1002,7 +1087,7 @@ pub fn render(options: &Options, reports: &[Option<BackendReport>]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<8} {:>8} {:>11} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>9} {:>8}",
+            "{:<8} {:>8} {:>11} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5} {:>9} {:>8} {:>8}",
             "phase",
             "events",
             "accepted/s",
@@ -1015,12 +1100,13 @@ pub fn render(options: &Options, reports: &[Option<BackendReport>]) -> String {
             "dup",
             "miss",
             "cpu s/1k",
+            "pg s/1k",
             "RSS MiB"
         );
         for p in &report.phases {
             let _ = writeln!(
                 out,
-                "{:<8} {:>8} {:>11.0} {:>10.0} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>5} {:>5} {:>9.3} {:>8.1}",
+                "{:<8} {:>8} {:>11.0} {:>10.0} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>5} {:>5} {:>9.3} {:>8} {:>8.1}",
                 p.name,
                 p.events,
                 p.accepted_per_second,
@@ -1033,6 +1119,8 @@ pub fn render(options: &Options, reports: &[Option<BackendReport>]) -> String {
                 p.duplicates,
                 p.missing,
                 p.cpu_seconds_per_1000,
+                p.db_cpu_seconds_per_1000
+                    .map_or_else(|| "-".to_owned(), |s| format!("{s:.3}")),
                 p.peak_rss_mib,
             );
             if p.publish_errors > 0 || p.bad_signatures > 0 {

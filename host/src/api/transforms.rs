@@ -17,7 +17,9 @@ use uuid::Uuid;
 use super::events::{PublishEvent, new_event};
 use super::validate::{self, Errors};
 use super::{ApiJson, AppState};
-use crate::connectors::{ConnectorView, EventData, TransformError, TransformInput, Transformed};
+use crate::connectors::{
+    ConnectorView, EventData, Reuse, TransformError, TransformInput, Transformed,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::model;
 
@@ -121,7 +123,9 @@ async fn test_transform(
         settings,
     };
     let clock = std::time::Instant::now();
-    let result = state.connectors.transform(&name, input).await;
+    let result = (state.connectors)
+        .transform(&name, input, Reuse::Fresh)
+        .await;
     let duration_ms = clock.elapsed().as_millis() as u64;
     let mut answer = TransformTested {
         outcome: String::new(),

@@ -39,7 +39,7 @@ pub mod view;
 pub use outcome::{CallContext, CallOutcome, EventData, FailureKind};
 pub use registry::{ComponentKind, ConnectorStatus, ConnectorView, Connectors};
 pub use runtime::SettingsRefused;
-pub use transform::{TransformError, TransformInput, Transformed, TransformedBody};
+pub use transform::{Reuse, TransformError, TransformInput, Transformed, TransformedBody};
 
 /// Where this build left the workspace's connectors as components (`slack_connector.wasm`,
 /// `example_connector.wasm`, `connector_template.wasm`, and the tests' `fixture_connector.wasm`);

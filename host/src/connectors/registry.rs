@@ -24,7 +24,7 @@ use super::manifest::{self, Manifest};
 use super::outcome::{CallContext, CallOutcome, EventData, FailureKind};
 use super::runtime::{Prepared, Runtime};
 use super::signature::PublicKey;
-use super::transform::{TransformError, TransformInput, Transformed};
+use super::transform::{Reuse, TransformError, TransformInput, Transformed};
 pub use super::view::{ComponentKind, ConnectorStatus, ConnectorView};
 use super::{Shared, setting_variable};
 use crate::config::{ConnectorConfig, Secret};
@@ -228,23 +228,24 @@ impl Connectors {
         }
     }
 
-    /// Runs transform `name` on one delivery.
+    /// Runs transform `name` on one delivery (or a dry run: [`Reuse::Fresh`]).
     pub async fn transform(
         &self,
         name: &str,
         input: TransformInput,
+        reuse: Reuse,
     ) -> Result<Transformed, TransformError> {
         let started = Instant::now();
         let loaded = self
             .loaded_transform(name)
             .map_err(TransformError::Unavailable)?;
-        let Prepared::Transform(pre) = &loaded.pre else {
+        let Prepared::Transform(component) = &loaded.pre else {
             return Err(TransformError::Unavailable(format!(
                 "{name:?} is not a transform"
             )));
         };
         let result = (self.runtime)
-            .call_transform(pre, loaded.shared.clone(), input)
+            .call_transform(component, loaded.shared.clone(), input, reuse)
             .await;
         let label = match &result {
             Ok(Transformed::Deliver(_) | Transformed::Keep) => "ok",

@@ -76,6 +76,9 @@ const STDERR_REPORTED: usize = 600;
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Calls beyond the delivery concurrency that may hold an instance at once (loading manifests).
 const SPARE_INSTANCES: u32 = 8;
+/// Transform instances kept warm between calls (`super::transform::WarmInstances`); they hold
+/// pool slots while idle, so the pool is sized for them too.
+pub(super) const WARM_INSTANCES: u32 = 16;
 
 /// A compiled connector, ready to be instantiated for each call, by the contract version it was
 /// built against.
@@ -84,7 +87,7 @@ pub(super) enum Prepared {
     V2(bindings::ConnectorPre<HostState>),
     V1(bindings_v1::ConnectorPre<HostState>),
     /// A transform (`super::transform`), not a connector.
-    Transform(bindings_transform::TransformPre<HostState>),
+    Transform(super::transform::TransformComponent),
 }
 
 impl Prepared {
@@ -140,6 +143,8 @@ pub struct Runtime {
     pub(super) policy: Policy,
     pub(super) metrics: Arc<Metrics>,
     kv: Arc<Kv>,
+    /// Transform instances between calls.
+    pub(super) warm: super::transform::WarmInstances,
     /// Set for `connector test` (`super::trial`): scripted HTTP, recorded requests and logs.
     pub(super) recorder: Option<Arc<Recorder>>,
     timeout: Duration,
@@ -171,7 +176,8 @@ impl Runtime {
         let memory_limit = usize::try_from(memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let slots = u32::try_from(concurrency)
             .unwrap_or(u32::MAX)
-            .saturating_add(SPARE_INSTANCES);
+            .saturating_add(SPARE_INSTANCES)
+            .saturating_add(WARM_INSTANCES);
         let pooled = build_engine(memory_limit, Some(slots));
         let (engine, pooled) = match pooled {
             Ok(engine) => (engine, true),
@@ -195,6 +201,7 @@ impl Runtime {
             policy,
             metrics,
             kv: Arc::default(),
+            warm: super::transform::WarmInstances::default(),
             recorder: None,
             timeout,
             memory_limit,
@@ -228,7 +235,7 @@ impl Runtime {
             return Ok(Prepared::V1(v1));
         }
         bindings_transform::TransformPre::new(pre)
-            .map(Prepared::Transform)
+            .map(|pre| Prepared::Transform(super::transform::TransformComponent::new(pre)))
             .map_err(|_| {
                 format!(
                     "the component exports neither the integrations-hub:connector world \
@@ -255,8 +262,8 @@ impl Runtime {
                     let instance = pre.instantiate_async(&mut store).await?;
                     instance.call_manifest(&mut store).await.map(Into::into)
                 }
-                Prepared::Transform(pre) => {
-                    let instance = pre.instantiate_async(&mut store).await?;
+                Prepared::Transform(transform) => {
+                    let instance = transform.pre.instantiate_async(&mut store).await?;
                     let m = instance.call_manifest(&mut store).await?;
                     // A transform has no events, hosts or keys.
                     Ok(types::Manifest {
@@ -419,6 +426,17 @@ impl Runtime {
             ))
         });
         store
+    }
+
+    /// Readies a store kept from an earlier call for the next one: a new budget, the limits'
+    /// flags cleared. Only stores whose last call returned normally are kept.
+    pub(super) fn rearm(&self, store: &mut Store<HostState>) {
+        let state = store.data_mut();
+        state.deadline = Instant::now() + self.timeout;
+        state.timed_out = false;
+        state.limits.exceeded = false;
+        state.log_lines = 0;
+        store.set_epoch_deadline(1);
     }
 
     pub(super) fn timed_out(&self) -> String {
@@ -631,6 +649,13 @@ pub struct HostState {
     pub(super) client: reqwest::Client,
     pub(super) policy: Policy,
     pub(super) metrics: Arc<Metrics>,
+}
+
+impl HostState {
+    /// Whether the guest wrote to stderr (whose buffer is per store, and full after enough).
+    pub(super) fn wrote_stderr(&self) -> bool {
+        !self.stderr.contents().is_empty()
+    }
 }
 
 impl std::fmt::Debug for HostState {

@@ -10,9 +10,16 @@
 //!   type;
 //! - a transform that is not loaded is [`TransformError::Unavailable`] (the delivery waits), one
 //!   that ran and failed is [`TransformError::Failed`] (the attempt fails): nothing is ever sent
-//!   untransformed.
+//!   untransformed;
+//! - an instance is reused ([`WarmInstances`]) only by later calls of the same loaded file for
+//!   the same subscription, at most [`MAX_CALLS_PER_INSTANCE`] times, and only after a call that
+//!   returned (not trapped, timed out or hit a limit) without writing to stderr; dry runs
+//!   ([`Reuse::Fresh`]) always get a fresh one. So nothing a transform keeps in memory crosses
+//!   from one subscription to another, and a broken instance is never called again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use reqwest::header::{HeaderName, HeaderValue};
 
@@ -20,13 +27,99 @@ use super::outcome::{EventData, FailureKind, MAX_REASON, bounded};
 use super::runtime::{HostState, Runtime, TICK};
 use crate::model::names::is_set_by_hub;
 
-use super::runtime::bindings_transform::{TransformPre, integrations_hub::transform::types};
+use super::runtime::WARM_INSTANCES;
+use super::runtime::bindings_transform::{
+    Transform, TransformPre, integrations_hub::transform::types,
+};
 
 /// The largest body a transform may return.
 pub const MAX_BODY: usize = 1 << 20;
 /// Headers a transform may add.
 pub const MAX_HEADERS: usize = 16;
 const MAX_HEADER_VALUE: usize = 4096;
+/// Calls one instance serves before it is replaced (bounds what a guest can accumulate).
+pub const MAX_CALLS_PER_INSTANCE: u32 = 10_000;
+
+/// A compiled transform, ready to be instantiated, with an identity of its own: instances of a
+/// file that was since replaced are never reused.
+#[derive(Clone)]
+pub(super) struct TransformComponent {
+    pub(super) pre: TransformPre<HostState>,
+    id: u64,
+}
+
+impl TransformComponent {
+    pub(super) fn new(pre: TransformPre<HostState>) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self {
+            pre,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// Whether a call may take, and keep, an instance from an earlier call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Deliveries: instantiating costs more than most transforms' work.
+    Warm,
+    /// Dry runs: nothing from deliveries reaches them, nothing of theirs is kept.
+    Fresh,
+}
+
+/// Which calls an idle instance may serve: one file's, for one subscription.
+type WarmKey = (u64, uuid::Uuid);
+
+/// An instance between two calls.
+pub(super) struct Warm {
+    store: wasmtime::Store<HostState>,
+    instance: Transform,
+    calls: u32,
+}
+
+/// Instances kept between calls, oldest first, at most [`WARM_INSTANCES`] in all (the pooling
+/// allocator reserves slots for them).
+pub(super) type WarmInstances = Idle<WarmKey, Warm>;
+
+/// A bounded set of idle things by key, the oldest evicted first.
+pub(super) struct Idle<K, T> {
+    items: Mutex<VecDeque<(K, T)>>,
+    capacity: usize,
+}
+
+impl<K, T> Default for Idle<K, T> {
+    fn default() -> Self {
+        Self {
+            items: Mutex::default(),
+            capacity: WARM_INSTANCES as usize,
+        }
+    }
+}
+
+impl<K: PartialEq, T> Idle<K, T> {
+    /// The most recently kept item for `key`.
+    fn take(&self, key: &K) -> Option<T> {
+        let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = items.iter().rposition(|(k, _)| k == key)?;
+        items.remove(at).map(|(_, item)| item)
+    }
+
+    /// Keeps `item`, evicting the oldest when full (dropped outside the lock: freeing an
+    /// instance returns its memory to the system).
+    fn keep(&self, key: K, item: T) {
+        let evicted = {
+            let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
+            let evicted = if items.len() >= self.capacity {
+                items.pop_front()
+            } else {
+                None
+            };
+            items.push_back((key, item));
+            evicted
+        };
+        drop(evicted);
+    }
+}
 
 /// What one transform call is given.
 #[derive(Debug, Clone)]
@@ -76,15 +169,28 @@ impl std::fmt::Display for TransformError {
 }
 
 impl Runtime {
-    /// Calls `transform` in a fresh instance.
+    /// Calls `transform`, in an instance kept from an earlier call where `reuse` and
+    /// [`WarmInstances`] allow, otherwise in a fresh one.
     pub(super) async fn call_transform(
         &self,
-        pre: &TransformPre<HostState>,
+        component: &TransformComponent,
         shared: std::sync::Arc<super::Shared>,
         input: TransformInput,
+        reuse: Reuse,
     ) -> Result<Transformed, TransformError> {
         let name = shared.name.clone();
-        let mut store = self.store(shared, None);
+        let key = (component.id, input.subscription_id);
+        let warm = match reuse {
+            Reuse::Warm => self.warm.take(&key),
+            Reuse::Fresh => None,
+        };
+        let (mut store, kept, calls) = match warm {
+            Some(mut warm) => {
+                self.rearm(&mut warm.store);
+                (warm.store, Some(warm.instance), warm.calls)
+            }
+            None => (self.store(shared, None), None, 0),
+        };
         let deadline = store.data().deadline;
         let event = types::Event {
             id: input.event.id,
@@ -100,28 +206,51 @@ impl Runtime {
                 .collect(),
         };
         let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_transform(&mut store, &event, &context).await
+            let instance = match kept {
+                Some(instance) => instance,
+                None => component.pre.instantiate_async(&mut store).await?,
+            };
+            let result = instance
+                .call_transform(&mut store, &event, &context)
+                .await?;
+            Ok::<_, wasmtime::Error>((instance, result))
         };
         let failed =
             |kind, why: String| TransformError::Failed(kind, format!("transform {name:?} {why}"));
-        match tokio::time::timeout_at((deadline + TICK * 10).into(), call).await {
-            Ok(Ok(Ok(types::Transformed::Deliver(output)))) => checked(output)
+        let answer = match tokio::time::timeout_at((deadline + TICK * 10).into(), call).await {
+            Ok(Ok((instance, answer))) => {
+                let calls = calls + 1;
+                if reuse == Reuse::Warm
+                    && calls < MAX_CALLS_PER_INSTANCE
+                    && !store.data().wrote_stderr()
+                {
+                    let warm = Warm {
+                        store,
+                        instance,
+                        calls,
+                    };
+                    self.warm.keep(key, warm);
+                }
+                answer
+            }
+            Ok(Err(e)) => {
+                let (kind, why) = self.describe_failure(store.data(), &e);
+                return Err(failed(kind, why));
+            }
+            Err(_) => return Err(failed(FailureKind::Timeout, self.timed_out())),
+        };
+        match answer {
+            Ok(types::Transformed::Deliver(output)) => checked(output)
                 .map(Transformed::Deliver)
                 .map_err(|why| failed(FailureKind::Trap, why)),
-            Ok(Ok(Ok(types::Transformed::Keep))) => Ok(Transformed::Keep),
-            Ok(Ok(Ok(types::Transformed::Drop(reason)))) => {
+            Ok(types::Transformed::Keep) => Ok(Transformed::Keep),
+            Ok(types::Transformed::Drop(reason)) => {
                 Ok(Transformed::Drop(bounded(reason, MAX_REASON)))
             }
-            Ok(Ok(Err(error))) => Err(failed(
+            Err(error) => Err(failed(
                 FailureKind::Trap,
                 format!("refused the event: {}", bounded(error, MAX_REASON)),
             )),
-            Ok(Err(e)) => {
-                let (kind, why) = self.describe_failure(store.data(), &e);
-                Err(failed(kind, why))
-            }
-            Err(_) => Err(failed(FailureKind::Timeout, self.timed_out())),
         }
     }
 }
@@ -240,5 +369,25 @@ mod tests {
         let mut typed = output(&[]);
         typed.content_type = Some("not a type".into());
         assert!(checked(typed).is_err());
+    }
+
+    #[test]
+    fn idle_items_are_taken_by_key_newest_first_and_the_oldest_evicted() {
+        let idle: Idle<&str, u32> = Idle {
+            items: Mutex::default(),
+            capacity: 3,
+        };
+        idle.keep("a", 1);
+        idle.keep("b", 2);
+        idle.keep("a", 3);
+        assert_eq!(idle.take(&"a"), Some(3));
+        assert_eq!(idle.take(&"c"), None);
+        idle.keep("a", 4);
+        idle.keep("c", 5);
+        // Full at three: the oldest (a: 1) made room.
+        assert_eq!(idle.take(&"a"), Some(4));
+        assert_eq!(idle.take(&"a"), None);
+        assert_eq!(idle.take(&"b"), Some(2));
+        assert_eq!(idle.take(&"c"), Some(5));
     }
 }

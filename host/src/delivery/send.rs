@@ -15,7 +15,7 @@ use super::retry::{self, Answer};
 use super::signing;
 use crate::config::DeliveryConfig;
 use crate::connectors::{
-    CallContext, CallOutcome, Connectors, EventData, TransformInput, Transformed,
+    CallContext, CallOutcome, Connectors, EventData, Reuse, TransformInput, Transformed,
 };
 use crate::egress::{self, Policy};
 use crate::model::trace::TraceParent;
@@ -220,7 +220,7 @@ impl Sender {
             settings: transform.settings.clone(),
         };
         let span = tracing::info_span!("transform", transform = %transform.name);
-        let call = self.connectors.transform(&transform.name, input);
+        let call = (self.connectors).transform(&transform.name, input, Reuse::Warm);
         match call.instrument(span).await {
             Ok(Transformed::Deliver(made)) => Ok(Body {
                 digest: Some(hex::encode(Sha256::digest(&made.body))),

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use integrations_hub::config::{ConnectorConfig, Secret};
 use integrations_hub::connectors::{
-    CallContext, CallOutcome, Connectors, EventData, TransformInput,
+    CallContext, CallOutcome, Connectors, EventData, Reuse, TransformInput,
 };
 use integrations_hub::metrics::Metrics;
 use integrations_hub_testkit::receiver::{Receiver, Reply};
@@ -98,11 +98,15 @@ async fn main() {
         load.as_secs_f64() * 1e3
     );
 
-    // What a transform adds to a delivery: one call at a time.
-    for (name, settings) in [
+    // What a transform adds to a delivery: one call at a time, in a fresh instance (dry runs)
+    // and in one kept warm (deliveries).
+    for ((name, settings), reuse) in [
         ("require-field", [("pointer", "/title")]),
         ("cloudevents", [("source", "/bench")]),
-    ] {
+    ]
+    .into_iter()
+    .flat_map(|t| [(t, Reuse::Fresh), (t, Reuse::Warm)])
+    {
         let mut samples = Vec::with_capacity(1000);
         for _ in 0..1000 {
             let input = TransformInput {
@@ -115,7 +119,7 @@ async fn main() {
                     .collect(),
             };
             let t = Instant::now();
-            let made = connectors.transform(name, input).await;
+            let made = connectors.transform(name, input, reuse).await;
             samples.push(t.elapsed());
             assert!(
                 made.is_ok(),
@@ -124,7 +128,7 @@ async fn main() {
         }
         samples.sort();
         println!(
-            "transform {name}, sequential (instantiate + call): p50 {:.1} µs, p99 {:.1} µs",
+            "transform {name}, sequential, {reuse:?} instance: p50 {:.1} µs, p99 {:.1} µs",
             percentile(&samples, 0.50).as_secs_f64() * 1e6,
             percentile(&samples, 0.99).as_secs_f64() * 1e6
         );

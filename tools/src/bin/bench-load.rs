@@ -31,11 +31,15 @@ Usage: bench-load [options]
   --batch-size N                   events per batch request, 1..1000 (default 500)
   --rate R                         open-loop rate of the latency phase, events/s (default 2500;
                                    0 skips the phase)
-  --seconds S                      length of the latency phase (default 10)
+  --low-rate R                     open-loop rate of the low-rate phase, events/s (default 400;
+                                   0 skips the phase)
+  --seconds S                      length of each open-loop phase (default 10)
   --payload BYTES                  payload size (default 1024)
   --publishers N                   concurrent publishing connections (default 64)
   --quick                          a few hundred events: checks the benchmark works
   --hub-env KEY=VALUE              extra IH_* setting for the hub (repeatable)
+  --hub PROGRAM                    measure the hub of another bench-load executable (its
+                                   `serve-hub`), e.g. an older build, under this harness
   --filter JSON                    a payload filter on every subscription, e.g.
                                    '{\"payload.seq\": {\"$gte\": 0}}' (every event passes it)
   --transform JSON                 a transform on every subscription, one of transforms/, e.g.
@@ -43,8 +47,9 @@ Usage: bench-load [options]
                                    (a trivial one: every event passes, the hub's own body goes out)
 
 Prints per phase: accepted events/s, deliveries/s end to end and in steady state,
-publish-to-delivery latency p50/p90/p99/max, duplicates, missing, hub CPU seconds per 1,000
-deliveries and hub peak RSS. Exits 1 if a delivery went missing, was duplicated, or failed
+publish-to-delivery latency p50/p90/p99/max, duplicates, missing, hub and PostgreSQL CPU
+seconds per 1,000 deliveries (= ms per delivery; PostgreSQL's when it runs on this machine) and
+hub peak RSS. The header names the machine. Exits 1 if a delivery went missing, was duplicated, or failed
 signature verification.";
 
 fn main() -> ExitCode {
@@ -118,12 +123,23 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
                 }
                 options.batch_size = n;
             }
-            "--rate" => {
-                options.rate = value
+            "--rate" | "--low-rate" => {
+                let rate = value
                     .parse::<f64>()
                     .ok()
                     .filter(|r| r.is_finite() && *r >= 0.0)
-                    .ok_or_else(|| format!("--rate must be a number ≥ 0, got {value:?}"))?
+                    .ok_or_else(|| format!("{flag} must be a number ≥ 0, got {value:?}"))?;
+                match flag.as_str() {
+                    "--rate" => options.rate = rate,
+                    _ => options.low_rate = rate,
+                }
+            }
+            "--hub" => {
+                let program = std::path::PathBuf::from(value);
+                if !program.is_file() {
+                    return Err(format!("--hub {value:?} is not a file"));
+                }
+                options.hub_program = program;
             }
             "--seconds" => {
                 options.latency_seconds = value
