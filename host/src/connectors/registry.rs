@@ -24,7 +24,7 @@ use super::manifest::{self, Manifest};
 use super::outcome::{CallContext, CallOutcome, EventData, FailureKind};
 use super::runtime::{Prepared, Runtime};
 use super::signature::PublicKey;
-use super::transform::{Reuse, TransformError, TransformInput, Transformed};
+use super::transform::{Reuse, TransformError, TransformInput, Transformed, WarmInstances};
 pub use super::view::{ComponentKind, ConnectorStatus, ConnectorView};
 use super::{Shared, setting_variable};
 use crate::config::{ConnectorConfig, Secret};
@@ -99,6 +99,8 @@ pub struct Connectors {
     store: Option<Arc<dyn Store>>,
     /// `IH_COMPONENTS_TRUSTED_KEYS`: when not empty, files must be signed by one of these.
     trusted: Vec<PublicKey>,
+    /// Transform instances between deliveries.
+    warm: WarmInstances,
 }
 
 impl std::fmt::Debug for Connectors {
@@ -162,6 +164,7 @@ impl Connectors {
             seen: std::sync::atomic::AtomicU64::new(0),
             store,
             trusted: config.trusted_keys.iter().copied().map(PublicKey).collect(),
+            warm: WarmInstances::default(),
         });
         connectors.rescan().await;
         Ok(connectors)
@@ -239,13 +242,13 @@ impl Connectors {
         let loaded = self
             .loaded_transform(name)
             .map_err(TransformError::Unavailable)?;
-        let Prepared::Transform(component) = &loaded.pre else {
+        let Prepared::Transform(pre) = &loaded.pre else {
             return Err(TransformError::Unavailable(format!(
                 "{name:?} is not a transform"
             )));
         };
         let result = (self.runtime)
-            .call_transform(component, loaded.shared.clone(), input, reuse)
+            .call_transform(pre, loaded.shared.clone(), input, reuse, &self.warm)
             .await;
         let label = match &result {
             Ok(Transformed::Deliver(_) | Transformed::Keep) => "ok",

@@ -76,8 +76,8 @@ const STDERR_REPORTED: usize = 600;
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Calls beyond the delivery concurrency that may hold an instance at once (loading manifests).
 const SPARE_INSTANCES: u32 = 8;
-/// Transform instances kept warm between calls (`super::transform::WarmInstances`); they hold
-/// pool slots while idle, so the pool is sized for them too.
+/// Transform instances kept warm between calls (`WarmInstances` in `transform.rs`, at most this
+/// many); they hold pool slots while idle, so the pool is sized for them too.
 pub(super) const WARM_INSTANCES: u32 = 16;
 
 /// A compiled connector, ready to be instantiated for each call, by the contract version it was
@@ -87,7 +87,7 @@ pub(super) enum Prepared {
     V2(bindings::ConnectorPre<HostState>),
     V1(bindings_v1::ConnectorPre<HostState>),
     /// A transform (`super::transform`), not a connector.
-    Transform(super::transform::TransformComponent),
+    Transform(bindings_transform::TransformPre<HostState>),
 }
 
 impl Prepared {
@@ -143,8 +143,6 @@ pub struct Runtime {
     pub(super) policy: Policy,
     pub(super) metrics: Arc<Metrics>,
     kv: Arc<Kv>,
-    /// Transform instances between calls.
-    pub(super) warm: super::transform::WarmInstances,
     /// Set for `connector test` (`super::trial`): scripted HTTP, recorded requests and logs.
     pub(super) recorder: Option<Arc<Recorder>>,
     timeout: Duration,
@@ -201,7 +199,6 @@ impl Runtime {
             policy,
             metrics,
             kv: Arc::default(),
-            warm: super::transform::WarmInstances::default(),
             recorder: None,
             timeout,
             memory_limit,
@@ -235,7 +232,7 @@ impl Runtime {
             return Ok(Prepared::V1(v1));
         }
         bindings_transform::TransformPre::new(pre)
-            .map(|pre| Prepared::Transform(super::transform::TransformComponent::new(pre)))
+            .map(Prepared::Transform)
             .map_err(|_| {
                 format!(
                     "the component exports neither the integrations-hub:connector world \
@@ -262,8 +259,8 @@ impl Runtime {
                     let instance = pre.instantiate_async(&mut store).await?;
                     instance.call_manifest(&mut store).await.map(Into::into)
                 }
-                Prepared::Transform(transform) => {
-                    let instance = transform.pre.instantiate_async(&mut store).await?;
+                Prepared::Transform(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
                     let m = instance.call_manifest(&mut store).await?;
                     // A transform has no events, hosts or keys.
                     Ok(types::Manifest {

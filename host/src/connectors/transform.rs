@@ -18,7 +18,6 @@
 //!   from one subscription to another, and a broken instance is never called again.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use reqwest::header::{HeaderName, HeaderValue};
@@ -40,24 +39,6 @@ const MAX_HEADER_VALUE: usize = 4096;
 /// Calls one instance serves before it is replaced (bounds what a guest can accumulate).
 pub const MAX_CALLS_PER_INSTANCE: u32 = 10_000;
 
-/// A compiled transform, ready to be instantiated, with an identity of its own: instances of a
-/// file that was since replaced are never reused.
-#[derive(Clone)]
-pub(super) struct TransformComponent {
-    pub(super) pre: TransformPre<HostState>,
-    id: u64,
-}
-
-impl TransformComponent {
-    pub(super) fn new(pre: TransformPre<HostState>) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        Self {
-            pre,
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
-        }
-    }
-}
-
 /// Whether a call may take, and keep, an instance from an earlier call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reuse {
@@ -67,8 +48,10 @@ pub enum Reuse {
     Fresh,
 }
 
-/// Which calls an idle instance may serve: one file's, for one subscription.
-type WarmKey = (u64, uuid::Uuid);
+/// Which calls an idle instance may serve: one loaded file's (its [`super::Shared`], which
+/// lives as long as an instance holds it, so the address is not reused meanwhile), for one
+/// subscription.
+type WarmKey = (usize, uuid::Uuid);
 
 /// An instance between two calls.
 pub(super) struct Warm {
@@ -169,25 +152,29 @@ impl std::fmt::Display for TransformError {
 }
 
 impl Runtime {
-    /// Calls `transform`, in an instance kept from an earlier call where `reuse` and
-    /// [`WarmInstances`] allow, otherwise in a fresh one.
+    /// Calls `transform`, in an instance from `warm` kept by an earlier call where `reuse`
+    /// allows, otherwise in a fresh one.
     pub(super) async fn call_transform(
         &self,
-        component: &TransformComponent,
+        pre: &TransformPre<HostState>,
         shared: std::sync::Arc<super::Shared>,
         input: TransformInput,
         reuse: Reuse,
+        warm: &WarmInstances,
     ) -> Result<Transformed, TransformError> {
         let name = shared.name.clone();
-        let key = (component.id, input.subscription_id);
-        let warm = match reuse {
-            Reuse::Warm => self.warm.take(&key),
+        let key = (
+            std::sync::Arc::as_ptr(&shared) as usize,
+            input.subscription_id,
+        );
+        let kept = match reuse {
+            Reuse::Warm => warm.take(&key),
             Reuse::Fresh => None,
         };
-        let (mut store, kept, calls) = match warm {
-            Some(mut warm) => {
-                self.rearm(&mut warm.store);
-                (warm.store, Some(warm.instance), warm.calls)
+        let (mut store, kept, calls) = match kept {
+            Some(mut idle) => {
+                self.rearm(&mut idle.store);
+                (idle.store, Some(idle.instance), idle.calls)
             }
             None => (self.store(shared, None), None, 0),
         };
@@ -208,7 +195,7 @@ impl Runtime {
         let call = async {
             let instance = match kept {
                 Some(instance) => instance,
-                None => component.pre.instantiate_async(&mut store).await?,
+                None => pre.instantiate_async(&mut store).await?,
             };
             let result = instance
                 .call_transform(&mut store, &event, &context)
@@ -224,12 +211,12 @@ impl Runtime {
                     && calls < MAX_CALLS_PER_INSTANCE
                     && !store.data().wrote_stderr()
                 {
-                    let warm = Warm {
+                    let idle = Warm {
                         store,
                         instance,
                         calls,
                     };
-                    self.warm.keep(key, warm);
+                    warm.keep(key, idle);
                 }
                 answer
             }
