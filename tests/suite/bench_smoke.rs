@@ -18,12 +18,12 @@ async fn the_load_benchmark_delivers_every_event_exactly_once() {
         let names: Vec<&str> = report.phases.iter().map(|p| p.name).collect();
         assert_eq!(names, ["single", "batch", "latency", "low"], "{rendered}");
         for phase in &report.phases {
-            // PostgreSQL runs on this machine wherever the suite does (`.ci/run`), and its CPU is
-            // read from /proc; SQLite's is the hub's own.
+            // PostgreSQL's CPU is read from /proc when the server runs on this machine (as under
+            // `.ci/run`); SQLite's is the hub's own.
             let db_cpu = phase.db_cpu_seconds_per_1000;
             match report.backend {
                 integrations_hub_testkit::Backend::Postgres => {
-                    assert!(db_cpu.is_some_and(|s| s >= 0.0), "{rendered}")
+                    assert!(db_cpu.is_none_or(|s| s >= 0.0), "{rendered}")
                 }
                 integrations_hub_testkit::Backend::Sqlite => assert_eq!(db_cpu, None),
             }

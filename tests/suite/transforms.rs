@@ -386,7 +386,9 @@ async fn the_dry_run_answers_without_delivering(backend: Backend) {
 /// runs (`host/src/connectors/transform.rs`). Storage plays no part: SQLite only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transform_instances_are_reused_only_within_one_subscription() {
-    let Some(hub) = TestHub::start_with(Backend::Sqlite, &fast(&[])).await else {
+    // A slow answer must not be retried: a retry would call the instance once more.
+    let settings = fast(&[("IH_DELIVERY_TIMEOUT_SECONDS", "10")]);
+    let Some(hub) = TestHub::start_with(Backend::Sqlite, &settings).await else {
         return;
     };
     let receiver = Receiver::start(Reply::Status(200)).await;

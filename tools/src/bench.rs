@@ -260,7 +260,7 @@ async fn run_backend(options: &Options, backend: Backend) -> Option<BackendRepor
 
     let pid = hub.pid();
     let db_pid = match backend {
-        Backend::Postgres => postmaster_pid(),
+        Backend::Postgres => postmaster_of(&db.url).await,
         Backend::Sqlite => None,
     };
     let mut phases = Vec::new();
@@ -351,8 +351,8 @@ async fn run_phase(
     sampling.store(false, Ordering::Relaxed);
     let peak_rss_kib = sampler.await.unwrap_or(0);
     let hub_cpu_seconds = proc_cpu_seconds(pid) - cpu_before;
-    let db_cpu_seconds =
-        (pids.db.zip(db_cpu_before)).map(|(db, before)| postgres_cpu_seconds(db) - before);
+    let db_cpu_seconds = (pids.db.zip(db_cpu_before))
+        .map(|(db, before)| (postgres_cpu_seconds(db) - before).max(0.0));
 
     let tally = receiver.tally(&errors);
     let per_1000 = |seconds: f64| seconds / (tally.delivered.max(1) as f64 / 1000.0);
@@ -977,25 +977,31 @@ fn processes() -> Vec<(u32, ProcStat)> {
         .collect()
 }
 
-/// The local PostgreSQL server's postmaster: a `postgres` process whose parent is not one.
-fn postmaster_pid() -> Option<u32> {
-    let all = processes();
-    let is_postgres = |pid: u32| all.iter().any(|(p, s)| *p == pid && s.name == "postgres");
-    (all.iter())
-        .find(|(_, s)| s.name == "postgres" && !is_postgres(s.parent))
-        .map(|(pid, _)| *pid)
+/// The postmaster of the server at `url`: the parent of the backend serving a connection to
+/// it, when that process runs on this machine (`None` for a remote server).
+async fn postmaster_of(url: &str) -> Option<u32> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .ok()?;
+    let stat = proc_stat(u32::try_from(backend).ok()?)?;
+    let _ = conn.close().await;
+    (stat.name == "postgres").then_some(stat.parent)
 }
 
-/// CPU seconds of a PostgreSQL server: the postmaster, its live children (backends, writers)
-/// and the children it has reaped (closed connections).
+/// CPU seconds of a PostgreSQL server: its live children (backends, writers), then the
+/// postmaster with the children it has reaped (closed connections). In that order, a child that
+/// exits in between is counted twice rather than lost, so a phase's difference never goes
+/// negative from it.
 fn postgres_cpu_seconds(postmaster: u32) -> f64 {
-    (processes().iter())
-        .map(|(pid, s)| match *pid == postmaster {
-            true => s.cpu_seconds + s.children_cpu_seconds,
-            false if s.parent == postmaster => s.cpu_seconds,
-            false => 0.0,
-        })
-        .sum()
+    let children: f64 = (processes().iter())
+        .filter(|(_, s)| s.parent == postmaster)
+        .map(|(_, s)| s.cpu_seconds)
+        .sum();
+    let own = proc_stat(postmaster).map_or(0.0, |s| s.cpu_seconds + s.children_cpu_seconds);
+    children + own
 }
 
 /// A `kB` line of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`).

@@ -1,5 +1,6 @@
 //! The wasm sandbox: one wasmtime [`Engine`] for the hub, a pre-instantiated component per
-//! connector, and a fresh [`Store`] per call with a memory limit and a wall-clock deadline.
+//! connector, and a fresh [`Store`] per call with a memory limit and a wall-clock deadline
+//! (transforms may reuse one between a subscription's calls: see `transform.rs`).
 //!
 //! Invariants:
 //! - a guest runs only inside [`Runtime::call_manifest`] / [`Runtime::call_handle`], and each of

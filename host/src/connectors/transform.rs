@@ -87,19 +87,26 @@ impl<K: PartialEq, T> Idle<K, T> {
         items.remove(at).map(|(_, item)| item)
     }
 
-    /// Keeps `item`, evicting the oldest when full (dropped outside the lock: freeing an
-    /// instance returns its memory to the system).
-    fn keep(&self, key: K, item: T) {
-        let evicted = {
+    /// Keeps `item`, first dropping the items that are `stale` (no call can take them any
+    /// more), then the oldest when full. They are dropped outside the lock: freeing an instance
+    /// resets its slot of the pooling allocator.
+    fn keep(&self, key: K, item: T, stale: impl Fn(&T) -> bool) {
+        let mut evicted = Vec::new();
+        {
             let mut items = self.items.lock().unwrap_or_else(PoisonError::into_inner);
-            let evicted = if items.len() >= self.capacity {
-                items.pop_front()
-            } else {
-                None
-            };
+            let mut at = 0;
+            while at < items.len() {
+                if stale(&items[at].1) {
+                    evicted.extend(items.remove(at));
+                } else {
+                    at += 1;
+                }
+            }
+            if items.len() >= self.capacity {
+                evicted.extend(items.pop_front());
+            }
             items.push_back((key, item));
-            evicted
-        };
+        }
         drop(evicted);
     }
 }
@@ -216,7 +223,11 @@ impl Runtime {
                         instance,
                         calls,
                     };
-                    warm.keep(key, idle);
+                    // An instance of a file the registry no longer holds (replaced, removed, or
+                    // rebound by a rescan) holds the last reference to its `Shared`.
+                    let stale =
+                        |w: &Warm| std::sync::Arc::strong_count(&w.store.data().shared) == 1;
+                    warm.keep(key, idle, stale);
                 }
                 answer
             }
@@ -364,17 +375,25 @@ mod tests {
             items: Mutex::default(),
             capacity: 3,
         };
-        idle.keep("a", 1);
-        idle.keep("b", 2);
-        idle.keep("a", 3);
+        let fresh = |_: &u32| false;
+        idle.keep("a", 1, fresh);
+        idle.keep("b", 2, fresh);
+        idle.keep("a", 3, fresh);
         assert_eq!(idle.take(&"a"), Some(3));
         assert_eq!(idle.take(&"c"), None);
-        idle.keep("a", 4);
-        idle.keep("c", 5);
+        idle.keep("a", 4, fresh);
+        idle.keep("c", 5, fresh);
         // Full at three: the oldest (a: 1) made room.
         assert_eq!(idle.take(&"a"), Some(4));
         assert_eq!(idle.take(&"a"), None);
         assert_eq!(idle.take(&"b"), Some(2));
         assert_eq!(idle.take(&"c"), Some(5));
+        // Stale items go first, whatever their age.
+        idle.keep("a", 6, fresh);
+        idle.keep("b", 7, fresh);
+        idle.keep("c", 8, |n| *n == 6);
+        assert_eq!(idle.take(&"a"), None);
+        assert_eq!(idle.take(&"b"), Some(7));
+        assert_eq!(idle.take(&"c"), Some(8));
     }
 }

@@ -45,7 +45,8 @@ pub const MAX_RECORD_GROUP: usize = 512;
 pub const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// How long an attempt-record group that is still small waits for more records. A delivery's
-/// receiver has its answer by then, so its latency is unchanged; at 400 deliveries/s this
+/// receiver has its answer by then, so delivery latency is unchanged (the attempt shows in the
+/// API, and the next delivery of an ordering key starts, up to that much later); at 400/s this
 /// writes about one round per two records instead of one per record. The delivery's slot is held
 /// meanwhile, so a busy hub (eight records within a few milliseconds) does not wait at all.
 pub const RECORD_LINGER: Linger = Linger {
