@@ -41,6 +41,14 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// A test that cannot run here for want of `what`: under CI (`CI=true`) that fails it, since CI
+/// provides everything; elsewhere it prints a `SKIPPED` line saying why and how to get it, and
+/// the caller returns without testing.
+pub fn skip_unless_ci(test: &str, what: &str, how: &str) {
+    assert!(!in_ci(), "CI=true: the {test} needs {what}, but: {how}");
+    eprintln!("*** {test} SKIPPED: {what} missing ({how})");
+}
+
 static SKIP_NOTICE: Once = Once::new();
 
 /// A database for one test. Dropping it removes it.
