@@ -125,11 +125,21 @@ pub(super) async fn write_events<D: Dialect>(
     tx: &mut D::Conn,
     events: &[&NewEvent],
 ) -> StoreResult<HashMap<Uuid, u32>> {
-    // Destinations of each distinct event type, in one query per type.
+    let matches = matching_destinations::<D>(tx, events).await?;
+    let (rows, counts) = plan_deliveries(events, &matches);
+    D::insert_published(tx, events, &rows).await?;
+    Ok(counts)
+}
+
+/// The destinations of each distinct event type of `events`, in one query per type.
+pub(super) async fn matching_destinations<'e, D: Dialect>(
+    conn: &mut D::Conn,
+    events: &[&'e NewEvent],
+) -> StoreResult<HashMap<&'e str, Matches>> {
     let mut matches: HashMap<&str, Matches> = HashMap::new();
     for event_type in distinct_types(events) {
         let found = matches.entry(event_type).or_default();
-        for row in tx
+        for row in conn
             .rows(D::MATCHING_DESTINATIONS, &[Arg::Text(event_type)])
             .await?
         {
@@ -148,14 +158,7 @@ pub(super) async fn write_events<D: Dialect>(
             }
         }
     }
-    let (rows, counts) = plan_deliveries(events, &matches);
-    if !events.is_empty() {
-        D::insert_events(tx, events).await?;
-    }
-    if !rows.is_empty() {
-        D::insert_deliveries(tx, &rows).await?;
-    }
-    Ok(counts)
+    Ok(matches)
 }
 
 /// A notice to write in the transaction of what it reports (`model/notice.rs`).

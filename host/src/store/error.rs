@@ -59,11 +59,17 @@ impl StoreError {
     /// A failed COMMIT: an answer from the server means it did not commit; a broken connection
     /// means nobody knows.
     pub fn from_commit(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => {
-                StoreError::CommitUncertain(e)
-            }
-            other => other.into(),
+        StoreError::from(e).uncertain_if_broken()
+    }
+
+    /// The failure of a statement that commits on its own: as for a COMMIT, a connection broken
+    /// on the way leaves its outcome unknown.
+    pub fn uncertain_if_broken(self) -> Self {
+        match self {
+            StoreError::Unavailable(
+                e @ (sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_)),
+            ) => StoreError::CommitUncertain(e),
+            other => other,
         }
     }
 }
@@ -137,3 +143,28 @@ fn is_unavailable_code(error: &dyn sqlx::error::DatabaseError) -> bool {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broken() -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    }
+
+    #[test]
+    fn a_write_cut_off_on_its_way_is_uncertain_and_one_never_sent_is_not() {
+        // A COMMIT, or a statement committing on its own, whose connection broke.
+        assert!(StoreError::from_commit(broken()).is_uncertain());
+        assert!(
+            StoreError::from(broken())
+                .uncertain_if_broken()
+                .is_uncertain()
+        );
+        // Never sent (no connection to be had), or answered by the server: nothing stored.
+        let timed_out = StoreError::from(sqlx::Error::PoolTimedOut).uncertain_if_broken();
+        assert!(timed_out.is_unavailable() && !timed_out.is_uncertain());
+        let answered = StoreError::from(sqlx::Error::RowNotFound).uncertain_if_broken();
+        assert!(!answered.is_unavailable() && !answered.is_uncertain());
+    }
+}

@@ -52,9 +52,18 @@ pub struct PostgresStore {
     pools: Pools<Postgres>,
     /// Set while a NOTIFY is queued, so a burst of publishes sends one.
     announcing: std::sync::Arc<Announcer>,
-    /// Connections of the delivery hot path (claims, attempt records): see [`HOT_PATH_SETTINGS`].
+    /// Connections of the attempt records: see [`HOT_PATH_SETTINGS`].
     hot: PgPool,
+    /// The claiming loop's connection: [`HOT_PATH_SETTINGS`] and [`CLAIM_SETTINGS`].
+    claims: PgPool,
 }
+
+/// A claim's commit does not wait for its WAL to reach the disk. A claim lost in a crash of the
+/// database is a lease that never was: the delivery is still pending when it comes back, and its
+/// attempt's record, which does wait, cannot be stored before the claim's WAL (the log is
+/// written in order), so what it would cost is the redelivery that a crash between attempt and
+/// record costs anyway. Publishes and attempt records keep waiting for the disk.
+const CLAIM_SETTINGS: [(&str, &str); 1] = [("synchronous_commit", "off")];
 
 /// Coalesces `NOTIFY`s: the first publish after a quiet spell is announced at once; a burst
 /// sends one more at most every [`ANNOUNCE_EVERY`], covering everything committed meanwhile.
@@ -106,10 +115,16 @@ impl PostgresStore {
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
+        let hot_options = options.options(HOT_PATH_SETTINGS.iter().copied());
         let hot = PgPoolOptions::new()
-            .max_connections(hot_connections)
+            .max_connections(hot_connections.saturating_sub(1).max(1))
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.options(HOT_PATH_SETTINGS.iter().copied()))
+            .connect_with(hot_options.clone())
+            .await?;
+        let claims = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(hot_options.options(CLAIM_SETTINGS.iter().copied()))
             .await?;
         Ok(Self {
             pools: Pools {
@@ -118,6 +133,7 @@ impl PostgresStore {
                 keyring,
             },
             hot,
+            claims,
             announcing: std::sync::Arc::new(Announcer {
                 token: uuid::Uuid::new_v4().simple().to_string(),
                 ..Announcer::default()
@@ -234,11 +250,26 @@ impl Dialect for PostgresStore {
         &self.pools
     }
 
-    async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> StoreResult<()> {
+    const ONE_STATEMENT_PUBLISH: bool = true;
+
+    /// One statement: the events, then their deliveries (whose foreign keys are checked at its
+    /// end, when the events are there).
+    async fn insert_published(
+        conn: &mut PgConnection,
+        events: &[&NewEvent],
+        rows: &[DeliveryRow<'_>],
+    ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO events (id, event_type, payload, created_at, ordering_key, traceparent) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]::json[], $4::timestamptz[], \
-               $5::text[], $6::text[])",
+            "WITH e AS ( \
+               INSERT INTO events (id, event_type, payload, created_at, ordering_key, traceparent) \
+               SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]::json[], $4::timestamptz[], \
+                 $5::text[], $6::text[])) \
+             INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, \
+               created_at, updated_at, ordering_key) \
+             SELECT d.id, d.event_id, CASE WHEN d.sub IS NULL THEN 'connector' ELSE 'webhook' END, \
+               d.sub, d.connector, d.due, d.at, d.at, d.ordering_key \
+             FROM UNNEST($7::uuid[], $8::uuid[], $9::uuid[], $10::text[], $11::timestamptz[], \
+               $12::timestamptz[], $13::text[]) AS d(id, event_id, sub, connector, at, due, ordering_key)",
         )
         .bind(column(events, |e| e.id))
         .bind(column(events, |e| e.event_type.as_str()))
@@ -246,23 +277,6 @@ impl Dialect for PostgresStore {
         .bind(column(events, |e| e.created_at))
         .bind(column(events, |e| e.ordering_key.as_deref()))
         .bind(column(events, |e| e.traceparent.as_deref()))
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
-
-    async fn insert_deliveries(
-        conn: &mut PgConnection,
-        rows: &[DeliveryRow<'_>],
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, \
-               created_at, updated_at, ordering_key) \
-             SELECT d.id, d.event_id, CASE WHEN d.sub IS NULL THEN 'connector' ELSE 'webhook' END, \
-               d.sub, d.connector, d.due, d.at, d.at, d.ordering_key \
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], \
-               $6::timestamptz[], $7::text[]) AS d(id, event_id, sub, connector, at, due, ordering_key)",
-        )
         .bind(column(rows, |r| r.id))
         .bind(column(rows, |r| r.event_id))
         .bind(column(rows, |r| r.subscription))
@@ -289,7 +303,7 @@ impl Dialect for PostgresStore {
             .bind(claim.lease_until)
             .bind(claim.connectors)
             .bind(claim.loaded)
-            .fetch_all(&self.hot)
+            .fetch_all(&self.claims)
             .await?;
         let probes_due = rows
             .first()
@@ -538,7 +552,7 @@ impl PostgresStore {
     /// UPDATE admits exactly one across instances), in one transaction.
     async fn claim_with_probes(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
         let (now, lease_until, skip) = (claim.now, claim.lease_until, claim.skip);
-        let mut tx = self.hot.begin().await?;
+        let mut tx = self.claims.begin().await?;
         // SKIP LOCKED: instances claiming at the same moment take disjoint rows, never wait.
         let rows = sqlx::query(&SLOW_CANDIDATES)
             .bind(now)

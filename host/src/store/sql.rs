@@ -297,13 +297,15 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
         &self.pools().keyring
     }
 
-    fn insert_events(
+    /// Whether [`Dialect::insert_published`] is one statement, atomic on its own: then a publish
+    /// that claims no idempotency key needs no transaction (one round trip and its commit,
+    /// instead of BEGIN, the inserts and COMMIT).
+    const ONE_STATEMENT_PUBLISH: bool = false;
+
+    /// Inserts `events` and their deliveries `rows` (either may be empty).
+    fn insert_published(
         conn: &mut Self::Conn,
         events: &[&NewEvent],
-    ) -> impl Future<Output = StoreResult<()>> + Send;
-
-    fn insert_deliveries(
-        conn: &mut Self::Conn,
         rows: &[DeliveryRow<'_>],
     ) -> impl Future<Output = StoreResult<()>> + Send;
 

@@ -257,7 +257,11 @@ impl Dialect for SqliteStore {
         &self.pools
     }
 
-    async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> StoreResult<()> {
+    async fn insert_published(
+        conn: &mut SqliteConnection,
+        events: &[&NewEvent],
+        rows: &[DeliveryRow<'_>],
+    ) -> StoreResult<()> {
         for chunk in events.chunks(repr::IDS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (id, event_type, payload, created_at, ordering_key, traceparent) ",
@@ -272,13 +276,6 @@ impl Dialect for SqliteStore {
             });
             q.build().execute(&mut *conn).await?;
         }
-        Ok(())
-    }
-
-    async fn insert_deliveries(
-        conn: &mut SqliteConnection,
-        rows: &[DeliveryRow<'_>],
-    ) -> StoreResult<()> {
         for chunk in rows.chunks(repr::IDS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, \
