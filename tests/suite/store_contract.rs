@@ -36,6 +36,7 @@ backend_tests!(
     prune_removes_only_finished_old_events,
     a_publish_group_answers_each_request_as_if_alone,
     a_group_of_attempt_records_applies_each_in_order,
+    a_group_of_successes_moves_what_it_holds_and_closes_circuits,
     concurrent_groups_failing_the_same_subscriptions_never_deadlock,
     a_transform_rides_with_its_subscription_and_held_deliveries_wait,
 );
@@ -99,6 +100,22 @@ pub(crate) fn event(event_type: &str, payload: &str) -> NewEvent {
 /// The connectors the claims of these tests can run.
 pub(crate) fn running() -> Vec<String> {
     vec!["slack".into(), "example".into()]
+}
+
+/// A subscription to `a`, and `n` events of that type published (payloads `{"i": 0}`, …).
+pub(crate) async fn subscribed_and_published(store: &dyn Store, n: usize) -> Subscription {
+    let sub = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("sub");
+    let events: Vec<NewEvent> = (0..n)
+        .map(|i| event("a", &format!("{{\"i\":{i}}}")))
+        .collect();
+    store
+        .publish(events, None, model::now())
+        .await
+        .expect("publish");
+    sub
 }
 
 /// Claims up to `limit` deliveries due at `at` for `owner`, leased for 30 s, skipping nothing.
@@ -728,17 +745,7 @@ async fn claims_are_exclusive_leased_and_released(backend: Backend) {
     let Some((_db, store)) = open(backend).await else {
         return;
     };
-    let sub = store
-        .create_subscription(new_sub(&["a"]))
-        .await
-        .expect("sub");
-    let batch: Vec<NewEvent> = (0..20)
-        .map(|i| event("a", &format!("{{\"i\":{i}}}")))
-        .collect();
-    store
-        .publish(batch, None, model::now())
-        .await
-        .expect("publish");
+    let sub = subscribed_and_published(store.as_ref(), 20).await;
     let now = model::now();
     let lease = now + TimeDelta::seconds(30);
     let first = claim(store.as_ref(), "one", now, 15).await;
@@ -1286,6 +1293,70 @@ async fn a_publish_group_answers_each_request_as_if_alone(backend: Backend) {
             );
         }
     }
+}
+
+/// The common group — every attempt a success, each delivery once — has its own path on each
+/// backend (SQLite: three statements per 500 records): more records than one round holds, one
+/// of them without its lease.
+async fn a_group_of_successes_moves_what_it_holds_and_closes_circuits(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let sub = subscribed_and_published(store.as_ref(), 503).await;
+    let now = model::now();
+    let claimed = claim(store.as_ref(), "me", now, 1000).await;
+    assert_eq!(claimed.len(), 503);
+    let retry = now + TimeDelta::seconds(60);
+    assert!(
+        store
+            .record_attempt(
+                record(&claimed[0], "me", AttemptResult::Retry(retry), Some(sub.id)),
+                now
+            )
+            .await
+            .expect("record a failure")
+    );
+    let circuit = |s: Option<Subscription>| s.expect("exists").circuit;
+    let before = circuit(store.get_subscription(sub.id).await.expect("get"));
+    assert_eq!(before.consecutive_failures, 1);
+
+    let mut records: Vec<AttemptRecord> = claimed[1..]
+        .iter()
+        .map(|d| record(d, "me", AttemptResult::Succeeded, Some(sub.id)))
+        .collect();
+    records[7].owner = "someone-else".into();
+    let moved = store
+        .record_attempts(records, now)
+        .await
+        .expect("record group");
+    assert_eq!(moved.len(), 502);
+    assert!(!moved[7], "a record without the lease moves nothing");
+    assert_eq!(moved.iter().filter(|m| **m).count(), 501, "{moved:?}");
+
+    let after = circuit(store.get_subscription(sub.id).await.expect("get"));
+    assert_eq!(after.consecutive_failures, 0, "successes reset the count");
+    assert_eq!(after.state, CircuitState::Closed);
+    for (d, expected) in [
+        (&claimed[1], DeliveryStatus::Succeeded),
+        (&claimed[8], DeliveryStatus::InFlight),
+        (&claimed[502], DeliveryStatus::Succeeded),
+    ] {
+        let detail = store
+            .get_event(d.event_id)
+            .await
+            .expect("get")
+            .expect("event");
+        assert_eq!(detail.deliveries[0].status, expected, "{}", d.id);
+        let attempts = store.list_attempts(d.event_id).await.expect("attempts");
+        assert_eq!(attempts.len(), 1, "every attempt is history, moved or not");
+    }
+    let last = store
+        .get_event(claimed[502].event_id)
+        .await
+        .expect("get")
+        .expect("event");
+    assert_eq!(last.deliveries[0].attempts, 1);
+    assert_eq!(last.deliveries[0].last_error, None);
 }
 
 async fn a_group_of_attempt_records_applies_each_in_order(backend: Backend) {

@@ -227,6 +227,50 @@ pub(super) async fn hand_back<D: Dialect>(
         .await
 }
 
+/// The attempts table's columns, in the order of [`attempt_args`].
+pub(super) const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (id, delivery_id, event_id, attempt, \
+     outcome, response_status, response_body, error, duration_ms, started_at, subscription_id, \
+     connector, reported, external_id, retry_after_ms, body_sha256)";
+
+/// Values per attempt row of [`INSERT_ATTEMPTS`].
+pub(super) const ATTEMPT_COLUMNS: usize = 16;
+
+/// One attempt row's values (a new id), in [`INSERT_ATTEMPTS`]' order.
+pub(super) fn attempt_args(record: &AttemptRecord) -> [Arg<'_>; ATTEMPT_COLUMNS] {
+    [
+        Arg::Uuid(Uuid::now_v7()),
+        Arg::Uuid(record.delivery_id),
+        Arg::Uuid(record.event_id),
+        Arg::Int(record.attempt.into()),
+        Arg::Text(record.outcome()),
+        Arg::OptInt(record.response_status.map(i64::from)),
+        Arg::OptText(record.response_body.as_deref()),
+        Arg::OptText(record.error.as_deref()),
+        Arg::Int(record.duration_ms as i64),
+        Arg::Time(record.started_at),
+        Arg::OptUuid(record.subscription_id),
+        Arg::OptText(record.connector.as_deref()),
+        Arg::OptText(record.reported()),
+        Arg::OptText(record.external_id()),
+        Arg::OptInt(record.retry_after_ms()),
+        Arg::OptText(record.body_sha256.as_deref()),
+    ]
+}
+
+/// `rows` parenthesised rows of `width` placeholders each, numbered from `$first`:
+/// `($1, $2), ($3, $4)`.
+pub(super) fn placeholders(first: usize, rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (0..width)
+                .map(|c| format!("${}", first + r * width + c))
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Applies one attempt record (see [`Store::record_attempt`]): the attempt row, the delivery's
 /// move when `owner` still holds its lease, its dead letter, and the circuit breaker.
 pub(super) async fn record_one<C: Conn>(
@@ -234,31 +278,13 @@ pub(super) async fn record_one<C: Conn>(
     record: &AttemptRecord,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    conn.exec(
-        "INSERT INTO attempts (id, delivery_id, event_id, attempt, outcome, response_status, \
-         response_body, error, duration_ms, started_at, subscription_id, connector, reported, \
-         external_id, retry_after_ms, body_sha256) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        &[
-            Arg::Uuid(Uuid::now_v7()),
-            Arg::Uuid(record.delivery_id),
-            Arg::Uuid(record.event_id),
-            Arg::Int(record.attempt.into()),
-            Arg::Text(record.outcome()),
-            Arg::OptInt(record.response_status.map(i64::from)),
-            Arg::OptText(record.response_body.as_deref()),
-            Arg::OptText(record.error.as_deref()),
-            Arg::Int(record.duration_ms as i64),
-            Arg::Time(record.started_at),
-            Arg::OptUuid(record.subscription_id),
-            Arg::OptText(record.connector.as_deref()),
-            Arg::OptText(record.reported()),
-            Arg::OptText(record.external_id()),
-            Arg::OptInt(record.retry_after_ms()),
-            Arg::OptText(record.body_sha256.as_deref()),
-        ],
-    )
-    .await?;
+    static INSERT_ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{INSERT_ATTEMPTS} VALUES {}",
+            placeholders(1, 1, ATTEMPT_COLUMNS)
+        )
+    });
+    conn.exec(&INSERT_ONE, &attempt_args(record)).await?;
     let (status, next_at, error) = record.delivery_change();
     let updated = conn
         .exec(

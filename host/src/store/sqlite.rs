@@ -5,7 +5,7 @@
 //! pool of readers; in WAL mode readers never block the writer. `synchronous=FULL` makes a commit
 //! durable before the API answers, so an acknowledged event survives power loss, not just a crash.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -17,13 +17,16 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
-use super::common::{HEAD_OF_ITS_KEY, admit_probes, admit_rated, commit, record_one};
-use super::plan::DeliveryRow;
+use super::common::{
+    ATTEMPT_COLUMNS, CLOSE_CIRCUITS, HEAD_OF_ITS_KEY, INSERT_ATTEMPTS, admit_probes, admit_rated,
+    attempt_args, commit, placeholders, record_one,
+};
+use super::plan::{DeliveryRow, rounds_of_distinct_deliveries, split_by_failures};
 use super::rows;
 use super::seal::Keyring;
 use super::sql::{Arg, Conn, DbRow, Dialect, Pools, driver};
 use super::{StoreError, StoreResult};
-use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent};
+use crate::model::{AttemptRecord, AttemptResult, Backend, Claim, ClaimedDelivery, NewEvent};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -257,46 +260,30 @@ impl Dialect for SqliteStore {
         &self.pools
     }
 
+    /// Each statement (up to 500 rows) is a round trip to SQLite's thread; a publish that fits
+    /// in one of each (every single publish) sends both as one command, run in order.
     async fn insert_published(
         conn: &mut SqliteConnection,
         events: &[&NewEvent],
         rows: &[DeliveryRow<'_>],
     ) -> StoreResult<()> {
+        let fits = events.len() <= repr::IDS_PER_STATEMENT && rows.len() <= repr::IDS_PER_STATEMENT;
+        if fits && !events.is_empty() && !rows.is_empty() {
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_events(&mut q, events);
+            q.push("; ");
+            push_deliveries(&mut q, rows);
+            q.build().execute(&mut *conn).await?;
+            return Ok(());
+        }
         for chunk in events.chunks(repr::IDS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (id, event_type, payload, created_at, ordering_key, traceparent) ",
-            );
-            q.push_values(chunk, |mut row, e| {
-                row.push_bind(e.id)
-                    .push_bind(&e.event_type)
-                    .push_bind(&e.payload)
-                    .push_bind(e.created_at.timestamp_micros())
-                    .push_bind(e.ordering_key.as_deref())
-                    .push_bind(e.traceparent.as_deref());
-            });
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_events(&mut q, chunk);
             q.build().execute(&mut *conn).await?;
         }
         for chunk in rows.chunks(repr::IDS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, \
-                 created_at, updated_at, ordering_key) ",
-            );
-            q.push_values(chunk, |mut row, d| {
-                let at = d.at.timestamp_micros();
-                row.push_bind(d.id)
-                    .push_bind(d.event_id)
-                    .push_bind(if d.subscription.is_some() {
-                        "webhook"
-                    } else {
-                        "connector"
-                    })
-                    .push_bind(d.subscription)
-                    .push_bind(d.connector)
-                    .push_bind(d.due.timestamp_micros())
-                    .push_bind(at)
-                    .push_bind(at)
-                    .push_bind(d.ordering_key);
-            });
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_deliveries(&mut q, chunk);
             q.build().execute(&mut *conn).await?;
         }
         Ok(())
@@ -420,19 +407,121 @@ impl Dialect for SqliteStore {
             .collect()
     }
 
-    /// One writer, no round trips: a group's gain here is one commit (one flush) for all its
-    /// records, so each record keeps its simple statements.
+    /// One transaction, one commit (one flush) for the group. The common group (every attempt
+    /// a success, each delivery once) is three statements whatever its size; any other applies
+    /// its records one by one, in order (dead letters, circuit breakers).
     async fn record(
         &self,
         records: Vec<AttemptRecord>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>> {
         let mut tx = self.writer().begin().await?;
-        let mut moved = Vec::with_capacity(records.len());
-        for record in &records {
-            moved.push(record_one(&mut *tx, record, now).await?);
-        }
+        let moved = if records.iter().all(|r| r.result == AttemptResult::Succeeded)
+            && rounds_of_distinct_deliveries(&records).len() == 1
+        {
+            let (succeeded, _) = split_by_failures(&records);
+            record_successes(&mut tx, &records, &succeeded, now).await?
+        } else {
+            let mut moved = Vec::with_capacity(records.len());
+            for record in &records {
+                moved.push(record_one(&mut *tx, record, now).await?);
+            }
+            moved
+        };
         commit::<Self>(tx).await?;
         Ok(moved)
     }
+}
+
+/// Successful attempts of distinct deliveries: their rows inserted, the deliveries still leased
+/// by their recorder moved (`UPDATE … FROM (VALUES …)`) and the circuits of `subscriptions`
+/// reset, as one command of three statements per 500 records (SQLite runs them in order; `$n`
+/// numbers the command's values), instead of three commands per record: each command is a
+/// round trip to SQLite's thread. Returns, per record, whether its delivery moved.
+async fn record_successes(
+    conn: &mut SqliteConnection,
+    records: &[AttemptRecord],
+    subscriptions: &[Uuid],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<bool>> {
+    const MOVE_COLUMNS: usize = 3;
+    let mut moved = HashSet::with_capacity(records.len());
+    let chunks = records.chunks(repr::IDS_PER_STATEMENT);
+    let last = chunks.len().saturating_sub(1);
+    for (i, chunk) in chunks.enumerate() {
+        let mut args: Vec<Arg<'_>> = chunk.iter().flat_map(attempt_args).collect();
+        let mut sql = format!(
+            "{INSERT_ATTEMPTS} VALUES {};",
+            placeholders(1, chunk.len(), ATTEMPT_COLUMNS)
+        );
+        args.push(Arg::Time(now));
+        let first = args.len() + 1;
+        for r in chunk {
+            args.extend([
+                Arg::Uuid(r.delivery_id),
+                Arg::Int(r.attempt.into()),
+                Arg::Text(&r.owner),
+            ]);
+        }
+        // VALUES columns are named column1, column2, … in SQLite.
+        sql.push_str(&format!(
+            " UPDATE deliveries SET status = 'succeeded', attempts = r.column2, last_error = NULL, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = ${now} \
+             FROM (VALUES {rows}) AS r WHERE deliveries.id = r.column1 \
+             AND deliveries.status = 'in_flight' AND deliveries.lease_owner = r.column3 \
+             RETURNING deliveries.id;",
+            now = first - 1,
+            rows = placeholders(first, chunk.len(), MOVE_COLUMNS)
+        ));
+        if i == last && !subscriptions.is_empty() {
+            let (list, ids) = repr::id_list(args.len() + 1, subscriptions);
+            sql.push(' ');
+            sql.push_str(&CLOSE_CIRCUITS.replace("{ids}", &list));
+            args.extend(ids);
+        }
+        for row in conn.rows(&sql, &args).await? {
+            moved.insert(row.uuid("id")?);
+        }
+    }
+    Ok(records
+        .iter()
+        .map(|r| moved.contains(&r.delivery_id))
+        .collect())
+}
+
+/// `INSERT INTO events …` of `events`, onto `q`.
+fn push_events<'a>(q: &mut QueryBuilder<'a, Sqlite>, events: &[&'a NewEvent]) {
+    q.push("INSERT INTO events (id, event_type, payload, created_at, ordering_key, traceparent) ");
+    q.push_values(events, |mut row, e| {
+        row.push_bind(e.id)
+            .push_bind(&e.event_type)
+            .push_bind(&e.payload)
+            .push_bind(e.created_at.timestamp_micros())
+            .push_bind(e.ordering_key.as_deref())
+            .push_bind(e.traceparent.as_deref());
+    });
+}
+
+/// `INSERT INTO deliveries …` of `rows`, onto `q`.
+fn push_deliveries<'a>(q: &mut QueryBuilder<'a, Sqlite>, rows: &[DeliveryRow<'a>]) {
+    q.push(
+        "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, \
+         created_at, updated_at, ordering_key) ",
+    );
+    q.push_values(rows, |mut row, d| {
+        let at = d.at.timestamp_micros();
+        row.push_bind(d.id)
+            .push_bind(d.event_id)
+            .push_bind(if d.subscription.is_some() {
+                "webhook"
+            } else {
+                "connector"
+            })
+            .push_bind(d.subscription)
+            .push_bind(d.connector)
+            .push_bind(d.due.timestamp_micros())
+            .push_bind(at)
+            .push_bind(at)
+            .push_bind(d.ordering_key);
+    });
 }
