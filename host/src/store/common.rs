@@ -1,36 +1,22 @@
-//! Steps shared by the store's operations (`ops.rs`) and by the backends' own paths: claiming an
-//! idempotency key, applying an attempt record and its circuit-breaker transition, admitting
-//! probes, requeueing dead letters. Written once, over [`Conn`].
+//! Steps shared by the store's operations (`ops.rs`) and by the backends' own paths: applying an
+//! attempt record and its circuit-breaker transition, admitting probes, requeueing dead
+//! letters. Written once, over [`Conn`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::plan::{
-    Match, Matches, decode_ids, distinct_types, encode_ids, in_order, plan_deliveries,
-};
+use super::StoreResult;
 use super::rows::{self, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
-use super::{StoreError, StoreResult};
-use crate::model::{
-    AttemptRecord, AttemptResult, IDEMPOTENCY_TTL, IdempotencyKey, NewEvent, PublishOutcome,
-    PublishedEvent, Subscription, circuit, held_until, notice,
-};
+use crate::model::{AttemptRecord, AttemptResult, Subscription, circuit, notice};
 
-type Tx<D> = sqlx::Transaction<'static, <D as Dialect>::Db>;
+pub(super) type Tx<D> = sqlx::Transaction<'static, <D as Dialect>::Db>;
 
 /// Commits `tx`.
 pub(super) async fn commit<D: Dialect>(tx: Tx<D>) -> StoreResult<()> {
     Ok(tx.commit().await?)
-}
-
-/// Commits a publish: a connection broken during the commit leaves its outcome unknown
-/// ([`StoreError::CommitUncertain`]), which the API says, so the client retries with the same
-/// `Idempotency-Key`.
-pub(super) async fn commit_publish<D: Dialect>(tx: Tx<D>) -> StoreResult<()> {
-    tx.commit().await.map_err(StoreError::from_commit)
 }
 
 pub(super) async fn live_subscription<D: Dialect>(
@@ -51,114 +37,6 @@ pub(super) async fn live_subscription<D: Dialect>(
         .as_ref()
         .map(rows::subscription)
         .transpose()
-}
-
-pub(super) async fn published_events<C: Conn>(
-    conn: &mut C,
-    ids: &[Uuid],
-) -> StoreResult<Vec<PublishedEvent>> {
-    let found = conn
-        .rows_in(
-            "SELECT e.id, e.event_type, e.created_at, \
-             (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id) AS deliveries \
-             FROM events e WHERE e.id IN ({ids})",
-            &[],
-            ids,
-        )
-        .await?
-        .iter()
-        .map(rows::published_event)
-        .collect::<StoreResult<Vec<_>>>()?;
-    in_order(ids, found)
-}
-
-/// Claims an idempotency key for a publish of `ids`: `None` when claimed (new, or expired and
-/// taken over), otherwise what the request is answered instead. On PostgreSQL a concurrent
-/// request with the same key waits here for the first to commit, then replays it.
-pub(super) async fn claim_key<C: Conn>(
-    conn: &mut C,
-    key: &IdempotencyKey,
-    ids: &[Uuid],
-    now: DateTime<Utc>,
-) -> StoreResult<Option<PublishOutcome>> {
-    let encoded = encode_ids(ids);
-    let claimed = conn
-        .exec(
-            "INSERT INTO idempotency_keys (key, fingerprint, event_ids, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, \
-             event_ids = excluded.event_ids, created_at = excluded.created_at, expires_at = excluded.expires_at \
-             WHERE idempotency_keys.expires_at <= $4",
-            &[
-                Arg::Text(&key.key),
-                Arg::Text(&key.fingerprint),
-                Arg::Text(&encoded),
-                Arg::Time(now),
-                Arg::Time(now + IDEMPOTENCY_TTL),
-            ],
-        )
-        .await?
-        == 1;
-    if claimed {
-        return Ok(None);
-    }
-    let row = conn
-        .row(
-            "SELECT fingerprint, event_ids FROM idempotency_keys WHERE key = $1",
-            &[Arg::Text(&key.key)],
-        )
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("idempotency key vanished while claimed".into()))?;
-    if row.text("fingerprint")? != key.fingerprint {
-        return Ok(Some(PublishOutcome::KeyMismatch));
-    }
-    let first = decode_ids(&row.text("event_ids")?)?;
-    Ok(Some(PublishOutcome::Replayed(
-        published_events(conn, &first).await?,
-    )))
-}
-
-/// Writes `events` and a delivery for each destination each one matches (live subscriptions
-/// whose filter takes it, held if paused or past an open circuit; bound connectors); answers
-/// the number of deliveries per event. The publish path and the hub's own notices share it.
-pub(super) async fn write_events<D: Dialect>(
-    tx: &mut D::Conn,
-    events: &[&NewEvent],
-) -> StoreResult<HashMap<Uuid, u32>> {
-    let matches = matching_destinations::<D>(tx, events).await?;
-    let (rows, counts) = plan_deliveries(events, &matches);
-    D::insert_published(tx, events, &rows).await?;
-    Ok(counts)
-}
-
-/// The destinations of each distinct event type of `events`, in one query per type.
-pub(super) async fn matching_destinations<'e, D: Dialect>(
-    conn: &mut D::Conn,
-    events: &[&'e NewEvent],
-) -> StoreResult<HashMap<&'e str, Matches>> {
-    let mut matches: HashMap<&str, Matches> = HashMap::new();
-    for event_type in distinct_types(events) {
-        let found = matches.entry(event_type).or_default();
-        for row in conn
-            .rows(D::MATCHING_DESTINATIONS, &[Arg::Text(event_type)])
-            .await?
-        {
-            match row.opt_text("connector")? {
-                Some(name) => found.connectors.push(name),
-                None => found.subscriptions.push(Match {
-                    id: row.uuid("id")?,
-                    blocked_until: if row.bool("paused")? {
-                        Some(held_until())
-                    } else {
-                        row.opt_time("blocked_until")?
-                    },
-                    filter: rows::filter(row.opt_text("filter")?)?.map(Arc::new),
-                    ordered: row.bool("ordered")?,
-                }),
-            }
-        }
-    }
-    Ok(matches)
 }
 
 /// A notice to write in the transaction of what it reports (`model/notice.rs`).

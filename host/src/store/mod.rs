@@ -27,6 +27,7 @@ mod notices;
 mod ops;
 mod plan;
 mod postgres;
+mod publish;
 mod queries;
 mod rollup;
 mod rows;

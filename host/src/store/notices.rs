@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::StoreResult;
-use super::common::{Notify, commit, write_events};
+use super::common::{Notify, commit};
+use super::publish::{Commit, write_events};
 use super::rows;
 use super::sql::{Arg, Conn, Dialect};
 use crate::model::NewEvent;
@@ -54,7 +55,7 @@ pub(super) async fn publish<D: Dialect>(store: &D, limit: u32) -> StoreResult<u3
         return Ok(0);
     }
     let events: Vec<NewEvent> = notices.iter().map(Notice::event).collect();
-    write_events::<D>(&mut tx, &events.iter().collect::<Vec<_>>()).await?;
+    write_events::<D>(&mut tx, &events.iter().collect::<Vec<_>>(), Commit::Later).await?;
     let ids: Vec<Uuid> = notices.iter().map(|n| n.id).collect();
     tx.exec_in("DELETE FROM hub_notices WHERE id IN ({ids})", &[], &ids)
         .await?;

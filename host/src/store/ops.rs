@@ -8,17 +8,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::common::{
-    Notify, claim_key, commit, commit_publish, hand_back, live_subscription, matching_destinations,
-    requeue_dead, write_events,
-};
-use super::plan::{
-    Decision, KeyClaims, encode_json, events_to_write, group_outcomes, plan_deliveries,
-};
+use super::common::{Notify, commit, hand_back, live_subscription, requeue_dead};
+use super::plan::encode_json;
 use super::rows::{self, attempt_views, destination_columns, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 use super::{Store, StoreError, StoreResult};
-use super::{instances, notices, queries, rollup, secrets};
+use super::{instances, notices, publish, queries, rollup, secrets};
 use crate::model::{
     AttemptRecord, AttemptView, Backend, Claim, ClaimedDelivery, ConnectorBinding,
     ConnectorInstance, DeadLetter, DeadLetterFilter, DeliveryLine, DeliveryStatus,
@@ -238,46 +233,7 @@ impl<D: Dialect> Store for D {
         requests: Vec<PublishRequest>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<PublishOutcome>> {
-        if D::ONE_STATEMENT_PUBLISH && requests.iter().all(|r| r.idempotency.is_none()) {
-            // Nothing to claim first: the destinations are read, then the events and their
-            // deliveries written by one statement, atomic on its own (a read in the transaction
-            // would see what this read sees: it locks nothing).
-            let decisions: Vec<Decision> = requests.iter().map(|_| Decision::Write).collect();
-            let events = events_to_write(&requests, &decisions);
-            let mut conn = self.writer().acquire().await?;
-            let matches = matching_destinations::<D>(&mut conn, &events).await?;
-            let (rows, counts) = plan_deliveries(&events, &matches);
-            D::insert_published(&mut conn, &events, &rows)
-                .await
-                .map_err(StoreError::uncertain_if_broken)?;
-            return Ok(group_outcomes(&requests, decisions, &counts));
-        }
-        let mut tx = self.writer().begin().await?;
-        let mut decisions = Vec::with_capacity(requests.len());
-        let mut claims = KeyClaims::default();
-        for (i, request) in requests.iter().enumerate() {
-            let Some(key) = &request.idempotency else {
-                decisions.push(Decision::Write);
-                continue;
-            };
-            if let Some(first) = claims.claimed_by(key) {
-                decisions.push(Decision::SameKeyAs(first));
-                continue;
-            }
-            let ids: Vec<Uuid> = request.events.iter().map(|e| e.id).collect();
-            match claim_key(&mut *tx, key, &ids, now).await? {
-                None => {
-                    claims.claim(key, i);
-                    decisions.push(Decision::Write);
-                }
-                Some(answer) => decisions.push(Decision::Answered(answer)),
-            }
-        }
-
-        let events = events_to_write(&requests, &decisions);
-        let counts = write_events::<D>(&mut tx, &events).await?;
-        commit_publish::<D>(tx).await?;
-        Ok(group_outcomes(&requests, decisions, &counts))
+        publish::group(self, requests, now).await
     }
 
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventDetail>> {

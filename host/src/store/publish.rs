@@ -1,0 +1,193 @@
+//! Publishing: a group of publish requests (`group.rs` gathers them) decided and written in one
+//! go — idempotency keys claimed or replayed, each event's destinations read, the event and
+//! delivery rows inserted, one commit. The hub's own notices (`notices.rs`) write their events
+//! through the same [`write_events`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::common::Tx;
+use super::plan::{
+    Decision, KeyClaims, Match, Matches, decode_ids, distinct_types, encode_ids, events_to_write,
+    group_outcomes, in_order, plan_deliveries,
+};
+use super::rows;
+use super::sql::{Arg, Conn, DbRow, Dialect};
+use super::{StoreError, StoreResult};
+use crate::model::{
+    IDEMPOTENCY_TTL, IdempotencyKey, NewEvent, PublishOutcome, PublishRequest, PublishedEvent,
+    held_until,
+};
+
+/// See [`super::Store::publish_group`].
+pub(super) async fn group<D: Dialect>(
+    store: &D,
+    requests: Vec<PublishRequest>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<PublishOutcome>> {
+    if D::ONE_STATEMENT_PUBLISH && requests.iter().all(|r| r.idempotency.is_none()) {
+        // Nothing to claim first: the destinations are read, then the events and their
+        // deliveries written by one statement, atomic on its own (a read in the transaction
+        // would see what this read sees: it locks nothing).
+        let decisions: Vec<Decision> = requests.iter().map(|_| Decision::Write).collect();
+        let events = events_to_write(&requests, &decisions);
+        let mut conn = store.writer().acquire().await?;
+        let counts = write_events::<D>(&mut conn, &events, Commit::ByItself).await?;
+        return Ok(group_outcomes(&requests, decisions, &counts));
+    }
+    let mut tx = store.writer().begin().await?;
+    let mut decisions = Vec::with_capacity(requests.len());
+    let mut claims = KeyClaims::default();
+    for (i, request) in requests.iter().enumerate() {
+        let Some(key) = &request.idempotency else {
+            decisions.push(Decision::Write);
+            continue;
+        };
+        if let Some(first) = claims.claimed_by(key) {
+            decisions.push(Decision::SameKeyAs(first));
+            continue;
+        }
+        let ids: Vec<Uuid> = request.events.iter().map(|e| e.id).collect();
+        match claim_key(&mut *tx, key, &ids, now).await? {
+            None => {
+                claims.claim(key, i);
+                decisions.push(Decision::Write);
+            }
+            Some(answer) => decisions.push(Decision::Answered(answer)),
+        }
+    }
+
+    let events = events_to_write(&requests, &decisions);
+    let counts = write_events::<D>(&mut tx, &events, Commit::Later).await?;
+    commit_publish::<D>(tx).await?;
+    Ok(group_outcomes(&requests, decisions, &counts))
+}
+
+/// Commits a publish: a connection broken during the commit leaves its outcome unknown
+/// ([`StoreError::CommitUncertain`]), which the API says, so the client retries with the same
+/// `Idempotency-Key`.
+async fn commit_publish<D: Dialect>(tx: Tx<D>) -> StoreResult<()> {
+    tx.commit().await.map_err(StoreError::from_commit)
+}
+
+async fn published_events<C: Conn>(conn: &mut C, ids: &[Uuid]) -> StoreResult<Vec<PublishedEvent>> {
+    let found = conn
+        .rows_in(
+            "SELECT e.id, e.event_type, e.created_at, \
+             (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id) AS deliveries \
+             FROM events e WHERE e.id IN ({ids})",
+            &[],
+            ids,
+        )
+        .await?
+        .iter()
+        .map(rows::published_event)
+        .collect::<StoreResult<Vec<_>>>()?;
+    in_order(ids, found)
+}
+
+/// Claims an idempotency key for a publish of `ids`: `None` when claimed (new, or expired and
+/// taken over), otherwise what the request is answered instead. On PostgreSQL a concurrent
+/// request with the same key waits here for the first to commit, then replays it.
+async fn claim_key<C: Conn>(
+    conn: &mut C,
+    key: &IdempotencyKey,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> StoreResult<Option<PublishOutcome>> {
+    let encoded = encode_ids(ids);
+    let claimed = conn
+        .exec(
+            "INSERT INTO idempotency_keys (key, fingerprint, event_ids, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             event_ids = excluded.event_ids, created_at = excluded.created_at, expires_at = excluded.expires_at \
+             WHERE idempotency_keys.expires_at <= $4",
+            &[
+                Arg::Text(&key.key),
+                Arg::Text(&key.fingerprint),
+                Arg::Text(&encoded),
+                Arg::Time(now),
+                Arg::Time(now + IDEMPOTENCY_TTL),
+            ],
+        )
+        .await?
+        == 1;
+    if claimed {
+        return Ok(None);
+    }
+    let row = conn
+        .row(
+            "SELECT fingerprint, event_ids FROM idempotency_keys WHERE key = $1",
+            &[Arg::Text(&key.key)],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("idempotency key vanished while claimed".into()))?;
+    if row.text("fingerprint")? != key.fingerprint {
+        return Ok(Some(PublishOutcome::KeyMismatch));
+    }
+    let first = decode_ids(&row.text("event_ids")?)?;
+    Ok(Some(PublishOutcome::Replayed(
+        published_events(conn, &first).await?,
+    )))
+}
+
+/// Writes `events` and a delivery for each destination each one matches (live subscriptions
+/// whose filter takes it, held if paused or past an open circuit; bound connectors); answers
+/// the number of deliveries per event. The publish path and the hub's own notices share it.
+pub(super) async fn write_events<D: Dialect>(
+    conn: &mut D::Conn,
+    events: &[&NewEvent],
+    commit: Commit,
+) -> StoreResult<HashMap<Uuid, u32>> {
+    let matches = matching_destinations::<D>(conn, events).await?;
+    let (rows, counts) = plan_deliveries(events, &matches);
+    let inserted = D::insert_published(conn, events, &rows).await;
+    match commit {
+        Commit::Later => inserted?,
+        Commit::ByItself => inserted.map_err(StoreError::uncertain_if_broken)?,
+    }
+    Ok(counts)
+}
+
+/// How the rows [`write_events`] inserts are committed.
+pub(super) enum Commit {
+    /// By the transaction they are written in: a failure stores nothing.
+    Later,
+    /// By their one statement ([`Dialect::ONE_STATEMENT_PUBLISH`]): a connection broken on the
+    /// way leaves the outcome unknown, as for a failed COMMIT.
+    ByItself,
+}
+
+/// The destinations of each distinct event type of `events`, in one query per type.
+async fn matching_destinations<'e, D: Dialect>(
+    conn: &mut D::Conn,
+    events: &[&'e NewEvent],
+) -> StoreResult<HashMap<&'e str, Matches>> {
+    let mut matches: HashMap<&str, Matches> = HashMap::new();
+    for event_type in distinct_types(events) {
+        let found = matches.entry(event_type).or_default();
+        for row in conn
+            .rows(D::MATCHING_DESTINATIONS, &[Arg::Text(event_type)])
+            .await?
+        {
+            match row.opt_text("connector")? {
+                Some(name) => found.connectors.push(name),
+                None => found.subscriptions.push(Match {
+                    id: row.uuid("id")?,
+                    blocked_until: if row.bool("paused")? {
+                        Some(held_until())
+                    } else {
+                        row.opt_time("blocked_until")?
+                    },
+                    filter: rows::filter(row.opt_text("filter")?)?.map(Arc::new),
+                    ordered: row.bool("ordered")?,
+                }),
+            }
+        }
+    }
+    Ok(matches)
+}
