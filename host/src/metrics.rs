@@ -33,6 +33,9 @@ pub const MAX_EVENT_TYPE_LABELS: usize = 1000;
 pub const DELIVERY_KINDS: [&str; 2] = ["webhook", "connector"];
 /// The `outcome` label values of `ih_deliveries_total`.
 const DELIVERY_OUTCOMES: [&str; 3] = ["succeeded", "failed", "dead"];
+/// The `how` label values of `ih_deliveries_started_total`: claimed from the store, or handed
+/// to the engine as their event was written (`store/handoff.rs`).
+pub const START_WAYS: [&str; 2] = ["claimed", "handed"];
 /// The `outcome` label values of `ih_transform_calls_total` (`Connectors::transform`).
 pub const TRANSFORM_OUTCOMES: [&str; 4] = ["ok", "dropped", "failed", "unavailable"];
 /// The `outcome` label values of `ih_connector_invocations_total` (`CallOutcome::label` in
@@ -68,6 +71,12 @@ pub struct DeliveryLabels {
     pub kind: String,
     /// `succeeded`, `failed` (a retry is scheduled) or `dead`.
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StartLabels {
+    /// One of [`START_WAYS`].
+    pub how: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -172,6 +181,11 @@ macro_rules! metrics {
                         }));
                     }
                 }
+                for how in START_WAYS {
+                    drop(metrics.deliveries_started.get_or_create(&StartLabels {
+                        how: how.to_owned(),
+                    }));
+                }
                 metrics
             }
         }
@@ -187,6 +201,8 @@ metrics! {
         "Events accepted and stored, by event type";
     deliveries: Family<DeliveryLabels, Counter> = "ih_deliveries",
         "Delivery attempts by destination kind and outcome (succeeded, failed and retried, dead)";
+    deliveries_started: Family<StartLabels, Counter> = "ih_deliveries_started",
+        "Deliveries this instance took up to attempt, by how it got them (claimed, or handed over as their event was written)";
     attempt_duration: HistogramFamily<KindLabels> = "ih_delivery_attempt_duration_seconds",
         "Duration of one delivery attempt";
     publish_to_delivery: HistogramFamily<KindLabels> = "ih_publish_to_delivery_seconds",
@@ -219,6 +235,13 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts one stored event of `event_type`.
+    /// An attempt starts, of a delivery `how` ([`START_WAYS`]) came to this engine.
+    pub fn delivery_started(&self, how: &'static str) {
+        self.deliveries_started
+            .get_or_create(&StartLabels { how: how.into() })
+            .inc();
+    }
+
     pub fn event_published(&self, event_type: &str) {
         let label = {
             let mut seen = self

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 backend_tests!(
     delivers_signed_webhooks_verifiable_both_ways,
+    a_new_delivery_is_handed_to_the_idle_engine_and_sent_alike,
     filters_by_event_type_and_skips_disabled_subscriptions,
     retries_then_succeeds_with_attempts_in_order,
     dead_letters_then_replays_once,
@@ -106,6 +107,34 @@ async fn delivers_signed_webhooks_verifiable_both_ways(backend: Backend) {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.requests().len(), 1, "delivered once");
+}
+
+/// Published while the engine has room and nothing older to claim, a delivery is handed to it
+/// as its event is written (`host/src/store/handoff.rs`) and goes out as a claimed one would:
+/// signed with the subscription's secret, with its headers.
+async fn a_new_delivery_is_handed_to_the_idle_engine_and_sent_alike(backend: Backend) {
+    let receiver = Receiver::start(Reply::Status(200)).await;
+    let Some(hub) = TestHub::start_with(backend, &fast(&[])).await else {
+        return;
+    };
+    hub.subscribe(&receiver.url("/hook"), json!(["request_submitted"]))
+        .await;
+    // The first may meet an engine that has not claimed yet since it started; by the second,
+    // it has, and found nothing older.
+    for n in 1..=2 {
+        let id = hub.publish_id("request_submitted", json!({"n": n})).await;
+        receiver.wait_for("/hook", n, WAIT).await;
+        hub.wait_status(&id, "succeeded").await;
+    }
+    for request in receiver.requests() {
+        assert!(verify_seed_signature(SECRET, &request));
+        assert!(verify_standard_signature(SECRET, &request));
+        assert_eq!(request.header("x-team"), "ops");
+    }
+    let handed = (hub.metric("ih_deliveries_started_total{how=\"handed\"}")).await;
+    let claimed = (hub.metric("ih_deliveries_started_total{how=\"claimed\"}")).await;
+    assert_eq!(handed + claimed, 2.0, "each taken up once");
+    assert!(handed >= 1.0, "the second is handed over: {handed}");
 }
 
 async fn filters_by_event_type_and_skips_disabled_subscriptions(backend: Backend) {

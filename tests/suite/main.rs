@@ -1,6 +1,7 @@
 //! The hub's test suite, one binary (each test binary costs a link on two cores):
 //!
 //! - [`store_contract`]: every `Store` operation, identically on SQLite and PostgreSQL;
+//! - [`store_handoff`]: new deliveries handed to the local engine, leased, as they are written;
 //! - [`api`]: the HTTP API end to end (bad input, pagination, auth over every route, ops);
 //! - [`delivery`]: the engine end to end into a real receiver (signatures, retries, dead
 //!   letters, circuit breaker, crash recovery);
@@ -36,6 +37,7 @@ mod resilience;
 mod security;
 mod store_contract;
 mod store_controls;
+mod store_handoff;
 mod store_instances;
 mod store_queries;
 mod transforms;

@@ -209,7 +209,8 @@ async fn validate_and_store(
     };
     match state.publisher.submit(request).instrument(span).await? {
         PublishOutcome::Created(published) => {
-            if published.iter().any(|e| e.deliveries > 0) {
+            // Deliveries the engine did not take as they were written wait to be claimed.
+            if published.iter().any(|e| e.deliveries > e.started) {
                 state.wake.notify_one();
                 state.store.announce_work().await;
             }

@@ -8,14 +8,19 @@
 //! - every attempt is recorded, even when the lease was lost meanwhile (history is never
 //!   dropped), but only the lease holder moves the delivery on;
 //! - new work wakes the loop at once ([`Notify`]); the poll interval is only the fallback;
+//! - while it has no older work to claim, the deliveries of events published here are handed to
+//!   it as they are written, leased, with a slot reserved (`store/handoff.rs`): no claim, no
+//!   wake-up;
 //! - on shutdown no new claim is made, in-flight attempts get a bounded grace, and whatever is
 //!   still leased is handed back as `pending`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -28,8 +33,8 @@ use crate::model::trace::{self, TraceParent};
 use crate::model::{
     self, AttemptRecord, AttemptResult, Claim, ClaimedDelivery, Skip, Target, notice,
 };
-use crate::store::Store;
 use crate::store::group::GroupCommit;
+use crate::store::{Handoff, Reserved, Store};
 
 /// How long a delivery whose transform is not loaded waits before it is looked at again (a
 /// transform dropped into the directory loads within about two seconds).
@@ -72,6 +77,75 @@ pub struct Engine {
     /// an endpoint that hangs until the timeout) can never take every slot: see
     /// [`Engine::per_subscription_cap`].
     busy: Mutex<HashMap<Dest, Busy>>,
+    /// The slots: `IH_DELIVERY_CONCURRENCY` attempts at once.
+    slots: Arc<Semaphore>,
+    /// How long a claim or a handed delivery is leased: the attempt budget and its margin.
+    lease: TimeDelta,
+    /// The last claim found no more due work than it could take: the store may hand new
+    /// deliveries over directly (older work goes first otherwise).
+    caught_up: AtomicBool,
+    /// Deliveries handed over by the store (`store/handoff.rs`), to the loop that runs them.
+    handed: mpsc::UnboundedSender<Handed>,
+    handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Handed>>>,
+}
+
+/// A delivery handed over as its event was written, with the slot reserved for it.
+struct Handed {
+    delivery: ClaimedDelivery,
+    permit: OwnedSemaphorePermit,
+    slot: Slot,
+}
+
+/// The engine as the store sees it while it takes new deliveries directly. It holds the
+/// engine weakly: the store must not keep alive an engine whose task is gone.
+#[derive(Debug)]
+struct Taker {
+    engine: Weak<Engine>,
+    owner: String,
+    lease: TimeDelta,
+}
+
+impl Handoff for Taker {
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + self.lease
+    }
+
+    fn reserve(&self, subscription: uuid::Uuid) -> Option<Box<dyn Reserved>> {
+        let engine = self.engine.upgrade()?;
+        if !engine.caught_up.load(Ordering::Acquire) {
+            return None;
+        }
+        let permit = engine.slots.clone().try_acquire_owned().ok()?;
+        let slot = engine.take_slot(Dest::Subscription(subscription))?;
+        Some(Box::new(Room {
+            permit,
+            slot,
+            to: engine.handed.clone(),
+        }))
+    }
+}
+
+/// A slot reserved for a delivery being written (see [`Taker`]); given back if dropped.
+struct Room {
+    permit: OwnedSemaphorePermit,
+    slot: Slot,
+    to: mpsc::UnboundedSender<Handed>,
+}
+
+impl Reserved for Room {
+    fn start(self: Box<Self>, delivery: ClaimedDelivery) {
+        let Room { permit, slot, to } = *self;
+        // A loop that has stopped released its leases, or they expire.
+        let _ = to.send(Handed {
+            delivery,
+            permit,
+            slot,
+        });
+    }
 }
 
 /// A destination as the per-destination share counts it.
@@ -168,7 +242,14 @@ impl Engine {
         sender: Sender,
         connectors: Arc<Connectors>,
     ) -> Self {
+        let budget = config.timeout.max(connectors.timeout());
+        let (handed, handed_rx) = mpsc::unbounded_channel();
         Self {
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            lease: TimeDelta::from_std(budget + lease_margin(budget)).unwrap_or(TimeDelta::MAX),
+            caught_up: AtomicBool::new(false),
+            handed,
+            handed_rx: Mutex::new(Some(handed_rx)),
             recorder: crate::store::group::attempt_records(store.clone()),
             store,
             sender,
@@ -217,9 +298,8 @@ impl Engine {
         state.started.len() >= cap || slow_total() >= cap
     }
 
-    /// Takes a slot of the delivery's destination, or `None` when it is at its cap.
-    fn take_slot(self: &Arc<Self>, delivery: &ClaimedDelivery) -> Option<Slot> {
-        let dest = Dest::of(&delivery.target);
+    /// Takes a slot of destination `dest`, or `None` when it is at its cap.
+    fn take_slot(self: &Arc<Self>, dest: Dest) -> Option<Slot> {
         let now = Instant::now();
         {
             let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
@@ -248,15 +328,27 @@ impl Engine {
     fn start(
         self: &Arc<Self>,
         tasks: &mut JoinSet<()>,
-        semaphore: &Arc<Semaphore>,
         delivery: ClaimedDelivery,
     ) -> Option<ClaimedDelivery> {
-        let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             return Some(delivery);
         };
-        let Some(slot) = self.take_slot(&delivery) else {
+        let Some(slot) = self.take_slot(Dest::of(&delivery.target)) else {
             return Some(delivery);
         };
+        self.metrics.delivery_started("claimed");
+        self.spawn_attempt(tasks, delivery, permit, slot);
+        None
+    }
+
+    /// Runs the attempt of `delivery` in `tasks`, in a span of the publisher's trace.
+    fn spawn_attempt(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        delivery: ClaimedDelivery,
+        permit: OwnedSemaphorePermit,
+        slot: Slot,
+    ) {
         let span = tracing::info_span!("attempt", delivery_id = %delivery.id, event_id = %delivery.event_id, attempt = delivery.attempts + 1);
         // A span of the publisher's trace when traces are exported (`model/trace.rs`).
         if let Some(parent) = delivery.traceparent.as_deref().and_then(TraceParent::parse) {
@@ -267,7 +359,6 @@ impl Engine {
                 .attempt(delivery, permit, slot)
                 .instrument(span),
         );
-        None
     }
 
     /// The destinations at their cap, which the next claim leaves alone.
@@ -325,12 +416,22 @@ impl Engine {
 
     /// Runs until `shutdown` turns true, then drains and releases leases.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let semaphore = Arc::new(Semaphore::new(self.config.concurrency));
+        let semaphore = self.slots.clone();
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let budget = self.attempt_budget();
-        let lease = chrono::TimeDelta::from_std(budget + lease_margin(budget))
-            .unwrap_or(chrono::TimeDelta::MAX);
+        let lease = self.lease;
         let mut next_reap = Instant::now();
+        let Some(mut handed) = (self.handed_rx.lock())
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            tracing::error!("the delivery engine was started twice");
+            return;
+        };
+        self.store.hand_off_to(Some(Arc::new(Taker {
+            engine: Arc::downgrade(&self),
+            owner: self.owner.clone(),
+            lease,
+        })));
         tracing::info!(owner = %self.owner, concurrency = self.config.concurrency, "delivery engine started");
 
         while !*shutdown.borrow() {
@@ -349,6 +450,10 @@ impl Engine {
 
             let free = semaphore.available_permits().min(MAX_CLAIM_BATCH);
             let mut more = false;
+            if free == 0 {
+                // Work may be waiting that no claim has seen: it goes first when a slot frees.
+                self.caught_up.store(false, Ordering::Release);
+            }
             if free > 0 {
                 let now = model::now();
                 // Destinations at their share are not claimed for at all, so a hanging endpoint's
@@ -381,7 +486,7 @@ impl Engine {
                         more = batch.len() == free;
                         let mut overflow = Vec::new();
                         for delivery in batch {
-                            if let Some(delivery) = self.start(&mut tasks, &semaphore, delivery) {
+                            if let Some(delivery) = self.start(&mut tasks, delivery) {
                                 overflow.push(delivery.id);
                             }
                         }
@@ -398,8 +503,10 @@ impl Engine {
                                 tracing::warn!(error = %e, "handing back deliveries failed; their leases will expire");
                             }
                         }
+                        self.caught_up.store(!more, Ordering::Release);
                     }
                     Err(e) => {
+                        self.caught_up.store(false, Ordering::Release);
                         tracing::warn!(error = %e, "claiming deliveries failed; retrying shortly");
                         tokio::select! {
                             () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -416,12 +523,30 @@ impl Engine {
             // attempt frees one, so wait for that as well as for new work.
             let saturated =
                 semaphore.available_permits() == 0 || self.saturated() != Skip::default();
-            tokio::select! {
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.config.poll_interval) => {}
-                _ = shutdown.changed() => {}
-                Some(_) = tasks.join_next(), if saturated => {}
+            let poll = tokio::time::sleep(self.config.poll_interval);
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    () = self.wake.notified() => break,
+                    () = &mut poll => break,
+                    _ = shutdown.changed() => break,
+                    Some(_) = tasks.join_next(), if saturated => break,
+                    // Handed over already leased: started without a claim, and the loop waits on.
+                    Some(new) = handed.recv() => {
+                        self.metrics.delivery_started("handed");
+                        self.spawn_attempt(&mut tasks, new.delivery, new.permit, new.slot);
+                        while tasks.try_join_next().is_some() {}
+                    }
+                }
             }
+        }
+
+        // No more deliveries are handed over; those already on their way are run.
+        self.store.hand_off_to(None);
+        self.caught_up.store(false, Ordering::Release);
+        while let Ok(new) = handed.try_recv() {
+            self.metrics.delivery_started("handed");
+            self.spawn_attempt(&mut tasks, new.delivery, new.permit, new.slot);
         }
 
         let in_flight = tasks.len();

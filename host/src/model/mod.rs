@@ -264,6 +264,9 @@ pub struct PublishedEvent {
     pub created_at: DateTime<Utc>,
     /// How many destinations (subscriptions and connectors) got a delivery.
     pub deliveries: u32,
+    /// How many of those this instance's engine started at once, unclaimed
+    /// (`store/handoff.rs`); the others wait to be claimed.
+    pub started: u32,
 }
 
 /// One publish request: its events (one, or a batch) and its idempotency key.

@@ -22,6 +22,7 @@
 mod common;
 mod error;
 pub mod group;
+mod handoff;
 mod instances;
 mod notices;
 mod ops;
@@ -53,6 +54,7 @@ use crate::model::{
 };
 
 pub use error::{StoreError, StoreResult};
+pub use handoff::{Handoff, Reserved};
 pub use postgres::PostgresStore;
 pub use seal::{Keyring, key_id};
 pub use sqlite::SqliteStore;
@@ -323,6 +325,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<u64>;
+
+    /// Hands the deliveries of events published from now on to `engine`, already leased, as far
+    /// as it has room (`handoff.rs`); `None` stops it (an engine that stops).
+    fn hand_off_to(&self, engine: Option<Arc<dyn Handoff>>);
 
     /// Tells other instances that new work was committed (Postgres `NOTIFY`, sent after the
     /// publish transaction, never inside it). Best effort: the poll is the fallback.

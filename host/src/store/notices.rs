@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::StoreResult;
 use super::common::{Notify, commit};
-use super::publish::{Commit, write_events};
+use super::publish::{Commit, Destinations, write_events};
 use super::rows;
 use super::sql::{Arg, Conn, Dialect};
 use crate::model::NewEvent;
@@ -55,7 +55,14 @@ pub(super) async fn publish<D: Dialect>(store: &D, limit: u32) -> StoreResult<u3
         return Ok(0);
     }
     let events: Vec<NewEvent> = notices.iter().map(Notice::event).collect();
-    write_events::<D>(&mut tx, &events.iter().collect::<Vec<_>>(), Commit::Later).await?;
+    // Not handed to the engine: the maintenance loop wakes it once they are committed.
+    let to = Destinations {
+        engine: None,
+        keyring: store.keyring(),
+        now: crate::model::now(),
+    };
+    let events: Vec<&NewEvent> = events.iter().collect();
+    let _ = write_events::<D>(&mut tx, &events, &to, Commit::Later).await?;
     let ids: Vec<Uuid> = notices.iter().map(|n| n.id).collect();
     tx.exec_in("DELETE FROM hub_notices WHERE id IN ({ids})", &[], &ids)
         .await?;

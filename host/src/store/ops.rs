@@ -653,6 +653,10 @@ impl<D: Dialect> Store for D {
         instances::delete(self, id, now).await
     }
 
+    fn hand_off_to(&self, engine: Option<Arc<dyn super::Handoff>>) {
+        self.pools().taker.set(engine);
+    }
+
     async fn announce_work(&self) {
         self.notify_peers().await;
     }

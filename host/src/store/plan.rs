@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{StoreError, StoreResult};
 use crate::model::{
     AttemptRecord, AttemptResult, IdempotencyKey, NewEvent, PublishOutcome, PublishRequest,
-    PublishedEvent, filter::Filter,
+    PublishedEvent, TransformRef, filter::Filter,
 };
 
 /// Event ids of an idempotency record, stored as a JSON array of strings.
@@ -57,6 +57,10 @@ pub(crate) struct DeliveryRow<'a> {
     pub at: DateTime<Utc>,
     /// When it is first due: at once, or when its subscription's open circuit cools off.
     pub due: DateTime<Utc>,
+    /// What sending it at once needs, when its subscription allows that (`handoff.rs`).
+    pub direct: Option<&'a Direct>,
+    /// Written `in_flight`, leased to the local engine until then (`handoff.rs`).
+    pub leased_until: Option<DateTime<Utc>>,
 }
 
 /// A subscription an event type matches, with the end of its circuit's cool-off if it is open:
@@ -70,6 +74,29 @@ pub(super) struct Match {
     pub filter: Option<Arc<Filter>>,
     /// It keeps order: its deliveries carry their event's ordering key.
     pub ordered: bool,
+    /// Its deliveries may be handed to the local engine, with what sending them needs: read
+    /// only while an engine takes them (`handoff.rs`).
+    pub direct: Option<Direct>,
+}
+
+/// What a subscription's delivery needs to be sent at once, read with the publish's
+/// destinations (`Dialect::MATCHING_DESTINATIONS`; `handoff.rs`) when an engine takes deliveries.
+#[derive(Clone)]
+pub(crate) struct Direct {
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    /// Valid secrets, opened, newest first.
+    pub secrets: Vec<String>,
+    pub transform: Option<TransformRef>,
+}
+
+/// Never shows the secrets (nor header values, which may hold credentials).
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Direct")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Idempotency keys claimed for writing within one group, with the claiming request.
@@ -158,6 +185,8 @@ pub(super) fn plan_deliveries<'a>(
                 due: s
                     .blocked_until
                     .map_or(event.created_at, |until| until.max(event.created_at)),
+                direct: s.direct.as_ref(),
+                leased_until: None,
             }
         }));
         rows.extend(matched.connectors.iter().map(|c| DeliveryRow {
@@ -168,17 +197,21 @@ pub(super) fn plan_deliveries<'a>(
             ordering_key: None,
             at: event.created_at,
             due: event.created_at,
+            direct: None,
+            leased_until: None,
         }));
         counts.insert(event.id, (subs.len() + matched.connectors.len()) as u32);
     }
     (rows, counts)
 }
 
-/// Turns the decisions of a committed group into one outcome per request.
+/// Turns the decisions of a committed group into one outcome per request, given each written
+/// event's deliveries and how many of them the local engine started.
 pub(super) fn group_outcomes(
     requests: &[PublishRequest],
     decisions: Vec<Decision>,
     counts: &HashMap<Uuid, u32>,
+    started: &HashMap<Uuid, u32>,
 ) -> Vec<PublishOutcome> {
     let created = |r: &PublishRequest| -> Vec<PublishedEvent> {
         r.events
@@ -188,6 +221,7 @@ pub(super) fn group_outcomes(
                 event_type: e.event_type.clone(),
                 created_at: e.created_at,
                 deliveries: counts.get(&e.id).copied().unwrap_or(0),
+                started: started.get(&e.id).copied().unwrap_or(0),
             })
             .collect()
     };

@@ -131,6 +131,7 @@ impl PostgresStore {
                 reader: pool.clone(),
                 writer: pool,
                 keyring,
+                taker: Default::default(),
             },
             hot,
             claims,
@@ -236,10 +237,15 @@ impl Dialect for PostgresStore {
     const BACKEND: Backend = Backend::Postgres;
     const MATCHING_DESTINATIONS: &'static str = "SELECT id, NULL::text AS connector, \
          CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until, paused, filter, \
-         ordered FROM subscriptions WHERE deleted_at IS NULL AND enabled \
+         ordered, (circuit_state = 'closed' AND rate_per_second IS NULL AND instance_id IS NULL \
+           AND NOT paused) AS direct, url, headers::text AS headers, transform, \
+         (SELECT json_agg(ss.key_id || ':' || ss.secret ORDER BY ss.id DESC)::text \
+           FROM subscription_secrets ss WHERE ss.subscription_id = subscriptions.id \
+           AND (ss.expires_at IS NULL OR ss.expires_at > $2)) AS secrets \
+         FROM subscriptions WHERE deleted_at IS NULL AND enabled \
          AND ($1 = ANY (events) OR '*' = ANY (events)) \
-         UNION ALL SELECT NULL, name, NULL, false, NULL, false FROM connector_bindings \
-         WHERE $1 = ANY (events) OR '*' = ANY (events) ORDER BY id, connector";
+         UNION ALL SELECT NULL, name, NULL, false, NULL, false, false, NULL, NULL, NULL, NULL \
+         FROM connector_bindings WHERE $1 = ANY (events) OR '*' = ANY (events) ORDER BY id, connector";
     const ROW_LOCKS: bool = true;
 
     fn name_not_in(column: &str, n: usize) -> String {
@@ -258,6 +264,7 @@ impl Dialect for PostgresStore {
         conn: &mut PgConnection,
         events: &[&NewEvent],
         rows: &[DeliveryRow<'_>],
+        owner: Option<&str>,
     ) -> StoreResult<()> {
         sqlx::query(
             "WITH e AS ( \
@@ -265,11 +272,14 @@ impl Dialect for PostgresStore {
                SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]::json[], $4::timestamptz[], \
                  $5::text[], $6::text[])) \
              INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, \
-               created_at, updated_at, ordering_key) \
+               created_at, updated_at, ordering_key, status, lease_owner, lease_expires_at) \
              SELECT d.id, d.event_id, CASE WHEN d.sub IS NULL THEN 'connector' ELSE 'webhook' END, \
-               d.sub, d.connector, d.due, d.at, d.at, d.ordering_key \
+               d.sub, d.connector, d.due, d.at, d.at, d.ordering_key, \
+               CASE WHEN d.leased IS NULL THEN 'pending' ELSE 'in_flight' END, \
+               CASE WHEN d.leased IS NULL THEN NULL ELSE $15::text END, d.leased \
              FROM UNNEST($7::uuid[], $8::uuid[], $9::uuid[], $10::text[], $11::timestamptz[], \
-               $12::timestamptz[], $13::text[]) AS d(id, event_id, sub, connector, at, due, ordering_key)",
+               $12::timestamptz[], $13::text[], $14::timestamptz[]) \
+               AS d(id, event_id, sub, connector, at, due, ordering_key, leased)",
         )
         .bind(column(events, |e| e.id))
         .bind(column(events, |e| e.event_type.as_str()))
@@ -284,6 +294,8 @@ impl Dialect for PostgresStore {
         .bind(column(rows, |r| r.at))
         .bind(column(rows, |r| r.due))
         .bind(column(rows, |r| r.ordering_key))
+        .bind(column(rows, |r| r.leased_until))
+        .bind(owner)
         .execute(conn)
         .await?;
         Ok(())

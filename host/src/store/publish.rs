@@ -10,13 +10,14 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::common::Tx;
+use super::handoff::{Handed, Handoff, hand_off};
 use super::plan::{
     Decision, KeyClaims, Match, Matches, decode_ids, distinct_types, encode_ids, events_to_write,
     group_outcomes, in_order, plan_deliveries,
 };
 use super::rows;
 use super::sql::{Arg, Conn, DbRow, Dialect};
-use super::{StoreError, StoreResult};
+use super::{Keyring, StoreError, StoreResult};
 use crate::model::{
     IDEMPOTENCY_TTL, IdempotencyKey, NewEvent, PublishOutcome, PublishRequest, PublishedEvent,
     held_until,
@@ -28,6 +29,12 @@ pub(super) async fn group<D: Dialect>(
     requests: Vec<PublishRequest>,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<PublishOutcome>> {
+    let engine = store.pools().taker.get();
+    let to = Destinations {
+        engine: engine.as_deref(),
+        keyring: store.keyring(),
+        now,
+    };
     if D::ONE_STATEMENT_PUBLISH && requests.iter().all(|r| r.idempotency.is_none()) {
         // Nothing to claim first: the destinations are read, then the events and their
         // deliveries written by one statement, atomic on its own (a read in the transaction
@@ -35,8 +42,8 @@ pub(super) async fn group<D: Dialect>(
         let decisions: Vec<Decision> = requests.iter().map(|_| Decision::Write).collect();
         let events = events_to_write(&requests, &decisions);
         let mut conn = store.writer().acquire().await?;
-        let counts = write_events::<D>(&mut conn, &events, Commit::ByItself).await?;
-        return Ok(group_outcomes(&requests, decisions, &counts));
+        let written = write_events::<D>(&mut conn, &events, &to, Commit::ByItself).await?;
+        return Ok(written.committed(&requests, decisions));
     }
     let mut tx = store.writer().begin().await?;
     let mut decisions = Vec::with_capacity(requests.len());
@@ -61,9 +68,9 @@ pub(super) async fn group<D: Dialect>(
     }
 
     let events = events_to_write(&requests, &decisions);
-    let counts = write_events::<D>(&mut tx, &events, Commit::Later).await?;
+    let written = write_events::<D>(&mut tx, &events, &to, Commit::Later).await?;
     commit_publish::<D>(tx).await?;
-    Ok(group_outcomes(&requests, decisions, &counts))
+    Ok(written.committed(&requests, decisions))
 }
 
 /// Commits a publish: a connection broken during the commit leaves its outcome unknown
@@ -136,21 +143,58 @@ async fn claim_key<C: Conn>(
 }
 
 /// Writes `events` and a delivery for each destination each one matches (live subscriptions
-/// whose filter takes it, held if paused or past an open circuit; bound connectors); answers
-/// the number of deliveries per event. The publish path and the hub's own notices share it.
+/// whose filter takes it, held if paused or past an open circuit; bound connectors), those the
+/// local engine takes leased to it (`handoff.rs`). The publish path and the hub's own notices
+/// share it.
 pub(super) async fn write_events<D: Dialect>(
     conn: &mut D::Conn,
     events: &[&NewEvent],
+    to: &Destinations<'_>,
     commit: Commit,
-) -> StoreResult<HashMap<Uuid, u32>> {
-    let matches = matching_destinations::<D>(conn, events).await?;
-    let (rows, counts) = plan_deliveries(events, &matches);
-    let inserted = D::insert_published(conn, events, &rows).await;
+) -> StoreResult<Written> {
+    let matches = matching_destinations::<D>(conn, events, to).await?;
+    let (mut rows, counts) = plan_deliveries(events, &matches);
+    let handed = match to.engine {
+        Some(engine) => hand_off(engine, events, &mut rows, to.now),
+        None => Handed::default(),
+    };
+    let owner = to.engine.map(|e| e.owner());
+    let inserted = D::insert_published(conn, events, &rows, owner).await;
     match commit {
         Commit::Later => inserted?,
         Commit::ByItself => inserted.map_err(StoreError::uncertain_if_broken)?,
     }
-    Ok(counts)
+    Ok(Written { counts, handed })
+}
+
+/// Where [`write_events`] looks for its destinations and sends what it may send at once.
+pub(super) struct Destinations<'a> {
+    /// The local engine that takes new deliveries, if any (the hub's notices have none).
+    pub engine: Option<&'a dyn Handoff>,
+    pub keyring: &'a Keyring,
+    pub now: DateTime<Utc>,
+}
+
+/// What [`write_events`] wrote: the number of deliveries per event, and those handed to the
+/// engine, to start once committed.
+pub(super) struct Written {
+    pub counts: HashMap<Uuid, u32>,
+    pub handed: Handed,
+}
+
+impl Written {
+    /// The group's outcomes, its rows committed: the handed deliveries start.
+    fn committed(
+        self,
+        requests: &[PublishRequest],
+        decisions: Vec<Decision>,
+    ) -> Vec<PublishOutcome> {
+        let started: HashMap<Uuid, u32> = (self.counts.keys())
+            .map(|id| (*id, self.handed.of(*id)))
+            .collect();
+        self.handed.start();
+        group_outcomes(requests, decisions, &self.counts, &started)
+    }
 }
 
 /// How the rows [`write_events`] inserts are committed.
@@ -162,30 +206,43 @@ pub(super) enum Commit {
     ByItself,
 }
 
-/// The destinations of each distinct event type of `events`, in one query per type.
+/// The destinations of each distinct event type of `events`, in one query per type; with an
+/// engine to hand deliveries to, what sending a subscription's at once needs.
 async fn matching_destinations<'e, D: Dialect>(
     conn: &mut D::Conn,
     events: &[&'e NewEvent],
+    to: &Destinations<'_>,
 ) -> StoreResult<HashMap<&'e str, Matches>> {
     let mut matches: HashMap<&str, Matches> = HashMap::new();
     for event_type in distinct_types(events) {
         let found = matches.entry(event_type).or_default();
         for row in conn
-            .rows(D::MATCHING_DESTINATIONS, &[Arg::Text(event_type)])
+            .rows(
+                D::MATCHING_DESTINATIONS,
+                &[Arg::Text(event_type), Arg::Time(to.now)],
+            )
             .await?
         {
             match row.opt_text("connector")? {
                 Some(name) => found.connectors.push(name),
-                None => found.subscriptions.push(Match {
-                    id: row.uuid("id")?,
-                    blocked_until: if row.bool("paused")? {
-                        Some(held_until())
-                    } else {
-                        row.opt_time("blocked_until")?
-                    },
-                    filter: rows::filter(row.opt_text("filter")?)?.map(Arc::new),
-                    ordered: row.bool("ordered")?,
-                }),
+                None => {
+                    let id = row.uuid("id")?;
+                    let direct = match to.engine.is_some() && row.bool("direct")? {
+                        true => Some(rows::direct(&row, id, to.keyring)?),
+                        false => None,
+                    };
+                    found.subscriptions.push(Match {
+                        id,
+                        blocked_until: if row.bool("paused")? {
+                            Some(held_until())
+                        } else {
+                            row.opt_time("blocked_until")?
+                        },
+                        filter: rows::filter(row.opt_text("filter")?)?.map(Arc::new),
+                        ordered: row.bool("ordered")?,
+                        direct,
+                    })
+                }
             }
         }
     }

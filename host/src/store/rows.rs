@@ -1,8 +1,9 @@
 //! Rows to domain types, written once for both backends over [`DbRow`].
 
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
-use super::plan::decode_strings;
+use super::plan::{Direct, decode_strings};
 use super::seal::Keyring;
 use super::sql::DbRow;
 use super::{StoreError, StoreResult};
@@ -169,7 +170,7 @@ pub(super) fn connector_binding(row: &impl DbRow) -> StoreResult<ConnectorBindin
 }
 
 pub(super) fn published_event(row: &impl DbRow) -> StoreResult<PublishedEvent> {
-    decode!(row => PublishedEvent { id, event_type, created_at, deliveries })
+    decode!(row => PublishedEvent { id, event_type, created_at, deliveries, started = 0 })
 }
 
 pub(super) fn delivery_status(raw: &str) -> StoreResult<DeliveryStatus> {
@@ -283,6 +284,28 @@ pub(super) fn claimed(
     decode!(row => ClaimedDelivery {
         id, event_id, event_type, event_created_at, payload, attempts, target = target,
         traceparent = row.opt_text("traceparent")?,
+    })
+}
+
+/// What sending a subscription's delivery at once needs (`handoff.rs`): its `url`, `headers`,
+/// `transform` and valid `secrets` (a JSON array as stored, newest first), opened.
+pub(super) fn direct(
+    row: &impl DbRow,
+    subscription_id: Uuid,
+    keyring: &Keyring,
+) -> StoreResult<Direct> {
+    let sealed: Vec<String> = match row.opt_text("secrets")? {
+        Some(list) => serde_json::from_str(&list)
+            .map_err(|e| StoreError::Corrupt(format!("a subscription's secrets: {e}")))?,
+        None => Vec::new(),
+    };
+    Ok(Direct {
+        url: row.text("url")?,
+        headers: decode_strings(&row.text("headers")?)?,
+        secrets: (sealed.iter())
+            .map(|s| keyring.open_joined(subscription_id, s))
+            .collect::<StoreResult<_>>()?,
+        transform: transform(row)?,
     })
 }
 

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::StoreResult;
+use super::handoff::Taker;
 use super::plan::DeliveryRow;
 use super::seal::Keyring;
 use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent};
@@ -256,6 +257,8 @@ pub(crate) struct Pools<Db: sqlx::Database> {
     pub writer: sqlx::Pool<Db>,
     /// Seals and opens subscription secrets.
     pub keyring: Keyring,
+    /// The local engine new deliveries are handed to (`handoff.rs`).
+    pub taker: Taker,
 }
 
 /// One backend: its pools, the statements whose text differs, and the operations that do.
@@ -265,9 +268,11 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
 
     const BACKEND: Backend;
 
-    /// The destinations of event type `$1`: live, enabled subscriptions (`id`, and
-    /// `blocked_until`, the end of an open circuit's cool-off), in id order, and bound
-    /// connectors (`connector`; NULL for a subscription).
+    /// The destinations of event type `$1` at `$2`: live, enabled subscriptions (`id`,
+    /// `blocked_until`, the end of an open circuit's cool-off, `paused`, `filter`, `ordered`;
+    /// `direct` when a delivery may be handed to the engine, with `url`, `headers`, `transform`
+    /// and the valid `secrets` as a JSON array, newest first: `handoff.rs`), in id order, and
+    /// bound connectors (`connector`; NULL for a subscription).
     const MATCHING_DESTINATIONS: &'static str;
 
     /// A condition true when `column` is none of the names in `$n` (a name list argument).
@@ -302,11 +307,13 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
     /// instead of BEGIN, the inserts and COMMIT).
     const ONE_STATEMENT_PUBLISH: bool = false;
 
-    /// Inserts `events` and their deliveries `rows` (either may be empty).
+    /// Inserts `events` and their deliveries `rows` (either may be empty); those with a
+    /// `leased_until` `in_flight`, leased to `owner`.
     fn insert_published(
         conn: &mut Self::Conn,
         events: &[&NewEvent],
         rows: &[DeliveryRow<'_>],
+        owner: Option<&str>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// See [`super::Store::claim_deliveries`].

@@ -155,6 +155,7 @@ impl SqliteStore {
                 reader,
                 writer,
                 keyring,
+                taker: Default::default(),
             },
         })
     }
@@ -245,9 +246,14 @@ impl Dialect for SqliteStore {
     const BACKEND: Backend = Backend::Sqlite;
     const MATCHING_DESTINATIONS: &'static str = "SELECT id, NULL AS connector, \
          CASE WHEN circuit_state = 'open' THEN circuit_open_until END AS blocked_until, paused, filter, \
-         ordered FROM subscriptions WHERE deleted_at IS NULL AND enabled = 1 \
+         ordered, (circuit_state = 'closed' AND rate_per_second IS NULL AND instance_id IS NULL \
+           AND paused = 0) AS direct, url, headers, transform, \
+         (SELECT json_group_array(ss.key_id || ':' || ss.secret ORDER BY ss.id DESC) \
+           FROM subscription_secrets ss WHERE ss.subscription_id = subscriptions.id \
+           AND (ss.expires_at IS NULL OR ss.expires_at > $2)) AS secrets \
+         FROM subscriptions WHERE deleted_at IS NULL AND enabled = 1 \
          AND EXISTS (SELECT 1 FROM json_each(subscriptions.events) WHERE value = $1 OR value = '*') \
-         UNION ALL SELECT NULL, name, NULL, 0, NULL, 0 FROM connector_bindings \
+         UNION ALL SELECT NULL, name, NULL, 0, NULL, 0, 0, NULL, NULL, NULL, NULL FROM connector_bindings \
          WHERE EXISTS (SELECT 1 FROM json_each(connector_bindings.events) WHERE value = $1 OR value = '*') \
          ORDER BY id, connector";
     const ROW_LOCKS: bool = false;
@@ -266,13 +272,14 @@ impl Dialect for SqliteStore {
         conn: &mut SqliteConnection,
         events: &[&NewEvent],
         rows: &[DeliveryRow<'_>],
+        owner: Option<&str>,
     ) -> StoreResult<()> {
         let fits = events.len() <= repr::IDS_PER_STATEMENT && rows.len() <= repr::IDS_PER_STATEMENT;
         if fits && !events.is_empty() && !rows.is_empty() {
             let mut q = QueryBuilder::<Sqlite>::new("");
             push_events(&mut q, events);
             q.push("; ");
-            push_deliveries(&mut q, rows);
+            push_deliveries(&mut q, rows, owner);
             q.build().execute(&mut *conn).await?;
             return Ok(());
         }
@@ -283,7 +290,7 @@ impl Dialect for SqliteStore {
         }
         for chunk in rows.chunks(repr::IDS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new("");
-            push_deliveries(&mut q, chunk);
+            push_deliveries(&mut q, chunk, owner);
             q.build().execute(&mut *conn).await?;
         }
         Ok(())
@@ -502,14 +509,20 @@ fn push_events<'a>(q: &mut QueryBuilder<'a, Sqlite>, events: &[&'a NewEvent]) {
     });
 }
 
-/// `INSERT INTO deliveries …` of `rows`, onto `q`.
-fn push_deliveries<'a>(q: &mut QueryBuilder<'a, Sqlite>, rows: &[DeliveryRow<'a>]) {
+/// `INSERT INTO deliveries …` of `rows`, onto `q`; those with a `leased_until` leased to
+/// `owner`.
+fn push_deliveries<'a>(
+    q: &mut QueryBuilder<'a, Sqlite>,
+    rows: &[DeliveryRow<'a>],
+    owner: Option<&'a str>,
+) {
     q.push(
         "INSERT INTO deliveries (id, event_id, kind, subscription_id, connector, next_attempt_at, \
-         created_at, updated_at, ordering_key) ",
+         created_at, updated_at, ordering_key, status, lease_owner, lease_expires_at) ",
     );
     q.push_values(rows, |mut row, d| {
         let at = d.at.timestamp_micros();
+        let leased = d.leased_until.map(|until| until.timestamp_micros());
         row.push_bind(d.id)
             .push_bind(d.event_id)
             .push_bind(if d.subscription.is_some() {
@@ -522,6 +535,13 @@ fn push_deliveries<'a>(q: &mut QueryBuilder<'a, Sqlite>, rows: &[DeliveryRow<'a>
             .push_bind(d.due.timestamp_micros())
             .push_bind(at)
             .push_bind(at)
-            .push_bind(d.ordering_key);
+            .push_bind(d.ordering_key)
+            .push_bind(if leased.is_some() {
+                "in_flight"
+            } else {
+                "pending"
+            })
+            .push_bind(owner.filter(|_| leased.is_some()))
+            .push_bind(leased);
     });
 }
