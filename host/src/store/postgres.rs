@@ -109,21 +109,15 @@ impl PostgresStore {
             }
         }
         let hot_connections = (max_connections / 3).clamp(1, 6);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.saturating_sub(hot_connections).max(2))
-            .acquire_timeout(Duration::from_secs(5))
+        let pool = pool_options(max_connections.saturating_sub(hot_connections).max(2))
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
         let hot_options = options.options(HOT_PATH_SETTINGS.iter().copied());
-        let hot = PgPoolOptions::new()
-            .max_connections(hot_connections.saturating_sub(1).max(1))
-            .acquire_timeout(Duration::from_secs(5))
+        let hot = pool_options(hot_connections.saturating_sub(1).max(1))
             .connect_with(hot_options.clone())
             .await?;
-        let claims = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
+        let claims = pool_options(1)
             .connect_with(hot_options.options(CLAIM_SETTINGS.iter().copied()))
             .await?;
         Ok(Self {
@@ -141,6 +135,29 @@ impl PostgresStore {
             }),
         })
     }
+}
+
+/// A pooled connection idle this long is checked (a round trip) before it is used again: it may
+/// have been cut meanwhile (a restarted server, a firewall's idle timeout). sqlx's default checks
+/// every connection on every acquire, which costs PostgreSQL a wake-up per statement at a
+/// moderate rate; a connection in steady use that breaks fails its statement and is dropped
+/// (sqlx checks it again as it goes back to the pool).
+const CHECK_WHEN_IDLE: Duration = Duration::from_secs(10);
+
+/// A pool of up to `max` connections, waiting up to 5 s for one (see `group::MAX_WAIT`).
+fn pool_options(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= CHECK_WHEN_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// One array parameter of an `UNNEST` statement: `f` of every item.

@@ -128,10 +128,13 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         }
 
+        // A file's connection does not break while idle: no check before each use (a round
+        // trip to its thread).
         let mut writer_options = SqlitePoolOptions::new()
             .max_connections(1)
             // As PostgreSQL's pools: see `group::MAX_WAIT`.
-            .acquire_timeout(Duration::from_secs(5));
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false);
         if !in_memory {
             // (An in-memory database lives in its one connection: it cannot be replaced.)
             writer_options = writer_options.after_release(|conn, _| {
@@ -147,6 +150,7 @@ impl SqliteStore {
             SqlitePoolOptions::new()
                 .max_connections(READERS)
                 .acquire_timeout(Duration::from_secs(10))
+                .test_before_acquire(false)
                 .connect_with(options.read_only(true))
                 .await?
         };
