@@ -234,14 +234,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one stored event of `event_type`.
-    /// An attempt starts, of a delivery `how` ([`START_WAYS`]) came to this engine.
+    /// Counts a delivery this engine took up, `how` it came ([`START_WAYS`]).
     pub fn delivery_started(&self, how: &'static str) {
         self.deliveries_started
             .get_or_create(&StartLabels { how: how.into() })
             .inc();
     }
 
+    /// Counts one stored event of `event_type`.
     pub fn event_published(&self, event_type: &str) {
         let label = {
             let mut seen = self

@@ -16,10 +16,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -33,8 +33,11 @@ use crate::model::trace::{self, TraceParent};
 use crate::model::{
     self, AttemptRecord, AttemptResult, Claim, ClaimedDelivery, Skip, Target, notice,
 };
+use crate::store::Store;
 use crate::store::group::GroupCommit;
-use crate::store::{Handoff, Reserved, Store};
+
+mod handoff;
+use handoff::Handed;
 
 /// How long a delivery whose transform is not loaded waits before it is looked at again (a
 /// transform dropped into the directory loads within about two seconds).
@@ -87,65 +90,6 @@ pub struct Engine {
     /// Deliveries handed over by the store (`store/handoff.rs`), to the loop that runs them.
     handed: mpsc::UnboundedSender<Handed>,
     handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Handed>>>,
-}
-
-/// A delivery handed over as its event was written, with the slot reserved for it.
-struct Handed {
-    delivery: ClaimedDelivery,
-    permit: OwnedSemaphorePermit,
-    slot: Slot,
-}
-
-/// The engine as the store sees it while it takes new deliveries directly. It holds the
-/// engine weakly: the store must not keep alive an engine whose task is gone.
-#[derive(Debug)]
-struct Taker {
-    engine: Weak<Engine>,
-    owner: String,
-    lease: TimeDelta,
-}
-
-impl Handoff for Taker {
-    fn owner(&self) -> &str {
-        &self.owner
-    }
-
-    fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + self.lease
-    }
-
-    fn reserve(&self, subscription: uuid::Uuid) -> Option<Box<dyn Reserved>> {
-        let engine = self.engine.upgrade()?;
-        if !engine.caught_up.load(Ordering::Acquire) {
-            return None;
-        }
-        let permit = engine.slots.clone().try_acquire_owned().ok()?;
-        let slot = engine.take_slot(Dest::Subscription(subscription))?;
-        Some(Box::new(Room {
-            permit,
-            slot,
-            to: engine.handed.clone(),
-        }))
-    }
-}
-
-/// A slot reserved for a delivery being written (see [`Taker`]); given back if dropped.
-struct Room {
-    permit: OwnedSemaphorePermit,
-    slot: Slot,
-    to: mpsc::UnboundedSender<Handed>,
-}
-
-impl Reserved for Room {
-    fn start(self: Box<Self>, delivery: ClaimedDelivery) {
-        let Room { permit, slot, to } = *self;
-        // A loop that has stopped released its leases, or they expire.
-        let _ = to.send(Handed {
-            delivery,
-            permit,
-            slot,
-        });
-    }
 }
 
 /// A destination as the per-destination share counts it.
@@ -427,11 +371,7 @@ impl Engine {
             tracing::error!("the delivery engine was started twice");
             return;
         };
-        self.store.hand_off_to(Some(Arc::new(Taker {
-            engine: Arc::downgrade(&self),
-            owner: self.owner.clone(),
-            lease,
-        })));
+        self.store.hand_off_to(Some(handoff::taker(&self)));
         tracing::info!(owner = %self.owner, concurrency = self.config.concurrency, "delivery engine started");
 
         while !*shutdown.borrow() {

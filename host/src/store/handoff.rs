@@ -5,8 +5,8 @@
 //! Only what a claim would take at once is handed: a plain webhook subscription's delivery, due
 //! now, whose circuit is closed, which is neither paused nor rate limited nor waiting behind an
 //! earlier event of its ordering key; and only while the engine has room for it (it reserves a
-//! slot of its subscription, see `delivery/worker.rs`). Everything else is written `pending`
-//! and claimed as before.
+//! slot of its subscription: `delivery/worker/handoff.rs`). Everything else is written
+//! `pending` and claimed as before.
 //!
 //! Invariants (contract test `new_deliveries_are_handed_to_the_engine_leased_or_left_pending`):
 //! - a handed delivery is written `in_flight`, leased to the engine, by the statement or
