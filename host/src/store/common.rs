@@ -12,10 +12,10 @@ use super::rows::{self, subscription_columns};
 use super::sql::{Arg, Conn, DbRow, Dialect};
 use crate::model::{AttemptRecord, AttemptResult, Subscription, circuit, notice};
 
-pub(super) type Tx<D> = sqlx::Transaction<'static, <D as Dialect>::Db>;
+pub(super) type Tx<'c, D> = sqlx::Transaction<'c, <D as Dialect>::Db>;
 
-/// Commits `tx`.
-pub(super) async fn commit<D: Dialect>(tx: Tx<D>) -> StoreResult<()> {
+/// Commits `tx` (on a pooled connection of its own, or on one lent by `kept.rs`).
+pub(super) async fn commit<D: Dialect>(tx: Tx<'_, D>) -> StoreResult<()> {
     Ok(tx.commit().await?)
 }
 
@@ -93,7 +93,7 @@ pub(super) async fn hand_back<D: Dialect>(
 ) -> StoreResult<u64> {
     store
         .writer()
-        .acquire()
+        .take()
         .await?
         .exec_in(
             "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \

@@ -20,7 +20,7 @@ pub(super) async fn create<D: Dialect>(
     store: &D,
     instance: ConnectorInstance,
 ) -> StoreResult<Option<ConnectorInstance>> {
-    let mut conn = store.writer().acquire().await?;
+    let mut conn = store.writer().take().await?;
     let settings = encode_json(&instance.settings.0);
     let inserted = conn
         .exec(
@@ -74,7 +74,8 @@ pub(super) async fn update<D: Dialect>(
     settings: &BTreeMap<String, String>,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<ConnectorInstance>> {
-    let mut tx = store.writer().begin().await?;
+    let mut conn = store.writer().take().await?;
+    let mut tx = conn.begin().await?;
     let settings = encode_json(settings);
     let changed = tx
         .exec(
@@ -90,6 +91,7 @@ pub(super) async fn update<D: Dialect>(
     let updated = tx.row(&sql, &[Arg::Uuid(id)]).await?;
     let updated = updated.as_ref().map(rows::connector_instance).transpose()?;
     commit::<D>(tx).await?;
+    conn.keep();
     Ok(updated)
 }
 
@@ -100,7 +102,8 @@ pub(super) async fn delete<D: Dialect>(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> StoreResult<InstanceDeletion> {
-    let mut tx = store.writer().begin().await?;
+    let mut conn = store.writer().take().await?;
+    let mut tx = conn.begin().await?;
     let sql = format!(
         "SELECT id FROM connector_instances WHERE id = $1 AND deleted_at IS NULL{}",
         D::lock(" FOR UPDATE")
@@ -127,5 +130,6 @@ pub(super) async fn delete<D: Dialect>(
     )
     .await?;
     commit::<D>(tx).await?;
+    conn.keep();
     Ok(InstanceDeletion::Deleted)
 }

@@ -24,6 +24,7 @@ mod error;
 pub mod group;
 mod handoff;
 mod instances;
+mod kept;
 mod notices;
 mod ops;
 mod plan;

@@ -25,7 +25,7 @@ pub(super) async fn connector_failed<D: Dialect>(
         detail: Some(problem),
         ..Notify::default()
     };
-    let mut conn = store.writer().acquire().await?;
+    let mut conn = store.writer().take().await?;
     notice
         .write(&mut *conn, notice::CONNECTOR_FAILED, now)
         .await
@@ -33,7 +33,8 @@ pub(super) async fn connector_failed<D: Dialect>(
 
 /// Publishes up to `limit` notices as events and removes them, in one transaction.
 pub(super) async fn publish<D: Dialect>(store: &D, limit: u32) -> StoreResult<u32> {
-    let mut tx = store.writer().begin().await?;
+    let mut conn = store.writer().take().await?;
+    let mut tx = conn.begin().await?;
     // Locked and skipped by other instances: each notice is published once.
     let sql = format!(
         "SELECT n.id, n.kind, n.subscription_id, s.url, n.delivery_id, d.event_id, \
@@ -52,6 +53,7 @@ pub(super) async fn publish<D: Dialect>(store: &D, limit: u32) -> StoreResult<u3
         // Ended here, not dropped: SQLite's writer must go back to the pool outside a
         // transaction (`sqlite.rs`, `outside_transaction`).
         commit::<D>(tx).await?;
+        conn.keep();
         return Ok(0);
     }
     let events: Vec<NewEvent> = notices.iter().map(Notice::event).collect();
@@ -67,6 +69,7 @@ pub(super) async fn publish<D: Dialect>(store: &D, limit: u32) -> StoreResult<u3
     tx.exec_in("DELETE FROM hub_notices WHERE id IN ({ids})", &[], &ids)
         .await?;
     commit::<D>(tx).await?;
+    conn.keep();
     notices.iter().for_each(Notice::log);
     Ok(notices.len() as u32)
 }

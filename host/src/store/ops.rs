@@ -49,7 +49,8 @@ impl<D: Dialect> Store for D {
     }
 
     async fn create_subscription(&self, new: NewSubscription) -> StoreResult<Subscription> {
-        let mut tx = self.writer().begin().await?;
+        let mut conn = self.writer().take().await?;
+        let mut tx = conn.begin().await?;
         let NewSubscription {
             subscription: new,
             secret,
@@ -87,6 +88,7 @@ impl<D: Dialect> Store for D {
             .await?
             .ok_or_else(|| StoreError::Corrupt("subscription vanished after insert".into()))?;
         commit::<D>(tx).await?;
+        conn.keep();
         Ok(created)
     }
 
@@ -111,7 +113,8 @@ impl<D: Dialect> Store for D {
         patch: SubscriptionPatch,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Subscription>> {
-        let mut tx = self.writer().begin().await?;
+        let mut conn = self.writer().take().await?;
+        let mut tx = conn.begin().await?;
         // Locked: two concurrent patches apply one after the other, neither is lost.
         let Some(current) = live_subscription::<D>(&mut tx, id, D::lock(" FOR UPDATE")).await?
         else {
@@ -180,11 +183,13 @@ impl<D: Dialect> Store for D {
         }
         let updated = live_subscription::<D>(&mut tx, id, "").await?;
         commit::<D>(tx).await?;
+        conn.keep();
         Ok(updated)
     }
 
     async fn delete_subscription(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<u64>> {
-        let mut tx = self.writer().begin().await?;
+        let mut conn = self.writer().take().await?;
+        let mut tx = conn.begin().await?;
         let deleted = tx
             .exec(
                 "UPDATE subscriptions SET deleted_at = $1, enabled = FALSE, updated_at = $1 \
@@ -210,6 +215,7 @@ impl<D: Dialect> Store for D {
         )
         .await?;
         commit::<D>(tx).await?;
+        conn.keep();
         Ok(Some(cancelled))
     }
 
@@ -305,13 +311,13 @@ impl<D: Dialect> Store for D {
 
     async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         let sql = format!("{RELEASE} AND lease_expires_at <= $1");
-        let mut conn = self.writer().acquire().await?;
+        let mut conn = self.writer().take().await?;
         conn.exec(&sql, &[Arg::Time(now)]).await
     }
 
     async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         let sql = format!("{RELEASE} AND lease_owner = $2");
-        let mut conn = self.writer().acquire().await?;
+        let mut conn = self.writer().take().await?;
         conn.exec(&sql, &[Arg::Time(now), Arg::Text(owner)]).await
     }
 
@@ -370,7 +376,8 @@ impl<D: Dialect> Store for D {
     }
 
     async fn replay_dead_letter(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<ReplayOutcome> {
-        let mut tx = self.writer().begin().await?;
+        let mut conn = self.writer().take().await?;
+        let mut tx = conn.begin().await?;
         // Locked: of two concurrent replays of one dead letter, the second sees `replayed_at`.
         let sql = format!(
             "SELECT dl.delivery_id, dl.replayed_at, d.kind, s.deleted_at FROM dead_letters dl \
@@ -390,6 +397,7 @@ impl<D: Dialect> Store for D {
         let delivery_id = row.uuid("delivery_id")?;
         requeue_dead(&mut *tx, &[id], &[delivery_id], now).await?;
         commit::<D>(tx).await?;
+        conn.keep();
         Ok(ReplayOutcome::Replayed { delivery_id })
     }
 
@@ -398,7 +406,8 @@ impl<D: Dialect> Store for D {
         filter: DeadLetterFilter,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let mut tx = self.writer().begin().await?;
+        let mut conn = self.writer().take().await?;
+        let mut tx = conn.begin().await?;
         let mut w = queries::dead_letters_where(&filter);
         w.push("dl.replayed_at IS NULL", []);
         w.push("(d.kind = 'connector' OR s.deleted_at IS NULL)", []);
@@ -421,6 +430,7 @@ impl<D: Dialect> Store for D {
             .collect::<StoreResult<Vec<_>>>()?;
         requeue_dead(&mut *tx, &ids, &deliveries, now).await?;
         commit::<D>(tx).await?;
+        conn.keep();
         Ok(ids.len() as u64)
     }
 
@@ -469,7 +479,8 @@ impl<D: Dialect> Store for D {
         now: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<u64> {
-        let mut tx = self.writer().begin().await?;
+        let mut conn = self.writer().take().await?;
+        let mut tx = conn.begin().await?;
         let sql = format!(
             "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'in_flight')) \
@@ -490,6 +501,7 @@ impl<D: Dialect> Store for D {
         )
         .await?;
         commit::<D>(tx).await?;
+        conn.keep();
         Ok(deleted)
     }
 
@@ -499,7 +511,7 @@ impl<D: Dialect> Store for D {
         events: &[String],
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let mut conn = self.writer().acquire().await?;
+        let mut conn = self.writer().take().await?;
         let changed = conn
             .exec(
                 "INSERT INTO connector_bindings (name, events, created_at, updated_at) VALUES ($1, $2, $3, $3) \
@@ -520,7 +532,8 @@ impl<D: Dialect> Store for D {
     }
 
     async fn unbind_connector(&self, name: &str, now: DateTime<Utc>) -> StoreResult<Option<u64>> {
-        let mut tx = self.writer().begin().await?;
+        let mut conn = self.writer().take().await?;
+        let mut tx = conn.begin().await?;
         let removed = tx
             .exec(
                 "DELETE FROM connector_bindings WHERE name = $1",
@@ -539,6 +552,7 @@ impl<D: Dialect> Store for D {
             )
             .await?;
         commit::<D>(tx).await?;
+        conn.keep();
         Ok(Some(cancelled))
     }
 
@@ -548,7 +562,8 @@ impl<D: Dialect> Store for D {
         loaded: &[(String, bool)],
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let mut tx = self.writer().begin().await?;
+        let mut conn = self.writer().take().await?;
+        let mut tx = conn.begin().await?;
         let gone = format!(
             "DELETE FROM connector_presence WHERE instance = $1 AND {}",
             D::name_not_in("name", 2)
@@ -574,7 +589,8 @@ impl<D: Dialect> Store for D {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let mut tx = self.writer().begin().await?;
+        let mut conn = self.writer().take().await?;
+        let mut tx = conn.begin().await?;
         tx.exec(
             "UPDATE deliveries SET status = 'cancelled', last_error = 'connector unbound', updated_at = $1 \
              WHERE status = 'pending' AND connector IS NOT NULL AND next_attempt_at <= $1 \
@@ -614,6 +630,7 @@ impl<D: Dialect> Store for D {
             )
             .await?;
         commit::<D>(tx).await?;
+        conn.keep();
         Ok(deferred + waiting)
     }
 

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Postgres;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 use uuid::Uuid;
 
 use super::common::{
     HEAD_OF_ITS_KEY, admit_probes, admit_rated, apply_to_circuit, commit, rate_allows,
 };
+use super::kept::{CHECK_WHEN_IDLE, Kept};
 use super::plan::{DeliveryRow, rounds_of_distinct_deliveries, split_by_failures};
 use super::rows;
 use super::seal::Keyring;
@@ -52,10 +53,11 @@ pub struct PostgresStore {
     pools: Pools<Postgres>,
     /// Set while a NOTIFY is queued, so a burst of publishes sends one.
     announcing: std::sync::Arc<Announcer>,
-    /// Connections of the attempt records: see [`HOT_PATH_SETTINGS`].
-    hot: PgPool,
-    /// The claiming loop's connection: [`HOT_PATH_SETTINGS`] and [`CLAIM_SETTINGS`].
-    claims: PgPool,
+    /// Connections of the attempt records: see [`HOT_PATH_SETTINGS`]. All kept (`kept.rs`):
+    /// nothing else uses them.
+    hot: Kept<Postgres>,
+    /// The claiming loop's connection: [`HOT_PATH_SETTINGS`] and [`CLAIM_SETTINGS`], kept.
+    claims: Kept<Postgres>,
 }
 
 /// A claim's commit does not wait for its WAL to reach the disk. A claim lost in a crash of the
@@ -114,21 +116,25 @@ impl PostgresStore {
             .await?;
         MIGRATOR.run(&pool).await?;
         let hot_options = options.options(HOT_PATH_SETTINGS.iter().copied());
-        let hot = pool_options(hot_connections.saturating_sub(1).max(1))
+        let hot_max = hot_connections.saturating_sub(1).max(1);
+        let hot = pool_options(hot_max)
             .connect_with(hot_options.clone())
             .await?;
         let claims = pool_options(1)
             .connect_with(hot_options.options(CLAIM_SETTINGS.iter().copied()))
             .await?;
+        // Writes keep up to a third of the pool (the publish writers of `group.rs` are the
+        // steady users); reads share the rest.
+        let kept = (pool.options().get_max_connections() / 3) as usize;
         Ok(Self {
             pools: Pools {
                 reader: pool.clone(),
-                writer: pool,
+                writer: Kept::new(pool, kept),
                 keyring,
                 taker: Default::default(),
             },
-            hot,
-            claims,
+            hot: Kept::new(hot, hot_max as usize),
+            claims: Kept::new(claims, 1),
             announcing: std::sync::Arc::new(Announcer {
                 token: uuid::Uuid::new_v4().simple().to_string(),
                 ..Announcer::default()
@@ -137,14 +143,9 @@ impl PostgresStore {
     }
 }
 
-/// A pooled connection idle this long is checked (a round trip) before it is used again: it may
-/// have been cut meanwhile (a restarted server, a firewall's idle timeout). sqlx's default checks
-/// every connection on every acquire, which costs PostgreSQL a wake-up per statement at a
-/// moderate rate; a connection in steady use that breaks fails its statement and is dropped
-/// (sqlx checks it again as it goes back to the pool).
-const CHECK_WHEN_IDLE: Duration = Duration::from_secs(10);
-
-/// A pool of up to `max` connections, waiting up to 5 s for one (see `group::MAX_WAIT`).
+/// A pool of up to `max` connections, waiting up to 5 s for one (see `group::MAX_WAIT`). A
+/// connection is checked before use only when idle for [`CHECK_WHEN_IDLE`]: sqlx's default
+/// checks it on every acquire, a round trip and a wake-up of PostgreSQL's backend per statement.
 fn pool_options(max: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max)
@@ -323,6 +324,7 @@ impl Dialect for PostgresStore {
         // circuits and connectors, SKIP LOCKED so instances take disjoint rows, leased and read
         // back with everything the attempts need. It also says whether some circuit's cool-off
         // is over; only then is the probe-aware claim below needed.
+        let mut conn = self.claims.take().await?;
         let rows = sqlx::query(&FAST_CLAIM)
             .bind(claim.now)
             .bind(i64::from(claim.limit))
@@ -332,8 +334,9 @@ impl Dialect for PostgresStore {
             .bind(claim.lease_until)
             .bind(claim.connectors)
             .bind(claim.loaded)
-            .fetch_all(&self.claims)
+            .fetch_all(&mut *conn)
             .await?;
+        conn.keep();
         let probes_due = rows
             .first()
             .map(|r| r.try_get::<bool, _>("probes_due"))
@@ -368,9 +371,13 @@ impl Dialect for PostgresStore {
         let rounds = rounds_of_distinct_deliveries(&records);
         if failing.is_empty() && rounds.len() == 1 {
             // The common case: one statement, one round trip, atomic on its own.
-            return Self::apply_records(&self.hot, &records, &all_ok, now).await;
+            let mut conn = self.hot.take().await?;
+            let moved = Self::apply_records(&mut *conn, &records, &all_ok, now).await?;
+            conn.keep();
+            return Ok(moved);
         }
-        let mut tx = self.hot.begin().await?;
+        let mut conn = self.hot.take().await?;
+        let mut tx = conn.begin().await?;
         // The writers run concurrently, and this transaction updates several subscription rows
         // (circuit breakers): taking them all first, in id order, is what keeps two groups from
         // each holding a row the other waits for (PostgreSQL would abort one as a deadlock, and
@@ -405,6 +412,7 @@ impl Dialect for PostgresStore {
             apply_to_circuit(&mut *tx, record, now).await?;
         }
         commit::<Self>(tx).await?;
+        conn.keep();
         Ok(updated)
     }
 
@@ -415,7 +423,8 @@ impl Dialect for PostgresStore {
         if announcer.running.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (pool, announcer) = (self.writer().clone(), self.announcing.clone());
+        // The pool reads and writes share (a NOTIFY keeps no connection).
+        let (pool, announcer) = (self.reader().clone(), self.announcing.clone());
         tokio::spawn(async move {
             loop {
                 // Cleared before sending: anything committed from here on is covered by this
@@ -581,7 +590,8 @@ impl PostgresStore {
     /// UPDATE admits exactly one across instances), in one transaction.
     async fn claim_with_probes(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
         let (now, lease_until, skip) = (claim.now, claim.lease_until, claim.skip);
-        let mut tx = self.claims.begin().await?;
+        let mut conn = self.claims.take().await?;
+        let mut tx = conn.begin().await?;
         // SKIP LOCKED: instances claiming at the same moment take disjoint rows, never wait.
         let rows = sqlx::query(&SLOW_CANDIDATES)
             .bind(now)
@@ -601,6 +611,7 @@ impl PostgresStore {
             .collect::<StoreResult<Vec<_>>>()?;
         if ids.is_empty() {
             commit::<Self>(tx).await?;
+            conn.keep();
             return Ok(Vec::new());
         }
         // Leases taken and everything the attempts need read back, in one round trip.
@@ -612,6 +623,7 @@ impl PostgresStore {
             .fetch_all(&mut *tx)
             .await?;
         commit::<Self>(tx).await?;
+        conn.keep();
 
         claimed
             .iter()

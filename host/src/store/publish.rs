@@ -41,11 +41,13 @@ pub(super) async fn group<D: Dialect>(
         // would see what this read sees: it locks nothing).
         let decisions: Vec<Decision> = requests.iter().map(|_| Decision::Write).collect();
         let events = events_to_write(&requests, &decisions);
-        let mut conn = store.writer().acquire().await?;
+        let mut conn = store.writer().take().await?;
         let written = write_events::<D>(&mut conn, &events, &to, Commit::ByItself).await?;
+        conn.keep();
         return Ok(written.committed(&requests, decisions));
     }
-    let mut tx = store.writer().begin().await?;
+    let mut conn = store.writer().take().await?;
+    let mut tx = conn.begin().await?;
     let mut decisions = Vec::with_capacity(requests.len());
     let mut claims = KeyClaims::default();
     for (i, request) in requests.iter().enumerate() {
@@ -76,7 +78,7 @@ pub(super) async fn group<D: Dialect>(
 /// Commits a publish: a connection broken during the commit leaves its outcome unknown
 /// ([`StoreError::CommitUncertain`]), which the API says, so the client retries with the same
 /// `Idempotency-Key`.
-async fn commit_publish<D: Dialect>(tx: Tx<D>) -> StoreResult<()> {
+async fn commit_publish<D: Dialect>(tx: Tx<'_, D>) -> StoreResult<()> {
     tx.commit().await.map_err(StoreError::from_commit)
 }
 

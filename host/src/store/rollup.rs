@@ -69,7 +69,8 @@ pub(super) async fn roll_up<D: Dialect>(
         }
     };
     let mut rolled = 0;
-    let mut tx = store.writer().begin().await?;
+    let mut conn = store.writer().take().await?;
+    let mut tx = conn.begin().await?;
     while bucket < end && rolled < max_buckets {
         let next = bucket + BUCKET;
         let in_bucket = [Arg::Time(bucket), Arg::Time(next)];
@@ -136,5 +137,6 @@ pub(super) async fn roll_up<D: Dialect>(
     )
     .await?;
     commit::<D>(tx).await?;
+    conn.keep();
     Ok(rolled)
 }

@@ -77,7 +77,8 @@ pub(super) async fn reseal<D: Dialect>(store: &D) -> StoreResult<u64> {
     loop {
         // Bounded rounds: a large table is re-sealed in short transactions. A failed
         // round changes nothing; the rows before it stay re-sealed (each is valid alone).
-        let mut tx = store.writer().begin().await?;
+        let mut conn = store.writer().take().await?;
+        let mut tx = conn.begin().await?;
         let rows = tx
             .rows(
                 "SELECT id, subscription_id, key_id, secret FROM subscription_secrets \
@@ -88,6 +89,7 @@ pub(super) async fn reseal<D: Dialect>(store: &D) -> StoreResult<u64> {
         if rows.is_empty() {
             // Ended, not dropped: a dropped transaction costs SQLite's writer a reconnect.
             commit::<D>(tx).await?;
+            conn.keep();
             return Ok(resealed);
         }
         for row in &rows {
@@ -105,6 +107,7 @@ pub(super) async fn reseal<D: Dialect>(store: &D) -> StoreResult<u64> {
             .await?;
         }
         commit::<D>(tx).await?;
+        conn.keep();
         resealed += rows.len() as u64;
     }
 }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::StoreResult;
 use super::handoff::Taker;
+use super::kept::Kept;
 use super::plan::DeliveryRow;
 use super::seal::Keyring;
 use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent};
@@ -254,7 +255,8 @@ pub(crate) use driver;
 #[derive(Debug)]
 pub(crate) struct Pools<Db: sqlx::Database> {
     pub reader: sqlx::Pool<Db>,
-    pub writer: sqlx::Pool<Db>,
+    /// Writes take their connection here: kept between uses (`kept.rs`).
+    pub writer: Kept<Db>,
     /// Seals and opens subscription secrets.
     pub keyring: Keyring,
     /// The local engine new deliveries are handed to (`handoff.rs`).
@@ -294,7 +296,7 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
         &self.pools().reader
     }
 
-    fn writer(&self) -> &sqlx::Pool<Self::Db> {
+    fn writer(&self) -> &Kept<Self::Db> {
         &self.pools().writer
     }
 

@@ -21,6 +21,7 @@ use super::common::{
     ATTEMPT_COLUMNS, CLOSE_CIRCUITS, HEAD_OF_ITS_KEY, INSERT_ATTEMPTS, admit_probes, admit_rated,
     attempt_args, commit, placeholders, record_one,
 };
+use super::kept::Kept;
 use super::plan::{DeliveryRow, rounds_of_distinct_deliveries, split_by_failures};
 use super::rows;
 use super::seal::Keyring;
@@ -157,7 +158,9 @@ impl SqliteStore {
         Ok(Self {
             pools: Pools {
                 reader,
-                writer,
+                // The one connection every write shares, kept (an in-memory database's also
+                // serves the reads, which take it from the pool: none kept).
+                writer: Kept::new(writer, usize::from(!in_memory)),
                 keyring,
                 taker: Default::default(),
             },
@@ -305,7 +308,8 @@ impl Dialect for SqliteStore {
     async fn claim(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedDelivery>> {
         let (now, lease_until, skip) = (claim.now, claim.lease_until, claim.skip);
         let at = now.timestamp_micros();
-        let mut tx = self.writer().begin().await?;
+        let mut conn = self.writer().take().await?;
+        let mut tx = conn.begin().await?;
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT d.id, d.event_id, d.kind, d.subscription_id, d.connector, d.attempts, \
              e.event_type, e.payload, e.created_at AS event_created_at, e.traceparent, s.url, s.headers, s.transform, s.circuit_state, \
@@ -364,6 +368,7 @@ impl Dialect for SqliteStore {
         let chosen = admit_rated(&mut *tx, chosen, now, "").await?;
         if chosen.is_empty() {
             commit::<Self>(tx).await?;
+            conn.keep();
             return Ok(Vec::new());
         }
 
@@ -405,6 +410,7 @@ impl Dialect for SqliteStore {
                 .push(row.text("secret")?);
         }
         commit::<Self>(tx).await?;
+        conn.keep();
 
         chosen
             .into_iter()
@@ -426,7 +432,8 @@ impl Dialect for SqliteStore {
         records: Vec<AttemptRecord>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>> {
-        let mut tx = self.writer().begin().await?;
+        let mut conn = self.writer().take().await?;
+        let mut tx = conn.begin().await?;
         let moved = if records.iter().all(|r| r.result == AttemptResult::Succeeded)
             && rounds_of_distinct_deliveries(&records).len() == 1
         {
@@ -440,6 +447,7 @@ impl Dialect for SqliteStore {
             moved
         };
         commit::<Self>(tx).await?;
+        conn.keep();
         Ok(moved)
     }
 }
