@@ -91,10 +91,8 @@ pub(super) async fn hand_back<D: Dialect>(
     until: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> StoreResult<u64> {
-    store
-        .writer()
-        .take()
-        .await?
+    let mut conn = store.writer().take().await?;
+    let handed_back = conn
         .exec_in(
             "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
              next_attempt_at = COALESCE($3, next_attempt_at), updated_at = $1 \
@@ -102,7 +100,9 @@ pub(super) async fn hand_back<D: Dialect>(
             &[Arg::Time(now), Arg::Text(owner), Arg::OptTime(until)],
             ids,
         )
-        .await
+        .await?;
+    conn.keep();
+    Ok(handed_back)
 }
 
 /// The attempts table's columns, in the order of [`attempt_args`].

@@ -36,6 +36,7 @@ pub(super) async fn create<D: Dialect>(
             ],
         )
         .await?;
+    conn.keep();
     Ok((inserted == 1).then_some(instance))
 }
 

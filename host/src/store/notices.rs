@@ -28,7 +28,9 @@ pub(super) async fn connector_failed<D: Dialect>(
     let mut conn = store.writer().take().await?;
     notice
         .write(&mut *conn, notice::CONNECTOR_FAILED, now)
-        .await
+        .await?;
+    conn.keep();
+    Ok(())
 }
 
 /// Publishes up to `limit` notices as events and removes them, in one transaction.

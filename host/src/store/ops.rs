@@ -312,13 +312,17 @@ impl<D: Dialect> Store for D {
     async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         let sql = format!("{RELEASE} AND lease_expires_at <= $1");
         let mut conn = self.writer().take().await?;
-        conn.exec(&sql, &[Arg::Time(now)]).await
+        let released = conn.exec(&sql, &[Arg::Time(now)]).await?;
+        conn.keep();
+        Ok(released)
     }
 
     async fn release_leases(&self, owner: &str, now: DateTime<Utc>) -> StoreResult<u64> {
         let sql = format!("{RELEASE} AND lease_owner = $2");
         let mut conn = self.writer().take().await?;
-        conn.exec(&sql, &[Arg::Time(now), Arg::Text(owner)]).await
+        let released = conn.exec(&sql, &[Arg::Time(now), Arg::Text(owner)]).await?;
+        conn.keep();
+        Ok(released)
     }
 
     async fn list_attempts(&self, event_id: Uuid) -> StoreResult<Vec<AttemptView>> {
@@ -520,6 +524,7 @@ impl<D: Dialect> Store for D {
                 &[Arg::Text(name), Arg::Names(events), Arg::Time(now)],
             )
             .await?;
+        conn.keep();
         Ok(changed == 1)
     }
 
@@ -580,7 +585,9 @@ impl<D: Dialect> Store for D {
             )
             .await?;
         }
-        commit::<D>(tx).await
+        commit::<D>(tx).await?;
+        conn.keep();
+        Ok(())
     }
 
     async fn defer_waiting_connectors(

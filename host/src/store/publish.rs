@@ -72,6 +72,7 @@ pub(super) async fn group<D: Dialect>(
     let events = events_to_write(&requests, &decisions);
     let written = write_events::<D>(&mut tx, &events, &to, Commit::Later).await?;
     commit_publish::<D>(tx).await?;
+    conn.keep();
     Ok(written.committed(&requests, decisions))
 }
 
