@@ -7,16 +7,19 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use integrations_hub::model::{
-    self, AttemptResult, ClaimedDelivery, IdempotencyKey, NewEvent, Target, TransformRef,
-    rate::RateLimit,
+    self, AttemptResult, ClaimedDelivery, IdempotencyKey, NewEvent, SubscriptionPatch, Target,
+    TransformRef, rate::RateLimit,
 };
-use integrations_hub::store::{Handoff, Reserved, Store};
+use integrations_hub::store::{DestinationReads, Handoff, Reserved, Store};
 use integrations_hub_testkit::{Backend, backend_tests};
 use uuid::Uuid;
 
 use crate::store_contract::{claim, created, event, new_sub, open, record};
 
-backend_tests!(new_deliveries_are_handed_to_the_engine_leased_or_left_pending);
+backend_tests!(
+    new_deliveries_are_handed_to_the_engine_leased_or_left_pending,
+    remembered_destinations_are_checked_by_each_publish,
+);
 
 /// An engine as the store sees it, with room for `room` more deliveries.
 #[derive(Debug, Default)]
@@ -241,6 +244,176 @@ async fn new_deliveries_are_handed_to_the_engine_leased_or_left_pending(backend:
     store.hand_off_to(None);
     assert_eq!(publish_one(store.as_ref()).await, (6, 0));
     assert!(engine.started.lock().expect("lock").is_empty());
+}
+
+/// A publish on PostgreSQL writes with the destinations an earlier one read, checked by its own
+/// statement (`host/src/store/remembered.rs`): every change a publish must see is seen by the
+/// next one, which then reads them again; an unchanged publish reads nothing. SQLite always reads.
+async fn remembered_destinations_are_checked_by_each_publish(backend: Backend) {
+    let Some((_db, store)) = open(backend).await else {
+        return;
+    };
+    let engine = Arc::new(Engine {
+        room: AtomicUsize::new(1000),
+        ..Engine::default()
+    });
+    store.hand_off_to(Some(engine.clone()));
+    let sub = store
+        .create_subscription(new_sub(&["a"]))
+        .await
+        .expect("sub");
+    let t0 = model::now();
+    // One publish: its deliveries, how many were handed, the handed one's url and secrets, and
+    // whether it read the destinations.
+    let publish = |at: DateTime<Utc>| {
+        let (store, engine) = (store.clone(), engine.clone());
+        async move {
+            let before = store.destination_reads();
+            // Due at once: published no earlier than its event was made.
+            let e = event("a", r#"{"n":1}"#);
+            let outcome = store.publish(vec![e], None, at.max(model::now()));
+            let published = created(outcome.await.expect("publish"));
+            let started: Vec<ClaimedDelivery> =
+                std::mem::take(&mut *engine.started.lock().expect("lock"));
+            let sent = started.iter().find_map(|d| match &d.target {
+                Target::Webhook { url, secrets, .. } => Some((url.clone(), secrets.clone())),
+                Target::Connector { .. } => None,
+            });
+            let after = store.destination_reads();
+            let read = match backend {
+                Backend::Postgres => {
+                    let diff = (
+                        after.remembered - before.remembered,
+                        after.read - before.read,
+                    );
+                    assert!(
+                        matches!(diff, (1, 0) | (0, 1)),
+                        "one way or the other: {diff:?}"
+                    );
+                    diff.1 == 1
+                }
+                Backend::Sqlite => {
+                    assert_eq!(after, DestinationReads::default(), "SQLite reads each time");
+                    true
+                }
+            };
+            (published[0].deliveries, published[0].started, sent, read)
+        }
+    };
+    let secrets = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let first = secrets(&["first-secret-0123456789"]);
+    let postgres = backend == Backend::Postgres;
+
+    assert_eq!(
+        publish(t0).await,
+        (1, 1, Some((sub.url.clone(), first.clone())), true)
+    );
+    // Nothing changed: on PostgreSQL, nothing read.
+    for _ in 0..3 {
+        assert_eq!(
+            publish(t0).await,
+            (1, 1, Some((sub.url.clone(), first.clone())), !postgres)
+        );
+    }
+
+    // Each change is seen by the next publish, which reads; the one after it reads nothing.
+    let change = |patch: SubscriptionPatch| {
+        let store = store.clone();
+        async move {
+            (store.update_subscription(sub.id, patch, t0).await)
+                .expect("update")
+                .expect("exists")
+        }
+    };
+    let url = format!("{}/moved", sub.url);
+    change(SubscriptionPatch {
+        url: Some(url.clone()),
+        ..Default::default()
+    })
+    .await;
+    let moved = Some((url.clone(), first.clone()));
+    assert_eq!(publish(t0).await, (1, 1, moved.clone(), true));
+    assert_eq!(publish(t0).await, (1, 1, moved, !postgres));
+
+    change(SubscriptionPatch {
+        secret: Some("second-secret-0123456789".into()),
+        ..Default::default()
+    })
+    .await;
+    let both = secrets(&["second-secret-0123456789", "first-secret-0123456789"]);
+    assert_eq!(
+        publish(t0).await,
+        (1, 1, Some((url.clone(), both.clone())), true)
+    );
+    assert_eq!(
+        publish(t0).await,
+        (1, 1, Some((url.clone(), both)), !postgres)
+    );
+    // Time alone changes them: past the grace period the old secret is gone.
+    let later = t0 + model::SECRET_GRACE + TimeDelta::seconds(1);
+    let second = secrets(&["second-secret-0123456789"]);
+    assert_eq!(
+        publish(later).await,
+        (1, 1, Some((url.clone(), second.clone())), true)
+    );
+
+    change(SubscriptionPatch {
+        paused: Some(true),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(publish(later).await, (1, 0, None, true), "held, not handed");
+    assert_eq!(publish(later).await, (1, 0, None, !postgres));
+    change(SubscriptionPatch {
+        paused: Some(false),
+        ..Default::default()
+    })
+    .await;
+    let resumed = Some((url.clone(), second));
+    assert_eq!(publish(later).await, (1, 1, resumed.clone(), true));
+
+    let other = store
+        .create_subscription(new_sub(&["*"]))
+        .await
+        .expect("other");
+    assert_eq!(
+        publish(later).await.0,
+        2,
+        "a new subscription gets the next event"
+    );
+    store
+        .bind_connector("slack", &["a".to_owned()], later)
+        .await
+        .expect("bind");
+    assert_eq!(publish(later).await.0, 3, "so does a bound connector");
+    assert_eq!(publish(later).await.3, !postgres);
+    store
+        .delete_subscription(other.id, later)
+        .await
+        .expect("delete")
+        .expect("existed");
+    assert_eq!(
+        publish(later).await.0,
+        2,
+        "a deleted subscription gets nothing more"
+    );
+    change(SubscriptionPatch {
+        enabled: Some(false),
+        ..Default::default()
+    })
+    .await;
+    let (deliveries, started, _, read) = publish(later).await;
+    assert_eq!(
+        (deliveries, started, read),
+        (1, 0, true),
+        "disabled: the connector's only"
+    );
+    change(SubscriptionPatch {
+        enabled: Some(true),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(publish(later).await.0, 2);
 }
 
 /// Publishes one event of type `a`: its deliveries, and how many were handed over.

@@ -55,7 +55,7 @@ settings! {
     DATABASE_URL = "DATABASE_URL", "sqlite://data/integrations-hub.db", Kind::Text,
         "SQLite file (file and folder created), or `postgres://user:pw@host/db`";
     DATABASE_MAX_CONNECTIONS = "DATABASE_MAX_CONNECTIONS", "16", Kind::Integer { min: 1, max: 1000 },
-        "PostgreSQL connections per instance (a third of them, at most 6, serve the delivery engine)";
+        "PostgreSQL connections per instance (a third of them, at most 6, serve the delivery engine; a quarter, at most 4, the publishes)";
     BIND = "BIND", "127.0.0.1:8000", Kind::Text, "listen address, `host:port` (`localhost:8000` is `127.0.0.1:8000`)";
     API_KEYS = "API_KEYS", "", Kind::Text,
         "comma-separated bearer tokens (16+ characters each), each `admin` unless prefixed `publish:` (events only) or `read:` (reading only). Empty with a non-loopback `IH_BIND` refuses to start";

@@ -31,6 +31,7 @@ mod plan;
 mod postgres;
 mod publish;
 mod queries;
+mod remembered;
 mod rollup;
 mod rows;
 mod seal;
@@ -57,6 +58,7 @@ use crate::model::{
 pub use error::{StoreError, StoreResult};
 pub use handoff::{Handoff, Reserved};
 pub use postgres::PostgresStore;
+pub use remembered::DestinationReads;
 pub use seal::{Keyring, key_id};
 pub use sqlite::SqliteStore;
 
@@ -330,6 +332,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Hands the deliveries of events published from now on to `engine`, already leased, as far
     /// as it has room (`handoff.rs`); `None` stops it (an engine that stops).
     fn hand_off_to(&self, engine: Option<Arc<dyn Handoff>>);
+
+    /// How publish groups found their destinations: remembered and checked by the insert, or
+    /// read first (`remembered.rs`; SQLite always reads).
+    fn destination_reads(&self) -> DestinationReads;
 
     /// Tells other instances that new work was committed (Postgres `NOTIFY`, sent after the
     /// publish transaction, never inside it). Best effort: the poll is the fallback.

@@ -64,6 +64,7 @@ pub(super) async fn publish<D: Dialect>(store: &D, limit: u32) -> StoreResult<u3
         engine: None,
         keyring: store.keyring(),
         now: crate::model::now(),
+        remembered: None,
     };
     let events: Vec<&NewEvent> = events.iter().collect();
     let _ = write_events::<D>(&mut tx, &events, &to, Commit::Later).await?;

@@ -681,6 +681,10 @@ impl<D: Dialect> Store for D {
         self.pools().taker.set(engine);
     }
 
+    fn destination_reads(&self) -> super::DestinationReads {
+        self.pools().remembered.reads()
+    }
+
     async fn announce_work(&self) {
         self.notify_peers().await;
     }

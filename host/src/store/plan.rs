@@ -141,7 +141,7 @@ pub(super) fn distinct_types<'a>(events: &[&'a NewEvent]) -> Vec<&'a str> {
 }
 
 /// The destinations an event type matches: live subscriptions, and bound connectors.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Matches {
     pub subscriptions: Vec<Match>,
     pub connectors: Vec<String>,

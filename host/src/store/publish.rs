@@ -12,11 +12,12 @@ use uuid::Uuid;
 use super::common::Tx;
 use super::handoff::{Handed, Handoff, hand_off};
 use super::plan::{
-    Decision, KeyClaims, Match, Matches, decode_ids, distinct_types, encode_ids, events_to_write,
-    group_outcomes, in_order, plan_deliveries,
+    Decision, DeliveryRow, KeyClaims, Match, Matches, decode_ids, distinct_types, encode_ids,
+    events_to_write, group_outcomes, in_order, plan_deliveries,
 };
+use super::remembered::{Known, Remembered};
 use super::rows;
-use super::sql::{Arg, Conn, DbRow, Dialect};
+use super::sql::{Arg, Conn, DbRow, Dialect, Fingerprints};
 use super::{Keyring, StoreError, StoreResult};
 use crate::model::{
     IDEMPOTENCY_TTL, IdempotencyKey, NewEvent, PublishOutcome, PublishRequest, PublishedEvent,
@@ -34,6 +35,7 @@ pub(super) async fn group<D: Dialect>(
         engine: engine.as_deref(),
         keyring: store.keyring(),
         now,
+        remembered: D::CHECKS_DESTINATIONS.then(|| &store.pools().remembered),
     };
     if D::ONE_STATEMENT_PUBLISH && requests.iter().all(|r| r.idempotency.is_none()) {
         // Nothing to claim first: the destinations are read, then the events and their
@@ -41,12 +43,12 @@ pub(super) async fn group<D: Dialect>(
         // would see what this read sees: it locks nothing).
         let decisions: Vec<Decision> = requests.iter().map(|_| Decision::Write).collect();
         let events = events_to_write(&requests, &decisions);
-        let mut conn = store.writer().take().await?;
+        let mut conn = store.publisher().take().await?;
         let written = write_events::<D>(&mut conn, &events, &to, Commit::ByItself).await?;
         conn.keep();
         return Ok(written.committed(&requests, decisions));
     }
-    let mut conn = store.writer().take().await?;
+    let mut conn = store.publisher().take().await?;
     let mut tx = conn.begin().await?;
     let mut decisions = Vec::with_capacity(requests.len());
     let mut claims = KeyClaims::default();
@@ -155,19 +157,69 @@ pub(super) async fn write_events<D: Dialect>(
     to: &Destinations<'_>,
     commit: Commit,
 ) -> StoreResult<Written> {
+    if let (Commit::ByItself, Some(memory)) = (&commit, to.remembered)
+        && let Some(written) = write_remembered::<D>(conn, events, to, memory).await?
+    {
+        return Ok(written);
+    }
     let matches = matching_destinations::<D>(conn, events, to).await?;
-    let (mut rows, counts) = plan_deliveries(events, &matches);
-    let handed = match to.engine {
-        Some(engine) => hand_off(engine, events, &mut rows, to.now),
-        None => Handed::default(),
-    };
+    let (rows, written) = plan(events, &matches, to);
     let owner = to.engine.map(|e| e.owner());
     let inserted = D::insert_published(conn, events, &rows, owner).await;
     match commit {
         Commit::Later => inserted?,
         Commit::ByItself => inserted.map_err(StoreError::uncertain_if_broken)?,
     }
-    Ok(Written { counts, handed })
+    Ok(written)
+}
+
+/// [`write_events`] in one statement with the destinations remembered from earlier publishes,
+/// if every type's are and they are still what the database holds (`remembered.rs`); `None`
+/// when the destinations have to be read (nothing was written, nothing handed).
+async fn write_remembered<D: Dialect>(
+    conn: &mut D::Conn,
+    events: &[&NewEvent],
+    to: &Destinations<'_>,
+    memory: &Remembered,
+) -> StoreResult<Option<Written>> {
+    let types = distinct_types(events);
+    let Some(known) = memory.recall(&types, to.engine.is_some()) else {
+        return Ok(None);
+    };
+    let (mut fingerprints, mut matches) = (Vec::new(), HashMap::new());
+    for (event_type, known) in known {
+        fingerprints.push(known.fingerprint);
+        matches.insert(event_type, known.matches);
+    }
+    let (rows, written) = plan(events, &matches, to);
+    let known = Fingerprints {
+        types,
+        fingerprints: fingerprints.iter().map(Option::as_deref).collect(),
+        at: to.now,
+    };
+    let owner = to.engine.map(|e| e.owner());
+    let same = D::insert_published_if_same(conn, events, &rows, owner, &known)
+        .await
+        .map_err(StoreError::uncertain_if_broken)?;
+    // Not the same: the reservations of `written` are dropped, their slots given back.
+    Ok(same.then(|| {
+        memory.count(true);
+        written
+    }))
+}
+
+/// The delivery rows of `events` to `matches`, with those the engine takes handed to it.
+fn plan<'a>(
+    events: &[&'a NewEvent],
+    matches: &'a HashMap<&str, Matches>,
+    to: &Destinations<'_>,
+) -> (Vec<DeliveryRow<'a>>, Written) {
+    let (mut rows, counts) = plan_deliveries(events, matches);
+    let handed = match to.engine {
+        Some(engine) => hand_off(engine, events, &mut rows, to.now),
+        None => Handed::default(),
+    };
+    (rows, Written { counts, handed })
 }
 
 /// Where [`write_events`] looks for its destinations and sends what it may send at once.
@@ -176,6 +228,9 @@ pub(super) struct Destinations<'a> {
     pub engine: Option<&'a dyn Handoff>,
     pub keyring: &'a Keyring,
     pub now: DateTime<Utc>,
+    /// Where the destinations read are remembered, if the backend checks them as it writes
+    /// (`remembered.rs`).
+    pub remembered: Option<&'a Remembered>,
 }
 
 /// What [`write_events`] wrote: the number of deliveries per event, and those handed to the
@@ -219,19 +274,19 @@ async fn matching_destinations<'e, D: Dialect>(
     let mut matches: HashMap<&str, Matches> = HashMap::new();
     for event_type in distinct_types(events) {
         let found = matches.entry(event_type).or_default();
-        for row in conn
+        let read = conn
             .rows(
                 D::MATCHING_DESTINATIONS,
                 &[Arg::Text(event_type), Arg::Time(to.now)],
             )
-            .await?
-        {
+            .await?;
+        for row in &read {
             match row.opt_text("connector")? {
                 Some(name) => found.connectors.push(name),
                 None => {
                     let id = row.uuid("id")?;
                     let direct = match to.engine.is_some() && row.bool("direct")? {
-                        true => Some(rows::direct(&row, id, to.keyring)?),
+                        true => Some(rows::direct(row, id, to.keyring)?),
                         false => None,
                     };
                     found.subscriptions.push(Match {
@@ -248,6 +303,20 @@ async fn matching_destinations<'e, D: Dialect>(
                 }
             }
         }
+        if let Some(memory) = to.remembered {
+            let fingerprint = match read.first() {
+                Some(row) => row.opt_text("fingerprint")?,
+                None => None,
+            };
+            let known = Known {
+                matches: found.clone(),
+                fingerprint,
+            };
+            memory.learn(event_type, to.engine.is_some(), known);
+        }
+    }
+    if let Some(memory) = to.remembered {
+        memory.count(false);
     }
     Ok(matches)
 }

@@ -19,6 +19,7 @@ use super::StoreResult;
 use super::handoff::Taker;
 use super::kept::Kept;
 use super::plan::DeliveryRow;
+use super::remembered::Remembered;
 use super::seal::Keyring;
 use crate::model::{AttemptRecord, Backend, Claim, ClaimedDelivery, NewEvent};
 
@@ -261,6 +262,18 @@ pub(crate) struct Pools<Db: sqlx::Database> {
     pub keyring: Keyring,
     /// The local engine new deliveries are handed to (`handoff.rs`).
     pub taker: Taker,
+    /// Destinations of recent event types, for publishes that check them as they write
+    /// (`remembered.rs`).
+    pub remembered: Remembered,
+}
+
+/// The destinations a publish was planned for, per event type: checked by
+/// [`Dialect::insert_published_if_same`].
+pub(crate) struct Fingerprints<'a> {
+    pub types: Vec<&'a str>,
+    pub fingerprints: Vec<Option<&'a str>>,
+    /// The publish's time (secrets past their expiry no longer count).
+    pub at: DateTime<Utc>,
 }
 
 /// One backend: its pools, the statements whose text differs, and the operations that do.
@@ -274,8 +287,13 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
     /// `blocked_until`, the end of an open circuit's cool-off, `paused`, `filter`, `ordered`;
     /// `direct` when a delivery may be handed to the engine, with `url`, `headers`, `transform`
     /// and the valid `secrets` as a JSON array, newest first: `handoff.rs`), in id order, and
-    /// bound connectors (`connector`; NULL for a subscription).
+    /// bound connectors (`connector`; NULL for a subscription). Where the backend
+    /// [`Dialect::CHECKS_DESTINATIONS`], each row also carries the `fingerprint` of them all.
     const MATCHING_DESTINATIONS: &'static str;
+
+    /// Whether a publish may be written with remembered destinations, checked by the insert
+    /// itself ([`Dialect::insert_published_if_same`]; `remembered.rs`).
+    const CHECKS_DESTINATIONS: bool = false;
 
     /// A condition true when `column` is none of the names in `$n` (a name list argument).
     fn name_not_in(column: &str, n: usize) -> String;
@@ -300,6 +318,12 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
         &self.pools().writer
     }
 
+    /// Where publishes write: [`Dialect::writer`], unless the backend keeps connections of
+    /// their own for them.
+    fn publisher(&self) -> &Kept<Self::Db> {
+        self.writer()
+    }
+
     fn keyring(&self) -> &Keyring {
         &self.pools().keyring
     }
@@ -317,6 +341,20 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
         rows: &[DeliveryRow<'_>],
         owner: Option<&str>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// As [`Dialect::insert_published`], in one statement, but only if the destinations of each
+    /// event type still have the fingerprint `known` gives (else nothing is written): whether
+    /// it wrote. Backends that do not [`Dialect::CHECKS_DESTINATIONS`] never write here.
+    fn insert_published_if_same(
+        conn: &mut Self::Conn,
+        events: &[&NewEvent],
+        rows: &[DeliveryRow<'_>],
+        owner: Option<&str>,
+        known: &Fingerprints<'_>,
+    ) -> impl Future<Output = StoreResult<bool>> + Send {
+        let _ = (conn, events, rows, owner, known);
+        async { Ok(false) }
+    }
 
     /// See [`super::Store::claim_deliveries`].
     fn claim(

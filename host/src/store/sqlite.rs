@@ -163,6 +163,7 @@ impl SqliteStore {
                 writer: Kept::new(writer, usize::from(!in_memory)),
                 keyring,
                 taker: Default::default(),
+                remembered: Default::default(),
             },
         })
     }
