@@ -194,7 +194,7 @@ async fn write_remembered<D: Dialect>(
     let (rows, written) = plan(events, &matches, to);
     let known = Fingerprints {
         types,
-        fingerprints: fingerprints.iter().map(Option::as_deref).collect(),
+        fingerprints,
         at: to.now,
     };
     let owner = to.engine.map(|e| e.owner());
@@ -311,8 +311,9 @@ async fn matching_destinations<'e, D: Dialect>(
             let known = Known {
                 matches: found.clone(),
                 fingerprint,
+                direct: to.engine.is_some(),
             };
-            memory.learn(event_type, to.engine.is_some(), known);
+            memory.learn(event_type, known);
         }
     }
     if let Some(memory) = to.remembered {

@@ -29,14 +29,15 @@ pub(super) struct Known {
     pub matches: Matches,
     /// `None` for no destination at all.
     pub fingerprint: Option<String>,
+    /// Read with what sending at once needs (`handoff.rs`), as a publish with an engine needs.
+    pub direct: bool,
 }
 
 /// The remembered destinations of a store's recent event types.
 #[derive(Debug, Default)]
 pub(crate) struct Remembered {
-    /// Per event type, as read with (`true`) or without what sending at once needs: a publish
-    /// with an engine needs the former (`handoff.rs`).
-    known: Mutex<HashMap<(String, bool), Known>>,
+    /// Per event type, as last read.
+    known: Mutex<HashMap<String, Known>>,
     checked: AtomicU64,
     read: AtomicU64,
 }
@@ -60,19 +61,19 @@ impl Remembered {
         let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let found = types
             .iter()
-            .map(|t| Some((*t, known.get(&((*t).to_owned(), direct))?.clone())))
+            .map(|t| Some((*t, known.get(*t).filter(|k| k.direct == direct)?.clone())))
             .collect::<Option<Vec<_>>>();
         drop(known);
         found
     }
 
     /// Remembers what was just read of `event_type`.
-    pub(super) fn learn(&self, event_type: &str, direct: bool, read: Known) {
+    pub(super) fn learn(&self, event_type: &str, read: Known) {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         if known.len() >= MAX_TYPES {
             known.clear();
         }
-        known.insert((event_type.to_owned(), direct), read);
+        known.insert(event_type.to_owned(), read);
     }
 
     /// Counts a group by how it found its destinations.
@@ -101,19 +102,20 @@ mod tests {
         Known {
             matches: Matches::default(),
             fingerprint: Some(fingerprint.to_owned()),
+            direct: true,
         }
     }
 
     #[test]
     fn recalls_only_when_every_type_is_known_as_asked_and_stays_bounded() {
         let memory = Remembered::default();
-        memory.learn("a", true, known("1"));
+        memory.learn("a", known("1"));
         assert!(memory.recall(&["a", "b"], true).is_none());
         assert!(memory.recall(&["a"], false).is_none());
         let found = memory.recall(&["a"], true).expect("known");
         assert_eq!(found[0].1.fingerprint.as_deref(), Some("1"));
         for n in 0..MAX_TYPES {
-            memory.learn(&format!("t{n}"), true, known("2"));
+            memory.learn(&format!("t{n}"), known("2"));
         }
         assert!(memory.known.lock().expect("lock").len() <= MAX_TYPES);
         assert!(

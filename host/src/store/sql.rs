@@ -271,7 +271,7 @@ pub(crate) struct Pools<Db: sqlx::Database> {
 /// [`Dialect::insert_published_if_same`].
 pub(crate) struct Fingerprints<'a> {
     pub types: Vec<&'a str>,
-    pub fingerprints: Vec<Option<&'a str>>,
+    pub fingerprints: Vec<Option<String>>,
     /// The publish's time (secrets past their expiry no longer count).
     pub at: DateTime<Utc>,
 }
